@@ -1,0 +1,194 @@
+"""The job's configuration: one typed, validated model loaded from YAML.
+
+Unknown keys and missing required keys are errors that name the key path
+(`corpus.seed.label_field: field required`). `--set key.path=value` overrides are applied to
+the raw mapping before validation, so they are validated the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ConfigError(ValueError):
+    """A config problem, already phrased for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    path: str = Field(description="Parquet, JSONL or CSV file (by extension); globs allowed")
+    text_field: str = "text"
+    label_field: str | None = None
+
+
+class LabelledSource(Source):
+    label_field: str = "label"
+
+
+class Corpus(_Strict):
+    unlabeled: Source
+    seed: LabelledSource | None = None
+    test: LabelledSource | None = None
+
+
+class Task(_Strict):
+    labels: list[str] = Field(min_length=2)
+    instruction: str | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct(cls, labels: list[str]) -> list[str]:
+        if any(not l.strip() for l in labels):
+            raise ValueError("labels must be non-empty strings")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be distinct, got {labels}")
+        return labels
+
+
+class Records(_Strict):
+    """Input validation bounds; rows outside them go to rejected/ with a reason."""
+    min_chars: int = Field(1, ge=1)
+    max_chars: int = Field(20_000, ge=1)
+
+
+class Teacher(_Strict):
+    model: str = "qwen2.5-0.5b-instruct"
+    backend: Literal["hf"] = "hf"
+    batch_size: int = Field(16, ge=1, description="rows per forward pass")
+    max_input_tokens: int = Field(512, ge=8, description="text tokens kept per row (the rest is cut)")
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    threads: int | None = Field(None, ge=1, description="torch threads per worker; default: all cores / workers")
+
+
+class Student(_Strict):
+    model: str = "all-minilm-l6-v2"
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    max_length: int = Field(128, ge=8)
+    temperature: float = Field(2.0, gt=0, description="KD temperature applied to label_probs")
+    seed_weight: float = Field(1.0, ge=0, description="loss multiplier for gold seed rows")
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)
+
+
+class Curation(_Strict):
+    query: str = Field("curate.sql", description="file under sql/ (or a path) producing the curated rows")
+    min_confidence: float = Field(0.0, ge=0, le=1)
+    max_per_label: int | None = Field(None, ge=1)
+
+
+class Validation(_Strict):
+    min_rows: int = Field(1, ge=0, description="fewest rows a version may publish")
+
+
+class Config(_Strict):
+    dataset: str
+    output_root: str = "./datasets"
+    task: Task
+    corpus: Corpus
+    teacher: Teacher = Teacher()
+    student: Student = Student()
+    records: Records = Records()
+    curation: Curation = Curation()
+    validation: Validation = Validation()
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("dataset must match [A-Za-z0-9][A-Za-z0-9._-]* (no slashes or spaces)")
+        return v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Config":
+        if self.records.min_chars > self.records.max_chars:
+            raise ValueError("records.min_chars is larger than records.max_chars")
+        return self
+
+    def digest(self) -> str:
+        """Hash of everything that changes the published data (not where it is written)."""
+        payload = self.model_dump(mode="json", exclude={"output_root"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _set_path(raw: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = raw
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: {k} is not a mapping")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `key.path=value` overrides; values are parsed as YAML (`0.5`, `null`, `[a, b]`)."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key.path=value, got {item!r}")
+        _set_path(raw, key.strip(), yaml.safe_load(value))
+    return raw
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {where}: {msg}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def parse_config(raw: Any, base_dir: Path | None = None) -> Config:
+    """Validate a raw mapping; relative corpus/output paths are resolved against base_dir."""
+    if not isinstance(raw, dict):
+        raise ConfigError("invalid config: the top level must be a mapping")
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+    if base_dir is None:
+        return cfg
+    return _resolve_paths(cfg, base_dir)
+
+
+def _is_local_relative(path: str) -> bool:
+    return "://" not in path and not Path(path).is_absolute()
+
+
+def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
+    def fix(p: str) -> str:
+        return str((base_dir / p).resolve()) if _is_local_relative(p) else p
+
+    corpus = {}
+    for split in ("unlabeled", "seed", "test"):
+        src = getattr(cfg.corpus, split)
+        corpus[split] = None if src is None else src.model_copy(update={"path": fix(src.path)})
+    return cfg.model_copy(update={"corpus": cfg.corpus.model_copy(update=corpus),
+                                  "output_root": fix(cfg.output_root)})
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from None
+    raw = apply_overrides(raw or {}, overrides or [])
+    return parse_config(raw, base_dir=path.resolve().parent)

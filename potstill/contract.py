@@ -1,0 +1,85 @@
+"""The column contract: one pyarrow schema is the source of truth for a published dataset.
+
+The staged shards, the curation SQL's output, the great-expectations suite and the README's
+column table are all derived from (or tested against) the schemas in this module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+SOURCES = ("seed", "corpus", "generated")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    nullable: bool
+    doc: str
+
+
+# Columns every published row has, in this order.
+CORE_COLUMNS: tuple[Column, ...] = (
+    Column("id", pa.string(), False, "Stable content hash of the normalised text (16 hex chars)."),
+    Column("text", pa.string(), False, "The example's text, whitespace-normalised."),
+    Column("label", pa.string(), False,
+           "Training target: the gold label on seed rows, the teacher's label elsewhere."),
+    Column("label_probs", pa.list_(pa.float32()), False,
+           "Teacher distribution over the manifest's `labels`, in that order; sums to 1."),
+    Column("teacher_label", pa.string(), False, "The teacher's arg-max label."),
+    Column("teacher_confidence", pa.float32(), False, "max(label_probs)."),
+    Column("teacher_entropy", pa.float32(), False, "Entropy of label_probs in nats."),
+    Column("teacher_margin", pa.float32(), False, "Top-1 minus top-2 probability."),
+    Column("gold_label", pa.string(), True, "The human label; set on seed rows only."),
+    Column("source", pa.string(), False, "Where the row came from: seed, corpus or generated."),
+    Column("weight", pa.float32(), False, "Per-row training weight (>= 0)."),
+)
+
+# Rows that never reached the teacher: bad input, with the reason and where it came from.
+REJECTED_COLUMNS: tuple[Column, ...] = (
+    Column("source", pa.string(), False, "The split the row was read from."),
+    Column("input_ref", pa.string(), False, "file path and 1-based row number of the input."),
+    Column("reason", pa.string(), False, "Machine-readable rejection reason."),
+    Column("detail", pa.string(), True, "Human-readable explanation."),
+    Column("raw", pa.string(), True, "The raw record as JSON (truncated to 2,000 chars)."),
+)
+
+FILTER_REASON = Column("filter_reason", pa.string(), False,
+                       "The filter that dropped the row: duplicate, test_overlap (before the teacher) "
+                       "or a curation filter named by the SQL (e.g. low_confidence, label_cap).")
+
+
+def schema(columns: tuple[Column, ...] | list[Column]) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.type, nullable=c.nullable,
+                               metadata={"doc": c.doc}) for c in columns])
+
+
+SCORED_SCHEMA = schema(CORE_COLUMNS)
+PUBLISHED_SCHEMA = SCORED_SCHEMA
+# Filtered rows keep every core column; teacher columns are null for rows dropped before scoring.
+FILTERED_SCHEMA = schema([Column(c.name, c.type, c.name not in ("id", "text", "source"), c.doc)
+                          for c in CORE_COLUMNS] + [FILTER_REASON])
+REJECTED_SCHEMA = schema(REJECTED_COLUMNS)
+
+
+def column_names(s: pa.Schema) -> list[str]:
+    return [f.name for f in s]
+
+
+def conform(table: pa.Table, s: pa.Schema) -> pa.Table:
+    """Select and cast `table` to schema `s`; a missing column is an error naming it."""
+    missing = [f.name for f in s if f.name not in table.column_names]
+    if missing:
+        raise ValueError(f"table is missing contract columns: {', '.join(missing)}")
+    return pa.Table.from_arrays([table[f.name].cast(f.type) for f in s], schema=s)
+
+
+def markdown_table(s: pa.Schema = PUBLISHED_SCHEMA) -> str:
+    """The README's column table, generated from the schema (a test keeps them equal)."""
+    lines = ["| column | type | nullable | meaning |", "|---|---|---|---|"]
+    for f in s:
+        doc = (f.metadata or {}).get(b"doc", b"").decode()
+        lines.append(f"| `{f.name}` | {f.type} | {'yes' if f.nullable else 'no'} | {doc} |")
+    return "\n".join(lines)

