@@ -1,0 +1,1 @@
+"""Entry points: build the Beam pipeline from a config and run it; the `potstill` CLI."""

@@ -1,0 +1,111 @@
+"""The `potstill` command line (also `python -m beam_pipelines`).
+
+    potstill run CONFIG.yaml [--set key.path=value ...] [-- BEAM_PIPELINE_ARGS]
+    potstill train --dataset VERSION_DIR --config CONFIG.yaml --out DIR [--train-on all|seed]
+    potstill evaluate CONFIG.yaml --model teacher|DIR
+
+Each command logs progress to stderr and prints its result as the last stdout line: the
+version directory for `run`, a JSON object for `train` and `evaluate`. Errors the user can fix
+(bad config, missing files, a failed validation suite) print one clear message and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from potstill.config import ConfigError, load_config
+
+log = logging.getLogger("potstill")
+
+
+class UserError(Exception):
+    """An error with a message for the user; no traceback."""
+
+
+def _split_beam_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def run(argv: list[str] | None = None, test_pipeline=None) -> str:
+    """`potstill run`: the testable entry point (Beam's examples' `run(argv, test_pipeline)`)."""
+    from beam_pipelines.pipeline import run as run_pipeline
+
+    ours, beam_args = _split_beam_args(list(sys.argv[1:] if argv is None else argv))
+    parser = argparse.ArgumentParser(prog="potstill run")
+    parser.add_argument("config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    args = parser.parse_args(ours)
+    cfg = load_config(args.config, args.set)
+    return str(run_pipeline(cfg, beam_args, test_pipeline=test_pipeline))
+
+
+def _train(args) -> dict:
+    from models.trainer import train
+
+    cfg = load_config(args.config, args.set)
+    return train(args.dataset, cfg, args.out, train_on=args.train_on)
+
+
+def _evaluate(args) -> dict:
+    cfg = load_config(args.config, args.set)
+    if args.model == "teacher":
+        from models.evaluate import evaluate_teacher
+
+        return evaluate_teacher(cfg)
+    from models.trainer import evaluate
+
+    return evaluate(args.model, cfg)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="potstill", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the batch job and publish a dataset version", add_help=False)
+
+    train = sub.add_parser("train", help="fine-tune the student on a published version")
+    train.add_argument("--dataset", required=True, help="a published version directory")
+    train.add_argument("--config", required=True)
+    train.add_argument("--out", required=True, help="where the model and metrics.json go")
+    train.add_argument("--train-on", choices=["all", "seed"], default="all")
+    train.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+
+    ev = sub.add_parser("evaluate", help="evaluate the teacher or a trained student on the test split")
+    ev.add_argument("config")
+    ev.add_argument("--model", required=True, help="'teacher' or a trained student directory")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv[:1] or "--verbose" in argv[:1]
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("apache_beam", "great_expectations", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if verbose:
+        argv = argv[1:]
+    try:
+        if argv[:1] == ["run"]:
+            print(run(argv[1:]))
+            return 0
+        args = _parser().parse_args(argv)
+        result = _train(args) if args.command == "train" else _evaluate(args)
+        print(json.dumps(result, sort_keys=True))
+        return 0
+    except (ConfigError, UserError, FileNotFoundError) as err:
+        print(f"potstill: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - named user-facing failures below, the rest re-raised
+        from potstill.expectations import ValidationFailed
+
+        if isinstance(err, ValidationFailed):
+            print(f"potstill: validation failed, nothing was published:\n{err}", file=sys.stderr)
+            return 3
+        raise

@@ -1,0 +1,146 @@
+"""The job's glue around the Beam graph: what it will read (the plan), and what happens to the
+staged shards afterwards (curate with DuckDB, audit the teacher, validate, publish a version).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import potstill
+from models.registry import ResolvedModel, ensure_offline, resolve_model
+from potstill import contract, curation, expectations, versions
+from potstill.config import Config
+from potstill.records import expand
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    teacher: ResolvedModel
+    inputs: dict[str, list[dict]]     # split -> [{path, sha256, bytes}]
+    code_version: str
+    fingerprint: str
+
+
+def _file_digest(path: str) -> dict:
+    h, size = hashlib.sha256(), 0
+    with fsspec.open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return {"path": path, "sha256": h.hexdigest(), "bytes": size}
+
+
+def code_version() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
+                             capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return f"{potstill.__version__}+g{sha}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return potstill.__version__
+
+
+def plan(cfg: Config) -> Plan:
+    """Resolve models and hash every input file; the fingerprint identifies the would-be version."""
+    ensure_offline()
+    teacher = resolve_model(cfg.teacher.model)
+    inputs = {}
+    for split in ("unlabeled", "seed", "test"):
+        src = getattr(cfg.corpus, split)
+        if src is not None:
+            inputs[split] = [_file_digest(p) for p in expand(src.path)]
+    code = code_version()
+    payload = {"config": cfg.digest(), "teacher": teacher.sha256,
+               "inputs": {k: [f["sha256"] for f in v] for k, v in inputs.items()},
+               "code": potstill.__version__}
+    fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return Plan(teacher, inputs, code, fingerprint)
+
+
+def existing_version(cfg: Config, plan: Plan) -> Path | None:
+    return versions.find_by_fingerprint(cfg.output_root, cfg.dataset, plan.fingerprint)
+
+
+def read_staged(staging: Path, name: str, schema: pa.Schema) -> pa.Table:
+    files = sorted(str(p) for p in staging.glob(f"{name}*.parquet"))
+    tables = [pq.read_table(f, schema=schema) for f in files]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def teacher_audit(scored: pa.Table, labels: list[str]) -> dict:
+    """Teacher quality on the gold seed rows (the only rows with a human label)."""
+    from models.metrics import classification_metrics
+
+    seed = scored.filter(pa.compute.equal(scored["source"], "seed")).to_pylist()
+    if not seed:
+        return {"n": 0, "note": "no seed rows: teacher quality unknown"}
+    index = {l: i for i, l in enumerate(labels)}
+    probs = np.array([r["label_probs"] for r in seed], dtype=np.float64)
+    return classification_metrics([index[r["gold_label"]] for r in seed],
+                                  [index[r["teacher_label"]] for r in seed], labels, probs=probs)
+
+
+def counts(scored, filtered, rejected, published) -> dict:
+    def by(table, column):
+        return dict(sorted(Counter(table[column].to_pylist()).items()))
+
+    read = Counter(scored["source"].to_pylist()) + Counter(filtered["source"].to_pylist()) \
+        + Counter(rejected["source"].to_pylist())
+    out = {"read": dict(sorted(read.items())), "rejected": by(rejected, "reason"),
+           "filtered": by(filtered, "filter_reason"), "published": by(published, "source")}
+    total = sum(read.values())
+    accounted = published.num_rows + filtered.num_rows + rejected.num_rows
+    if total != accounted:  # a bug, never bad input: refuse to publish a version that loses rows
+        raise RuntimeError(f"row counts do not reconcile: read {total}, accounted {accounted}")
+    out["totals"] = {"read": total, "published": published.num_rows,
+                     "rejected": rejected.num_rows, "filtered": filtered.num_rows}
+    return out
+
+
+def finish(cfg: Config, plan: Plan, staging: Path) -> Path:
+    """Curate, validate and publish the staged shards; a failed suite publishes nothing."""
+    scored = read_staged(staging, "scored", contract.SCORED_SCHEMA)
+    early_filtered = read_staged(staging, "filtered", contract.FILTERED_SCHEMA)
+    rejected = read_staged(staging, "rejected", contract.REJECTED_SCHEMA)
+    labels = cfg.task.labels
+
+    curated = curation.curate(scored, labels, cfg.curation)
+    filtered = pa.concat_tables([early_filtered, curated.filtered])
+    published = curated.published
+    report = expectations.validate(published, labels, cfg.validation.min_rows)
+    if not report.success:
+        raise expectations.ValidationFailed(report)
+
+    manifest = {
+        "dataset": cfg.dataset,
+        "labels": labels,
+        "fingerprint": plan.fingerprint,
+        "config": cfg.model_dump(mode="json"),
+        "config_digest": cfg.digest(),
+        "code_version": plan.code_version,
+        "inputs": plan.inputs,
+        "models": {"teacher": {"name": plan.teacher.name, "source": plan.teacher.source,
+                               "sha256": plan.teacher.sha256}},
+        "counts": counts(scored, filtered, rejected, published),
+        "teacher_audit": teacher_audit(scored, labels),
+        "curation": {"query": curated.query_path, "sql": curated.sql, "params": curated.params},
+        "validation": {"success": report.success, "results": report.results},
+    }
+    path = versions.publish(cfg.output_root, cfg.dataset, published=published,
+                            filtered=filtered, rejected=rejected, manifest=manifest)
+    log.info("published %s: %s", path, manifest["counts"]["totals"])
+    return path

@@ -1,0 +1,19 @@
+"""Shared fixtures: tiny random models built in the test session (no weights downloaded)."""
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs a real packaged model (still run in CI)")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> str:
+    """A 2-layer random Llama with a byte-level BPE tokenizer and a chat template, on disk."""
+    from tiny_models import build_tiny_lm
+
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))

@@ -1,0 +1,53 @@
+import pytest
+
+from potstill.config import ConfigError, apply_overrides, load_config, parse_config
+
+BASE = {"dataset": "d", "task": {"labels": ["a", "b"]},
+        "corpus": {"unlabeled": {"path": "u.jsonl"}}}
+
+
+def test_minimal_config_gets_defaults():
+    cfg = parse_config(BASE)
+    assert cfg.teacher.model == "qwen2.5-0.5b-instruct" and cfg.curation.min_confidence == 0.0
+
+
+def test_unknown_key_is_named_with_its_path():
+    raw = {**BASE, "teacher": {"modle": "x"}}
+    with pytest.raises(ConfigError, match=r"teacher\.modle: unknown key"):
+        parse_config(raw)
+
+
+def test_missing_key_is_named_with_its_path():
+    raw = {**BASE, "corpus": {"unlabeled": {"path": "u"}, "seed": {"text_field": "t"}}}
+    with pytest.raises(ConfigError, match=r"corpus\.seed\.path"):
+        parse_config(raw)
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", "with space"])
+def test_dataset_names_are_validated(name):
+    with pytest.raises(ConfigError, match="dataset"):
+        parse_config({**BASE, "dataset": name})
+
+
+def test_labels_must_be_distinct():
+    with pytest.raises(ConfigError, match="task.labels"):
+        parse_config({**BASE, "task": {"labels": ["a", "a"]}})
+
+
+def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: d\ntask: {labels: [a, b]}\ncorpus: {unlabeled: {path: data/u.jsonl}}\n")
+    cfg = load_config(path, ["curation.min_confidence=0.7", "curation.max_per_label=null"])
+    assert cfg.curation.min_confidence == 0.7 and cfg.curation.max_per_label is None
+    assert cfg.corpus.unlabeled.path == str(tmp_path / "data" / "u.jsonl")
+    with pytest.raises(ConfigError, match="curation.min_confidence"):
+        load_config(path, ["curation.min_confidence=2"])
+    with pytest.raises(ConfigError, match="key.path=value"):
+        apply_overrides({}, ["novalue"])
+
+
+def test_digest_ignores_output_root_only():
+    a = parse_config({**BASE, "output_root": "/x"})
+    b = parse_config({**BASE, "output_root": "/y"})
+    c = parse_config({**BASE, "curation": {"min_confidence": 0.5}})
+    assert a.digest() == b.digest() != c.digest()

@@ -1,0 +1,76 @@
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from potstill.records import (Bounds, Malformed, Record, Rejection, iter_rows, normalise_text,
+                              read_split, stable_id, validate)
+
+LABELS = ["negative", "positive"]
+
+
+def check(raw, **kw):
+    args = dict(source="seed", input_ref="f:1", text_field="text", label_field="label",
+                labels=LABELS, bounds=Bounds(3, 40))
+    args.update(kw)
+    return validate(raw, **args)
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (Malformed("invalid JSON"), "malformed_record"),
+    ({"label": "positive"}, "missing_text"),
+    ({"text": None, "label": "positive"}, "missing_text"),
+    ({"text": 42, "label": "positive"}, "non_string_text"),
+    ({"text": " \n\t ", "label": "positive"}, "empty_text"),
+    ({"text": "ok", "label": "positive"}, "text_too_short"),
+    ({"text": "x" * 41, "label": "positive"}, "text_too_long"),
+    ({"text": "fine text"}, "missing_label"),
+    ({"text": "fine text", "label": "neutral"}, "unknown_label"),
+])
+def test_bad_rows_are_rejected_with_a_reason(raw, reason):
+    out = check(raw)
+    assert isinstance(out, Rejection)
+    assert out.reason == reason and out.input_ref == "f:1" and out.detail
+
+
+def test_valid_row_is_normalised_and_hashed():
+    out = check({"text": "  Great\u00a0 film\n", "label": "positive"})
+    assert isinstance(out, Record)
+    assert out.text == "Great film" and out.gold_label == "positive"
+    assert out.id == stable_id("Great film") and len(out.id) == 16
+
+
+def test_id_is_stable_under_whitespace_and_unicode_forms():
+    assert stable_id(normalise_text("caf\u0065\u0301  au lait")) == stable_id(normalise_text("caf\u00e9 au lait"))
+
+
+def test_iter_rows_reads_each_format(tmp_path):
+    rows = [{"text": "a b c"}, {"text": "d, \"e\"\nf"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "x.parquet")
+    (tmp_path / "x.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n{bad\n[1]\n")
+    (tmp_path / "x.csv").write_text('text\n"a b c"\n"d, ""e""\nf"\n')
+    for name in ("x.parquet", "x.csv"):
+        with open(tmp_path / name, "rb") as fh:
+            assert [r for _, r in iter_rows(fh, name)] == rows
+    with open(tmp_path / "x.jsonl", "rb") as fh:
+        got = list(iter_rows(fh, "x.jsonl"))
+    assert [r for _, r in got[:2]] == rows
+    assert [n for n, _ in got] == [1, 2, 3, 4]
+    assert all(isinstance(r, Malformed) for _, r in got[2:])
+
+
+def test_read_split_globs_and_counts(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"t": "one review", "y": "positive"}\n{"t": "", "y": "negative"}\n')
+    (tmp_path / "b.jsonl").write_text('{"t": "two review", "y": "bogus"}\n')
+    records, rejected = read_split(str(tmp_path / "*.jsonl"), source="test", text_field="t",
+                                   label_field="y", labels=LABELS)
+    assert [r.text for r in records] == ["one review"]
+    assert sorted(r.reason for r in rejected) == ["empty_text", "unknown_label"]
+    assert rejected[0].input_ref.endswith(":2") or rejected[1].input_ref.endswith(":2")
+
+
+def test_read_split_no_match_names_the_pattern(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        read_split(str(tmp_path / "nothing-here*.csv"), source="test", text_field="text")

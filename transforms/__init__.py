@@ -1,0 +1,1 @@
+"""Beam PTransforms and DoFns: thin wrappers over the plain functions in potstill/ and models/."""

@@ -1,0 +1,62 @@
+"""Read one corpus split with Beam file IO: every row becomes a Record or a rejected row."""
+from __future__ import annotations
+
+import io
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.metrics import Metrics
+
+from potstill.records import Bounds, Record, Rejection, file_format, iter_rows, validate
+
+REJECTED = "rejected"
+
+
+class ParseFile(beam.DoFn):
+    """Parse one matched file; valid rows go to the main output, the rest to `rejected`."""
+
+    def __init__(self, source: str, text_field: str, label_field: str | None,
+                 labels: list[str], bounds: Bounds):
+        self.source, self.text_field, self.label_field = source, text_field, label_field
+        self.labels, self.bounds = list(labels), bounds
+        self.read = Metrics.counter("potstill", f"read_{source}")
+        self.rejected = Metrics.counter("potstill", f"rejected_{source}")
+
+    def process(self, readable: fileio.ReadableFile):
+        path = readable.metadata.path
+        # Compression is handled by iter_rows by extension; Parquet needs a seekable file.
+        with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            if file_format(path) == "parquet" and not fh.seekable():
+                fh = io.BytesIO(fh.read())
+            for row, raw in iter_rows(fh, path):
+                self.read.inc()
+                out = validate(raw, source=self.source, input_ref=f"{path}:{row}",
+                               text_field=self.text_field, label_field=self.label_field,
+                               labels=self.labels, bounds=self.bounds)
+                if isinstance(out, Rejection):
+                    self.rejected.inc()
+                    Metrics.counter("potstill", f"rejected_{out.reason}").inc()
+                    yield beam.pvalue.TaggedOutput(REJECTED, out.to_row())
+                else:
+                    yield out
+
+
+class ReadSplit(beam.PTransform):
+    """pattern -> Records (main output) and rejected rows (`rejected` output)."""
+
+    def __init__(self, pattern: str, source: str, text_field: str, label_field: str | None = None,
+                 labels: list[str] | None = None, bounds: Bounds = Bounds()):
+        super().__init__()
+        self.pattern = pattern
+        self.parse = ParseFile(source, text_field, label_field, labels or [], bounds)
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Match" >> fileio.MatchFiles(self.pattern)
+                | "Open" >> fileio.ReadMatches()
+                | "Parse" >> beam.ParDo(self.parse).with_outputs(REJECTED, main="records"))
+
+
+def record_key(record: Record) -> tuple[str, Record]:
+    return record.id, record

@@ -1,0 +1,91 @@
+"""Teacher label scoring inside Beam's RunInference, with our own ModelHandler."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+
+from models.teacher import HFTeacher, label_stats
+from potstill.records import Record
+
+log = logging.getLogger(__name__)
+
+
+class TeacherModelHandler(ModelHandler[Record, PredictionResult, HFTeacher]):
+    """Loads the teacher once per worker and scores batches of Records.
+
+    Batches from Beam are sorted by length inside `score_labels`, so the handler asks for
+    batches several times the forward batch size to give the sort room to work.
+    """
+
+    def __init__(self, model_path: str, labels: Sequence[str], instruction: str | None, *,
+                 batch_size: int = 16, max_input_tokens: int = 512, dtype: str = "float32",
+                 threads: int | None = None, progress_every_s: float = 15.0):
+        super().__init__()
+        self.model_path, self.labels, self.instruction = model_path, list(labels), instruction
+        self.kwargs = dict(batch_size=batch_size, max_input_tokens=max_input_tokens,
+                           dtype=dtype, threads=threads)
+        self.batch_size = batch_size
+        self.progress_every_s = progress_every_s
+        self._done, self._start, self._last_log = 0, None, 0.0
+
+    def load_model(self) -> HFTeacher:
+        start = time.perf_counter()
+        teacher = HFTeacher(self.model_path, self.labels, self.instruction, **self.kwargs)
+        log.info("teacher loaded from %s in %.1fs", self.model_path, time.perf_counter() - start)
+        return teacher
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        return {"min_batch_size": 1, "max_batch_size": self.batch_size * 4}
+
+    def run_inference(self, batch: Sequence[Record], model: HFTeacher,
+                      inference_args: dict | None = None) -> Iterable[PredictionResult]:
+        stats = label_stats(model.score_labels([r.text for r in batch]), self.labels)
+        self._progress(len(batch))
+        return [PredictionResult(r, s) for r, s in zip(batch, stats)]
+
+    def _progress(self, n: int) -> None:
+        now = time.perf_counter()
+        self._start = self._start or now
+        self._done += n
+        Metrics.counter("potstill", "teacher_scored").inc(n)
+        if now - self._last_log >= self.progress_every_s:
+            self._last_log = now
+            rate = self._done / max(now - self._start, 1e-9)
+            log.info("teacher: %d rows scored (%.1f rows/s)", self._done, rate)
+
+    def get_metrics_namespace(self) -> str:
+        return "potstill_teacher"
+
+
+def scored_row(result: PredictionResult) -> dict:
+    """A contract row: seed rows keep their gold label as the training target."""
+    record, stats = result.example, result.inference
+    return {"id": record.id, "text": record.text,
+            "label": record.gold_label if record.source == "seed" else stats["teacher_label"],
+            **stats, "gold_label": record.gold_label, "source": record.source, "weight": 1.0}
+
+
+def failed_rows(failure) -> list[dict]:
+    """A batch the teacher could not score: every row goes to rejected with the error."""
+    batch, exc = failure
+    return [{"source": r.source, "input_ref": r.input_ref, "reason": "teacher_error",
+             "detail": f"{type(exc).__name__}: {exc}"[:500], "raw": r.text[:2000]} for r in batch]
+
+
+class ScoreWithTeacher(beam.PTransform):
+    """Records -> scored contract rows (main) and rejected rows (`rejected`)."""
+
+    def __init__(self, handler: TeacherModelHandler):
+        super().__init__()
+        self.handler = handler
+
+    def expand(self, records):
+        results, errors = records | "RunInference" >> RunInference(self.handler).with_exception_handling()
+        scored = results | "ToContractRow" >> beam.Map(scored_row)
+        rejected = errors.failed_inferences | "FailedBatches" >> beam.FlatMap(failed_rows)
+        return {"scored": scored, "rejected": rejected}
