@@ -63,6 +63,23 @@ def build(p: beam.Pipeline, cfg: Config, handler: TeacherModelHandler, staging: 
     write(unique.filtered, "filtered", FILTERED_SCHEMA)
 
 
+def teacher_throughput(result) -> dict:
+    """Rows/second of teacher scoring, from RunInference's own metrics (model load excluded)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    try:
+        metrics = result.metrics().query(MetricsFilter().with_namespace("potstill_teacher"))
+    except (NotImplementedError, AttributeError):  # some runners do not report metrics
+        return {}
+    rows = sum(c.committed or 0 for c in metrics["counters"] if c.key.metric.name == "num_inferences")
+    micros = sum((d.committed.sum if d.committed else 0) for d in metrics["distributions"]
+                 if d.key.metric.name == "inference_batch_latency_micro_secs")
+    if not rows or not micros:
+        return {}
+    return {"teacher_rows": rows, "teacher_seconds": round(micros / 1e6, 2),
+            "teacher_rows_per_second": round(rows / (micros / 1e6), 2)}
+
+
 def beam_options(beam_args: list[str]) -> PipelineOptions:
     args = list(beam_args)
     if not any(a.startswith("--runner") for a in args):
@@ -83,8 +100,9 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
     p = test_pipeline or beam.Pipeline(options=beam_options(beam_args or []))
     build(p, cfg, teacher_handler(cfg, plan.teacher.path), str(staging))
     log.info("running the Beam pipeline (staging at %s)", staging)
-    p.run().wait_until_finish()
+    result = p.run()
+    result.wait_until_finish()
 
-    version = job.finish(cfg, plan, staging)
+    version = job.finish(cfg, plan, staging, throughput=teacher_throughput(result))
     shutil.rmtree(staging, ignore_errors=True)
     return version

@@ -70,6 +70,8 @@ class HFTeacher:
         if any(not ids for ids in self.label_ids):
             raise ValueError("a label tokenises to nothing; check task.labels")
         self.prefix_ids = self._ids(self.prompt.prefix)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
         with torch.inference_mode():
             out = self.model(torch.tensor([self.prefix_ids]), use_cache=True)
         self._prefix_cache = out.past_key_values
@@ -104,37 +106,40 @@ class HFTeacher:
         return out
 
     def _score_batch(self, seqs: list[list[int]], shared: bool) -> np.ndarray:
-        b, n_labels = len(seqs), len(self.labels)
+        # Rows are left-padded after the shared prefix, so every row's answer position is the
+        # last one and the LM head (a large share of a small model's compute: the vocabulary
+        # projection) runs there only (`logits_to_keep=1`).
+        b = len(seqs)
         prefix_len = len(self.prefix_ids) if shared else 0
         width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((b, width), pad, dtype=torch.long)
+        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((b, prefix_len + width), dtype=torch.long)
         mask[:, :prefix_len] = 1
+        positions = torch.zeros((b, width), dtype=torch.long)
         for r, s in enumerate(seqs):
-            ids[r, : len(s)] = torch.tensor(s)
-            mask[r, prefix_len: prefix_len + len(s)] = 1
-        positions = (prefix_len + torch.arange(width)).expand(b, width)
+            pad = width - len(s)
+            ids[r, pad:] = torch.tensor(s)
+            mask[r, prefix_len + pad:] = 1
+            positions[r, pad:] = prefix_len + torch.arange(len(s))
         cache = None
         if shared:
             cache = copy.deepcopy(self._prefix_cache)
             cache.batch_repeat_interleave(b)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True)
-        last = torch.tensor([len(s) - 1 for s in seqs])
-        first = torch.log_softmax(out.logits[torch.arange(b), last].float(), dim=-1)
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
         scores = torch.stack([first[:, ids_[0]] for ids_ in self.label_ids], dim=1)
 
         longest = max(len(x) for x in self.label_ids)
         if longest > 1:
-            scores += self._continuations(out.past_key_values, mask, last + 1 + prefix_len, longest)
+            next_pos = torch.tensor([prefix_len + len(s) for s in seqs])
+            scores += self._continuations(out.past_key_values, mask, next_pos, longest)
         return scores.double().numpy()
 
     def _continuations(self, cache, mask, next_pos, longest) -> torch.Tensor:
         """Log-prob of label tokens 2..k given token 1, for every (row, label) pair at once."""
         b, n_labels, k = mask.shape[0], len(self.labels), longest - 1
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        cont = torch.full((n_labels, k), pad, dtype=torch.long)
+        cont = torch.full((n_labels, k), self.pad_id, dtype=torch.long)
         cont_mask = torch.zeros((n_labels, k), dtype=torch.long)
         for l, ids_ in enumerate(self.label_ids):
             cont[l, : len(ids_) - 1] = torch.tensor(ids_[:-1])

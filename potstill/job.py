@@ -111,7 +111,7 @@ def counts(scored, filtered, rejected, published) -> dict:
     return out
 
 
-def finish(cfg: Config, plan: Plan, staging: Path) -> Path:
+def finish(cfg: Config, plan: Plan, staging: Path, throughput: dict | None = None) -> Path:
     """Curate, validate and publish the staged shards; a failed suite publishes nothing."""
     scored = read_staged(staging, "scored", contract.SCORED_SCHEMA)
     early_filtered = read_staged(staging, "filtered", contract.FILTERED_SCHEMA)
@@ -137,6 +137,7 @@ def finish(cfg: Config, plan: Plan, staging: Path) -> Path:
                                "sha256": plan.teacher.sha256}},
         "counts": counts(scored, filtered, rejected, published),
         "teacher_audit": teacher_audit(scored, labels),
+        "throughput": throughput or {},
         "curation": {"query": curated.query_path, "sql": curated.sql, "params": curated.params},
         "validation": {"success": report.success, "results": report.results},
     }

@@ -1,0 +1,146 @@
+"""Curation: run a query from sql/ over the staged shards in DuckDB and split kept from filtered.
+
+The query decides; this module only wires it up. It registers the staged rows as a view named
+`staged`, binds the thresholds by name (values never become SQL text, so a config value can
+not change what the query does), checks the output against the column contract, and splits it
+on `filter_reason`: null rows are published, the rest go to filtered.parquet with their
+reason. Counts must reconcile: a query that drops or duplicates rows is an error, because a
+row that vanishes without a reason cannot be audited later.
+
+Parameters a query may use: `$min_confidence`, `$max_per_label` (NULL = no cap) and `$labels`
+(the task's label list). Only the ones the query mentions are bound: DuckDB refuses extra ones.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import ValidationError
+
+from potstill import contract
+from potstill.config import ConfigError, Curation
+
+_PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+# Comments and string literals are removed before looking for $names, so "-- uses $x" in a
+# header comment does not count as a use.
+_COMMENT_OR_STRING = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'", re.S)
+
+
+@dataclass
+class CurationResult:
+    published: pa.Table          # contract.PUBLISHED_SCHEMA, ordered by id
+    filtered: pa.Table           # contract.FILTERED_SCHEMA, with filter_reason, ordered by id
+    sql: str                     # the query text as run (saved with the version for lineage)
+    params: dict[str, Any] = field(default_factory=dict)  # the values bound, JSON-serialisable
+    query_path: str = ""
+
+    def filter_counts(self) -> dict[str, int]:
+        """Rows filtered per reason, for the manifest's stats."""
+        return dict(sorted(Counter(self.filtered["filter_reason"].to_pylist()).items()))
+
+
+def sql_dir() -> Path:
+    """The folder of the `sql` package: installed next to `potstill`, or in the checkout."""
+    try:
+        return Path(str(resources.files("sql")))
+    except ModuleNotFoundError:  # not installed and the repo root is not on sys.path
+        return Path(__file__).resolve().parents[1] / "sql"
+
+
+def load_query(name: str) -> tuple[Path, str]:
+    """Find a query: a bare file name is looked up under sql/, anything else is a path.
+
+    Relative paths are relative to the working directory (config loading does not resolve
+    `curation.query`). Only existing `.sql` files are accepted, so a typo fails here, before
+    any data is read, with the list of queries that do exist.
+    """
+    if not name or not name.strip():
+        raise ValueError("curation.query is empty")
+    bare = "/" not in name and "\\" not in name
+    path = sql_dir() / name if bare else Path(name).expanduser()
+    if path.suffix != ".sql":
+        raise ValueError(f"curation.query must name a .sql file, got {name!r}")
+    if not path.is_file():
+        known = ", ".join(sorted(p.name for p in sql_dir().glob("*.sql"))) or "none"
+        raise ValueError(f"curation query not found: {path} (queries under sql/: {known})")
+    return path.resolve(), path.read_text(encoding="utf-8")
+
+
+def query_parameters(sql: str) -> list[str]:
+    """The `$name` parameters a query uses, in first-use order."""
+    names = _PARAM.findall(_COMMENT_OR_STRING.sub(" ", sql))
+    return list(dict.fromkeys(names))
+
+
+def _validated(cfg: Curation | Mapping[str, Any]) -> Curation:
+    # Re-validate even a Curation: one built with model_construct() skips its checks.
+    raw = cfg.model_dump(warnings=False) if isinstance(cfg, Curation) else dict(cfg)
+    try:
+        return Curation.model_validate(raw)
+    except ValidationError as err:
+        lines = [f"  curation.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise ConfigError("invalid curation config:\n" + "\n".join(lines)) from None
+
+
+def _register_staged(con: duckdb.DuckDBPyConnection, staged: Sequence[str] | pa.Table) -> None:
+    if isinstance(staged, pa.Table):
+        con.register("staged", staged)
+        return
+    paths = [staged] if isinstance(staged, str) else [str(p) for p in staged]
+    if not paths:
+        # No shards (everything was rejected upstream): curate an empty table, not an error.
+        con.register("staged", contract.SCORED_SCHEMA.empty_table())
+        return
+    # The path list is a bound parameter too: file names never become SQL text.
+    con.sql("select * from read_parquet($paths)", params={"paths": paths}).create_view("staged")
+
+
+def _check_output(out: pa.Table, staged_rows: int, path: Path) -> None:
+    wanted = contract.column_names(contract.SCORED_SCHEMA) + [contract.FILTER_REASON.name]
+    missing = [c for c in wanted if c not in out.column_names]
+    if missing:
+        raise ValueError(f"curation query {path} output is missing columns: {', '.join(missing)}")
+    if out.num_rows != staged_rows:
+        raise ValueError(
+            f"curation query {path} returned {out.num_rows} rows for {staged_rows} staged rows: "
+            "it must return every staged row and mark dropped ones with filter_reason")
+
+
+def curate(staged: Sequence[str] | pa.Table, labels: Sequence[str],
+           curation_cfg: Curation | Mapping[str, Any]) -> CurationResult:
+    """Run the configured curation query over staged Parquet paths (or an Arrow table)."""
+    cfg = _validated(curation_cfg)
+    path, sql = load_query(cfg.query)
+    available = {"min_confidence": cfg.min_confidence, "max_per_label": cfg.max_per_label,
+                 "labels": list(labels)}
+    used = query_parameters(sql)
+    unknown = [p for p in used if p not in available]
+    if unknown:
+        raise ValueError(f"curation query {path} uses unknown parameters: "
+                         f"{', '.join('$' + p for p in unknown)} (known: "
+                         f"{', '.join('$' + p for p in available)})")
+    params = {p: available[p] for p in used}
+
+    con = duckdb.connect(":memory:")
+    try:
+        _register_staged(con, staged)
+        staged_rows = con.sql("select count(*) from staged").fetchall()[0][0]
+        out = con.sql(sql, params=params).to_arrow_table()
+    finally:
+        con.close()
+
+    _check_output(out, staged_rows, path)
+    # Sorted here as well, so the order holds whatever a custom query does.
+    out = out.sort_by([("id", "ascending")])
+    kept = pc.is_null(out[contract.FILTER_REASON.name])
+    return CurationResult(
+        published=contract.conform(out.filter(kept), contract.PUBLISHED_SCHEMA),
+        filtered=contract.conform(out.filter(pc.invert(kept)), contract.FILTERED_SCHEMA),
+        sql=sql, params=params, query_path=str(path))

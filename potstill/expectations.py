@@ -1,0 +1,206 @@
+"""The great-expectations gate: a suite derived from the column contract; a failure publishes nothing.
+
+The suite is built from `contract.PUBLISHED_SCHEMA` and the task's labels, not written by hand,
+so the SQL output, the Parquet schema and the gate cannot drift apart: every non-nullable
+contract column gets a not-null check, label columns get the label set, and the columns must
+appear in contract order.
+
+GE has no expectations over list values, so `label_probs` is checked through helper columns
+derived before validation (see `HELPER_COLUMNS`): `_probs_len` (non-null probabilities per row;
+must equal the number of labels), `_probs_sum` (within 1e-3 of 1) and `_probs_min` (>= 0). They
+exist only in the validated frame, never in published data.
+
+GE runs on pandas in an ephemeral, in-memory context with analytics and progress bars off: its
+SQL/DuckDB datasource returns empty results in 1.24, and nothing here may need the network.
+GE is imported lazily because its import alone takes seconds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from potstill import contract
+
+HELPER_COLUMNS = ("_probs_len", "_probs_sum", "_probs_min")
+PROBS_SUM_TOLERANCE = 1e-3
+# float32 rounding can push the entropy of a uniform distribution just past ln(n).
+ENTROPY_EPS = 1e-4
+_SAMPLES = 5  # unexpected values quoted per failure
+
+
+def _gx():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    return gx
+
+
+def build_suite(labels: Sequence[str], min_rows: int) -> list:
+    """The expectations a published table must meet, derived from the contract and the labels."""
+    gxe = _gx().expectations
+    labels = list(labels)
+    n = len(labels)
+    columns = contract.column_names(contract.PUBLISHED_SCHEMA)
+    suite = [
+        gxe.ExpectTableColumnsToMatchOrderedList(column_list=columns + list(HELPER_COLUMNS)),
+        gxe.ExpectTableRowCountToBeBetween(min_value=min_rows),
+    ]
+    suite += [gxe.ExpectColumnValuesToNotBeNull(column=f.name)
+              for f in contract.PUBLISHED_SCHEMA if not f.nullable]
+    suite += [
+        gxe.ExpectColumnValuesToBeUnique(column="id"),
+        gxe.ExpectColumnValuesToBeInSet(column="label", value_set=labels),
+        gxe.ExpectColumnValuesToBeInSet(column="teacher_label", value_set=labels),
+        gxe.ExpectColumnValuesToBeInSet(column="gold_label", value_set=labels),  # nulls pass
+        gxe.ExpectColumnValuesToBeInSet(column="source", value_set=list(contract.SOURCES)),
+        gxe.ExpectColumnValuesToBeBetween(column="teacher_confidence", min_value=0.0, max_value=1.0),
+        gxe.ExpectColumnValuesToBeBetween(column="teacher_margin", min_value=0.0, max_value=1.0),
+        gxe.ExpectColumnValuesToBeBetween(column="teacher_entropy", min_value=0.0,
+                                          max_value=math.log(n) + ENTROPY_EPS),
+        gxe.ExpectColumnValuesToBeBetween(column="weight", min_value=0.0),
+        gxe.ExpectColumnValuesToBeBetween(column="_probs_len", min_value=n, max_value=n),
+        gxe.ExpectColumnValuesToBeBetween(column="_probs_sum", min_value=1 - PROBS_SUM_TOLERANCE,
+                                          max_value=1 + PROBS_SUM_TOLERANCE),
+        gxe.ExpectColumnValuesToBeBetween(column="_probs_min", min_value=0.0),
+    ]
+    return suite
+
+
+def _probs_helpers(table: pa.Table) -> dict[str, np.ndarray]:
+    """Per-row length/sum/min of label_probs, vectorised with Arrow (no Python loop per row).
+
+    A null or empty list gets length 0 (so it fails the length check) and NaN sum/min.
+    """
+    rows = table.num_rows
+    length = np.zeros(rows, dtype=np.int64)
+    total = np.full(rows, np.nan)
+    low = np.full(rows, np.nan)
+    if "label_probs" in table.column_names and rows:
+        probs = table["label_probs"].combine_chunks()
+        flat = pa.table({"row": pc.list_parent_indices(probs),
+                         "p": pc.list_flatten(probs).cast(pa.float64())})
+        agg = flat.group_by("row").aggregate([("p", "count"), ("p", "sum"), ("p", "min")])
+        idx = agg["row"].to_numpy()
+        length[idx] = agg["p_count"].to_numpy()
+        total[idx] = agg["p_sum"].to_numpy(zero_copy_only=False)
+        low[idx] = agg["p_min"].to_numpy(zero_copy_only=False)
+    return {"_probs_len": length, "_probs_sum": total, "_probs_min": low}
+
+
+def validation_frame(table: pa.Table):
+    """The pandas frame GE validates: the table's columns plus the label_probs helpers."""
+    df = table.to_pandas()
+    for name, values in _probs_helpers(table).items():
+        df[name] = values
+    return df
+
+
+@dataclass
+class ValidationReport:
+    success: bool
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)  # JSON-safe, for the manifest
+
+    def raise_if_failed(self) -> None:
+        if not self.success:
+            raise ValidationFailed(self)
+
+
+class ValidationFailed(Exception):
+    """The gate refused a table; the message lists each failed expectation and its row count."""
+
+    def __init__(self, report: ValidationReport):
+        self.report = report
+        lines = []
+        for f in report.failures:
+            where = f" on {f['column']}" if f["column"] else ""
+            rows = (f": {f['unexpected_count']} rows failed"
+                    if f["unexpected_count"] is not None else "")
+            lines.append(f"  - {f['expectation']}{where}{rows} ({f['detail']})")
+        super().__init__(f"validation failed, {len(report.failures)} expectation(s):\n"
+                         + "\n".join(lines))
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _exception_message(info: dict | None) -> str | None:
+    """GE reports a raised metric either flat or keyed by metric id; take the first message."""
+    info = info or {}
+    nested = [info] + [v for v in info.values() if isinstance(v, dict)]
+    for item in nested:
+        if item.get("raised_exception"):
+            return str(item.get("exception_message") or "exception").splitlines()[0]
+    return None
+
+
+def _columns_detail(observed: list, expected: list) -> str:
+    missing = [c for c in expected if c not in observed]
+    extra = [c for c in observed if c not in expected]
+    if missing or extra:
+        return f"missing columns {missing}, unexpected columns {extra}"
+    return f"columns out of contract order: {observed}"
+
+
+def _summarise(r) -> tuple[dict, dict | None]:
+    cfg = r.expectation_config
+    kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "column")}
+    res = dict(r.result or {})
+    raised = _exception_message(r.exception_info)
+    summary = _json_safe({
+        "expectation": cfg.type, "column": cfg.kwargs.get("column"), "success": bool(r.success),
+        "kwargs": kwargs, "unexpected_count": res.get("unexpected_count"),
+        "observed_value": res.get("observed_value"),
+    })
+    if r.success:
+        return summary, None
+    if raised:
+        detail = f"raised: {raised}"
+    elif "column_list" in kwargs and isinstance(res.get("observed_value"), list):
+        detail = _columns_detail(res["observed_value"], kwargs["column_list"])
+    elif "observed_value" in res:
+        detail = f"observed {res['observed_value']!r}, expected {kwargs}"
+    else:
+        sample = res.get("partial_unexpected_list", [])[:_SAMPLES]
+        detail = (f"expected {kwargs}; " if kwargs else "") + f"e.g. {sample!r}"
+    failure = {"expectation": summary["expectation"], "column": summary["column"],
+               "unexpected_count": summary["unexpected_count"], "detail": detail}
+    return summary, failure
+
+
+def validate(table: pa.Table, labels: Sequence[str], min_rows: int) -> ValidationReport:
+    """Validate a table against the contract suite; never raises for bad data, only reports."""
+    gx = _gx()
+    from great_expectations.data_context.types.base import (
+        DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig)
+
+    # A fresh in-memory context per call: nothing persists, names never collide between runs.
+    context = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False)))
+    batch_def = (context.data_sources.add_pandas("potstill")
+                 .add_dataframe_asset("published")
+                 .add_batch_definition_whole_dataframe("all"))
+    suite = context.suites.add(gx.ExpectationSuite(
+        name="potstill_published", expectations=build_suite(labels, min_rows)))
+    batch = batch_def.get_batch(batch_parameters={"dataframe": validation_frame(table)})
+    outcome = batch.validate(suite, result_format="SUMMARY")
+
+    results, failures = [], []
+    for r in outcome.results:
+        summary, failure = _summarise(r)
+        results.append(summary)
+        if failure:
+            failures.append(failure)
+    return ValidationReport(success=bool(outcome.success), failures=failures, results=results)

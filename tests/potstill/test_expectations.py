@@ -1,0 +1,109 @@
+"""The great-expectations gate on small published tables: one good, each bad in one way."""
+import json
+import math
+import time
+
+import pyarrow as pa
+import pytest
+
+from potstill import contract
+from potstill.expectations import (HELPER_COLUMNS, ValidationFailed, build_suite, validate,
+                                   validation_frame)
+
+LABELS = ["neg", "pos", "plot"]
+
+
+def make_row(id, label="pos", conf=0.8, source="corpus", **over):
+    """A valid PUBLISHED_SCHEMA row for LABELS; `over` replaces any field."""
+    rest = (1 - conf) / (len(LABELS) - 1)
+    p = [conf if l == label else rest for l in LABELS]
+    row = {"id": id, "text": f"text {id}", "label": label, "label_probs": p,
+           "teacher_label": label, "teacher_confidence": conf,
+           "teacher_entropy": -sum(x * math.log(x) for x in p if x > 0), "teacher_margin": conf - rest,
+           "gold_label": label if source == "seed" else None, "source": source, "weight": 1.0}
+    return {**row, **over}
+
+
+def table(*rows):
+    return pa.Table.from_pylist(list(rows), schema=contract.PUBLISHED_SCHEMA)
+
+
+def good_rows(n=4):
+    return [make_row(f"r{i}", LABELS[i % 3], source=contract.SOURCES[i % 3]) for i in range(n)]
+
+
+def only_failure(report, expectation, column):
+    assert not report.success
+    hits = [f for f in report.failures if f["expectation"] == expectation and f["column"] == column]
+    assert hits, report.failures
+    return hits[0]
+
+
+def test_suite_is_derived_from_the_contract():
+    suite = build_suite(LABELS, min_rows=1)
+    not_null = {e.column for e in suite if type(e).__name__ == "ExpectColumnValuesToNotBeNull"}
+    assert not_null == {f.name for f in contract.PUBLISHED_SCHEMA if not f.nullable}
+    ordered = next(e for e in suite if type(e).__name__ == "ExpectTableColumnsToMatchOrderedList")
+    assert ordered.column_list == contract.column_names(contract.PUBLISHED_SCHEMA) + list(HELPER_COLUMNS)
+
+
+def test_good_table_passes_and_results_are_json():
+    report = validate(table(*good_rows()), LABELS, min_rows=4)
+    assert report.success, report.failures
+    assert report.failures == []
+    json.dumps(report.results)
+    assert {r["expectation"] for r in report.results} >= {"expect_column_values_to_be_unique"}
+
+
+def test_helper_columns():
+    rows = good_rows(2) + [make_row("x", label_probs=None), make_row("y", label_probs=[0.5, None, 0.5])]
+    df = validation_frame(pa.Table.from_pylist(rows, schema=contract.PUBLISHED_SCHEMA))
+    assert df["_probs_len"].tolist() == [3, 3, 0, 2]
+    assert df["_probs_sum"].iloc[0] == pytest.approx(1.0)
+    assert math.isnan(df["_probs_sum"].iloc[2])
+
+
+def test_unknown_label_fails_with_count():
+    rows = good_rows() + [make_row("u1", label="maybe"), make_row("u2", label="maybe")]
+    report = validate(table(*rows), LABELS, min_rows=1)
+    failure = only_failure(report, "expect_column_values_to_be_in_set", "label")
+    assert failure["unexpected_count"] == 2 and "maybe" in failure["detail"]
+
+
+def test_duplicate_id_fails():
+    report = validate(table(*good_rows(), make_row("r0")), LABELS, min_rows=1)
+    assert only_failure(report, "expect_column_values_to_be_unique", "id")["unexpected_count"] == 2
+
+
+def test_probs_not_summing_to_one_fail():
+    report = validate(table(*good_rows(), make_row("s", label_probs=[0.5, 0.4, 0.4])), LABELS, 1)
+    assert only_failure(report, "expect_column_values_to_be_between", "_probs_sum")["unexpected_count"] == 1
+
+
+def test_wrong_probs_length_fails():
+    report = validate(table(*good_rows(), make_row("l", label_probs=[0.5, 0.5])), LABELS, 1)
+    assert only_failure(report, "expect_column_values_to_be_between", "_probs_len")["unexpected_count"] == 1
+
+
+def test_negative_weight_fails_and_message_names_it():
+    report = validate(table(*good_rows(), make_row("w", weight=-0.5)), LABELS, 1)
+    assert only_failure(report, "expect_column_values_to_be_between", "weight")["unexpected_count"] == 1
+    with pytest.raises(ValidationFailed, match=r"expect_column_values_to_be_between on weight: 1 rows"):
+        report.raise_if_failed()
+
+
+def test_too_few_rows_and_missing_column_fail():
+    report = validate(table(*good_rows(2)), LABELS, min_rows=3)
+    only_failure(report, "expect_table_row_count_to_be_between", None)
+    report = validate(table(*good_rows()).drop_columns(["weight"]), LABELS, min_rows=1)
+    only_failure(report, "expect_table_columns_to_match_ordered_list", None)
+    assert "weight" in str(ValidationFailed(report))
+
+
+def test_thousand_rows_validate_in_seconds():
+    rows = [make_row(f"{i:04d}", LABELS[i % 3], conf=0.5 + (i % 50) / 100) for i in range(1000)]
+    start = time.perf_counter()
+    report = validate(table(*rows), LABELS, min_rows=1000)
+    elapsed = time.perf_counter() - start
+    assert report.success, report.failures
+    assert elapsed < 30, f"GE took {elapsed:.1f}s for 1,000 rows"
