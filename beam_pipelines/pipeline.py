@@ -16,7 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from potstill import job
 from potstill.config import Config
-from potstill.contract import FILTERED_SCHEMA, REJECTED_SCHEMA, SCORED_SCHEMA
+from potstill import contract
 from potstill.records import Bounds
 from transforms.dedup import Deduplicate
 from transforms.read import ReadSplit
@@ -58,9 +58,10 @@ def build(p: beam.Pipeline, cfg: Config, handler: TeacherModelHandler, staging: 
         return pcoll | f"Write{name.title()}" >> beam.io.WriteToParquet(
             f"{staging}/{name}", schema, file_name_suffix=".parquet")
 
-    write(scored["scored"], "scored", SCORED_SCHEMA)
-    write(rejected, "rejected", REJECTED_SCHEMA)
-    write(unique.filtered, "filtered", FILTERED_SCHEMA)
+    optional = job.optional_columns(cfg)
+    write(scored["scored"], "scored", contract.scored_schema(optional))
+    write(rejected, "rejected", contract.REJECTED_SCHEMA)
+    write(unique.filtered, "filtered", contract.filtered_schema(optional))
 
 
 def teacher_throughput(result) -> dict:

@@ -178,8 +178,12 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
     for split in ("unlabeled", "seed", "test"):
         src = getattr(cfg.corpus, split)
         corpus[split] = None if src is None else src.model_copy(update={"path": fix(src.path)})
+    query = cfg.curation.query
+    if "/" in query or "\\" in query:  # a path, not a file name under sql/
+        query = fix(query)
     return cfg.model_copy(update={"corpus": cfg.corpus.model_copy(update=corpus),
-                                  "output_root": fix(cfg.output_root)})
+                                  "output_root": fix(cfg.output_root),
+                                  "curation": cfg.curation.model_copy(update={"query": query})})
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

@@ -51,16 +51,46 @@ FILTER_REASON = Column("filter_reason", pa.string(), False,
                        "or a curation filter named by the SQL (e.g. low_confidence, label_cap).")
 
 
+# Columns that optional stages add when they are switched on (e.g. saliency rationales), in
+# this order after the core columns. A stage registers its columns here, nowhere else.
+OPTIONAL_COLUMNS: tuple[Column, ...] = ()
+
+
 def schema(columns: tuple[Column, ...] | list[Column]) -> pa.Schema:
     return pa.schema([pa.field(c.name, c.type, nullable=c.nullable,
                                metadata={"doc": c.doc}) for c in columns])
 
 
-SCORED_SCHEMA = schema(CORE_COLUMNS)
+def _optional(names) -> list[Column]:
+    names = set(names)
+    unknown = names - {c.name for c in OPTIONAL_COLUMNS}
+    if unknown:
+        raise ValueError(f"not optional contract columns: {sorted(unknown)}")
+    return [c for c in OPTIONAL_COLUMNS if c.name in names]
+
+
+def optional_present(table_or_schema) -> list[str]:
+    """The optional columns a table (or schema) carries, in contract order."""
+    names = set(table_or_schema.column_names if isinstance(table_or_schema, pa.Table)
+                else table_or_schema.names)
+    return [c.name for c in OPTIONAL_COLUMNS if c.name in names]
+
+
+def scored_schema(optional=()) -> pa.Schema:
+    """Staged and published rows: the core columns plus the named optional ones."""
+    return schema(list(CORE_COLUMNS) + _optional(optional))
+
+
+def filtered_schema(optional=()) -> pa.Schema:
+    """Filtered rows keep every column; teacher columns are null for rows dropped before scoring."""
+    cols = list(CORE_COLUMNS) + _optional(optional)
+    return schema([Column(c.name, c.type, c.name not in ("id", "text", "source"), c.doc)
+                   for c in cols] + [FILTER_REASON])
+
+
+SCORED_SCHEMA = scored_schema()
 PUBLISHED_SCHEMA = SCORED_SCHEMA
-# Filtered rows keep every core column; teacher columns are null for rows dropped before scoring.
-FILTERED_SCHEMA = schema([Column(c.name, c.type, c.name not in ("id", "text", "source"), c.doc)
-                          for c in CORE_COLUMNS] + [FILTER_REASON])
+FILTERED_SCHEMA = filtered_schema()
 REJECTED_SCHEMA = schema(REJECTED_COLUMNS)
 
 

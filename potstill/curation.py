@@ -140,7 +140,8 @@ def curate(staged: Sequence[str] | pa.Table, labels: Sequence[str],
     # Sorted here as well, so the order holds whatever a custom query does.
     out = out.sort_by([("id", "ascending")])
     kept = pc.is_null(out[contract.FILTER_REASON.name])
+    optional = contract.optional_present(out)
     return CurationResult(
-        published=contract.conform(out.filter(kept), contract.PUBLISHED_SCHEMA),
-        filtered=contract.conform(out.filter(pc.invert(kept)), contract.FILTERED_SCHEMA),
+        published=contract.conform(out.filter(kept), contract.scored_schema(optional)),
+        filtered=contract.conform(out.filter(pc.invert(kept)), contract.filtered_schema(optional)),
         sql=sql, params=params, query_path=str(path))

@@ -44,12 +44,14 @@ def _gx():
     return gx
 
 
-def build_suite(labels: Sequence[str], min_rows: int) -> list:
-    """The expectations a published table must meet, derived from the contract and the labels."""
+def build_suite(labels: Sequence[str], min_rows: int, optional: Sequence[str] = ()) -> list:
+    """The expectations a published table must meet, derived from the contract and the labels.
+
+    `optional` names the optional contract columns the table carries (stages switched on)."""
     gxe = _gx().expectations
     labels = list(labels)
     n = len(labels)
-    columns = contract.column_names(contract.PUBLISHED_SCHEMA)
+    columns = contract.column_names(contract.scored_schema(optional))
     suite = [
         gxe.ExpectTableColumnsToMatchOrderedList(column_list=columns + list(HELPER_COLUMNS)),
         gxe.ExpectTableRowCountToBeBetween(min_value=min_rows),
@@ -193,7 +195,7 @@ def validate(table: pa.Table, labels: Sequence[str], min_rows: int) -> Validatio
                  .add_dataframe_asset("published")
                  .add_batch_definition_whole_dataframe("all"))
     suite = context.suites.add(gx.ExpectationSuite(
-        name="potstill_published", expectations=build_suite(labels, min_rows)))
+        name="potstill_published", expectations=build_suite(labels, min_rows, contract.optional_present(table))))
     batch = batch_def.get_batch(batch_parameters={"dataframe": validation_frame(table)})
     outcome = batch.validate(suite, result_format="SUMMARY")
 

@@ -75,6 +75,11 @@ def existing_version(cfg: Config, plan: Plan) -> Path | None:
     return versions.find_by_fingerprint(cfg.output_root, cfg.dataset, plan.fingerprint)
 
 
+def optional_columns(cfg: Config) -> list[str]:
+    """Optional contract columns the stages switched on by `cfg` add to every scored row."""
+    return []
+
+
 def read_staged(staging: Path, name: str, schema: pa.Schema) -> pa.Table:
     files = sorted(str(p) for p in staging.glob(f"{name}*.parquet"))
     tables = [pq.read_table(f, schema=schema) for f in files]
@@ -113,8 +118,9 @@ def counts(scored, filtered, rejected, published) -> dict:
 
 def finish(cfg: Config, plan: Plan, staging: Path, throughput: dict | None = None) -> Path:
     """Curate, validate and publish the staged shards; a failed suite publishes nothing."""
-    scored = read_staged(staging, "scored", contract.SCORED_SCHEMA)
-    early_filtered = read_staged(staging, "filtered", contract.FILTERED_SCHEMA)
+    optional = optional_columns(cfg)
+    scored = read_staged(staging, "scored", contract.scored_schema(optional))
+    early_filtered = read_staged(staging, "filtered", contract.filtered_schema(optional))
     rejected = read_staged(staging, "rejected", contract.REJECTED_SCHEMA)
     labels = cfg.task.labels
 

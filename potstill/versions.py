@@ -79,8 +79,9 @@ def latest_version(output_root: str | os.PathLike, dataset: str) -> Path | None:
 
 def _write(tmp: Path, published: pa.Table, filtered: pa.Table, rejected: pa.Table) -> None:
     # Conform first: a table that does not fit its schema fails before any file is written.
-    tables = {DATA_FILE: contract.conform(published, contract.PUBLISHED_SCHEMA),
-              Path("filtered.parquet"): contract.conform(filtered, contract.FILTERED_SCHEMA),
+    optional = contract.optional_present(published)
+    tables = {DATA_FILE: contract.conform(published, contract.scored_schema(optional)),
+              Path("filtered.parquet"): contract.conform(filtered, contract.filtered_schema(optional)),
               Path("rejected.parquet"): contract.conform(rejected, contract.REJECTED_SCHEMA)}
     (tmp / "data").mkdir()
     for rel, table in tables.items():

@@ -89,3 +89,9 @@ def test_rerun_with_same_inputs_creates_no_new_version(config):
     published = pq.read_table(third / "data")
     assert set(published["source"].to_pylist()) <= {"seed", "corpus"}
     assert all(r["teacher_confidence"] >= 0.99 or r["source"] == "seed" for r in published.to_pylist())
+
+
+def test_manifest_reports_teacher_throughput(config):
+    version = run(config, test_pipeline=BeamTestPipeline())
+    throughput = json.loads((version / "manifest.json").read_text())["throughput"]
+    assert throughput["teacher_rows"] == 5 and throughput["teacher_rows_per_second"] > 0

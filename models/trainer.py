@@ -1,0 +1,269 @@
+"""Fine-tune the student on a published dataset version, then score it on the test split.
+
+    python -m models.trainer --dataset VERSION_DIR --config CONFIG.yaml --out DIR \
+        [--train-on all|seed] [--set student.epochs=2 ...]
+
+Loss, per row i with weight w_i >= 0 (the dataset's `weight` column):
+  seed rows (gold):       l_i = seed_weight * CE(z_i, gold label)       (cross-entropy on `label`)
+  corpus/generated rows:  l_i = T^2 * KL(p_T || softmax(z_i / T))
+                              = T^2 * sum_j p_T,j * (log p_T,j - log softmax(z_i / T)_j)
+  where p_T,j = p_j^(1/T) / sum_k p_k^(1/T) and p = label_probs (the teacher's distribution),
+  T = student.temperature (T > 1 softens, T < 1 sharpens), z_i the student's logits.
+  batch loss = sum_i w_i * l_i / sum_i w_i.
+The T^2 factor keeps KD gradients on the scale of the CE term as T changes (Hinton et al.).
+Rows of weight 0 are dropped before training: they would add nothing to any batch loss.
+`train_on="seed"` keeps only the seed rows: the gold-only baseline the KD run is compared to.
+
+Fixed choices (not in the config): AdamW with weight decay 0.01, gradient-norm clip at 1.0,
+linear warmup over the first 10% of steps then linear decay to 0, padding per batch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from models.metrics import classification_metrics
+from models.registry import ensure_offline, resolve_model
+from models.student import StudentClassifier, load_student, predict_proba
+from potstill.config import Config, ConfigError, load_config
+from potstill.contract import SOURCES
+from potstill.records import Bounds, read_split
+
+WARMUP_SHARE, WEIGHT_DECAY, CLIP_NORM = 0.1, 0.01, 1.0
+DATA_COLUMNS = ["text", "label", "label_probs", "source", "weight"]
+
+
+class TrainerError(ValueError):
+    """Bad input to the trainer, phrased for the user."""
+
+
+def log(msg: str) -> None:
+    print(f"trainer: {msg}", file=sys.stderr, flush=True)
+
+
+def load_dataset(dataset_dir: str | Path, labels: list[str]) -> tuple[dict, dict]:
+    """The version's rows as arrays (texts, label_idx, probs, is_seed, weight) and its manifest."""
+    root = Path(dataset_dir)
+    if not (root / "manifest.json").is_file():
+        raise TrainerError(f"dataset version not found: {root}/manifest.json does not exist")
+    manifest = json.loads((root / "manifest.json").read_text())
+    if manifest.get("labels") != list(labels):
+        raise TrainerError(f"label mismatch: dataset manifest.json has labels {manifest.get('labels')} "
+                           f"but config task.labels is {list(labels)}")
+    files = sorted((root / "data").rglob("*.parquet"))
+    if not files:
+        raise TrainerError(f"no Parquet files under {root / 'data'}")
+    try:
+        table = pa.concat_tables([pq.read_table(f, columns=DATA_COLUMNS) for f in files])
+    except (pa.ArrowInvalid, KeyError) as err:
+        raise TrainerError(f"{root / 'data'}: cannot read the contract columns {DATA_COLUMNS}: {err}")
+
+    index = {label: i for i, label in enumerate(labels)}
+    rows = table.to_pydict()
+    if any(not isinstance(t, str) or not t for t in rows["text"]):
+        raise TrainerError("dataset column text has null or empty values")
+    bad = sorted({l for l in rows["label"] if l not in index}, key=str)
+    if bad:
+        raise TrainerError(f"dataset rows have labels not in task.labels: {bad[:5]}")
+    bad = sorted({s for s in rows["source"] if s not in SOURCES}, key=str)
+    if bad:
+        raise TrainerError(f"dataset rows have unknown source values {bad[:5]} (expected {SOURCES})")
+    weight = np.asarray(rows["weight"], dtype=np.float64)
+    if not np.all(np.isfinite(weight) & (weight >= 0)):
+        raise TrainerError("dataset column weight must be finite and >= 0")
+    label_idx = np.asarray([index[l] for l in rows["label"]], dtype=np.int64)
+    is_seed = np.asarray([s == "seed" for s in rows["source"]])
+    # Seed rows are trained on their gold label; their label_probs are never read.
+    probs = np.eye(len(labels))[label_idx]
+    for i in np.flatnonzero(~is_seed):
+        p = rows["label_probs"][i]
+        if p is None or len(p) != len(labels) or not all(math.isfinite(x) and x >= 0 for x in p) \
+                or sum(p) <= 0:
+            raise TrainerError(f"row {i} ({rows['text'][i][:40]!r}): label_probs must be "
+                               f"{len(labels)} non-negative numbers with a positive sum, got {p}")
+        probs[i] = p
+    return {"texts": rows["text"], "label_idx": label_idx, "probs": probs, "is_seed": is_seed,
+            "weight": weight}, manifest
+
+
+def read_test(cfg: Config) -> tuple[list[str], np.ndarray, int]:
+    """Test texts, gold label indices and the number of rejected test rows."""
+    test = cfg.corpus.test
+    if test is None:
+        raise TrainerError("config has no corpus.test: the student is evaluated on a held-out test split")
+    records, rejected = read_split(test.path, source="test", text_field=test.text_field,
+                                   label_field=test.label_field, labels=cfg.task.labels,
+                                   bounds=Bounds(cfg.records.min_chars, cfg.records.max_chars))
+    if rejected:
+        reasons: dict[str, int] = {}
+        for r in rejected:
+            reasons[r.reason] = reasons.get(r.reason, 0) + 1
+        log(f"test split: {len(rejected)} rows rejected {reasons}")
+    if not records:
+        raise TrainerError(f"test split {test.path} has no valid rows ({len(rejected)} rejected)")
+    index = {label: i for i, label in enumerate(cfg.task.labels)}
+    return [r.text for r in records], np.asarray([index[r.gold_label] for r in records]), len(rejected)
+
+
+def kd_targets(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """p^(1/T) renormalised per row."""
+    q = np.power(np.clip(probs, 0.0, None), 1.0 / temperature)
+    return q / q.sum(axis=1, keepdims=True)
+
+
+def batch_loss(logits: torch.Tensor, targets: torch.Tensor, label_idx: torch.Tensor,
+               is_seed: torch.Tensor, weight: torch.Tensor, temperature: float,
+               seed_weight: float) -> torch.Tensor:
+    """sum(w * l) / sum(w) with l as in the module docstring."""
+    t = temperature
+    kd = t * t * (torch.xlogy(targets, targets) - targets * F.log_softmax(logits / t, dim=-1)).sum(-1)
+    ce = seed_weight * F.cross_entropy(logits, label_idx, reduction="none")
+    per_row = torch.where(is_seed, ce, kd)
+    return (weight * per_row).sum() / weight.sum()
+
+
+def score(model, tokenizer, cfg: Config, texts: list[str], y: np.ndarray) -> dict:
+    probs = predict_proba(model, tokenizer, texts, batch_size=max(cfg.student.batch_size, 64),
+                          max_length=cfg.student.max_length)
+    return classification_metrics(y, probs.argmax(axis=1), cfg.task.labels, probs=probs)
+
+
+def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: str = "all") -> dict:
+    """Train a student on the version at dataset_dir, save it to out_dir, return its metrics."""
+    if train_on not in ("all", "seed"):
+        raise TrainerError(f"train_on must be 'all' or 'seed', got {train_on!r}")
+    s = cfg.student
+    ensure_offline()
+    torch.set_num_threads(s.threads or os.cpu_count() or 1)
+    torch.manual_seed(s.seed)
+    rng = np.random.default_rng(s.seed)
+
+    # data: fail on bad input (labels, test split) before any minute is spent training
+    data, manifest = load_dataset(dataset_dir, cfg.task.labels)
+    test_texts, test_y, n_rejected = read_test(cfg)
+    keep = data["weight"] > 0
+    if train_on == "seed":
+        keep &= data["is_seed"]
+        if s.seed_weight == 0:
+            raise TrainerError("train_on=seed with student.seed_weight=0 would learn nothing")
+    if not keep.any():
+        raise TrainerError(f"no rows to train on (train_on={train_on}, rows with weight > 0: "
+                           f"{int((data['weight'] > 0).sum())} of {len(data['weight'])})")
+    texts = [t for t, k in zip(data["texts"], keep) if k]
+    targets = torch.tensor(kd_targets(data["probs"][keep], s.temperature), dtype=torch.float32)
+    label_idx = torch.tensor(data["label_idx"][keep])
+    is_seed = torch.tensor(data["is_seed"][keep])
+    weight = torch.tensor(data["weight"][keep], dtype=torch.float32)
+    n = len(texts)
+    log(f"{n} training rows ({int(is_seed.sum())} seed) of {len(keep)}; train_on={train_on}; "
+        f"{len(test_texts)} test rows")
+
+    # model
+    try:
+        spec = resolve_model(s.model)
+    except (ValueError, RuntimeError) as err:
+        raise TrainerError(f"student.model: {err}") from None
+    model = StudentClassifier.from_pretrained_encoder(spec.path, cfg.task.labels)
+    tokenizer = model.tokenizer
+    encoded = tokenizer(texts, truncation=True, max_length=s.max_length)
+
+    # optimizer: AdamW, linear warmup then linear decay to 0
+    steps_per_epoch = math.ceil(n / s.batch_size)
+    total_steps = steps_per_epoch * s.epochs
+    warmup = max(1, int(WARMUP_SHARE * total_steps))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=s.learning_rate, weight_decay=WEIGHT_DECAY)
+
+    def lr_factor(step: int) -> float:
+        return min((step + 1) / warmup, (total_steps - step) / max(1, total_steps - warmup))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
+    # loop
+    epoch_losses = []
+    log_every = max(1, steps_per_epoch // 10)
+    t_train = time.perf_counter()
+    for epoch in range(s.epochs):
+        model.train()
+        t0, loss_sum, weight_sum = time.perf_counter(), 0.0, 0.0
+        order = rng.permutation(n)
+        for step, start in enumerate(range(0, n, s.batch_size)):
+            idx = order[start:start + s.batch_size]
+            batch = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in encoded}, return_tensors="pt")
+            logits = model(**batch)
+            loss = batch_loss(logits, targets[idx], label_idx[idx], is_seed[idx], weight[idx],
+                              s.temperature, s.seed_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+            optimizer.step()
+            schedule.step()
+            w = float(weight[idx].sum())
+            loss_sum, weight_sum = loss_sum + loss.item() * w, weight_sum + w
+            if (step + 1) % log_every == 0 and step + 1 < steps_per_epoch:
+                log(f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch} loss {loss_sum / weight_sum:.4f}")
+        epoch_losses.append(loss_sum / weight_sum)
+        dt = time.perf_counter() - t0
+        log(f"epoch {epoch + 1}/{s.epochs} loss {epoch_losses[-1]:.4f} {dt:.1f}s ({n / dt:.1f} rows/s)")
+    seconds = time.perf_counter() - t_train
+
+    # evaluate on the held-out test split, then save model, metrics and the resolved config
+    metrics = score(model, tokenizer, cfg, test_texts, test_y)
+    log(f"test accuracy {metrics['accuracy']:.4f} macro_f1 {metrics['macro_f1']:.4f} n {metrics['n']}")
+    metrics.update(n_test_rejected=n_rejected, train_on=train_on, train_rows=n,
+                   dataset=str(Path(dataset_dir).resolve()), dataset_version=manifest.get("version"),
+                   epochs=s.epochs, seconds=round(seconds, 3), train_loss=epoch_losses)
+    out = Path(out_dir)
+    model.save(out, extra={"student_model": {"name": s.model, "path": str(spec.path),
+                                             "sha256": spec.sha256, "source": spec.source},
+                           "dataset": metrics["dataset"], "dataset_version": metrics["dataset_version"],
+                           "train_on": train_on, "config_digest": cfg.digest()})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+    return metrics
+
+
+def evaluate(model_dir: str | Path, cfg: Config) -> dict:
+    """Metrics of a saved student on the config's test split."""
+    ensure_offline()
+    torch.set_num_threads(cfg.student.threads or os.cpu_count() or 1)
+    if not (Path(model_dir) / "student.json").is_file():
+        raise TrainerError(f"{model_dir} is not a saved student (no student.json)")
+    model, tokenizer = load_student(model_dir)
+    if model.labels != list(cfg.task.labels):
+        raise TrainerError(f"label mismatch: student {model_dir} has labels {model.labels} "
+                           f"but config task.labels is {list(cfg.task.labels)}")
+    texts, y, n_rejected = read_test(cfg)
+    return {**score(model, tokenizer, cfg, texts, y), "n_test_rejected": n_rejected}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.trainer", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="dataset version folder (manifest.json, data/)")
+    parser.add_argument("--config", required=True, help="the job's YAML config")
+    parser.add_argument("--out", required=True, help="folder for the student, metrics.json, config.json")
+    parser.add_argument("--train-on", choices=("all", "seed"), default="all")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="config override, repeatable")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set)
+        metrics = train(args.dataset, cfg, args.out, train_on=args.train_on)
+    except (TrainerError, ConfigError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

