@@ -1,0 +1,68 @@
+"""End to end through the public CLI with the real packaged SmolLM2 teacher and MiniLM student."""
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from potstill.contract import PUBLISHED_SCHEMA
+
+pytestmark = pytest.mark.slow
+
+
+def potstill(*args, cwd):
+    proc = subprocess.run([sys.executable, "-m", "beam_pipelines", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rt")
+    subprocess.run([sys.executable, "-m", "beam_pipelines.demo_data", "--out", str(root / "data"),
+                    "--seed-size", "8", "--unlabeled-size", "32", "--test-size", "16"], check=True)
+    with open(root / "data" / "unlabeled.jsonl", "w") as fh:  # bad rows beside the good ones
+        fh.write('{"text": ""}\n{"text": 3}\n{broken\n')
+    (root / "config.yaml").write_text("""
+dataset: rt-small
+output_root: out
+task:
+  labels: [negative, positive]
+  instruction: "Is the sentiment of this movie review negative or positive?"
+corpus:
+  unlabeled: {path: "data/unlabeled.*", text_field: text}
+  seed: {path: data/seed.parquet, text_field: text, label_field: label}
+  test: {path: data/test.parquet, text_field: text, label_field: label}
+teacher: {model: smollm2-135m-instruct, batch_size: 8}
+student: {model: all-minilm-l6-v2, epochs: 1, batch_size: 16}
+""")
+    return root
+
+
+def test_run_then_train_with_real_models(project):
+    version = potstill("run", "config.yaml", cwd=project)
+    assert version.endswith("/rt-small/v1")
+    manifest = json.loads(open(f"{version}/manifest.json").read())
+    data = pq.read_table(f"{version}/data")
+    assert data.schema.equals(PUBLISHED_SCHEMA, check_metadata=False)
+    totals = manifest["counts"]["totals"]
+    assert totals["read"] == 8 + 32 + 3
+    assert totals["read"] == totals["published"] + totals["rejected"] + totals["filtered"]
+    assert manifest["counts"]["rejected"] == {"empty_text": 1, "malformed_record": 1, "non_string_text": 1}
+    assert manifest["models"]["teacher"]["sha256"].startswith("b179c952")
+    assert manifest["teacher_audit"]["n"] == 8
+    probs = data["label_probs"].to_pylist()
+    assert all(abs(sum(p) - 1) < 1e-4 for p in probs)
+    # a real model is not a coin: its distributions vary across rows
+    assert len({round(p[0], 3) for p in probs}) > 5
+
+    metrics = json.loads(potstill("train", "--dataset", version, "--config", "config.yaml",
+                                  "--out", "student", cwd=project))
+    assert metrics["n"] == 16 and 0 <= metrics["accuracy"] <= 1
+    assert metrics["train_rows"] == data.num_rows
+    saved = json.loads((project / "student" / "metrics.json").read_text())
+    assert saved["accuracy"] == metrics["accuracy"]
+
+    assert potstill("run", "config.yaml", cwd=project) == version  # unchanged: no new version
