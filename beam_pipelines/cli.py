@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         result = _train(args) if args.command == "train" else _evaluate(args)
         print(json.dumps(result, sort_keys=True))
         return 0
-    except (ConfigError, UserError, FileNotFoundError) as err:
+    except (ConfigError, UserError, FileNotFoundError, ValueError, RuntimeError) as err:
+        if verbose:
+            raise
         print(f"potstill: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - named user-facing failures below, the rest re-raised

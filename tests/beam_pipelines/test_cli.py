@@ -1,0 +1,41 @@
+import json
+from pathlib import Path
+
+from beam_pipelines.cli import main
+
+
+def write_config(tmp_path, tiny_lm, **extra) -> Path:
+    (tmp_path / "u.jsonl").write_text('{"text": "a fine film"}\n{"text": "a dull film"}\n')
+    cfg = {"dataset": "toy", "output_root": "out", "task": {"labels": ["negative", "positive"]},
+           "corpus": {"unlabeled": {"path": "u.jsonl"}}, "teacher": {"model": tiny_lm}, **extra}
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+    return path
+
+
+def test_unknown_key_exits_2_naming_it(tmp_path, tiny_lm, capsys):
+    path = write_config(tmp_path, tiny_lm, curation={"min_confidnce": 0.5})
+    assert main(["run", str(path)]) == 2
+    assert "curation.min_confidnce: unknown key" in capsys.readouterr().err
+
+
+def test_missing_input_exits_2_naming_the_pattern(tmp_path, tiny_lm, capsys):
+    path = write_config(tmp_path, tiny_lm)
+    assert main(["run", str(path), "--set", "corpus.unlabeled.path=nope/*.jsonl"]) == 2
+    assert "nope/*.jsonl" in capsys.readouterr().err
+
+
+def test_failed_validation_publishes_nothing(tmp_path, tiny_lm, capsys):
+    path = write_config(tmp_path, tiny_lm, validation={"min_rows": 100})
+    assert main(["run", str(path)]) == 3
+    err = capsys.readouterr().err
+    assert "nothing was published" in err and "expect_table_row_count_to_be_between" in err
+    assert not list((tmp_path / "out" / "toy").glob("v*"))
+
+
+def test_run_prints_the_version_dir_last(tmp_path, tiny_lm, capsys):
+    path = write_config(tmp_path, tiny_lm)
+    assert main(["run", str(path)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == str(tmp_path / "out" / "toy" / "v1")
+    assert (Path(last) / "manifest.json").exists()

@@ -1,0 +1,16 @@
+from pathlib import Path
+
+from potstill.contract import markdown_table
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_readme_column_table_is_the_contract():
+    assert markdown_table() in README
+
+
+def test_readme_documents_every_config_block():
+    from potstill.config import Config
+
+    for key in Config.model_fields:
+        assert f"\n{key}:" in README, f"README's config example lacks `{key}:`"
