@@ -25,11 +25,12 @@ from transforms.teacher import ScoreWithTeacher, TeacherModelHandler
 log = logging.getLogger(__name__)
 
 
-def teacher_handler(cfg: Config, model_path: str) -> TeacherModelHandler:
+def teacher_handler(cfg: Config, model_path: str, expected_rows: int | None = None
+                    ) -> TeacherModelHandler:
     t = cfg.teacher
     return TeacherModelHandler(model_path, cfg.task.labels, cfg.task.instruction,
                                batch_size=t.batch_size, max_input_tokens=t.max_input_tokens,
-                               dtype=t.dtype, threads=t.threads)
+                               dtype=t.dtype, threads=t.threads, expected_rows=expected_rows)
 
 
 def build(p: beam.Pipeline, cfg: Config, handler: TeacherModelHandler, staging: str) -> None:
@@ -99,7 +100,8 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
     staging = Path(cfg.output_root) / cfg.dataset / ".staging" / uuid.uuid4().hex[:12]
     staging.mkdir(parents=True)
     p = test_pipeline or beam.Pipeline(options=beam_options(beam_args or []))
-    build(p, cfg, teacher_handler(cfg, plan.teacher.path), str(staging))
+    expected = sum(f["rows"] for split in ("unlabeled", "seed") for f in plan.inputs.get(split, []))
+    build(p, cfg, teacher_handler(cfg, plan.teacher.path, expected), str(staging))
     log.info("running the Beam pipeline (staging at %s)", staging)
     result = p.run()
     result.wait_until_finish()

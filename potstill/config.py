@@ -65,7 +65,7 @@ class Records(_Strict):
 class Teacher(_Strict):
     model: str = "qwen2.5-0.5b-instruct"
     backend: Literal["hf"] = "hf"
-    batch_size: int = Field(16, ge=1, description="rows per forward pass")
+    batch_size: int = Field(8, ge=1, description="rows per forward pass")
     max_input_tokens: int = Field(512, ge=8, description="text tokens kept per row (the rest is cut)")
     dtype: Literal["float32", "bfloat16"] = "float32"
     threads: int | None = Field(None, ge=1, description="torch threads per worker; default: all cores / workers")
@@ -93,6 +93,37 @@ class Validation(_Strict):
     min_rows: int = Field(1, ge=0, description="fewest rows a version may publish")
 
 
+class Generation(_Strict):
+    """Generation-distillation (arXiv 2002.00733): new label-conditioned examples, scored by the
+    teacher like corpus rows (models/generate.py, models/text_filters.py, transforms/generate.py)."""
+    enabled: bool = False
+    model: str | None = Field(None, description="generator model; null = the teacher's model")
+    per_label: int = Field(50, ge=1, description="outputs requested per label")
+    outputs_per_prompt: int = Field(1, ge=1, description="samples per prompt (per_label must be a multiple)")
+    examples_per_prompt: int = Field(4, ge=0, description="k examples shown in each prompt")
+    example_source: Literal["seed", "unlabeled", "both"] = "both"
+    temperature: float = Field(0.9, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(96, ge=1)
+    batch_size: int = Field(8, ge=1, description="prompts per generate call")
+    seed: int = 0
+    min_chars: int = Field(10, ge=1)
+    max_chars: int = Field(1000, ge=1)
+    min_letter_share: float = Field(0.5, ge=0, le=1, description="letters / non-space characters")
+    max_repeated_ngram_ratio: float = Field(0.3, ge=0, le=1)
+    drop_truncated: bool = Field(True, description="reject outputs cut off by max_new_tokens")
+    near_dup_threshold: float = Field(0.7, gt=0, le=1, description="MinHash Jaccard of char 5-grams")
+    num_perm: int = Field(128, ge=16, description="MinHash permutations (4 bytes each per reference row)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Generation":
+        if self.per_label % self.outputs_per_prompt:
+            raise ValueError("generation.per_label must be a multiple of generation.outputs_per_prompt")
+        if self.min_chars > self.max_chars:
+            raise ValueError("generation.min_chars is larger than generation.max_chars")
+        return self
+
+
 class Config(_Strict):
     dataset: str
     output_root: str = "./datasets"
@@ -103,6 +134,7 @@ class Config(_Strict):
     records: Records = Records()
     curation: Curation = Curation()
     validation: Validation = Validation()
+    generation: Generation = Generation()
 
     @field_validator("dataset")
     @classmethod
@@ -115,6 +147,14 @@ class Config(_Strict):
     def _bounds(self) -> "Config":
         if self.records.min_chars > self.records.max_chars:
             raise ValueError("records.min_chars is larger than records.max_chars")
+        return self
+
+    @model_validator(mode="after")
+    def _generation_examples(self) -> "Config":
+        g = self.generation
+        if g.enabled and g.example_source != "unlabeled" and g.examples_per_prompt and self.corpus.seed is None:
+            raise ValueError(f"generation.example_source={g.example_source} needs corpus.seed "
+                             "(or use example_source: unlabeled)")
         return self
 
     def digest(self) -> str:

@@ -20,7 +20,7 @@ import potstill
 from models.registry import ResolvedModel, ensure_offline, resolve_model
 from potstill import contract, curation, expectations, versions
 from potstill.config import Config
-from potstill.records import expand
+from potstill.records import expand, iter_rows
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +31,19 @@ class Plan:
     inputs: dict[str, list[dict]]     # split -> [{path, sha256, bytes}]
     code_version: str
     fingerprint: str
+    generator: ResolvedModel | None = None   # set when generation is on (may be the teacher)
 
 
 def _file_digest(path: str) -> dict:
+    """SHA-256, size and row count of one input file (rows feed the progress estimate)."""
     h, size = hashlib.sha256(), 0
     with fsspec.open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
             size += len(chunk)
-    return {"path": path, "sha256": h.hexdigest(), "bytes": size}
+    with fsspec.open(path, "rb") as fh:
+        rows = sum(1 for _ in iter_rows(fh, path))
+    return {"path": path, "sha256": h.hexdigest(), "bytes": size, "rows": rows}
 
 
 def code_version() -> str:
@@ -58,6 +62,9 @@ def plan(cfg: Config) -> Plan:
     """Resolve models and hash every input file; the fingerprint identifies the would-be version."""
     ensure_offline()
     teacher = resolve_model(cfg.teacher.model)
+    generator = None
+    if cfg.generation.enabled:
+        generator = resolve_model(cfg.generation.model) if cfg.generation.model else teacher
     inputs = {}
     for split in ("unlabeled", "seed", "test"):
         src = getattr(cfg.corpus, split)
@@ -67,8 +74,10 @@ def plan(cfg: Config) -> Plan:
     payload = {"config": cfg.digest(), "teacher": teacher.sha256,
                "inputs": {k: [f["sha256"] for f in v] for k, v in inputs.items()},
                "code": potstill.__version__}
+    if generator is not None:
+        payload["generator"] = generator.sha256
     fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    return Plan(teacher, inputs, code, fingerprint)
+    return Plan(teacher, inputs, code, fingerprint, generator)
 
 
 def existing_version(cfg: Config, plan: Plan) -> Path | None:
@@ -77,7 +86,10 @@ def existing_version(cfg: Config, plan: Plan) -> Path | None:
 
 def optional_columns(cfg: Config) -> list[str]:
     """Optional contract columns the stages switched on by `cfg` add to every scored row."""
-    return []
+    columns = []
+    if cfg.generation.enabled:
+        columns.append("intended_label")
+    return columns
 
 
 def read_staged(staging: Path, name: str, schema: pa.Schema) -> pa.Table:
@@ -140,7 +152,9 @@ def finish(cfg: Config, plan: Plan, staging: Path, throughput: dict | None = Non
         "code_version": plan.code_version,
         "inputs": plan.inputs,
         "models": {"teacher": {"name": plan.teacher.name, "source": plan.teacher.source,
-                               "sha256": plan.teacher.sha256}},
+                               "sha256": plan.teacher.sha256},
+                   **({"generator": {"name": plan.generator.name, "source": plan.generator.source,
+                                     "sha256": plan.generator.sha256}} if plan.generator else {})},
         "counts": counts(scored, filtered, rejected, published),
         "teacher_audit": teacher_audit(scored, labels),
         "throughput": throughput or {},

@@ -24,12 +24,14 @@ class TeacherModelHandler(ModelHandler[Record, PredictionResult, HFTeacher]):
 
     def __init__(self, model_path: str, labels: Sequence[str], instruction: str | None, *,
                  batch_size: int = 16, max_input_tokens: int = 512, dtype: str = "float32",
-                 threads: int | None = None, progress_every_s: float = 15.0):
+                 threads: int | None = None, expected_rows: int | None = None,
+                 progress_every_s: float = 15.0):
         super().__init__()
         self.model_path, self.labels, self.instruction = model_path, list(labels), instruction
         self.kwargs = dict(batch_size=batch_size, max_input_tokens=max_input_tokens,
                            dtype=dtype, threads=threads)
         self.batch_size = batch_size
+        self.expected_rows = expected_rows
         self.progress_every_s = progress_every_s
         self._done, self._start, self._last_log = 0, None, 0.0
 
@@ -56,7 +58,12 @@ class TeacherModelHandler(ModelHandler[Record, PredictionResult, HFTeacher]):
         if now - self._last_log >= self.progress_every_s:
             self._last_log = now
             rate = self._done / max(now - self._start, 1e-9)
-            log.info("teacher: %d rows scored (%.1f rows/s)", self._done, rate)
+            if self.expected_rows:  # an upper bound: rejected and duplicate rows never get here
+                left = max(self.expected_rows - self._done, 0) / max(rate, 1e-9)
+                log.info("teacher: %d of at most %d rows scored (%.1f rows/s, ~%.0f s left)",
+                         self._done, self.expected_rows, rate, left)
+            else:
+                log.info("teacher: %d rows scored (%.1f rows/s)", self._done, rate)
 
     def get_metrics_namespace(self) -> str:
         return "potstill_teacher"
@@ -67,7 +74,8 @@ def scored_row(result: PredictionResult) -> dict:
     record, stats = result.example, result.inference
     return {"id": record.id, "text": record.text,
             "label": record.gold_label if record.source == "seed" else stats["teacher_label"],
-            **stats, "gold_label": record.gold_label, "source": record.source, "weight": 1.0}
+            **stats, "gold_label": record.gold_label, "source": record.source, "weight": 1.0,
+            "intended_label": record.intended_label}  # written only when generation is on
 
 
 def failed_rows(failure) -> list[dict]:
