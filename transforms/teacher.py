@@ -33,7 +33,7 @@ class TeacherModelHandler(ModelHandler[Record, PredictionResult, HFTeacher]):
         self.batch_size = batch_size
         self.expected_rows = expected_rows
         self.progress_every_s = progress_every_s
-        self._done, self._start, self._last_log = 0, None, 0.0
+        self._done, self._busy, self._last_log = 0, 0.0, time.perf_counter()
 
     def load_model(self) -> HFTeacher:
         start = time.perf_counter()
@@ -46,24 +46,27 @@ class TeacherModelHandler(ModelHandler[Record, PredictionResult, HFTeacher]):
 
     def run_inference(self, batch: Sequence[Record], model: HFTeacher,
                       inference_args: dict | None = None) -> Iterable[PredictionResult]:
+        start = time.perf_counter()
         stats = label_stats(model.score_labels([r.text for r in batch]), self.labels)
-        self._progress(len(batch))
+        self._progress(len(batch), time.perf_counter() - start)
         return [PredictionResult(r, s) for r, s in zip(batch, stats)]
 
-    def _progress(self, n: int) -> None:
-        now = time.perf_counter()
-        self._start = self._start or now
-        self._done += n
+    def _progress(self, n: int, seconds: float) -> None:
+        """Log rows scored and the scoring rate (model time only) every `progress_every_s`."""
         Metrics.counter("potstill", "teacher_scored").inc(n)
-        if now - self._last_log >= self.progress_every_s:
-            self._last_log = now
-            rate = self._done / max(now - self._start, 1e-9)
-            if self.expected_rows:  # an upper bound: rejected and duplicate rows never get here
-                left = max(self.expected_rows - self._done, 0) / max(rate, 1e-9)
-                log.info("teacher: %d of at most %d rows scored (%.1f rows/s, ~%.0f s left)",
-                         self._done, self.expected_rows, rate, left)
-            else:
-                log.info("teacher: %d rows scored (%.1f rows/s)", self._done, rate)
+        self._done += n
+        self._busy += seconds
+        now = time.perf_counter()
+        if now - self._last_log < self.progress_every_s:
+            return
+        self._last_log = now
+        rate = self._done / max(self._busy, 1e-9)
+        if self.expected_rows:  # an upper bound: rejected and duplicate rows never get here
+            left = max(self.expected_rows - self._done, 0) / rate
+            log.info("teacher: %d of at most %d rows scored (%.1f rows/s, ~%.0f s left)",
+                     self._done, self.expected_rows, rate, left)
+        else:
+            log.info("teacher: %d rows scored (%.1f rows/s)", self._done, rate)
 
     def get_metrics_namespace(self) -> str:
         return "potstill_teacher"
