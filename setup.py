@@ -22,12 +22,15 @@ setup(
         "torch==2.13.0",
         "transformers>=5.0,<5.20",
         "captum==0.9.0",
+        "datasketch==2.0.0",  # MinHash near-duplicate guard for generated text
         "gguf==0.19.0",
         "safetensors",
         "pydantic>=2.7,<3",
         "pyyaml>=6",
         "numpy",
         "pandas",
+        "cleanlab==2.9.0",   # label issues on the seed rows (pulls scikit-learn)
+        "matplotlib",        # report.html plots (inline SVG)
     ],
     extras_require={
         "test": ["pytest>=8"],

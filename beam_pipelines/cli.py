@@ -3,6 +3,7 @@
     potstill run CONFIG.yaml [--set key.path=value ...] [-- BEAM_PIPELINE_ARGS]
     potstill train --dataset VERSION_DIR --config CONFIG.yaml --out DIR [--train-on all|seed]
     potstill evaluate CONFIG.yaml --model teacher|DIR
+    potstill versions | diff | query | label-issues | report ...   (see analysis_cli.py)
 
 Each command logs progress to stderr and prints its result as the last stdout line: the
 version directory for `run`, a JSON object for `train` and `evaluate`. Errors the user can fix
@@ -15,6 +16,7 @@ import json
 import logging
 import sys
 
+from beam_pipelines import analysis_cli
 from potstill.config import ConfigError, load_config
 
 log = logging.getLogger("potstill")
@@ -48,7 +50,21 @@ def _train(args) -> dict:
     from models.trainer import train
 
     cfg = load_config(args.config, args.set)
-    return train(args.dataset, cfg, args.out, train_on=args.train_on)
+    metrics = train(args.dataset, cfg, args.out, train_on=args.train_on)
+    _student_report(args.dataset, args.out)
+    return metrics
+
+
+def _student_report(dataset_dir: str, out_dir: str) -> None:
+    """OUT/report.html: the version's report plus this student's metrics (potstill.report)."""
+    from pathlib import Path
+
+    from potstill.report import REPORT, write_report
+
+    try:
+        log.info("report: %s", write_report(dataset_dir, Path(out_dir) / REPORT, [out_dir]))
+    except Exception as err:  # noqa: BLE001 - the trained student matters more than its report
+        log.warning("could not write %s/%s: %s", out_dir, REPORT, err, exc_info=True)
 
 
 def _evaluate(args) -> dict:
@@ -79,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("config")
     ev.add_argument("--model", required=True, help="'teacher' or a trained student directory")
     ev.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    analysis_cli.add_commands(sub)
     return parser
 
 
@@ -96,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             print(run(argv[1:]))
             return 0
         args = _parser().parse_args(argv)
+        if args.command in analysis_cli.COMMANDS:
+            return analysis_cli.run(args)
         result = _train(args) if args.command == "train" else _evaluate(args)
         print(json.dumps(result, sort_keys=True))
         return 0

@@ -19,21 +19,46 @@ from potstill.config import Config
 from potstill import contract
 from potstill.records import Bounds
 from transforms.dedup import Deduplicate
+from transforms.generate import GenerateExamples, GeneratorModelHandler
 from transforms.read import ReadSplit
+from models.calibration import Calibration
 from transforms.teacher import ScoreWithTeacher, TeacherModelHandler
 
 log = logging.getLogger(__name__)
 
 
-def teacher_handler(cfg: Config, model_path: str, expected_rows: int | None = None
-                    ) -> TeacherModelHandler:
-    t = cfg.teacher
-    return TeacherModelHandler(model_path, cfg.task.labels, cfg.task.instruction,
-                               batch_size=t.batch_size, max_input_tokens=t.max_input_tokens,
-                               dtype=t.dtype, threads=t.threads, expected_rows=expected_rows)
+def prepare_teacher(cfg: Config, model_path: str, expected_rows: int | None = None
+                    ) -> tuple[TeacherModelHandler, dict]:
+    """Audit the teacher on the gold rows in this process (fitting its calibration), stop if
+    it is below `audit.min_accuracy`, then hand the fitted setup to the Beam handler."""
+    from models import audit
+
+    seeds = audit.read_seed(cfg)
+    report: dict = {"n": 0, "note": "no seed rows: teacher quality unknown"}
+    calibration = Calibration()
+    if seeds or cfg.teacher.calibration != "none":
+        log.info("auditing the teacher on %d gold seed rows", len(seeds))
+        lt = audit.build_teacher(cfg, model_path, seeds)
+        report = audit.audit(cfg, lt, seeds)
+        calibration = lt.calibration
+        del lt  # the Beam workers load their own copy
+        log.info("teacher audit: %s", {k: report[k] for k in ("n", "accuracy") if k in report})
+        audit.check(cfg, report)
+    handler = TeacherModelHandler(cfg, model_path, seeds, calibration, expected_rows=expected_rows)
+    return handler, report
 
 
-def build(p: beam.Pipeline, cfg: Config, handler: TeacherModelHandler, staging: str) -> None:
+def generator_handler(cfg: Config, model_path: str) -> GeneratorModelHandler:
+    from models.generate import Sampling
+
+    g, t = cfg.generation, cfg.teacher
+    sampling = Sampling(n=g.outputs_per_prompt, temperature=g.temperature, top_p=g.top_p,
+                        max_new_tokens=g.max_new_tokens, seed=g.seed)
+    return GeneratorModelHandler(model_path, sampling, dtype=t.dtype, threads=t.threads)
+
+
+def build(p: beam.Pipeline, cfg: Config, handler: TeacherModelHandler, staging: str,
+          generator: GeneratorModelHandler | None = None) -> None:
     labels, bounds = cfg.task.labels, Bounds(cfg.records.min_chars, cfg.records.max_chars)
     unl, seed, test = cfg.corpus.unlabeled, cfg.corpus.seed, cfg.corpus.test
 
@@ -41,18 +66,30 @@ def build(p: beam.Pipeline, cfg: Config, handler: TeacherModelHandler, staging: 
     if seed is not None:
         reads.append(p | "ReadSeed" >> ReadSplit(seed.path, "seed", seed.text_field,
                                                  seed.label_field, labels, bounds))
+    test_records = None
     if test is not None:
-        # Only the ids matter here: the leak guard. Test rows are never published.
-        test_ids = (p | "ReadTest" >> ReadSplit(test.path, "test", test.text_field,
-                                                test.label_field, labels, bounds)).records
-        test_ids = test_ids | "TestIds" >> beam.Map(lambda r: (r.id, True))
+        # For the leak guards only (ids here, texts in generation). Test rows are never published.
+        test_records = (p | "ReadTest" >> ReadSplit(test.path, "test", test.text_field,
+                                                    test.label_field, labels, bounds)).records
+        test_ids = test_records | "TestIds" >> beam.Map(lambda r: (r.id, True))
     else:
         test_ids = p | "NoTestIds" >> beam.Create([])
 
-    records = [r.records for r in reads] | "AllRecords" >> beam.Flatten()
+    generated = []
+    if cfg.generation.enabled:  # new examples join the corpus before dedup and teacher scoring
+        if generator is None:
+            raise ValueError("generation.enabled: build() needs a generator handler")
+        splits = {"corpus": reads[0].records, "seed": reads[1].records if seed is not None else None,
+                  "test": test_records}
+        generated = [{k: v for k, v in splits.items() if v is not None}
+                     | "Generate" >> GenerateExamples(cfg.generation, labels, cfg.task.instruction,
+                                                      generator)]
+
+    records = ([r.records for r in reads] + [g["records"] for g in generated]
+               | "AllRecords" >> beam.Flatten())
     unique = records | "Deduplicate" >> Deduplicate(test_ids)
     scored = unique.unique | "Teacher" >> ScoreWithTeacher(handler)
-    rejected = ([r.rejected for r in reads] + [scored["rejected"]]
+    rejected = ([r.rejected for r in reads] + [g["rejected"] for g in generated] + [scored["rejected"]]
                 | "AllRejected" >> beam.Flatten())
 
     def write(pcoll, name, schema):
@@ -97,15 +134,17 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
         log.info("inputs, config and models are unchanged since %s: nothing to do", existing)
         return existing
 
+    expected = sum(f["rows"] for split in ("unlabeled", "seed") for f in plan.inputs.get(split, []))
+    handler, audit_report = prepare_teacher(cfg, plan.teacher.path, expected)
+    generator = generator_handler(cfg, plan.generator.path) if plan.generator else None
     staging = Path(cfg.output_root) / cfg.dataset / ".staging" / uuid.uuid4().hex[:12]
     staging.mkdir(parents=True)
     p = test_pipeline or beam.Pipeline(options=beam_options(beam_args or []))
-    expected = sum(f["rows"] for split in ("unlabeled", "seed") for f in plan.inputs.get(split, []))
-    build(p, cfg, teacher_handler(cfg, plan.teacher.path, expected), str(staging))
+    build(p, cfg, handler, str(staging), generator)
     log.info("running the Beam pipeline (staging at %s)", staging)
     result = p.run()
     result.wait_until_finish()
 
-    version = job.finish(cfg, plan, staging, throughput=teacher_throughput(result))
+    version = job.finish(cfg, plan, staging, audit_report, throughput=teacher_throughput(result))
     shutil.rmtree(staging, ignore_errors=True)
     return version

@@ -1,12 +1,16 @@
-"""Zero-shot evaluation of the teacher on the config's test split (no Beam: a quick audit)."""
+"""Evaluate the teacher on the config's test split, set up exactly as the job uses it (prompt
+style, verbalizers, demonstrations from the seed rows, calibration fitted on them)."""
 from __future__ import annotations
 
 import logging
 import time
 
+import numpy as np
+
+from models import audit
 from models.metrics import classification_metrics
 from models.registry import ensure_offline, resolve_model
-from models.teacher import HFTeacher, normalise
+from models.teacher import normalise
 from potstill.config import Config
 from potstill.records import Bounds, read_split
 
@@ -26,17 +30,19 @@ def evaluate_teacher(cfg: Config, limit: int | None = None) -> dict:
     ensure_offline()
     records, rejected = read_test_split(cfg)
     records = records[:limit] if limit else records
-    t = cfg.teacher
-    teacher = HFTeacher(resolve_model(t.model).path, cfg.task.labels, cfg.task.instruction,
-                        batch_size=t.batch_size, max_input_tokens=t.max_input_tokens,
-                        dtype=t.dtype, threads=t.threads)
+    seeds = audit.read_seed(cfg)
+    lt = audit.build_teacher(cfg, resolve_model(cfg.teacher.model).path, seeds)
+    seed_report = audit.audit(cfg, lt, seeds)
     start = time.perf_counter()
-    logprobs = teacher.score_labels([r.text for r in records])
+    raw, calibrated = lt.score([r.text for r in records])
     seconds = time.perf_counter() - start
-    probs = normalise(logprobs)
-    index = {l: i for i, l in enumerate(cfg.task.labels)}
-    metrics = classification_metrics([index[r.gold_label] for r in records],
-                                     probs.argmax(axis=1).tolist(), cfg.task.labels, probs=probs)
-    metrics.update(model="teacher", teacher=t.model, n_test_rejected=len(rejected),
-                   rows_per_second=len(records) / max(seconds, 1e-9))
+    labels = cfg.task.labels
+    gold = [labels.index(r.gold_label) for r in records]
+    metrics = classification_metrics(gold, calibrated.argmax(1).tolist(), labels,
+                                     probs=np.exp(calibrated))
+    metrics["raw"] = classification_metrics(gold, raw.argmax(1).tolist(), labels,
+                                            probs=normalise(raw))
+    metrics.update(model="teacher", teacher=cfg.teacher.model, n_test_rejected=len(rejected),
+                   rows_per_second=round(len(records) / max(seconds, 1e-9), 3),
+                   seed_audit={k: seed_report.get(k) for k in ("n", "accuracy", "calibration")})
     return metrics

@@ -15,19 +15,21 @@ import copy
 import logging
 import os
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 
-from models.prompts import LabelPrompt, label_prompt
+from models.prompts import Demo, LabelPrompt, label_prompt
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class _Encoded:
-    ids: list[int]       # tokens after the shared prefix (or the whole prompt if not shared)
-    shared: bool         # whether the row starts with the shared prefix tokens
+    ids: list[int]       # tokens after the shared part named by `shared` (or the whole prompt)
+    shared: str | None   # "prefix", "head", or None when the row does not start with either
 
 
 def normalise(logprobs: np.ndarray) -> np.ndarray:
@@ -54,63 +56,97 @@ class HFTeacher:
     not meant to be called concurrently (torch already uses every thread it is given)."""
 
     def __init__(self, model_path: str, labels: list[str], instruction: str | None = None, *,
-                 batch_size: int = 16, max_input_tokens: int = 512, dtype: str = "float32",
-                 threads: int | None = None):
+                 style: str = "labels", verbalizers: Mapping[str, Sequence[str]] | None = None,
+                 batch_size: int = 8, max_input_tokens: int = 512, demo_max_tokens: int = 128,
+                 dtype: str = "float32", threads: int | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch.set_num_threads(threads or os.cpu_count() or 1)
         self.labels = list(labels)
         self.batch_size = batch_size
         self.max_input_tokens = max_input_tokens
+        self.demo_max_tokens = demo_max_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.model = AutoModelForCausalLM.from_pretrained(
             model_path, dtype=getattr(torch, dtype)).eval()
-        self.prompt: LabelPrompt = label_prompt(self.tokenizer, instruction, self.labels)
-        self.label_ids = [self._ids(self.prompt.answer_prefix + l) for l in self.labels]
-        if any(not ids for ids in self.label_ids):
-            raise ValueError("a label tokenises to nothing; check task.labels")
-        self.prefix_ids = self._ids(self.prompt.prefix)
+        self.prompt: LabelPrompt = label_prompt(self.tokenizer, instruction, self.labels,
+                                                style, verbalizers)
+        verb = self.prompt.verbalizer
+        # Every surface form the model may answer, and the label each one stands for.
+        self.cand_label = np.array([i for i, _ in verb.candidates])
+        self.cand_ids = [self._ids(self.prompt.answer_prefix + s) for _, s in verb.candidates]
+        if any(not ids for ids in self.cand_ids):
+            raise ValueError("a label or verbalizer tokenises to nothing; check task.labels")
+        # The canonical answer per label (what attribution explains).
+        self.label_ids = [self._ids(self.prompt.answer_prefix + a) for a in verb.answers]
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
-        with torch.inference_mode():
-            out = self.model(torch.tensor([self.prefix_ids]), use_cache=True)
-        self._prefix_cache = out.past_key_values
+        self._shared_ids = {"prefix": self._ids(self.prompt.prefix),
+                            "head": self._ids(self.prompt.head)}
+        self._caches = {}
+
+    @property
+    def prefix_ids(self) -> list[int]:
+        return self._shared_ids["prefix"]
+
+    def _cache(self, kind: str):
+        """The key/value cache of a shared prompt part, computed on first use."""
+        if kind not in self._caches:
+            with torch.inference_mode():
+                out = self.model(torch.tensor([self._shared_ids[kind]]), use_cache=True)
+            self._caches[kind] = out.past_key_values
+        return self._caches[kind]
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def truncate(self, text: str) -> str:
+    def truncate(self, text: str, max_tokens: int | None = None) -> str:
+        limit = max_tokens or self.max_input_tokens
         ids = self._ids(text)
-        if len(ids) <= self.max_input_tokens:
+        if len(ids) <= limit:
             return text
-        return self.tokenizer.decode(ids[: self.max_input_tokens])
+        return self.tokenizer.decode(ids[:limit])
 
-    def encode(self, text: str) -> _Encoded:
-        ids = self._ids(self.prompt.render(self.truncate(text)))
-        n = len(self.prefix_ids)
-        if n and ids[:n] == self.prefix_ids:
-            return _Encoded(ids[n:], True)
-        return _Encoded(ids, False)  # the text merged with the prefix's last token: no sharing
+    def encode(self, text: str, demos: Sequence[Demo] = ()) -> _Encoded:
+        demos = [Demo(self.truncate(d.text, self.demo_max_tokens), d.answer) for d in demos]
+        ids = self._ids(self.prompt.render(self.truncate(text), demos))
+        kind = "head" if demos else "prefix"
+        shared = self._shared_ids[kind]
+        if shared and ids[: len(shared)] == shared:
+            return _Encoded(ids[len(shared):], kind)
+        return _Encoded(ids, None)  # the row merged with the shared part's last token
 
     @torch.inference_mode()
-    def score_labels(self, texts: list[str]) -> np.ndarray:
-        """Log P(label | prompt(text)) for every text and label, shape [len(texts), L]."""
-        encoded = [self.encode(t) for t in texts]
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
-        for shared in (True, False):
-            rows = sorted((i for i, e in enumerate(encoded) if e.shared == shared),
+    def score_candidates(self, texts: Sequence[str],
+                         demos: Sequence[Sequence[Demo]] | None = None) -> np.ndarray:
+        """Log P(answer | prompt(text)) for every text and surface form: [len(texts), C]."""
+        demos = demos or [()] * len(texts)
+        encoded = [self.encode(t, d) for t, d in zip(texts, demos)]
+        out = np.zeros((len(texts), len(self.cand_ids)), dtype=np.float64)
+        for kind in ("prefix", "head", None):
+            rows = sorted((i for i, e in enumerate(encoded) if e.shared == kind),
                           key=lambda i: len(encoded[i].ids))
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start: start + self.batch_size]
-                out[chunk] = self._score_batch([encoded[i].ids for i in chunk], shared)
+                out[chunk] = self._score_batch([encoded[i].ids for i in chunk], kind)
         return out
 
-    def _score_batch(self, seqs: list[list[int]], shared: bool) -> np.ndarray:
+    def score_labels(self, texts: Sequence[str],
+                     demos: Sequence[Sequence[Demo]] | None = None) -> np.ndarray:
+        """Log P(label | prompt(text)) for every text and label, [len(texts), L]: the
+        probabilities of a label's surface forms are summed (log-sum-exp)."""
+        cand = self.score_candidates(texts, demos)
+        out = np.full((len(texts), len(self.labels)), -np.inf)
+        for label in range(len(self.labels)):
+            out[:, label] = logsumexp(cand[:, self.cand_label == label], axis=1)
+        return out
+
+    def _score_batch(self, seqs: list[list[int]], shared: str | None) -> np.ndarray:
         # Rows are left-padded after the shared prefix, so every row's answer position is the
         # last one and the LM head (a large share of a small model's compute: the vocabulary
         # projection) runs there only (`logits_to_keep=1`).
         b = len(seqs)
-        prefix_len = len(self.prefix_ids) if shared else 0
+        prefix_len = len(self._shared_ids[shared]) if shared else 0
         width = max(len(s) for s in seqs)
         ids = torch.full((b, width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((b, prefix_len + width), dtype=torch.long)
@@ -123,25 +159,25 @@ class HFTeacher:
             positions[r, pad:] = prefix_len + torch.arange(len(s))
         cache = None
         if shared:
-            cache = copy.deepcopy(self._prefix_cache)
+            cache = copy.deepcopy(self._cache(shared))
             cache.batch_repeat_interleave(b)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-        scores = torch.stack([first[:, ids_[0]] for ids_ in self.label_ids], dim=1)
+        scores = torch.stack([first[:, ids_[0]] for ids_ in self.cand_ids], dim=1)
 
-        longest = max(len(x) for x in self.label_ids)
+        longest = max(len(x) for x in self.cand_ids)
         if longest > 1:
             next_pos = torch.tensor([prefix_len + len(s) for s in seqs])
             scores += self._continuations(out.past_key_values, mask, next_pos, longest)
         return scores.double().numpy()
 
     def _continuations(self, cache, mask, next_pos, longest) -> torch.Tensor:
-        """Log-prob of label tokens 2..k given token 1, for every (row, label) pair at once."""
-        b, n_labels, k = mask.shape[0], len(self.labels), longest - 1
+        """Log-prob of answer tokens 2..k given token 1, for every (row, answer) pair at once."""
+        b, n_labels, k = mask.shape[0], len(self.cand_ids), longest - 1
         cont = torch.full((n_labels, k), self.pad_id, dtype=torch.long)
         cont_mask = torch.zeros((n_labels, k), dtype=torch.long)
-        for l, ids_ in enumerate(self.label_ids):
+        for l, ids_ in enumerate(self.cand_ids):
             cont[l, : len(ids_) - 1] = torch.tensor(ids_[:-1])
             cont_mask[l, : len(ids_) - 1] = 1
         cache.batch_repeat_interleave(n_labels)
@@ -152,7 +188,7 @@ class HFTeacher:
                             past_key_values=cache, use_cache=False).logits.float()
         logp = torch.log_softmax(logits, dim=-1).view(b, n_labels, k, -1)
         total = torch.zeros((b, n_labels))
-        for l, ids_ in enumerate(self.label_ids):
+        for l, ids_ in enumerate(self.cand_ids):
             for j, tok in enumerate(ids_[1:]):
                 total[:, l] += logp[:, l, j, tok]
         return total

@@ -62,6 +62,15 @@ class Records(_Strict):
     max_chars: int = Field(20_000, ge=1)
 
 
+class FewShot(_Strict):
+    """Demonstrations from the gold seed rows inside the teacher's prompt."""
+    k: int = Field(0, ge=0, description="demonstrations per row; 0 = zero-shot")
+    selection: Literal["similar", "fixed"] = "similar"
+    embedder: str = Field("all-minilm-l6-v2", description="encoder for `similar` selection")
+    max_tokens: int = Field(128, ge=8, description="tokens kept per demonstration text")
+    seed: int = 0
+
+
 class Teacher(_Strict):
     model: str = "qwen2.5-0.5b-instruct"
     backend: Literal["hf"] = "hf"
@@ -69,6 +78,17 @@ class Teacher(_Strict):
     max_input_tokens: int = Field(512, ge=8, description="text tokens kept per row (the rest is cut)")
     dtype: Literal["float32", "bfloat16"] = "float32"
     threads: int | None = Field(None, ge=1, description="torch threads per worker; default: all cores / workers")
+    prompt_style: Literal["labels", "letters"] = "labels"
+    verbalizers: dict[str, list[str]] | None = Field(
+        None, description="surface forms per label, probabilities summed; default: the label itself")
+    few_shot: FewShot = FewShot()
+    calibration: Literal["none", "contextual", "temperature", "contextual+temperature"] = "none"
+    content_free_inputs: list[str] = Field(default_factory=lambda: ["N/A", "[MASK]", ""])
+
+
+class Audit(_Strict):
+    """Teacher quality on the gold seed rows, measured before the pool is labelled."""
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="stop the job below this")
 
 
 class Student(_Strict):
@@ -102,6 +122,8 @@ class Generation(_Strict):
     outputs_per_prompt: int = Field(1, ge=1, description="samples per prompt (per_label must be a multiple)")
     examples_per_prompt: int = Field(4, ge=0, description="k examples shown in each prompt")
     example_source: Literal["seed", "unlabeled", "both"] = "both"
+    prompt: str | None = Field(None, description="closing request with {label}, e.g. 'Write one new "
+                               "short movie review whose sentiment is {label}.'; null = a generic one")
     temperature: float = Field(0.9, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(96, ge=1)
@@ -134,6 +156,7 @@ class Config(_Strict):
     records: Records = Records()
     curation: Curation = Curation()
     validation: Validation = Validation()
+    audit: Audit = Audit()
     generation: Generation = Generation()
 
     @field_validator("dataset")
@@ -147,6 +170,14 @@ class Config(_Strict):
     def _bounds(self) -> "Config":
         if self.records.min_chars > self.records.max_chars:
             raise ValueError("records.min_chars is larger than records.max_chars")
+        needs_seed = (self.teacher.few_shot.k > 0 or "temperature" in self.teacher.calibration
+                      or self.audit.min_accuracy is not None)
+        if needs_seed and self.corpus.seed is None:
+            raise ValueError("teacher.few_shot.k, temperature calibration and audit.min_accuracy "
+                             "need gold rows: add corpus.seed")
+        unknown = set(self.teacher.verbalizers or {}) - set(self.task.labels)
+        if unknown:
+            raise ValueError(f"teacher.verbalizers names labels not in task.labels: {sorted(unknown)}")
         return self
 
     @model_validator(mode="after")

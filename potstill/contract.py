@@ -53,7 +53,13 @@ FILTER_REASON = Column("filter_reason", pa.string(), False,
 
 # Columns that optional stages add when they are switched on (e.g. saliency rationales), in
 # this order after the core columns. A stage registers its columns here, nowhere else.
-OPTIONAL_COLUMNS: tuple[Column, ...] = ()
+OPTIONAL_COLUMNS: tuple[Column, ...] = (
+    Column("label_probs_raw", pa.list_(pa.float32()), True,
+           "The teacher's distribution before calibration (when teacher.calibration is on)."),
+    Column("intended_label", pa.string(), True,
+           "Generated rows: the label the generator was asked to write for (null on other rows); "
+           "agreement with teacher_label is a quality signal."),
+)
 
 
 def schema(columns: tuple[Column, ...] | list[Column]) -> pa.Schema:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -21,6 +20,7 @@ from models.registry import ResolvedModel, ensure_offline, resolve_model
 from potstill import contract, curation, expectations, versions
 from potstill.config import Config
 from potstill.records import expand, iter_rows
+from potstill.report import write_version_report
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ def existing_version(cfg: Config, plan: Plan) -> Path | None:
 def optional_columns(cfg: Config) -> list[str]:
     """Optional contract columns the stages switched on by `cfg` add to every scored row."""
     columns = []
+    if cfg.teacher.calibration != "none":
+        columns.append("label_probs_raw")
     if cfg.generation.enabled:
         columns.append("intended_label")
     return columns
@@ -96,19 +98,6 @@ def read_staged(staging: Path, name: str, schema: pa.Schema) -> pa.Table:
     files = sorted(str(p) for p in staging.glob(f"{name}*.parquet"))
     tables = [pq.read_table(f, schema=schema) for f in files]
     return pa.concat_tables(tables) if tables else schema.empty_table()
-
-
-def teacher_audit(scored: pa.Table, labels: list[str]) -> dict:
-    """Teacher quality on the gold seed rows (the only rows with a human label)."""
-    from models.metrics import classification_metrics
-
-    seed = scored.filter(pa.compute.equal(scored["source"], "seed")).to_pylist()
-    if not seed:
-        return {"n": 0, "note": "no seed rows: teacher quality unknown"}
-    index = {l: i for i, l in enumerate(labels)}
-    probs = np.array([r["label_probs"] for r in seed], dtype=np.float64)
-    return classification_metrics([index[r["gold_label"]] for r in seed],
-                                  [index[r["teacher_label"]] for r in seed], labels, probs=probs)
 
 
 def counts(scored, filtered, rejected, published) -> dict:
@@ -128,7 +117,8 @@ def counts(scored, filtered, rejected, published) -> dict:
     return out
 
 
-def finish(cfg: Config, plan: Plan, staging: Path, throughput: dict | None = None) -> Path:
+def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
+           throughput: dict | None = None) -> Path:
     """Curate, validate and publish the staged shards; a failed suite publishes nothing."""
     optional = optional_columns(cfg)
     scored = read_staged(staging, "scored", contract.scored_schema(optional))
@@ -156,12 +146,13 @@ def finish(cfg: Config, plan: Plan, staging: Path, throughput: dict | None = Non
                    **({"generator": {"name": plan.generator.name, "source": plan.generator.source,
                                      "sha256": plan.generator.sha256}} if plan.generator else {})},
         "counts": counts(scored, filtered, rejected, published),
-        "teacher_audit": teacher_audit(scored, labels),
+        "teacher_audit": teacher_audit,
         "throughput": throughput or {},
         "curation": {"query": curated.query_path, "sql": curated.sql, "params": curated.params},
         "validation": {"success": report.success, "results": report.results},
     }
     path = versions.publish(cfg.output_root, cfg.dataset, published=published,
-                            filtered=filtered, rejected=rejected, manifest=manifest)
+                            filtered=filtered, rejected=rejected, manifest=manifest,
+                            render=write_version_report)
     log.info("published %s: %s", path, manifest["counts"]["totals"])
     return path

@@ -31,6 +31,7 @@ class Record:
     source: str              # seed | corpus | generated | test
     gold_label: str | None
     input_ref: str           # path:row
+    intended_label: str | None = None  # generated rows: the label the generator was asked for
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Layout of one version:
     vN/filtered.parquet      curated-out rows (contract.FILTERED_SCHEMA, with filter_reason)
     vN/rejected.parquet      bad input rows   (contract.REJECTED_SCHEMA, with reason)
     vN/manifest.json         lineage: version, parent_version, dataset, created_at + the caller's
+    vN/report.html, vN/validation.{json,html}   written by the `render` hook (potstill.report)
 
 Everything is written into a hidden `.tmp-<uuid>` folder next to the versions and then renamed
 to vN, so a reader sees either a complete version or none; a failure removes the temp folder.
@@ -26,7 +27,7 @@ import shutil
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -99,11 +100,15 @@ def _make_read_only(root: Path) -> None:
 
 
 def publish(output_root: str | os.PathLike, dataset: str, *, published: pa.Table,
-            filtered: pa.Table, rejected: pa.Table, manifest: dict[str, Any]) -> Path:
+            filtered: pa.Table, rejected: pa.Table, manifest: dict[str, Any],
+            render: Callable[[Path], Any] | None = None) -> Path:
     """Write a new version atomically and return its folder.
 
     The keys `version`, `parent_version`, `dataset` and `created_at` are set here and override
     the same keys in `manifest`, so lineage always describes where the files really are.
+    `render(folder)`, when given, is called on the hidden folder once its data files and final
+    manifest are written and just before the rename, so files it adds (report.html) are part
+    of the version from the moment it exists; if it raises, nothing is published.
     """
     ds_dir = _dataset_dir(output_root, dataset)
     ds_dir.mkdir(parents=True, exist_ok=True)
@@ -125,6 +130,8 @@ def publish(output_root: str | os.PathLike, dataset: str, *, published: pa.Table
             # (another publisher's finished version) makes the rename itself fail.
             if target.exists():
                 continue
+            if render is not None:
+                render(tmp)
             try:
                 os.rename(tmp, target)
             except OSError as err:

@@ -20,7 +20,8 @@ def filtered_row(record: Record, reason: str) -> dict:
     return {"id": record.id, "text": record.text, "label": record.gold_label,
             "label_probs": None, "teacher_label": None, "teacher_confidence": None,
             "teacher_entropy": None, "teacher_margin": None, "gold_label": record.gold_label,
-            "source": record.source, "weight": None, "filter_reason": reason}
+            "source": record.source, "weight": None, "filter_reason": reason,
+            "intended_label": record.intended_label}
 
 
 class _Resolve(beam.DoFn):

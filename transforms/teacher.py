@@ -9,45 +9,53 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from models.teacher import HFTeacher, label_stats
+from models.audit import LabelledTeacher, build_teacher
+from models.calibration import Calibration
+from models.teacher import label_stats, normalise
+from potstill.config import Config
 from potstill.records import Record
 
 log = logging.getLogger(__name__)
 
 
-class TeacherModelHandler(ModelHandler[Record, PredictionResult, HFTeacher]):
-    """Loads the teacher once per worker and scores batches of Records.
+class TeacherModelHandler(ModelHandler[Record, PredictionResult, LabelledTeacher]):
+    """Loads the teacher once per worker (with its demonstration pool and the calibration the
+    driver fitted) and scores batches of Records.
 
     Batches from Beam are sorted by length inside `score_labels`, so the handler asks for
     batches several times the forward batch size to give the sort room to work.
     """
 
-    def __init__(self, model_path: str, labels: Sequence[str], instruction: str | None, *,
-                 batch_size: int = 16, max_input_tokens: int = 512, dtype: str = "float32",
-                 threads: int | None = None, expected_rows: int | None = None,
+    def __init__(self, cfg: Config, model_path: str, seeds: Sequence[Record] = (),
+                 calibration: Calibration = Calibration(), *, expected_rows: int | None = None,
                  progress_every_s: float = 15.0):
         super().__init__()
-        self.model_path, self.labels, self.instruction = model_path, list(labels), instruction
-        self.kwargs = dict(batch_size=batch_size, max_input_tokens=max_input_tokens,
-                           dtype=dtype, threads=threads)
-        self.batch_size = batch_size
+        self.cfg, self.model_path, self.seeds = cfg, model_path, list(seeds)
+        self.calibration = calibration
+        self.labels = list(cfg.task.labels)
+        self.batch_size = cfg.teacher.batch_size
+        self.keep_raw = cfg.teacher.calibration != "none"
         self.expected_rows = expected_rows
         self.progress_every_s = progress_every_s
         self._done, self._busy, self._last_log = 0, 0.0, time.perf_counter()
 
-    def load_model(self) -> HFTeacher:
+    def load_model(self) -> LabelledTeacher:
         start = time.perf_counter()
-        teacher = HFTeacher(self.model_path, self.labels, self.instruction, **self.kwargs)
+        teacher = build_teacher(self.cfg, self.model_path, self.seeds, self.calibration)
         log.info("teacher loaded from %s in %.1fs", self.model_path, time.perf_counter() - start)
         return teacher
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": 1, "max_batch_size": self.batch_size * 4}
 
-    def run_inference(self, batch: Sequence[Record], model: HFTeacher,
+    def run_inference(self, batch: Sequence[Record], model: LabelledTeacher,
                       inference_args: dict | None = None) -> Iterable[PredictionResult]:
         start = time.perf_counter()
-        stats = label_stats(model.score_labels([r.text for r in batch]), self.labels)
+        raw, calibrated = model.score([r.text for r in batch])
+        stats = label_stats(calibrated, self.labels)
+        if self.keep_raw:
+            for row, probs in zip(stats, normalise(raw)):
+                row["label_probs_raw"] = probs.astype("float32").tolist()
         self._progress(len(batch), time.perf_counter() - start)
         return [PredictionResult(r, s) for r, s in zip(batch, stats)]
 

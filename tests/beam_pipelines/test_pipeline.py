@@ -95,3 +95,36 @@ def test_manifest_reports_teacher_throughput(config):
     version = run(config, test_pipeline=BeamTestPipeline())
     throughput = json.loads((version / "manifest.json").read_text())["throughput"]
     assert throughput["teacher_rows"] == 5 and throughput["teacher_rows_per_second"] > 0
+
+
+def with_teacher(config, **teacher):
+    return config.model_copy(update={"teacher": config.teacher.model_copy(update=teacher)})
+
+
+def test_calibrated_few_shot_teacher_keeps_raw_probs_and_audits(config):
+    from potstill.config import FewShot
+
+    cfg = with_teacher(config, calibration="contextual+temperature",
+                       few_shot=FewShot(k=1, selection="fixed"))
+    version = run(cfg, test_pipeline=BeamTestPipeline())
+    manifest = json.loads((version / "manifest.json").read_text())
+    audit = manifest["teacher_audit"]
+    assert audit["n"] == 2 and set(audit) >= {"raw", "calibrated", "calibration"}
+    assert audit["calibration"]["temperature"] > 0 and len(audit["calibration"]["log_prior"]) == 2
+    rows = pq.read_table(version / "data").to_pylist()
+    assert all(len(r["label_probs_raw"]) == 2 for r in rows)
+    assert any(abs(r["label_probs_raw"][0] - r["label_probs"][0]) > 1e-4 for r in rows)
+
+
+def test_audit_below_min_accuracy_stops_before_labelling(config, tmp_path):
+    from models.audit import AuditFailed
+
+    cfg = config.model_copy(update={"audit": config.audit.model_copy(update={"min_accuracy": 1.0})})
+    cfg = with_teacher(cfg, model=config.teacher.model)
+    try:
+        run(cfg, test_pipeline=BeamTestPipeline())
+    except AuditFailed as err:
+        assert "audit.min_accuracy=1.0" in str(err)
+    else:  # a random tiny teacher can be right on both seed rows by chance: then it publishes
+        pytest.skip("the random teacher was perfect on the two seed rows")
+    assert not (tmp_path / "out" / "toy").exists() or not list((tmp_path / "out" / "toy").glob("v*"))

@@ -63,3 +63,44 @@ def test_label_stats():
 def test_rows_reuse_the_shared_prefix_cache(teacher):
     assert all(teacher.encode(t).shared for t in TEXTS)
     assert len(teacher.prefix_ids) > 10
+
+
+def naive_answer_logprob(teacher: HFTeacher, prompt_text: str, answer: str) -> float:
+    prompt = teacher.tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    ids = teacher._ids(teacher.prompt.answer_prefix + answer)
+    with torch.no_grad():
+        logp = torch.log_softmax(teacher.model(torch.tensor([prompt + ids])).logits[0].float(), -1)
+    return sum(logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(ids))
+
+
+def test_verbalizer_forms_are_summed(tiny_lm):
+    forms = {"positive": ["positive", "good"], "negative": ["negative", "bad", "awful"]}
+    t = HFTeacher(tiny_lm, ["negative", "positive"], verbalizers=forms, batch_size=2)
+    got = t.score_labels(TEXTS[:3])
+    for row, text in enumerate(TEXTS[:3]):
+        prompt = t.prompt.render(text)
+        for col, label in enumerate(["negative", "positive"]):
+            want = math.log(sum(math.exp(naive_answer_logprob(t, prompt, f)) for f in forms[label]))
+            assert got[row, col] == pytest.approx(want, abs=1e-4)
+
+
+def test_letters_style_scores_letters(tiny_lm):
+    t = HFTeacher(tiny_lm, LABELS, style="letters")
+    assert "A) negative" in t.prompt.head and "D) very positive" in t.prompt.head
+    got = t.score_labels(TEXTS[:1])
+    want = [naive_answer_logprob(t, t.prompt.render(TEXTS[0]), c) for c in "ABCD"]
+    np.testing.assert_allclose(got[0], want, atol=1e-4)
+
+
+def test_demonstrations_are_scored_in_the_prompt(tiny_lm):
+    from models.prompts import Demo
+
+    t = HFTeacher(tiny_lm, ["negative", "positive"], batch_size=2)
+    demos = [[Demo("a bad film", "negative"), Demo("good", "positive")], [], [Demo("great", "positive")]]
+    got = t.score_labels(TEXTS[:3], demos)
+    assert [t.encode(x, d).shared for x, d in zip(TEXTS[:3], demos)] == ["head", "prefix", "head"]
+    for row in range(3):
+        prompt = t.prompt.render(TEXTS[row], demos[row])
+        assert "Answer: " in prompt or not demos[row]
+        want = [naive_answer_logprob(t, prompt, l) for l in ["negative", "positive"]]
+        np.testing.assert_allclose(got[row], want, atol=1e-4)

@@ -1,0 +1,146 @@
+"""The `potstill` commands for people who consume versions rather than build them.
+
+    potstill versions DATASET [--root R] [--format table|csv|json|parquet] [--out PATH]
+    potstill diff DATASET@vA DATASET@vB [--root R] [--format table|json] [--out PATH]
+    potstill query DATASET[@vN] "SQL" | --file F.sql [--param NAME=VALUE ...] [--root R]
+                   [--format table|csv|json|parquet] [--out PATH]
+    potstill label-issues DATASET[@vN] [--all] [--root R] [--format ...] [--out PATH]
+    potstill report DATASET[@vN] --out FILE [--student DIR ...] [--root R]
+
+R defaults to $POTSTILL_OUTPUT_ROOT, else ./datasets; a version argument with a slash is the
+path of a version folder. Results go to stdout (an aligned table by default) or, with --out,
+to that file, whose path is then printed. The logic lives in potstill.analysis and
+potstill.report; this module only parses arguments and prints.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import duckdb
+import pyarrow as pa
+
+from potstill import analysis, tables, versions
+
+COMMANDS = ("versions", "diff", "query", "label-issues", "report")
+
+
+def add_commands(sub) -> None:
+    """Register the analysis subcommands on the main parser's subparsers."""
+    def common(p, formats=tables.FORMATS):
+        p.add_argument("--root", default=None,
+                       help="output root (default: $POTSTILL_OUTPUT_ROOT or ./datasets)")
+        if formats:
+            p.add_argument("--format", choices=formats, default="table")
+        p.add_argument("--out", default=None, help="write the result to this file")
+
+    p = sub.add_parser("versions", help="list a dataset's published versions")
+    p.add_argument("dataset")
+    common(p)
+
+    p = sub.add_parser("diff", help="rows, labels and config that changed between two versions")
+    p.add_argument("a", metavar="DATASET@vA")
+    p.add_argument("b", metavar="DATASET@vB")
+    common(p, ("table", "json"))
+
+    p = sub.add_parser("query", help="run DuckDB SQL over a version's data, filtered, rejected "
+                                     "and manifest views")
+    p.add_argument("version", metavar="DATASET[@vN]")
+    p.add_argument("sql", nargs="?", help="the query (or use --file)")
+    p.add_argument("--file", help="a .sql file, or the name of one under sql/analysis/")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="bind $NAME (VALUE read as JSON when it parses); repeatable")
+    common(p)
+
+    p = sub.add_parser("label-issues", help="cleanlab's label issues among the seed rows")
+    p.add_argument("version", metavar="DATASET[@vN]")
+    p.add_argument("--all", action="store_true", help="every seed row, with its score and flag")
+    common(p)
+
+    p = sub.add_parser("report", help="write a version's report.html (with student metrics)")
+    p.add_argument("version", metavar="DATASET[@vN]")
+    p.add_argument("--student", action="append", default=[], metavar="DIR",
+                   help="a trained student folder (its metrics.json); repeatable")
+    common(p, formats=())
+
+
+def _value(v):
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def format_diff(d: dict, examples: int = 10) -> str:
+    a, b, rows = d["a"]["ref"], d["b"]["ref"], d["rows"]
+    out = [f"{a} -> {b}",
+           f"rows: {d['a']['rows']} -> {d['b']['rows']} (added {rows['added']}, removed "
+           f"{rows['removed']}, relabelled {rows['relabelled']}, unchanged {rows['unchanged']})", "",
+           "label distribution"]
+    out.append(tables.format_table(pa.Table.from_pylist(
+        [{"label": r["label"], a: r["a"], b: r["b"], "delta": r["delta"], f"share {a}": r["share_a"],
+          f"share {b}": r["share_b"]} for r in d["labels"]])))
+    relabelled = d["ids"]["relabelled"]
+    if relabelled:
+        out.append(f"relabelled (first {min(examples, len(relabelled))} of {len(relabelled)})")
+        out.append(tables.format_table(pa.Table.from_pylist(relabelled[:examples])))
+    changes = d["config"]
+    out.append(f"config: {len(changes)} change{'s' if len(changes) != 1 else ''}")
+    if changes:
+        out.append(tables.format_table(pa.Table.from_pylist(
+            [{"key": c["key"], "old": "(absent)" if c["change"] == "added" else _value(c["old"]),
+              "new": "(absent)" if c["change"] == "removed" else _value(c["new"])}
+             for c in changes]), max_width=80))
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _emit(text: str, out: str | None) -> None:
+    if out is None:
+        print(text, end="")
+        return
+    with open(out, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    print(out)
+
+
+def _run(args) -> None:
+    root = args.root if args.root is not None else analysis.default_root()
+    if getattr(args, "format", None) == "parquet" and args.out is None:
+        raise analysis.AnalysisError("--format parquet needs --out FILE")
+    if args.command == "versions":
+        table = analysis.versions_table(root, args.dataset)
+        if table.num_rows == 0:
+            versions.resolve_version(root, args.dataset)  # raises: names the datasets there
+    elif args.command == "diff":
+        d = analysis.diff(analysis.locate(root, args.a), analysis.locate(root, args.b))
+        _emit(format_diff(d) if args.format == "table"
+              else json.dumps(d, indent=2, default=str) + "\n", args.out)
+        return
+    elif args.command == "query":
+        if (args.sql is None) == (args.file is None):
+            raise analysis.AnalysisError("give either a SQL string or --file, not both or neither")
+        sql = analysis.load_sql(args.file)[1] if args.file else args.sql
+        table = analysis.run_query(analysis.locate(root, args.version), sql,
+                                   analysis.parse_params(args.param))
+    elif args.command == "label-issues":
+        table = analysis.label_issues(analysis.locate(root, args.version), all_rows=args.all)
+    else:  # report
+        from potstill.report import write_report
+
+        if args.out is None:
+            raise analysis.AnalysisError("potstill report needs --out FILE (versions are read-only)")
+        print(write_report(analysis.locate(root, args.version), args.out, args.student))
+        return
+    if args.out is not None:
+        tables.write(table, args.format, args.out)
+        print(args.out)
+    else:
+        print(tables.write(table, args.format), end="")
+
+
+def run(args) -> int:
+    """Run one analysis command; a user error prints one line and returns 2."""
+    try:
+        _run(args)
+        return 0
+    except (analysis.AnalysisError, versions.VersionError, duckdb.Error, OSError) as err:
+        msg = str(err).strip().replace("\n", "\n  ")
+        print(f"potstill {args.command}: error: {msg}", file=sys.stderr)
+        return 2
