@@ -179,8 +179,11 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
     encoded = tokenizer(texts, truncation=True, max_length=s.max_length)
 
     # optimizer: AdamW, linear warmup then linear decay to 0
+    # Small sets (the gold-only baseline) get at least `min_steps` updates, so a 32-row
+    # baseline is not judged after 4 optimiser steps.
     steps_per_epoch = math.ceil(n / s.batch_size)
-    total_steps = steps_per_epoch * s.epochs
+    epochs = max(s.epochs, math.ceil(s.min_steps / steps_per_epoch))
+    total_steps = steps_per_epoch * epochs
     warmup = max(1, int(WARMUP_SHARE * total_steps))
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.learning_rate, weight_decay=WEIGHT_DECAY)
 
@@ -192,7 +195,7 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
     epoch_losses = []
     log_every = max(1, steps_per_epoch // 10)
     t_train = time.perf_counter()
-    for epoch in range(s.epochs):
+    for epoch in range(epochs):
         model.train()
         t0, loss_sum, weight_sum = time.perf_counter(), 0.0, 0.0
         order = rng.permutation(n)
@@ -213,7 +216,7 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
                 log(f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch} loss {loss_sum / weight_sum:.4f}")
         epoch_losses.append(loss_sum / weight_sum)
         dt = time.perf_counter() - t0
-        log(f"epoch {epoch + 1}/{s.epochs} loss {epoch_losses[-1]:.4f} {dt:.1f}s ({n / dt:.1f} rows/s)")
+        log(f"epoch {epoch + 1}/{epochs} loss {epoch_losses[-1]:.4f} {dt:.1f}s ({n / dt:.1f} rows/s)")
     seconds = time.perf_counter() - t_train
 
     # evaluate on the held-out test split, then save model, metrics and the resolved config
@@ -221,7 +224,7 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
     log(f"test accuracy {metrics['accuracy']:.4f} macro_f1 {metrics['macro_f1']:.4f} n {metrics['n']}")
     metrics.update(n_test_rejected=n_rejected, train_on=train_on, train_rows=n,
                    dataset=str(Path(dataset_dir).resolve()), dataset_version=manifest.get("version"),
-                   epochs=s.epochs, seconds=round(seconds, 3), train_loss=epoch_losses)
+                   epochs=epochs, seconds=round(seconds, 3), train_loss=epoch_losses)
     out = Path(out_dir)
     model.save(out, extra={"student_model": {"name": s.model, "path": str(spec.path),
                                              "sha256": spec.sha256, "source": spec.source},

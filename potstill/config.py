@@ -94,6 +94,7 @@ class Audit(_Strict):
 class Student(_Strict):
     model: str = "all-minilm-l6-v2"
     epochs: int = Field(4, ge=1)
+    min_steps: int = Field(100, ge=0, description="more epochs for small sets until this many updates")
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(5e-5, gt=0)
     max_length: int = Field(128, ge=8)

@@ -84,7 +84,7 @@ def raw_config(tmp: Path, model: str, n_test: int = 10, **student) -> dict:
             "corpus": {"unlabeled": {"path": str(tmp / "unlabeled.jsonl")},
                        "seed": {"path": str(tmp / "seed.jsonl")}, "test": {"path": str(test)}},
             "student": {"model": model, "epochs": 6, "batch_size": 8, "learning_rate": 3e-3,
-                        "max_length": 16, "seed": 0, "threads": 1, **student}}
+                        "max_length": 16, "seed": 0, "threads": 1, "min_steps": 0, **student}}
 
 
 @pytest.fixture
@@ -181,12 +181,20 @@ def test_cli_prints_metrics_json_last_and_fails_cleanly(tmp_path, tiny_bert, cap
     assert metrics["epochs"] == 1 and metrics["train_rows"] == 8
     assert "epoch 1/1" in captured.err
 
+
     assert main(["--dataset", str(tmp_path / "nope"), "--config", str(config), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: dataset version not found")
     assert main(["--dataset", str(dataset), "--config", str(config), "--out", str(out),
                  "--set", "task.labels=[a, b]"]) == 2
     assert "label mismatch" in capsys.readouterr().err
+
+
+def test_min_steps_extends_training_of_small_sets(tmp_path, tiny_bert):
+    dataset = write_version(tmp_path / "v1")
+    cfg = parse_config(raw_config(tmp_path, tiny_bert, epochs=1, min_steps=5))
+    metrics = train(str(dataset), cfg, str(tmp_path / "out"), train_on="seed")
+    assert metrics["train_rows"] == 8 and metrics["epochs"] == 5  # 8 rows / batch 8 = 1 step each
 
 
 @pytest.mark.slow
