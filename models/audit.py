@@ -20,7 +20,7 @@ from models.metrics import classification_metrics
 from models.registry import resolve_model
 from models.teacher import HFTeacher
 from potstill.config import Config
-from potstill.records import Bounds, Record, read_split
+from potstill.records import Record, read_configured
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +36,23 @@ class LabelledTeacher:
     selector: DemoSelector | None
     calibration: Calibration
 
-    def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(raw, calibrated) label log-probabilities, each [len(texts), L]."""
+    def score(self, texts: list[str], n_options: list[int] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """(raw, calibrated) label log-probabilities, each [len(texts), L]. With `n_options`
+        (multiple choice) a row's letters past its own options get probability 0."""
         demos = self.selector.select(texts) if self.selector else None
         raw = self.teacher.score_labels(texts, demos)
+        if n_options is not None:
+            raw[np.arange(raw.shape[1])[None, :] >= np.asarray(n_options)[:, None]] = -np.inf
         return raw, self.calibration.apply(raw)
+
+    def score_records(self, records) -> tuple[np.ndarray, np.ndarray]:
+        n_options = [len(r.choices) if r.choices else len(self.teacher.labels) for r in records]
+        return self.score([r.model_input for r in records], n_options)
 
 
 def read_seed(cfg: Config) -> list[Record]:
-    if cfg.corpus.seed is None:
-        return []
-    seed = cfg.corpus.seed
-    records, _ = read_split(seed.path, source="seed", text_field=seed.text_field,
-                            label_field=seed.label_field, labels=cfg.task.labels,
-                            bounds=Bounds(cfg.records.min_chars, cfg.records.max_chars))
-    return records
+    return read_configured(cfg, "seed")[0] if cfg.corpus.seed is not None else []
 
 
 def build_teacher(cfg: Config, model_path: str, seeds: list[Record],
@@ -68,7 +70,7 @@ def build_teacher(cfg: Config, model_path: str, seeds: list[Record],
 
             embed = Embedder(resolve_model(t.few_shot.embedder).path)
         answers = dict(zip(cfg.task.labels, teacher.prompt.verbalizer.answers))
-        selector = DemoSelector([r.text for r in seeds], [r.gold_label for r in seeds], answers,
+        selector = DemoSelector([r.model_input for r in seeds], [r.gold_label for r in seeds], answers,
                                 t.few_shot.k, t.few_shot.selection, embed, t.few_shot.seed)
     return LabelledTeacher(teacher, selector, calibration)
 
@@ -99,7 +101,7 @@ def audit(cfg: Config, lt: LabelledTeacher, seeds: list[Record]) -> dict:
         return report
     gold = np.array([labels.index(r.gold_label) for r in seeds])
     start = time.perf_counter()
-    raw, _ = lt.score([r.text for r in seeds])
+    raw, _ = lt.score_records(seeds)
     report["rows_per_second"] = round(len(seeds) / (time.perf_counter() - start), 3)
     lt.calibration = fit_calibration(cfg, lt, raw, gold)
     for name, logp in (("raw", raw), ("calibrated", lt.calibration.apply(raw))):

@@ -12,18 +12,13 @@ from models.metrics import classification_metrics
 from models.registry import ensure_offline, resolve_model
 from models.teacher import normalise
 from potstill.config import Config
-from potstill.records import Bounds, read_split
+from potstill.records import read_configured
 
 log = logging.getLogger(__name__)
 
 
 def read_test_split(cfg: Config):
-    if cfg.corpus.test is None:
-        raise FileNotFoundError("the config has no corpus.test split to evaluate on")
-    test = cfg.corpus.test
-    return read_split(test.path, source="test", text_field=test.text_field,
-                      label_field=test.label_field, labels=cfg.task.labels,
-                      bounds=Bounds(cfg.records.min_chars, cfg.records.max_chars))
+    return read_configured(cfg, "test")
 
 
 def evaluate_teacher(cfg: Config, limit: int | None = None) -> dict:
@@ -34,7 +29,7 @@ def evaluate_teacher(cfg: Config, limit: int | None = None) -> dict:
     lt = audit.build_teacher(cfg, resolve_model(cfg.teacher.model).path, seeds)
     seed_report = audit.audit(cfg, lt, seeds)
     start = time.perf_counter()
-    raw, calibrated = lt.score([r.text for r in records])
+    raw, calibrated = lt.score_records(records)
     seconds = time.perf_counter() - start
     labels = cfg.task.labels
     gold = [labels.index(r.gold_label) for r in records]

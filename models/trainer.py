@@ -38,7 +38,7 @@ from models.registry import ensure_offline, resolve_model
 from models.student import StudentClassifier, load_student, predict_proba
 from potstill.config import Config, ConfigError, load_config
 from potstill.contract import SOURCES
-from potstill.records import Bounds, read_split
+from potstill.records import read_configured, with_choices
 
 WARMUP_SHARE, WEIGHT_DECAY, CLIP_NORM = 0.1, 0.01, 1.0
 DATA_COLUMNS = ["text", "label", "label_probs", "source", "weight"]
@@ -65,7 +65,8 @@ def load_dataset(dataset_dir: str | Path, labels: list[str]) -> tuple[dict, dict
     if not files:
         raise TrainerError(f"no Parquet files under {root / 'data'}")
     try:
-        table = pa.concat_tables([pq.read_table(f, columns=DATA_COLUMNS) for f in files])
+        columns = DATA_COLUMNS + (["choices"] if "choices" in pq.read_schema(files[0]).names else [])
+        table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
     except (pa.ArrowInvalid, KeyError) as err:
         raise TrainerError(f"{root / 'data'}: cannot read the contract columns {DATA_COLUMNS}: {err}")
 
@@ -73,6 +74,8 @@ def load_dataset(dataset_dir: str | Path, labels: list[str]) -> tuple[dict, dict
     rows = table.to_pydict()
     if any(not isinstance(t, str) or not t for t in rows["text"]):
         raise TrainerError("dataset column text has null or empty values")
+    if "choices" in rows:  # multiple choice: the student reads the options too, as the teacher did
+        rows["text"] = [with_choices(t, c) if c else t for t, c in zip(rows["text"], rows["choices"])]
     bad = sorted({l for l in rows["label"] if l not in index}, key=str)
     if bad:
         raise TrainerError(f"dataset rows have labels not in task.labels: {bad[:5]}")
@@ -102,9 +105,7 @@ def read_test(cfg: Config) -> tuple[list[str], np.ndarray, int]:
     test = cfg.corpus.test
     if test is None:
         raise TrainerError("config has no corpus.test: the student is evaluated on a held-out test split")
-    records, rejected = read_split(test.path, source="test", text_field=test.text_field,
-                                   label_field=test.label_field, labels=cfg.task.labels,
-                                   bounds=Bounds(cfg.records.min_chars, cfg.records.max_chars))
+    records, rejected = read_configured(cfg, "test")
     if rejected:
         reasons: dict[str, int] = {}
         for r in rejected:
@@ -113,7 +114,8 @@ def read_test(cfg: Config) -> tuple[list[str], np.ndarray, int]:
     if not records:
         raise TrainerError(f"test split {test.path} has no valid rows ({len(rejected)} rejected)")
     index = {label: i for i, label in enumerate(cfg.task.labels)}
-    return [r.text for r in records], np.asarray([index[r.gold_label] for r in records]), len(rejected)
+    return ([r.model_input for r in records], np.asarray([index[r.gold_label] for r in records]),
+            len(rejected))
 
 
 def kd_targets(probs: np.ndarray, temperature: float) -> np.ndarray:

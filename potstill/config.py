@@ -30,6 +30,7 @@ class Source(_Strict):
     path: str = Field(description="Parquet, JSONL or CSV file (by extension); globs allowed")
     text_field: str = "text"
     label_field: str | None = None
+    choices_field: str | None = Field(None, description="multiple choice: the field with the options")
 
 
 class LabelledSource(Source):
@@ -43,7 +44,8 @@ class Corpus(_Strict):
 
 
 class Task(_Strict):
-    labels: list[str] = Field(min_length=2)
+    kind: Literal["classification", "multiple_choice"] = "classification"
+    labels: list[str] = Field(min_length=2, description="class labels, or option letters for multiple choice")
     instruction: str | None = None
 
     @field_validator("labels")
@@ -176,6 +178,12 @@ class Config(_Strict):
         if needs_seed and self.corpus.seed is None:
             raise ValueError("teacher.few_shot.k, temperature calibration and audit.min_accuracy "
                              "need gold rows: add corpus.seed")
+        mc = self.task.kind == "multiple_choice"
+        for split in ("unlabeled", "seed", "test"):
+            src = getattr(self.corpus, split)
+            if src is not None and mc != (src.choices_field is not None):
+                raise ValueError(f"corpus.{split}.choices_field must be set exactly when "
+                                 "task.kind is multiple_choice")
         unknown = set(self.teacher.verbalizers or {}) - set(self.task.labels)
         if unknown:
             raise ValueError(f"teacher.verbalizers names labels not in task.labels: {sorted(unknown)}")

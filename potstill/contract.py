@@ -54,6 +54,8 @@ FILTER_REASON = Column("filter_reason", pa.string(), False,
 # Columns that optional stages add when they are switched on (e.g. saliency rationales), in
 # this order after the core columns. A stage registers its columns here, nowhere else.
 OPTIONAL_COLUMNS: tuple[Column, ...] = (
+    Column("choices", pa.list_(pa.string()), True,
+           "Multiple choice: the row's options; label_probs covers their letters, in order."),
     Column("label_probs_raw", pa.list_(pa.float32()), True,
            "The teacher's distribution before calibration (when teacher.calibration is on)."),
     Column("intended_label", pa.string(), True,

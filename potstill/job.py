@@ -87,6 +87,8 @@ def existing_version(cfg: Config, plan: Plan) -> Path | None:
 def optional_columns(cfg: Config) -> list[str]:
     """Optional contract columns the stages switched on by `cfg` add to every scored row."""
     columns = []
+    if cfg.task.kind == "multiple_choice":
+        columns.append("choices")
     if cfg.teacher.calibration != "none":
         columns.append("label_probs_raw")
     if cfg.generation.enabled:

@@ -32,6 +32,12 @@ class Record:
     gold_label: str | None
     input_ref: str           # path:row
     intended_label: str | None = None  # generated rows: the label the generator was asked for
+    choices: tuple[str, ...] | None = None  # multiple-choice rows: the options, in letter order
+
+    @property
+    def model_input(self) -> str:
+        """What a model reads: the text, followed by the lettered options on multiple-choice rows."""
+        return with_choices(self.text, self.choices) if self.choices else self.text
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,26 @@ def iter_rows(fileobj: IO[bytes], path: str) -> Iterator[tuple[int, dict | Malfo
             yield row, item
 
 
+def with_choices(text: str, choices) -> str:
+    """`question\nA) first\nB) second ...`: the form the teacher and the student read."""
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return text + "".join(f"\n{letters[i]}) {c}" for i, c in enumerate(choices))
+
+
+def parse_choices(value: Any) -> list[str] | None:
+    """A list of option strings, or an ARC-style {"text": [...], ...} mapping; None if neither."""
+    if isinstance(value, dict):
+        value = value.get("text")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(c, str) for c in value):
+        return None
+    return [normalise_text(c) for c in value]
+
+
 def normalise_text(text: str) -> str:
     """NFC, whitespace runs collapsed to one space, stripped: the form that is hashed and stored."""
     return _WS.sub(" ", unicodedata.normalize("NFC", text)).strip()
@@ -129,8 +155,12 @@ def _raw_json(raw: Any) -> str:
 
 def validate(raw: dict | Malformed, *, source: str, input_ref: str, text_field: str,
              label_field: str | None = None, labels: Iterable[str] | None = None,
-             bounds: Bounds = Bounds()) -> Record | Rejection:
-    """Turn one raw row into a Record, or a Rejection that says what is wrong with it."""
+             bounds: Bounds = Bounds(), choices_field: str | None = None) -> Record | Rejection:
+    """Turn one raw row into a Record, or a Rejection that says what is wrong with it.
+
+    With `choices_field` (multiple choice) the row's options are read too: the labels are
+    option letters, a row with n options may only have one of the first n as its answer, and
+    the id hashes the question together with its options."""
     def reject(reason: str, detail: str) -> Rejection:
         return Rejection(source, input_ref, reason, detail, _raw_json(raw))
 
@@ -148,16 +178,25 @@ def validate(raw: dict | Malformed, *, source: str, input_ref: str, text_field: 
         return reject("text_too_short", f"{len(text)} chars < records.min_chars={bounds.min_chars}")
     if len(text) > bounds.max_chars:
         return reject("text_too_long", f"{len(text)} chars > records.max_chars={bounds.max_chars}")
+    allowed = list(labels or [])
+    choices = None
+    if choices_field is not None:
+        choices = parse_choices(raw.get(choices_field))
+        if choices is None or not 2 <= len(choices) <= len(allowed) or not all(choices):
+            return reject("bad_choices", f"field {choices_field!r} must hold 2 to {len(allowed)} "
+                                         "non-empty option strings")
+        allowed = allowed[: len(choices)]
     gold = None
     if label_field is not None:
         gold = raw.get(label_field)
         if gold is None or (isinstance(gold, str) and not gold.strip()):
             return reject("missing_label", f"field {label_field!r} is missing or empty")
         gold = str(gold).strip()
-        allowed = list(labels or [])
         if gold not in allowed:
-            return reject("unknown_label", f"label {gold!r} is not one of task.labels {allowed}")
-    return Record(stable_id(text), text, source, gold, input_ref)
+            return reject("unknown_label", f"label {gold!r} is not one of {allowed}")
+    key = with_choices(text, choices) if choices else text
+    return Record(stable_id(key), text, source, gold, input_ref,
+                  choices=tuple(choices) if choices else None)
 
 
 def expand(path: str) -> list[str]:
@@ -173,7 +212,7 @@ def expand(path: str) -> list[str]:
 
 def read_split(path: str, *, source: str, text_field: str, label_field: str | None = None,
                labels: Iterable[str] | None = None, bounds: Bounds = Bounds(),
-               ) -> tuple[list[Record], list[Rejection]]:
+               choices_field: str | None = None) -> tuple[list[Record], list[Rejection]]:
     """Read and validate a whole split in-process (the trainer's test split, small inputs)."""
     import fsspec
 
@@ -183,6 +222,18 @@ def read_split(path: str, *, source: str, text_field: str, label_field: str | No
         with fsspec.open(file, "rb") as fh:
             for row, raw in iter_rows(fh, file):
                 out = validate(raw, source=source, input_ref=f"{file}:{row}", text_field=text_field,
-                               label_field=label_field, labels=labels, bounds=bounds)
+                               label_field=label_field, labels=labels, bounds=bounds,
+                               choices_field=choices_field)
                 (records if isinstance(out, Record) else rejected).append(out)
     return records, rejected
+
+
+def read_configured(cfg, split: str) -> tuple[list[Record], list[Rejection]]:
+    """Read `cfg.corpus.<split>` (seed or test) in-process, validated as the job validates it."""
+    src = getattr(cfg.corpus, split)
+    if src is None:
+        raise FileNotFoundError(f"the config has no corpus.{split} split")
+    return read_split(src.path, source=split, text_field=src.text_field,
+                      label_field=src.label_field, labels=cfg.task.labels,
+                      bounds=Bounds(cfg.records.min_chars, cfg.records.max_chars),
+                      choices_field=src.choices_field)

@@ -21,7 +21,8 @@ def filtered_row(record: Record, reason: str) -> dict:
             "label_probs": None, "teacher_label": None, "teacher_confidence": None,
             "teacher_entropy": None, "teacher_margin": None, "gold_label": record.gold_label,
             "source": record.source, "weight": None, "filter_reason": reason,
-            "intended_label": record.intended_label}
+            "intended_label": record.intended_label,
+            "choices": list(record.choices) if record.choices else None}
 
 
 class _Resolve(beam.DoFn):

@@ -17,8 +17,9 @@ class ParseFile(beam.DoFn):
     """Parse one matched file; valid rows go to the main output, the rest to `rejected`."""
 
     def __init__(self, source: str, text_field: str, label_field: str | None,
-                 labels: list[str], bounds: Bounds):
+                 labels: list[str], bounds: Bounds, choices_field: str | None = None):
         self.source, self.text_field, self.label_field = source, text_field, label_field
+        self.choices_field = choices_field
         self.labels, self.bounds = list(labels), bounds
         self.read = Metrics.counter("potstill", f"read_{source}")
         self.rejected = Metrics.counter("potstill", f"rejected_{source}")
@@ -33,7 +34,8 @@ class ParseFile(beam.DoFn):
                 self.read.inc()
                 out = validate(raw, source=self.source, input_ref=f"{path}:{row}",
                                text_field=self.text_field, label_field=self.label_field,
-                               labels=self.labels, bounds=self.bounds)
+                               labels=self.labels, bounds=self.bounds,
+                               choices_field=self.choices_field)
                 if isinstance(out, Rejection):
                     self.rejected.inc()
                     Metrics.counter("potstill", f"rejected_{out.reason}").inc()
@@ -46,10 +48,11 @@ class ReadSplit(beam.PTransform):
     """pattern -> Records (main output) and rejected rows (`rejected` output)."""
 
     def __init__(self, pattern: str, source: str, text_field: str, label_field: str | None = None,
-                 labels: list[str] | None = None, bounds: Bounds = Bounds()):
+                 labels: list[str] | None = None, bounds: Bounds = Bounds(),
+                 choices_field: str | None = None):
         super().__init__()
         self.pattern = pattern
-        self.parse = ParseFile(source, text_field, label_field, labels or [], bounds)
+        self.parse = ParseFile(source, text_field, label_field, labels or [], bounds, choices_field)
 
     def expand(self, pbegin):
         return (pbegin

@@ -51,7 +51,7 @@ class TeacherModelHandler(ModelHandler[Record, PredictionResult, LabelledTeacher
     def run_inference(self, batch: Sequence[Record], model: LabelledTeacher,
                       inference_args: dict | None = None) -> Iterable[PredictionResult]:
         start = time.perf_counter()
-        raw, calibrated = model.score([r.text for r in batch])
+        raw, calibrated = model.score_records(batch)
         stats = label_stats(calibrated, self.labels)
         if self.keep_raw:
             for row, probs in zip(stats, normalise(raw)):
@@ -86,7 +86,8 @@ def scored_row(result: PredictionResult) -> dict:
     return {"id": record.id, "text": record.text,
             "label": record.gold_label if record.source == "seed" else stats["teacher_label"],
             **stats, "gold_label": record.gold_label, "source": record.source, "weight": 1.0,
-            "intended_label": record.intended_label}  # written only when generation is on
+            "intended_label": record.intended_label,
+            "choices": list(record.choices) if record.choices else None}  # written only when generation is on
 
 
 def failed_rows(failure) -> list[dict]:
