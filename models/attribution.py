@@ -1,18 +1,20 @@
 """Saliency rationales: the words of a text that made the teacher choose a label (arXiv 2409.12586).
 
-Target. Attributions are taken of log p(label | text), the teacher's probability for the label
-normalised over the task's label set, exactly as the teacher scores it (`HFTeacher.score_labels`
-then `normalise`): each label's log-probability is the SUM of its tokens' log-probs with teacher
-forcing, and the target is their log-softmax at the explained label. So a word scores high when
-it favours this label over the other labels, not when it merely makes any answer more likely.
-Cost: one forward (plus the short label continuations when a label has several tokens) and one
-backward per row and IG step.
+Target. Attributions are taken of log p(label | text): the teacher's probability for the label
+over the task's label set, computed exactly as the teacher computes `label_probs` (same prompt
+with its demonstrations, verbalizer surface forms summed, multiple-choice letters past the row's
+options masked, then the fitted calibration). A label's log-probability is the SUM of its tokens'
+log-probs with teacher forcing (multi-token labels are exact, not first-token). So a word scores
+high when it favours this label over the other labels, not when it merely makes any answer
+likelier. Cost: one forward (plus the short label continuations when an answer has several
+tokens) and one backward per row and IG step.
 
-Inputs. The prompt is the teacher's own (`HFTeacher.prompt`, same tokenizer, same truncation).
-The shared prefix (system prompt, instruction, label list) is a constant key/value cache, so it
-is neither recomputed nor attributed; attributions are w.r.t. the input embeddings of the row's
-tokens. Only tokens whose character span (offsets mapping of the rendered prompt) overlaps the
-text itself are ranked: the prompt suffix, the chat template and the label tokens are masked.
+Inputs. The shared prompt part (system prompt, instruction, label list; the template head when
+there are demonstrations) is a constant key/value cache, so it is neither recomputed nor
+attributed; attributions are w.r.t. the input embeddings of the row's tokens (demonstrations,
+text, prompt suffix). Only tokens whose character span in the rendered prompt (offsets mapping)
+overlaps the text are ranked: template, instruction, demonstrations and suffix are masked. The
+text is the model input: on multiple-choice rows the question followed by its lettered options.
 
 Methods, one score per token from its embedding-sized attribution vector:
   saliency              ||d f / d x||_2             unsigned: sensitivity, not direction
@@ -27,7 +29,9 @@ Signed methods rank words by their signed score (evidence FOR the label), salien
 Words. Words are the whitespace-separated spans of the (already whitespace-normalised) text, so
 punctuation stays attached ("film,"). A token's score goes to the word it overlaps most (a
 leading space belongs to no word); a word's score is the SUM of its tokens' scores. The
-rationale is the top-k words by score (ties: earlier word first), listed in text order.
+rationale is the top-k words by score (ties: earlier word first), listed in text order. Texts
+are cut to `teacher.max_input_tokens` exactly as the teacher cut them: words past the cut are
+never ranked.
 """
 from __future__ import annotations
 
@@ -39,7 +43,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.teacher import HFTeacher
+from models.audit import LabelledTeacher
+from models.prompts import Demo
+from potstill.records import with_choices
 
 METHODS = ("saliency", "input_x_gradient", "integrated_gradients")
 _WORD = re.compile(r"\S+")
@@ -101,72 +107,91 @@ class Explanation:
 @dataclass
 class _Row:
     text: str
-    ids: list[int]                                 # row tokens after the cached prefix
+    ids: list[int]                                 # row tokens after the cached shared part
     text_offsets: list[tuple[int, int] | None]     # per row token: its span in the text, or None
     label: int                                     # index of the label to explain
+    n_options: int                                 # labels this row may take (multiple choice)
+    shared: str | None                             # which shared part is cached: prefix, head, none
 
 
 # --- the explainer ---------------------------------------------------------------------------
 
 class Explainer:
-    """Attributions over an `HFTeacher`'s model; rows are batched, IG's steps batched by captum.
+    """Attributions over a `LabelledTeacher`'s model; rows batched, IG's steps batched by captum.
 
     Peak memory is one forward+backward over `batch_size` rows (saliency, input x gradient) or
     over `max(batch_size, internal_batch_size)` interpolated rows (IG), on top of the weights.
     """
 
-    def __init__(self, teacher: HFTeacher, method: str = "saliency", *, top_k: int = 5,
+    def __init__(self, lt: LabelledTeacher, method: str = "saliency", *, top_k: int = 5,
                  ig_steps: int = 32, batch_size: int = 4, internal_batch_size: int = 32,
                  use_prefix_cache: bool = True):
         if method not in METHODS:
             raise ValueError(f"unknown attribution method {method!r}; use one of {METHODS}")
-        self.teacher, self.method, self.k = teacher, method, top_k
-        self.ig_steps, self.batch_size = ig_steps, batch_size
+        self.lt, self.teacher = lt, lt.teacher
+        self.method, self.k, self.ig_steps, self.batch_size = method, top_k, ig_steps, batch_size
         self.internal_batch_size = max(internal_batch_size, batch_size)
-        self.model = teacher.model.eval()
+        t = self.teacher
+        self.model = t.model.eval()
         self.model.requires_grad_(False)  # gradients w.r.t. the inputs only
         self.embed = self.model.get_input_embeddings()
-        self.longest = max(len(ids) for ids in teacher.label_ids)
-        self.prefix = teacher.prompt.prefix
-        self.prefix_ids = teacher.prefix_ids if use_prefix_cache else []
-        self._cache = None
-        if self.prefix_ids:
-            with torch.no_grad():  # not inference_mode: the cache takes part in autograd graphs
-                self._cache = self.model(torch.tensor([self.prefix_ids]), use_cache=True).past_key_values
+        self.longest = max(len(ids) for ids in t.cand_ids)
+        self.cand_label = torch.as_tensor(t.cand_label)
+        cal = lt.calibration
+        self.log_prior = None if cal.log_prior is None else torch.tensor(cal.log_prior)
+        self.temperature = cal.temperature
+        self.shared_ids = {"prefix": t.prefix_ids, "head": t._ids(t.prompt.head)} \
+            if use_prefix_cache else {}
+        self._caches = {}
 
-    def encode(self, text: str, label: str) -> tuple[_Row, bool]:
-        """The row's tokens, which of them are text (with their span in the text), and whether
-        the row starts with the cached prefix tokens."""
+    def _cache(self, kind: str):
+        if kind not in self._caches:
+            with torch.no_grad():  # not inference_mode: the cache takes part in autograd graphs
+                ids = torch.tensor([self.shared_ids[kind]])
+                self._caches[kind] = self.model(ids, use_cache=True).past_key_values
+        return self._caches[kind]
+
+    def encode(self, text: str, label: str, demos=(), n_options: int | None = None) -> _Row:
+        """The row's tokens after the cached shared part, and which of them are text (with
+        their span in the text). `text` is the model input; `demos` as the teacher got them."""
         t = self.teacher
         text = t.truncate(text)
-        enc = t.tokenizer(t.prompt.render(text), add_special_tokens=False, return_offsets_mapping=True)
+        demos = [Demo(t.truncate(d.text, t.demo_max_tokens), d.answer) for d in demos]
+        rendered = t.prompt.render(text, demos)
+        enc = t.tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
-        n = len(self.prefix_ids)
-        shared = bool(n) and ids[:n] == self.prefix_ids
+        kind = "head" if demos else "prefix"
+        n = len(self.shared_ids.get(kind, []))
+        shared = kind if n and ids[:n] == self.shared_ids[kind] else None
         if shared:
             ids, offsets = ids[n:], offsets[n:]
-        start = len(self.prefix)
+        start = len(rendered) - len(t.prompt.suffix) - len(text)
         inside = tokens_in_span(offsets, start, start + len(text))
         text_offsets = [(max(a, start) - start, min(b, start + len(text)) - start) if ok else None
                         for (a, b), ok in zip(offsets, inside)]
-        return _Row(text, list(ids), text_offsets, t.labels.index(label)), shared
+        return _Row(text, list(ids), text_offsets, t.labels.index(label),
+                    n_options or len(t.labels), shared)
 
-    def explain(self, texts: list[str], labels: list[str]) -> list[Explanation]:
-        """One Explanation per text, for the given label of each (one of the teacher's labels)."""
-        encoded = [self.encode(x, l) for x, l in zip(texts, labels)]
+    def explain(self, texts: list[str], labels: list[str],
+                n_options: list[int] | None = None) -> list[Explanation]:
+        """One Explanation per model input, for the given label of each (a task label)."""
+        demos = self.lt.selector.select(texts) if self.lt.selector else [()] * len(texts)
+        n_options = n_options or [None] * len(texts)
+        rows = [self.encode(*a) for a in zip(texts, labels, demos, n_options)]
         out: list[Explanation | None] = [None] * len(texts)
-        for shared in (True, False):
-            rows = sorted((i for i, (_, s) in enumerate(encoded) if s == shared),
-                          key=lambda i: len(encoded[i][0].ids))
-            for start in range(0, len(rows), self.batch_size):
-                chunk = rows[start:start + self.batch_size]
-                for i, e in zip(chunk, self._explain_batch([encoded[i][0] for i in chunk], shared)):
+        for kind in ("prefix", "head", None):
+            group = sorted((i for i, r in enumerate(rows) if r.shared == kind),
+                           key=lambda i: len(rows[i].ids))
+            for start in range(0, len(group), self.batch_size):
+                chunk = group[start:start + self.batch_size]
+                for i, e in zip(chunk, self._explain_batch([rows[i] for i in chunk], kind)):
                     out[i] = e
         return out
 
-    def _forward(self, embeds, mask, positions, next_pos, label, *, cache):
-        """log p(label | text) over the label set, per row: [n]. Same computation as
-        `HFTeacher._score_batch`, with gradients and from embeddings."""
+    def _forward(self, embeds, mask, positions, next_pos, options_ok, label, *, cache):
+        """log p(label | text) per row [n], as `LabelledTeacher.score` computes it (calibrated),
+        with gradients and from embeddings."""
+        t = self.teacher
         past = None
         if cache is not None:
             past = copy.deepcopy(cache)
@@ -174,15 +199,20 @@ class Explainer:
         out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                          past_key_values=past, use_cache=True, logits_to_keep=1)
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-        scores = torch.stack([first[:, ids[0]] for ids in self.teacher.label_ids], dim=1)
+        cand = torch.stack([first[:, ids[0]] for ids in t.cand_ids], dim=1)
         if self.longest > 1:
-            scores = scores + self.teacher._continuations(out.past_key_values, mask, next_pos,
-                                                          self.longest)
-        return torch.log_softmax(scores, dim=1).gather(1, label.unsqueeze(1)).squeeze(1)
+            cand = cand + t._continuations(out.past_key_values, mask, next_pos, self.longest)
+        scores = torch.stack([torch.logsumexp(cand[:, self.cand_label == l], dim=1)
+                              for l in range(len(t.labels))], dim=1)
+        z = torch.log_softmax(scores.masked_fill(options_ok == 0, -1e9), dim=1)
+        if self.log_prior is not None:
+            z = z - self.log_prior
+        z = torch.log_softmax(z / self.temperature, dim=1)
+        return z.gather(1, label.unsqueeze(1)).squeeze(1)
 
-    def batch_tensors(self, rows: list[_Row], shared: bool):
+    def batch_tensors(self, rows: list[_Row], kind: str | None):
         """Left-padded embeddings, the forward's other arguments, the text-token mask [b, width]."""
-        b, prefix_len = len(rows), (len(self.prefix_ids) if shared else 0)
+        b, prefix_len = len(rows), (len(self.shared_ids[kind]) if kind else 0)
         width = max(len(r.ids) for r in rows)
         ids = torch.full((b, width), self.teacher.pad_id, dtype=torch.long)
         mask = torch.zeros((b, prefix_len + width), dtype=torch.long)
@@ -196,21 +226,23 @@ class Explainer:
             positions[r, pad:] = prefix_len + torch.arange(len(row.ids))
             is_text[r, pad:] = torch.tensor([o is not None for o in row.text_offsets])
         next_pos = torch.tensor([prefix_len + len(r.ids) for r in rows])
+        options_ok = (torch.arange(len(self.teacher.labels))[None, :]
+                      < torch.tensor([r.n_options for r in rows])[:, None]).float()
         label = torch.tensor([r.label for r in rows])
         with torch.no_grad():
             embeds = self.embed(ids)
-        return embeds.requires_grad_(), (mask, positions, next_pos, label), is_text
+        return embeds.requires_grad_(), (mask, positions, next_pos, options_ok, label), is_text
 
-    def forward_fn(self, shared: bool):
+    def forward_fn(self, kind: str | None):
         """f(embeds, *args) -> log p(label | text) [n], for a batch built by `batch_tensors`."""
-        return functools.partial(self._forward, cache=self._cache if shared else None)
+        return functools.partial(self._forward, cache=self._cache(kind) if kind else None)
 
-    def attribute(self, rows: list[_Row], shared: bool):
+    def attribute(self, rows: list[_Row], kind: str | None):
         """Per-token scores [b, width] (0 off the text), the text mask, IG's deltas (or None)."""
         from captum.attr import InputXGradient, IntegratedGradients, Saliency
 
-        embeds, args, is_text = self.batch_tensors(rows, shared)
-        forward = self.forward_fn(shared)
+        embeds, args, is_text = self.batch_tensors(rows, kind)
+        forward = self.forward_fn(kind)
         delta = None
         if self.method == "saliency":
             scores = Saliency(forward).attribute(embeds, additional_forward_args=args,
@@ -223,10 +255,10 @@ class Explainer:
                 embeds, baselines=baseline, additional_forward_args=args, n_steps=self.ig_steps,
                 internal_batch_size=self.internal_batch_size, return_convergence_delta=True)
             scores = attr.sum(-1)
-        return scores.detach() * is_text, is_text, delta
+        return scores.detach().float() * is_text, is_text, delta
 
-    def _explain_batch(self, rows: list[_Row], shared: bool) -> list[Explanation]:
-        scores, _, delta = self.attribute(rows, shared)
+    def _explain_batch(self, rows: list[_Row], kind: str | None) -> list[Explanation]:
+        scores, _, delta = self.attribute(rows, kind)
         width = scores.shape[1]
         out = []
         for r, row in enumerate(rows):
@@ -239,6 +271,11 @@ class Explainer:
             out.append(Explanation([row.text[s:e] for s, e in spans], word_scores, top,
                                    None if delta is None else float(delta[r])))
         return out
+
+
+def model_input(row: dict) -> str:
+    """What the teacher read for a scored row: the text, plus its options on multiple choice."""
+    return with_choices(row["text"], row["choices"]) if row.get("choices") else row["text"]
 
 
 def explained_labels(rows: list[dict], explain: str) -> list[str]:

@@ -18,7 +18,7 @@ from models.calibration import Calibration, contextual_prior, fit_temperature
 from models.demos import DemoSelector
 from models.metrics import classification_metrics
 from models.registry import resolve_model
-from models.teacher import HFTeacher
+from models.teacher import HFTeacher, TeacherBase, normalise
 from potstill.config import Config
 from potstill.records import Record, read_configured
 
@@ -32,7 +32,7 @@ class AuditFailed(RuntimeError):
 @dataclass
 class LabelledTeacher:
     """The teacher plus what every row's scoring needs: demonstrations and calibration."""
-    teacher: HFTeacher
+    teacher: TeacherBase          # HFTeacher or models.vllm_backend.VLLMTeacher
     selector: DemoSelector | None
     calibration: Calibration
 
@@ -50,18 +50,30 @@ class LabelledTeacher:
         n_options = [len(r.choices) if r.choices else len(self.teacher.labels) for r in records]
         return self.score([r.model_input for r in records], n_options)
 
+    def close(self) -> None:
+        """Release the backend's engine now (vLLM), rather than when the object is collected."""
+        self.teacher.close()
+
 
 def read_seed(cfg: Config) -> list[Record]:
     return read_configured(cfg, "seed")[0] if cfg.corpus.seed is not None else []
 
 
 def build_teacher(cfg: Config, model_path: str, seeds: list[Record],
-                  calibration: Calibration = Calibration()) -> LabelledTeacher:
+                  calibration: Calibration = Calibration(), backend: str | None = None
+                  ) -> LabelledTeacher:
+    """`backend` overrides cfg.teacher.backend: code that needs the torch model itself
+    (attribution) asks for "hf"."""
     t = cfg.teacher
-    teacher = HFTeacher(model_path, cfg.task.labels, cfg.task.instruction, style=t.prompt_style,
-                        verbalizers=t.verbalizers, batch_size=t.batch_size,
-                        max_input_tokens=t.max_input_tokens, demo_max_tokens=t.few_shot.max_tokens,
-                        dtype=t.dtype, threads=t.threads)
+    kwargs = dict(style=t.prompt_style, verbalizers=t.verbalizers, batch_size=t.batch_size,
+                  max_input_tokens=t.max_input_tokens, demo_max_tokens=t.few_shot.max_tokens,
+                  dtype=t.dtype, threads=t.threads)
+    if (backend or t.backend) == "vllm":
+        from models.vllm_backend import VLLMTeacher
+
+        teacher = VLLMTeacher(model_path, cfg.task.labels, cfg.task.instruction, engine=t.vllm, **kwargs)
+    else:
+        teacher = HFTeacher(model_path, cfg.task.labels, cfg.task.instruction, **kwargs)
     selector = None
     if t.few_shot.k and seeds:
         embed = None
@@ -104,8 +116,7 @@ def audit(cfg: Config, lt: LabelledTeacher, seeds: list[Record]) -> dict:
     raw, _ = lt.score_records(seeds)
     report["rows_per_second"] = round(len(seeds) / (time.perf_counter() - start), 3)
     lt.calibration = fit_calibration(cfg, lt, raw, gold)
-    for name, logp in (("raw", raw), ("calibrated", lt.calibration.apply(raw))):
-        probs = np.exp(logp)
+    for name, probs in (("raw", normalise(raw)), ("calibrated", np.exp(lt.calibration.apply(raw)))):
         report[name] = classification_metrics(gold.tolist(), probs.argmax(1).tolist(), labels,
                                               probs=probs)
     report["calibration"] = lt.calibration.to_json()

@@ -3,8 +3,9 @@
 Three parts, kept apart (distilabel's format_input / generate / format_output):
 - prompt formatting: `build_prompts` draws k examples per prompt (seeded) and `format_messages`
   turns a `PromptSpec` into chat messages; `render_prompt` applies the tokenizer's chat template;
-- generation: a `Generator` backend (`HFGenerator` here; a vLLM one can implement the same
-  `generate`) turns conversations into `Generation`s, batched, loaded once per worker;
+- generation: a `Generator` backend (`HFGenerator` here, `VLLMGenerator` in
+  models/vllm_backend.py; `load_generator` picks one) turns conversations into `Generation`s,
+  batched, loaded once per worker;
 - output parsing: `parse_output` cleans one output into one example, or returns the raw output
   with a reason (it never raises).
 
@@ -235,6 +236,16 @@ class Generator(Protocol):
 
     def generate(self, conversations: Sequence[list[dict]], sampling: Sampling) -> list[list[Generation]]:
         """`sampling.n` generations for each conversation, in order."""
+
+
+def load_generator(model_path: str, backend: str = "hf", engine=None, **kwargs) -> Generator:
+    """The generation backend: `HFGenerator`, or `VLLMGenerator` (models/vllm_backend.py,
+    `engine` = the `teacher.vllm` settings). `kwargs`: dtype, threads, max_prompt_tokens."""
+    if backend == "vllm":
+        from models.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(model_path, engine=engine, **kwargs)
+    return HFGenerator(model_path, **kwargs)
 
 
 class HFGenerator:

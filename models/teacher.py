@@ -51,24 +51,20 @@ def label_stats(logprobs: np.ndarray, labels: list[str]) -> list[dict]:
              "teacher_margin": float(top2[i, 0] - top2[i, 1])} for i in range(len(probs))]
 
 
-class HFTeacher:
-    """Transformers backend. Loaded once per worker; `score_labels` is thread-compatible but
-    not meant to be called concurrently (torch already uses every thread it is given)."""
+class TeacherBase:
+    """What every backend shares, so that they all score exactly the same tokens: the
+    tokenizer, the prompt and its shared parts, the candidate answers' token ids, and how
+    candidate scores become label scores. A backend implements `score_candidates`."""
 
     def __init__(self, model_path: str, labels: list[str], instruction: str | None = None, *,
                  style: str = "labels", verbalizers: Mapping[str, Sequence[str]] | None = None,
-                 batch_size: int = 8, max_input_tokens: int = 512, demo_max_tokens: int = 128,
-                 dtype: str = "float32", threads: int | None = None):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+                 max_input_tokens: int = 512, demo_max_tokens: int = 128):
+        from transformers import AutoTokenizer
 
-        torch.set_num_threads(threads or os.cpu_count() or 1)
         self.labels = list(labels)
-        self.batch_size = batch_size
         self.max_input_tokens = max_input_tokens
         self.demo_max_tokens = demo_max_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=getattr(torch, dtype)).eval()
         self.prompt: LabelPrompt = label_prompt(self.tokenizer, instruction, self.labels,
                                                 style, verbalizers)
         verb = self.prompt.verbalizer
@@ -83,19 +79,10 @@ class HFTeacher:
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
         self._shared_ids = {"prefix": self._ids(self.prompt.prefix),
                             "head": self._ids(self.prompt.head)}
-        self._caches = {}
 
     @property
     def prefix_ids(self) -> list[int]:
         return self._shared_ids["prefix"]
-
-    def _cache(self, kind: str):
-        """The key/value cache of a shared prompt part, computed on first use."""
-        if kind not in self._caches:
-            with torch.inference_mode():
-                out = self.model(torch.tensor([self._shared_ids[kind]]), use_cache=True)
-            self._caches[kind] = out.past_key_values
-        return self._caches[kind]
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -116,6 +103,55 @@ class HFTeacher:
             return _Encoded(ids[len(shared):], kind)
         return _Encoded(ids, None)  # the row merged with the shared part's last token
 
+    def prompt_ids(self, encoded: _Encoded) -> list[int]:
+        """The whole prompt's token ids: the shared part, if any, then the row's own."""
+        return (self._shared_ids[encoded.shared] if encoded.shared else []) + encoded.ids
+
+    def score_candidates(self, texts: Sequence[str],
+                         demos: Sequence[Sequence[Demo]] | None = None) -> np.ndarray:
+        """Log P(answer | prompt(text)) for every text and surface form: [len(texts), C]."""
+        raise NotImplementedError
+
+    def score_labels(self, texts: Sequence[str],
+                     demos: Sequence[Sequence[Demo]] | None = None) -> np.ndarray:
+        """Log P(label | prompt(text)) for every text and label, [len(texts), L]: the
+        probabilities of a label's surface forms are summed (log-sum-exp)."""
+        cand = self.score_candidates(texts, demos)
+        out = np.full((len(texts), len(self.labels)), -np.inf)
+        for label in range(len(self.labels)):
+            out[:, label] = logsumexp(cand[:, self.cand_label == label], axis=1)
+        return out
+
+    def close(self) -> None:
+        """Release what the backend holds outside this object (engines, processes)."""
+
+
+class HFTeacher(TeacherBase):
+    """Transformers backend. Loaded once per worker; `score_labels` is thread-compatible but
+    not meant to be called concurrently (torch already uses every thread it is given)."""
+
+    def __init__(self, model_path: str, labels: list[str], instruction: str | None = None, *,
+                 style: str = "labels", verbalizers: Mapping[str, Sequence[str]] | None = None,
+                 batch_size: int = 8, max_input_tokens: int = 512, demo_max_tokens: int = 128,
+                 dtype: str = "float32", threads: int | None = None):
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        super().__init__(model_path, labels, instruction, style=style, verbalizers=verbalizers,
+                         max_input_tokens=max_input_tokens, demo_max_tokens=demo_max_tokens)
+        self.batch_size = batch_size
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=getattr(torch, dtype)).eval()
+        self._caches = {}
+
+    def _cache(self, kind: str):
+        """The key/value cache of a shared prompt part, computed on first use."""
+        if kind not in self._caches:
+            with torch.inference_mode():
+                out = self.model(torch.tensor([self._shared_ids[kind]]), use_cache=True)
+            self._caches[kind] = out.past_key_values
+        return self._caches[kind]
+
     @torch.inference_mode()
     def score_candidates(self, texts: Sequence[str],
                          demos: Sequence[Sequence[Demo]] | None = None) -> np.ndarray:
@@ -129,16 +165,6 @@ class HFTeacher:
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start: start + self.batch_size]
                 out[chunk] = self._score_batch([encoded[i].ids for i in chunk], kind)
-        return out
-
-    def score_labels(self, texts: Sequence[str],
-                     demos: Sequence[Sequence[Demo]] | None = None) -> np.ndarray:
-        """Log P(label | prompt(text)) for every text and label, [len(texts), L]: the
-        probabilities of a label's surface forms are summed (log-sum-exp)."""
-        cand = self.score_candidates(texts, demos)
-        out = np.full((len(texts), len(self.labels)), -np.inf)
-        for label in range(len(self.labels)):
-            out[:, label] = logsumexp(cand[:, self.cand_label == label], axis=1)
         return out
 
     def _score_batch(self, seqs: list[list[int]], shared: str | None) -> np.ndarray:

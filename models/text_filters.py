@@ -11,7 +11,14 @@ Per-text filters (`check_text`, first failure wins, in this order):
   the corpus's scripts are those holding at least `SCRIPT_MIN_SHARE` of the letters of a corpus
   sample. This catches a generator drifting into another language's script (e.g. Chinese in an
   English corpus) without assuming which language the corpus is in;
-- `repetitive`: repeated n-gram ratio above `max_repeated_ngram_ratio` (degenerate loops).
+- `repetitive`: repeated n-gram ratio above `max_repeated_ngram_ratio` (degenerate loops);
+- `label_mention` (only with `avoid_words`, e.g. the label names for sentiment): the text names
+  a label, so it is trivially easy and unlike real rows ("This review is negative."). Matched
+  case-insensitively between non-word characters; off by default because in topic tasks real
+  texts name their topic.
+Per prompt, `example_overlap`: the share of a generated text's character 5-grams found in one of
+the examples its prompt showed (`copied_example` when too high: a copy is not a new example,
+and MinHash Jaccard misses a short text cut out of a longer one).
 
 Tokens for the n-grams: runs of word characters; in scripts written without spaces (CJK, kana,
 Thai, Lao, Khmer, Myanmar, Tibetan) every character is a token. Ratio = share of the text's
@@ -57,6 +64,7 @@ class TextRules:
     max_repeated_ngram_ratio: float = 0.3
     ngram: int = 3
     scripts: frozenset[str] | None = None   # the corpus's scripts; None skips the check
+    avoid_words: tuple[str, ...] = ()       # words a text must not contain (label_mention)
 
 
 def letter_script(ch: str) -> str:
@@ -117,7 +125,19 @@ def check_text(text: str, rules: TextRules) -> Verdict | None:
     ratio = repeated_ngram_ratio(text, rules.ngram)
     if ratio > rules.max_repeated_ngram_ratio:
         return Verdict("repetitive", f"repeated {rules.ngram}-gram ratio {ratio:.2f} > {rules.max_repeated_ngram_ratio}")
+    folded = text.casefold()
+    for word in rules.avoid_words:
+        if re.search(rf"(?<!\w){re.escape(word.casefold())}(?!\w)", folded):
+            return Verdict("label_mention", f"the text names {word!r}")
     return None
+
+
+def example_overlap(text: str, examples) -> float:
+    """Largest share of the text's character 5-grams found in any one of `examples`."""
+    mine = set(shingles(text))
+    if not mine:
+        return 0.0
+    return max((len(mine & set(shingles(e))) / len(mine) for e in examples), default=0.0)
 
 
 # --- near duplicates --------------------------------------------------------------------------

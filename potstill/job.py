@@ -93,6 +93,8 @@ def optional_columns(cfg: Config) -> list[str]:
         columns.append("label_probs_raw")
     if cfg.generation.enabled:
         columns.append("intended_label")
+    if cfg.saliency.enabled:
+        columns += ["rationale", "rationale_scores"]
     return columns
 
 
@@ -153,6 +155,9 @@ def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
         "curation": {"query": curated.query_path, "sql": curated.sql, "params": curated.params},
         "validation": {"success": report.success, "results": report.results},
     }
+    if cfg.saliency.enabled:  # the deletion test runs here, on the driver (models/faithfulness.py)
+        from models.faithfulness import manifest_entry
+        manifest["saliency"] = manifest_entry(cfg, plan.teacher.path, scored, teacher_audit)
     path = versions.publish(cfg.output_root, cfg.dataset, published=published,
                             filtered=filtered, rejected=rejected, manifest=manifest,
                             render=write_version_report)

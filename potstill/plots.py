@@ -132,6 +132,9 @@ def loss_curves(curves: Sequence[tuple[str, Sequence[float]]]) -> str:
     for i, (name, losses) in enumerate(curves):
         ax.plot(range(1, len(losses) + 1), losses, "o-", color=_PALETTE[i % len(_PALETTE)],
                 label=name, markersize=4)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss")
     ax.legend(frameon=False, fontsize=8)

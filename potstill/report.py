@@ -191,13 +191,20 @@ def _confusion(rows: list[dict], labels: list[str]) -> str:
 
 
 def _teacher(ctx: Context) -> str:
-    audit = dict(ctx.manifest.get("teacher_audit") or {})
-    out = "<h2>Teacher audit (gold seed rows)</h2>"
-    recall = audit.pop("per_class_recall", None)
-    out += table([audit]) + (f"<h3>Recall per gold label</h3>{table([recall])}" if recall else "")
+    # The audit's shape grows with the teacher's options: its top-level scalars go in one
+    # row, anything nested as dotted key/value rows beside the throughput.
+    flat = analysis.flatten(ctx.manifest.get("teacher_audit") or {})
+    top = {k: v for k, v in flat.items() if "." not in k and k}
+    nested = [{"key": k, "value": v} for k, v in flat.items() if "." in k]
+    out = "<h2>Teacher audit (gold seed rows)</h2>" + (table([top]) if top else "")
+    out += '<div class="row">'
+    if nested:
+        out += f"<div><h3>Audit details</h3>{table(nested)}</div>"
     throughput = ctx.manifest.get("throughput")
     if throughput:
-        out += "<h3>Throughput</h3>" + table([throughput])
+        out += "<div><h3>Throughput</h3>" + table(
+            [{"key": k, "value": v} for k, v in analysis.flatten(throughput).items()]) + "</div>"
+    out += "</div>"
     buckets = ctx.file("calibration")
     if not any(b["n"] for b in buckets):
         return out + '<p class="note">No seed rows: calibration and confusion need gold labels.</p>'

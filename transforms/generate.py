@@ -32,8 +32,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from models.generate import (Generation, HFGenerator, PromptSpec, Sampling, build_prompts,
-                             format_messages, parse_output)
-from models.text_filters import DuplicateGuard, Reference, TextRules, check_text, corpus_scripts, minhash
+                             format_messages, load_generator, parse_output)
+from models.text_filters import (DuplicateGuard, Reference, TextRules, Verdict, check_text,
+                                 corpus_scripts, example_overlap, minhash)
 from potstill.records import Record, stable_id
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,14 @@ class GeneratorModelHandler(ModelHandler[GenerationBatch, PredictionResult, HFGe
     """Loads the generator once per worker; one element is one pre-made batch of prompts."""
 
     def __init__(self, model_path: str, sampling: Sampling, *, dtype: str = "float32",
-                 threads: int | None = None):
+                 threads: int | None = None, backend: str = "hf", engine=None):
         super().__init__()
         self.model_path, self.sampling = model_path, sampling
-        self.kwargs = dict(dtype=dtype, threads=threads)
+        self.kwargs = dict(dtype=dtype, threads=threads, backend=backend, engine=engine)
 
     def load_model(self) -> HFGenerator:
         start = time.perf_counter()
-        model = HFGenerator(self.model_path, **self.kwargs)
+        model = load_generator(self.model_path, **self.kwargs)
         log.info("generator loaded from %s in %.1fs", self.model_path, time.perf_counter() - start)
         return model
 
@@ -121,7 +122,7 @@ def rejected_row(ref: str, reason: str, detail: str | None, raw: str | None) -> 
 
 
 def parse_and_check(result: PredictionResult, labels: Sequence[str], rules: TextRules,
-                    num_perm: int, drop_truncated: bool = True):
+                    num_perm: int, drop_truncated: bool = True, max_example_overlap: float = 1.0):
     """Outputs of one batch -> Candidates, or rejected rows (TaggedOutput) with their reason."""
     batch: GenerationBatch = result.example
     rules = replace(rules, scripts=batch.scripts or None)
@@ -134,6 +135,10 @@ def parse_and_check(result: PredictionResult, labels: Sequence[str], rules: Text
                 yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(ref, parsed.reason, parsed.detail, gen.text))
                 continue
             verdict = check_text(parsed.text, rules)
+            overlap = 0.0 if verdict else example_overlap(parsed.text, spec.labelled + spec.unlabeled)
+            if overlap > max_example_overlap:
+                verdict = Verdict("copied_example", f"{overlap:.0%} of its 5-grams are in one of "
+                                                    f"its prompt's examples > {max_example_overlap:.0%}")
             if verdict:
                 yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(ref, verdict.reason, verdict.detail, gen.text))
                 continue
@@ -189,10 +194,11 @@ class GenerateExamples(beam.PTransform):
         results, errors = batches | "Generate" >> RunInference(self.handler).with_exception_handling()
         rules = TextRules(min_chars=gen.min_chars, max_chars=gen.max_chars,
                           min_letter_share=gen.min_letter_share,
-                          max_repeated_ngram_ratio=gen.max_repeated_ngram_ratio)
+                          max_repeated_ngram_ratio=gen.max_repeated_ngram_ratio,
+                          avoid_words=tuple(self.labels) if gen.drop_label_mentions else ())
         checked = results | "ParseAndCheck" >> beam.FlatMap(
-            parse_and_check, self.labels, rules, gen.num_perm, gen.drop_truncated
-        ).with_outputs(REJECTED, main="candidates")
+            parse_and_check, self.labels, rules, gen.num_perm, gen.drop_truncated,
+            gen.max_example_overlap).with_outputs(REJECTED, main="candidates")
 
         refs = [inputs[k] | f"Signatures{k.title()}" >> beam.Map(
                     lambda r, n=gen.num_perm: Reference(r.source, r.id, minhash(r.text, n)))

@@ -56,3 +56,22 @@ def test_temperature_fit_softens_an_overconfident_teacher():
     conf = np.exp(Calibration(None, t).apply(logits)).max(1).mean()
     assert conf == pytest.approx(0.7, abs=0.05)
     assert fit_temperature(logits[:0], gold[:0]) == 1.0
+
+
+def test_audit_without_calibration_reports_identical_raw_and_calibrated(tiny_lm, tmp_path):
+    import json
+
+    from models.audit import audit, build_teacher, read_seed
+    from potstill.config import parse_config
+
+    seed = tmp_path / "s.jsonl"
+    seed.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip(TEXTS, GOLD)))
+    cfg = parse_config({"dataset": "d", "task": {"labels": ["neg", "pos"]},
+                        "corpus": {"unlabeled": {"path": str(seed)},
+                                   "seed": {"path": str(seed), "label_field": "label"}},
+                        "teacher": {"model": tiny_lm}})
+    seeds = read_seed(cfg)
+    report = audit(cfg, build_teacher(cfg, tiny_lm, seeds), seeds)
+    assert report["n"] == 5
+    assert report["raw"]["ece"] == pytest.approx(report["calibrated"]["ece"])
+    assert report["raw"]["accuracy"] == report["calibrated"]["accuracy"]

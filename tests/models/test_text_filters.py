@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from models.text_filters import (DuplicateGuard, NearDupIndex, Reference, TextRules, check_text,
-                                 corpus_scripts, minhash, repeated_ngram_ratio, tokens)
+                                 corpus_scripts, example_overlap, minhash, repeated_ngram_ratio, tokens)
 
 RULES = TextRules(min_chars=10, max_chars=200, min_letter_share=0.5, max_repeated_ngram_ratio=0.3,
                   scripts=frozenset({"LATIN"}))
@@ -78,6 +78,20 @@ def test_tokens_split_unspaced_scripts_into_characters():
     assert tokens("\u826f\u3044\u6620\u753b") == ["\u826f", "\u3044", "\u6620", "\u753b"]
     jp_loop = "\u826f\u3044\u6620\u753b\u3002" * 6
     assert reason(jp_loop, TextRules(scripts=None)) == "repetitive"
+
+
+def test_label_mentions_only_when_asked_and_only_as_words():
+    rules = TextRules(avoid_words=("negative", "positive"))
+    assert reason("This movie review is Positive overall.", rules) == "label_mention"
+    assert reason("A warm film, positively charming.", rules) is None  # not the word itself
+    assert reason("This movie review is positive overall.") is None
+
+
+def test_example_overlap_is_containment_in_one_example():
+    example = "It's a fine, focused piece of work that reopens an interesting controversy."
+    assert example_overlap("It's a fine, focused piece of work.", [example, "other"]) > 0.9
+    assert example_overlap("A new film about a dog who paints portraits.", [example]) < 0.2
+    assert example_overlap("anything", []) == 0.0
 
 
 # --- near duplicates and the test-leak guard ----------------------------------------------------

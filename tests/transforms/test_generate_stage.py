@@ -82,6 +82,21 @@ def test_truncated_outputs_are_rejected_unless_configured_otherwise():
     assert main[0].record.text == "A warm and funny film that"
 
 
+def test_copies_of_a_prompt_example_and_label_mentions_are_rejected():
+    example = "It's a fine, focused piece of work that reopens an interesting controversy."
+    specs = (PromptSpec("positive", 0, (example,), ("the movie was good",)),)
+    outs = ["It's a fine, focused piece of work.", "A new film about a dog who paints.",
+            "This movie review is positive."]
+    b = GenerationBatch(0, 0, specs, (((),),), frozenset({"LATIN"}))
+    result = PredictionResult(b, [[Generation(t, False) for t in outs]])
+    rules = TextRules(avoid_words=tuple(LABELS))
+    main, rejected = split(list(parse_and_check(result, LABELS, rules, 64, max_example_overlap=0.5)))
+    assert [c.record.text for c in main] == ["A new film about a dog who paints."]
+    assert [r["reason"] for r in rejected] == ["copied_example", "label_mention"]
+    main, _ = split(list(parse_and_check(result, LABELS, TextRules(), 64)))
+    assert len(main) == 3  # both filters are off by default in the plain function
+
+
 def candidate(order, text, label="positive"):
     rec = Record(stable_id(text), text, "generated", None, f"generated:{label}:{order}:0", intended_label=label)
     return Candidate((0, order, 0), rec, minhash(text, 128), f"raw {text}")
@@ -126,7 +141,7 @@ def test_generation_config_is_validated():
 # --- Beam: the stage alone, then the whole job -------------------------------------------------
 
 LOOSE = {"drop_truncated": False, "min_chars": 1, "min_letter_share": 0.0,
-         "max_repeated_ngram_ratio": 1.0, "max_new_tokens": 8}
+         "max_repeated_ngram_ratio": 1.0, "max_example_overlap": 1.0, "max_new_tokens": 8}
 
 
 def stage_config(tmp_path, model, **generation):

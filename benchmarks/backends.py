@@ -1,0 +1,96 @@
+"""Teacher label scoring, HF vs vLLM, on the same rows in one process: rows/second and the ratio.
+
+    python benchmarks/backends.py [--model smollm2-135m-instruct] [--rows 200] [--repeats 3]
+        [--batch 32] [--dtype float32] [--threads N] [--block-size 16] [--corpus DIR]
+
+Rows are Rotten Tomatoes reviews (beam_pipelines.demo_data; or --corpus, a folder with
+unlabeled.parquet). Both teachers get the same prompt, labels and rows, fed in batches of
+--batch rows (what RunInference hands the handler: teacher.batch_size x 4 by default). Each
+repeat times both backends back to back, so machine noise hits both alike; the figures are
+medians over the repeats, after one untimed warm-up pass each (model load excluded). It also
+prints how many labels agree and the largest probability difference, as a sanity check.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from models.registry import resolve_model
+from models.teacher import HFTeacher, normalise
+
+LABELS = ["negative", "positive"]
+INSTRUCTION = "Is the sentiment of this movie review negative or positive?"
+
+
+def rt_rows(n: int, corpus: str | None) -> list[str]:
+    if corpus is None:
+        from beam_pipelines.demo_data import main
+
+        corpus = tempfile.mkdtemp(prefix="potstill-bench-")
+        main(["--out", corpus, "--seed-size", "2", "--unlabeled-size", str(n), "--test-size", "2"])
+    return pq.read_table(Path(corpus) / "unlabeled.parquet")["text"].to_pylist()[:n]
+
+
+def score_all(teacher, texts: list[str], batch: int) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    out = np.vstack([teacher.score_labels(texts[i:i + batch]) for i in range(0, len(texts), batch)])
+    return out, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="packaged name or HF folder")
+    parser.add_argument("--rows", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32, help="rows per score_labels call")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--block-size", type=int, default=None, help="vLLM KV block size")
+    parser.add_argument("--max-input-tokens", type=int, default=512)
+    parser.add_argument("--corpus", default=None, help="folder with unlabeled.parquet")
+    args = parser.parse_args(argv)
+
+    from models.vllm_backend import VLLMTeacher
+    from potstill.config import VLLMEngine
+
+    path = resolve_model(args.model).path
+    texts = rt_rows(args.rows, args.corpus)
+    common = dict(max_input_tokens=args.max_input_tokens, dtype=args.dtype, threads=args.threads)
+    teachers = {"hf": HFTeacher(path, LABELS, INSTRUCTION, batch_size=8, **common),
+                "vllm": VLLMTeacher(path, LABELS, INSTRUCTION,
+                                    engine=VLLMEngine(block_size=args.block_size), **common)}
+    tokens = sum(len(teachers["hf"].prompt_ids(teachers["hf"].encode(t))) for t in texts)
+    probs, rates = {}, {name: [] for name in teachers}
+    for name, teacher in teachers.items():  # warm-up: first-call allocations, lazy kernels
+        score_all(teacher, texts[: args.batch], args.batch)
+    for rep in range(args.repeats):
+        for name, teacher in teachers.items():
+            logp, seconds = score_all(teacher, texts, args.batch)
+            probs[name] = normalise(logp)
+            rates[name].append(len(texts) / seconds)
+            print(f"repeat {rep + 1}: {name:4s} {len(texts) / seconds:8.2f} rows/s", file=sys.stderr)
+    teachers["vllm"].close()
+
+    hf, vl = (statistics.median(rates[n]) for n in ("hf", "vllm"))
+    agree = (probs["hf"].argmax(1) == probs["vllm"].argmax(1)).mean()
+    print(f"model {args.model} ({args.dtype}), {len(texts)} rows, {tokens / len(texts):.0f} prompt "
+          f"tokens/row, batches of {args.batch}, medians of {args.repeats} repeats")
+    print("| backend | rows/s (median) | min | max | prompt tokens/s |")
+    print("|---|---|---|---|---|")
+    for name, med in (("hf", hf), ("vllm", vl)):
+        print(f"| {name} | {med:.2f} | {min(rates[name]):.2f} | {max(rates[name]):.2f} | "
+              f"{med * tokens / len(texts):.0f} |")
+    print(f"vllm / hf = {vl / hf:.2f}x; labels agree on {agree:.1%} of rows, max |dp| = "
+          f"{np.abs(probs['hf'] - probs['vllm']).max():.1e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

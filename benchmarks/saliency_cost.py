@@ -1,0 +1,110 @@
+"""Saliency rationales: cost per row of each attribution method relative to one teacher forward,
+and the deletion-test faithfulness of each method, on the demo corpus.
+
+    python benchmarks/saliency_cost.py --models smollm2-135m-instruct qwen2.5-0.5b-instruct \
+        --rows 8 --repeats 3 --faithfulness-rows 32
+
+Cost: per model, the same `--rows` demo rows are scored by the teacher (`score_labels`, its
+forward with the cached prompt prefix) and explained by every method, interleaved within each
+repeat, all in this one process; medians over `--repeats`. On a shared machine, compare ratios,
+not seconds. Faithfulness: every method explains the teacher's label on `--faithfulness-rows`
+other demo rows, then the deletion test of models/faithfulness.py runs on them (rows with no more
+words than top_k are skipped). Integrated gradients also reports its convergence: the median
+|captum delta| relative to |f(x) - f(baseline)|. Prints markdown; JSON per result to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from models.attribution import METHODS, Explainer
+from models.audit import build_teacher
+from models.calibration import Calibration
+from models.faithfulness import deletion_test
+from models.registry import resolve_model
+from potstill.config import load_config
+
+warnings.filterwarnings("ignore", message="Input Tensor")
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def ig_relative_delta(found) -> float:
+    """median |delta| / |f(x) - f(b)|, with f(x) - f(b) = sum of attributions - delta."""
+    rel = [abs(e.delta) / max(abs(float(e.word_scores.sum()) - e.delta), 1e-9) for e in found]
+    return float(np.median(rel))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="configs/rt-sentiment.yaml")
+    parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--rows", type=int, default=8, help="rows timed per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--faithfulness-rows", type=int, default=32)
+    parser.add_argument("--ig-steps", type=int, default=32)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=4, help="saliency rows per pass")
+    parser.add_argument("--internal-batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier when shared)")
+    args = parser.parse_args(argv)
+
+    texts = pq.read_table(load_config(args.config).corpus.unlabeled.path)["text"].to_pylist()
+    timed_rows = texts[: args.rows]
+    faith_rows = texts[args.rows: args.rows + args.faithfulness_rows]
+    print("| teacher | method | s/row | x teacher forward | deletion: drop top-k | drop random "
+          "| top-k beats random | IG rel. delta |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model in args.models:
+        cfg = load_config(args.config, [f"teacher.model={model}", f"teacher.threads={args.threads}"])
+        lt = build_teacher(cfg, resolve_model(model).path, [], Calibration())
+        explainers = {m: Explainer(lt, m, top_k=args.top_k, ig_steps=args.ig_steps,
+                                   batch_size=args.batch_size,
+                                   internal_batch_size=args.internal_batch_size)
+                      for m in args.methods}
+        labels = [lt.teacher.labels[i] for i in lt.score(timed_rows)[1].argmax(1)]  # warm-up too
+        seconds: dict[str, list[float]] = {"teacher": [], **{m: [] for m in args.methods}}
+        for _ in range(args.repeats):
+            seconds["teacher"].append(timed(lambda: lt.score(timed_rows))[0])
+            for m, ex in explainers.items():
+                seconds[m].append(timed(lambda: ex.explain(timed_rows, labels))[0])
+        per_row = {k: statistics.median(v) / len(timed_rows) for k, v in seconds.items()}
+        print(f"| {model} | teacher forward (score_labels) | {per_row['teacher']:.3f} | 1 | | | | |")
+
+        _, logp = lt.score(faith_rows)
+        faith_labels = [lt.teacher.labels[i] for i in logp.argmax(1)]
+        for m, ex in explainers.items():
+            found = ex.explain(faith_rows, faith_labels) if faith_rows else []
+            rows = [{"id": str(i), "text": t, "rationale": e.rationale, "label": l}
+                    for i, (t, e, l) in enumerate(zip(faith_rows, found, faith_labels))]
+            test = deletion_test(lt, rows, seed=0) if rows else {"n": 0}
+            rel = ig_relative_delta(found) if m == "integrated_gradients" and found else None
+            result = {"model": model, "method": m, "seconds_per_row": per_row[m],
+                      "x_teacher_forward": per_row[m] / per_row["teacher"],
+                      "timings": seconds[m], "teacher_timings": seconds["teacher"],
+                      "deletion_test": test, "ig_median_relative_delta": rel,
+                      **({"ig_steps": args.ig_steps} if m == "integrated_gradients" else {})}
+            print(json.dumps(result), file=sys.stderr)
+            name = f"{m} ({args.ig_steps} steps)" if m == "integrated_gradients" else m
+            cells = (f"{test['mean_drop_topk']:.3f} | {test['mean_drop_random']:.3f} | "
+                     f"{test['frac_topk_beats_random']:.2f} (n={test['n']})") if test["n"] else "- | - | -"
+            print(f"| {model} | {name} | {per_row[m]:.3f} | {per_row[m] / per_row['teacher']:.1f} | "
+                  f"{cells} | {'' if rel is None else f'{rel:.2f}'} |", flush=True)
+        del explainers, lt
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
