@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from apache_beam.testing.test_pipeline import TestPipeline  # noqa: E402
 from beam_pipelines.pipeline import run  # noqa: E402
 from models.trainer import train  # noqa: E402
 from potstill.config import load_config  # noqa: E402
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"corpus.unlabeled.path={head(base.corpus.unlabeled.path, args.unlabeled, work / 'unlabeled.parquet')}",
                  f"corpus.test.path={head(base.corpus.test.path, args.test, work / 'test.parquet')}"]
     cfg = load_config(args.config, overrides)
-    version = run(cfg, test_pipeline=TestPipeline())
+    version = run(cfg)  # DirectRunner
     summary = {"version": str(version), "teacher": args.teacher, "method": args.method,
                "saliency": json.loads((version / "manifest.json").read_text()).get("saliency"),
                "runs": []}

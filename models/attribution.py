@@ -25,6 +25,10 @@ Methods, one score per token from its embedding-sized attribution vector:
                         to f(x) - f(b); captum's convergence delta is the error of that sum. IG's
                         steps are batched by captum (`internal_batch_size` rows x steps a pass).
 Signed methods rank words by their signed score (evidence FOR the label), saliency by magnitude.
+IG converges slowly on a real LM: the zero-embedding end of the path is steep (the blocks'
+RMSNorm rescales tiny inputs), so with SmolLM2 at 32 steps the median |delta| is ~0.6 of
+|f(x) - f(b)| (benchmarks/saliency_cost.py reports it). Raise `ig_steps` (cost is linear in it)
+where completeness matters; the rationale uses only the ranking.
 
 Words. Words are the whitespace-separated spans of the (already whitespace-normalised) text, so
 punctuation stays attached ("film,"). A token's score goes to the word it overlaps most (a

@@ -17,7 +17,8 @@ are located in the text as a subsequence (first match, in text order): with a re
 removed copy may be another instance of the same word.
 
 Where it runs: on the driver, after the Beam stage, over the staged scored rows (before curation;
-`manifest_entry`). It loads the teacher once more and costs 3 teacher forwards per sampled row.
+`manifest_entry`). It loads the teacher once more, in torch whatever `teacher.backend` is (the
+model the rationales came from), and costs 3 teacher forwards per sampled row.
 The sample is the `faithfulness_sample` rows with the smallest sha256(seed:id): stable across
 runs and runners.
 """
@@ -135,6 +136,6 @@ def manifest_entry(cfg, model_path: str, scored, teacher_audit: dict) -> dict:
         r.update(text=model_input(r), label=label,
                  n_options=len(r["choices"]) if r.get("choices") else None)
     calibration = Calibration(**(teacher_audit or {}).get("calibration") or {})
-    lt = build_teacher(cfg, model_path, read_seed(cfg), calibration)
+    lt = build_teacher(cfg, model_path, read_seed(cfg), calibration, backend="hf")
     entry["deletion_test"] = {**deletion_test(lt, sample, s.seed), "sample": len(sample), "seed": s.seed}
     return entry

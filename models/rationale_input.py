@@ -57,7 +57,7 @@ def compute_test_rationales(cfg, texts: list[str], manifest: dict | None = None,
         start = time.perf_counter()
         fitted = ((manifest or {}).get("teacher_audit") or {}).get("calibration") or {}
         lt = build_teacher(cfg, resolve_model(cfg.teacher.model).path, read_seed(cfg),
-                           Calibration(**fitted))
+                           Calibration(**fitted), backend="hf")
         s = cfg.saliency
         explainer = Explainer(lt, s.method, top_k=s.top_k, ig_steps=s.ig_steps,
                               batch_size=s.batch_size, internal_batch_size=s.internal_batch_size)

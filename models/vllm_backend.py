@@ -32,6 +32,7 @@ import gc
 import hashlib
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -50,6 +51,28 @@ log = logging.getLogger(__name__)
 MAX_IDS_PER_REQUEST = 128  # vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS
 _BUILD_LOCK = threading.Lock()  # building an engine changes process-wide state
 _OPEN: "weakref.WeakSet[_Engine]" = weakref.WeakSet()
+
+
+def _import_vllm() -> None:
+    """Import vLLM in a thread of its own. Without torchcodec, vLLM keeps the ImportError it
+    caught at import time, and that traceback pins every frame above the import: imported
+    from the caller's stack, that would keep the caller's objects (the engine) alive forever."""
+    if "vllm.entrypoints.llm" in sys.modules:
+        return
+    failed: list[BaseException] = []
+
+    def run():
+        try:
+            import vllm.entrypoints.llm  # noqa: F401  what `vllm.LLM` loads lazily
+            import vllm.inputs  # noqa: F401
+        except BaseException as err:  # re-raised in the caller
+            failed.append(err)
+
+    thread = threading.Thread(target=run, name="import-vllm")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _engine_options(engine: "VLLMEngine | None") -> "VLLMEngine":
@@ -71,6 +94,7 @@ def build_engine(model_path: str, engine: "VLLMEngine | None" = None, *, dtype: 
     if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         log.warning("VLLM_CPU_KVCACHE_SPACE=%s is set: vLLM uses it instead of teacher.vllm.kv_cache_gb",
                     os.environ["VLLM_CPU_KVCACHE_SPACE"])
+    _import_vllm()
     with _BUILD_LOCK:
         import vllm
         from vllm.platforms import current_platform
@@ -83,8 +107,11 @@ def build_engine(model_path: str, engine: "VLLMEngine | None" = None, *, dtype: 
                       tensor_parallel_size=opts.tensor_parallel_size,
                       gpu_memory_utilization=opts.gpu_memory_utilization,
                       enforce_eager=on_cpu if opts.enforce_eager is None else opts.enforce_eager)
-        if opts.kv_cache_gb is not None:
-            kwargs["kv_cache_memory_bytes"] = int(opts.kv_cache_gb * 2**30)
+        # vLLM's own CPU default is a share of all RAM (gpu_memory_utilization), too much on a
+        # shared machine: 1 GiB holds ~20k tokens of a 0.5B model in float32.
+        kv_cache_gb = opts.kv_cache_gb or (1.0 if on_cpu else None)
+        if kv_cache_gb is not None:
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * 2**30)
         if opts.block_size is not None:
             kwargs["block_size"] = opts.block_size
         kwargs.update(opts.engine_args)

@@ -79,15 +79,14 @@ class VLLMEngine(_Strict):
         None, description="null = teacher.dtype; bfloat16 on a GPU")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split over")
     kv_cache_gb: float | None = Field(
-        1.0, gt=0, description="KV cache per worker in GiB (vLLM's kv_cache_memory_bytes, on CPU "
-        "and GPU); null = size it from gpu_memory_utilization")
+        None, gt=0, description="KV cache per worker in GiB (vLLM's kv_cache_memory_bytes); "
+        "null = 1 GiB on a CPU, what gpu_memory_utilization leaves on a GPU")
     gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=1, description="share of GPU memory (of RAM on a CPU) vLLM may take; "
-        "only used when kv_cache_gb is null")
+        0.9, gt=0, le=1, description="GPU: share of its memory vLLM may take (weights + KV cache)")
     max_model_len: int = Field(4096, ge=16, description="longest prompt + answer, in tokens")
     block_size: int | None = Field(
         None, ge=1, description="KV block size, the prefix cache's granularity; null = vLLM's "
-        "default (16 on a GPU, 128 on a CPU)")
+        "default (16 on a GPU, 128 on a CPU, where it must be a multiple of 32)")
     enforce_eager: bool | None = Field(
         None, description="null = eager on a CPU (no compile step), compiled + CUDA graphs on a GPU")
     in_process: bool = Field(
@@ -169,7 +168,7 @@ class Generation(_Strict):
                                        "5-grams found in one of the prompt's examples")
     drop_label_mentions: bool = Field(False, description="reject texts naming a label (sentiment-like tasks)")
     near_dup_threshold: float = Field(0.7, gt=0, le=1, description="MinHash Jaccard of char 5-grams")
-    num_perm: int = Field(128, ge=16, description="MinHash permutations (4 bytes each per reference row)")
+    num_perm: int = Field(128, ge=16, description="MinHash permutations; ~4 KB per reference row at 128")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Generation":

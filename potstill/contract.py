@@ -62,8 +62,8 @@ OPTIONAL_COLUMNS: tuple[Column, ...] = (
            "Generated rows: the label the generator was asked to write for (null on other rows); "
            "agreement with teacher_label is a quality signal."),
     Column("rationale", pa.string(), True,
-           "Saliency: the top-k words of the text for the explained label, in text order, joined "
-           "by spaces (null if attribution failed)."),
+           "Saliency: the top-k words of the text (with its options on multiple choice) for the "
+           "explained label, in text order, joined by spaces (null if attribution failed)."),
     Column("rationale_scores", pa.list_(pa.float32()), True,
            "Saliency: each rationale word's attribution (sum over its tokens), aligned with "
            "rationale's words."),

@@ -41,6 +41,7 @@ class SaliencyModelHandler(ModelHandler[dict, PredictionResult, Explainer]):
         self.cfg, self.model_path, self.seeds = cfg, model_path, list(seeds)
         self.calibration = calibration
         self.batch_size = cfg.saliency.batch_size
+        self._done, self._busy, self._last_log = 0, 0.0, time.perf_counter()
 
     @classmethod
     def like(cls, teacher_handler) -> "SaliencyModelHandler":
@@ -56,7 +57,7 @@ class SaliencyModelHandler(ModelHandler[dict, PredictionResult, Explainer]):
             log.info("teacher backend is %s (no gradients): the saliency stage loads the same "
                      "weights from %s in torch (transformers)", backend, self.model_path)
         start = time.perf_counter()
-        lt = build_teacher(self.cfg, self.model_path, self.seeds, self.calibration)
+        lt = build_teacher(self.cfg, self.model_path, self.seeds, self.calibration, backend="hf")
         explainer = Explainer(lt, s.method, top_k=s.top_k, ig_steps=s.ig_steps,
                               batch_size=s.batch_size, internal_batch_size=s.internal_batch_size)
         log.info("saliency (%s) model loaded from %s in %.1fs", s.method, self.model_path,
@@ -69,8 +70,13 @@ class SaliencyModelHandler(ModelHandler[dict, PredictionResult, Explainer]):
 
     def run_inference(self, batch: Sequence[dict], model: Explainer,
                       inference_args: dict | None = None) -> Iterable[PredictionResult]:
+        start = time.perf_counter()
         found = explain_rows(model, batch, self.cfg.saliency.explain)
         Metrics.counter("potstill", "saliency_explained").inc(len(batch))
+        self._done, self._busy = self._done + len(batch), self._busy + time.perf_counter() - start
+        if time.perf_counter() - self._last_log >= 15.0:
+            self._last_log = time.perf_counter()
+            log.info("saliency: %d rows explained (%.2f rows/s)", self._done, self._done / self._busy)
         return [PredictionResult(r, f) for r, f in zip(batch, found)]
 
     def get_metrics_namespace(self) -> str:

@@ -4,12 +4,14 @@ leaves no process behind (pipeline runs, closing, garbage collection), and seede
 repeats.
 
 Tolerance. Both backends run float32 on the same token ids; they differ only in kernels
-(vLLM's oneDNN GEMMs and its paged attention vs torch's matmul and SDPA with a left-padded,
-cached batch) and so in summation order: ~1e-7 relative per operation, compounded over 30
-layers. Measured on this machine: at most ~1e-4 between the two backends' probabilities
-(~1e-5 typical). We allow PROB_ATOL = 2e-3, an order of magnitude of headroom, and still 25x
-below the coarsest knob these probabilities feed (curation thresholds in 0.05 steps). A label
-can flip only for a row within that tolerance of a tie, hence ">= 95% agree" rather than all.
+(vLLM's oneDNN GEMMs and paged attention vs torch's matmul and SDPA over a left-padded, cached
+batch), so in summation order: ~1e-7 relative per operation, compounded over 30 layers.
+Measured here (AVX2) on these 50 rows: probabilities differ by at most 8e-6 (median 3e-6),
+candidate log-probs (down to -18) by at most 7e-5. We allow PROB_ATOL = 1e-3 and LOGP_ATOL =
+2e-3: ~100x and ~30x headroom for other CPUs' code paths (AVX-512, other thread counts), and
+still 50x below the coarsest knob the probabilities feed (curation thresholds in 0.05 steps).
+A label can flip only for a row within the tolerance of a tie (the closest row here is 0.003
+from one), hence ">= 95% of rows agree" rather than all.
 """
 import gc
 import os
@@ -38,8 +40,8 @@ INSTRUCTION = "Is the sentiment of this movie review negative or positive?"
 # Several surface forms per label, multi-token ones sharing their first token ("very"), so the
 # deeper requests of the candidates' token trie are exercised as well as the rows' own.
 FORMS = {"positive": ["positive", "very good"], "negative": ["negative", "very bad", "awful"]}
-PROB_ATOL = 2e-3
-LOGP_ATOL = 1e-2  # raw candidate log-probs, down to ~-25 for the unlikely forms
+PROB_ATOL = 1e-3
+LOGP_ATOL = 2e-3  # raw candidate log-probs, down to ~-18 for the unlikely forms
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def rt_texts(rt) -> list[str]:
 def teachers(smol):
     kwargs = dict(verbalizers=FORMS, batch_size=8, max_input_tokens=256)
     hf = HFTeacher(smol, LABELS, INSTRUCTION, **kwargs)
-    vl = VLLMTeacher(smol, LABELS, INSTRUCTION, engine=VLLMEngine(block_size=16), **kwargs)
+    vl = VLLMTeacher(smol, LABELS, INSTRUCTION, engine=VLLMEngine(block_size=32), **kwargs)
     yield hf, vl
     vl.close()
 

@@ -29,6 +29,17 @@ def test_dataset_names_are_validated(name):
         parse_config({**BASE, "dataset": name})
 
 
+def test_vllm_backend_settings_are_validated():
+    cfg = parse_config({**BASE, "teacher": {"backend": "vllm", "vllm": {"dtype": "bfloat16",
+                                                                        "tensor_parallel_size": 2}}})
+    assert cfg.teacher.vllm.dtype == "bfloat16" and cfg.teacher.vllm.in_process
+    assert cfg.digest() != parse_config(BASE).digest()
+    with pytest.raises(ConfigError, match=r"teacher\.vllm\.kv_cach: unknown key"):
+        parse_config({**BASE, "teacher": {"vllm": {"kv_cach": 1}}})
+    with pytest.raises(ConfigError, match=r"teacher\.backend"):
+        parse_config({**BASE, "teacher": {"backend": "onnx"}})
+
+
 def test_labels_must_be_distinct():
     with pytest.raises(ConfigError, match="task.labels"):
         parse_config({**BASE, "task": {"labels": ["a", "a"]}})

@@ -81,6 +81,17 @@ def test_a_failed_batch_keeps_its_rows_without_rationale(tmp_path, tiny_lm):
         assert_that(out, check)
 
 
+def test_a_vllm_teacher_is_explained_with_the_same_weights_in_torch(tmp_path, tiny_lm, caplog):
+    from models.teacher import HFTeacher
+
+    cfg = parse_config({**config(tmp_path, tiny_lm).model_dump(mode="json"),
+                        "teacher": {"model": tiny_lm, "backend": "vllm"}})
+    with caplog.at_level("INFO", logger="transforms.saliency"):
+        explainer = SaliencyModelHandler(cfg, tiny_lm).load_model()
+    assert isinstance(explainer.teacher, HFTeacher)
+    assert "no gradients" in caplog.text and "in torch" in caplog.text
+
+
 def test_config_validation(tmp_path, tiny_lm):
     with pytest.raises(ConfigError, match="internal_batch_size"):
         config(tmp_path, tiny_lm, method="integrated_gradients", batch_size=8, internal_batch_size=4)
