@@ -8,8 +8,10 @@ unlabeled.parquet). Both teachers get the same prompt, labels and rows, fed in b
 --batch rows (what RunInference hands the handler: teacher.batch_size x 4 by default); one
 vLLM teacher per --block-sizes value (the prefix cache's granularity; default: the config's).
 Each repeat times every teacher back to back, so machine noise hits them alike; the figures
-are medians over the repeats, after one untimed warm-up pass each (model load excluded). It
-also prints how many labels agree with HF's and the largest probability difference.
+are medians over the repeats, after one untimed warm-up batch each (model load excluded).
+vLLM's prefix cache is emptied before every pass: a pipeline scores each row once, so only
+the shared prompt prefix may come from the cache, as it does for HF. It also prints how many
+labels agree with HF's and the largest probability difference.
 """
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ def rt_rows(n: int, corpus: str | None) -> list[str]:
 
 
 def score_all(teacher, texts: list[str], batch: int) -> tuple[np.ndarray, float]:
+    if hasattr(teacher, "engine"):  # vLLM: rows from the previous pass would hit its prefix cache
+        teacher.engine.reset_prefix_cache()
     start = time.perf_counter()
     out = np.vstack([teacher.score_labels(texts[i:i + batch]) for i in range(0, len(texts), batch)])
     return out, time.perf_counter() - start

@@ -113,7 +113,7 @@ def build_engine(model_path: str, engine: "VLLMEngine | None" = None, *, dtype: 
         if kv_cache_gb is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * 2**30)
         # On a CPU vLLM's default block is 128 tokens: a shorter shared prefix is never cached,
-        # and short rows waste most of a block (benchmarks/backends.py: 32 was 4.7x faster).
+        # and short rows waste most of a block (benchmarks/backends.py: 32 was 1.6x faster).
         block_size = opts.block_size or (32 if on_cpu else None)
         if block_size is not None:
             kwargs["block_size"] = block_size
@@ -161,6 +161,11 @@ class _Engine:
             if self.llm is None:
                 raise RuntimeError("the vLLM engine was closed")
             return self.llm.generate(prompts, params, use_tqdm=False)
+
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached prompt block (benchmarks: a pipeline never scores a row twice)."""
+        with self._lock:
+            self.llm.reset_prefix_cache()
 
     def close(self) -> None:
         with self._lock:

@@ -86,7 +86,7 @@ class VLLMEngine(_Strict):
     max_model_len: int = Field(4096, ge=16, description="longest prompt + answer, in tokens")
     block_size: int | None = Field(
         None, ge=1, description="KV block size, the prefix cache's granularity; null = 32 on a "
-        "CPU (a multiple of 32 there; vLLM's 128 measured 4.7x slower here), vLLM's 16 on a GPU")
+        "CPU (a multiple of 32 there; vLLM's 128 was 1.6x slower here), vLLM's 16 on a GPU")
     enforce_eager: bool | None = Field(
         None, description="null = eager on a CPU (no compile step), compiled + CUDA graphs on a GPU")
     in_process: bool = Field(
