@@ -37,7 +37,7 @@ from models.metrics import classification_metrics
 from models.rationale_input import compute_test_rationales, with_rationale
 from models.registry import ensure_offline, resolve_model
 from models.student import StudentClassifier, load_student, predict_proba
-from potstill.config import Config, ConfigError, load_config
+from potstill.config import Config, ConfigError, Student, load_config
 from potstill.contract import SOURCES
 from potstill.records import read_configured, with_choices
 
@@ -137,55 +137,25 @@ def batch_loss(logits: torch.Tensor, targets: torch.Tensor, label_idx: torch.Ten
     return (weight * per_row).sum() / weight.sum()
 
 
-def score(model, tokenizer, cfg: Config, texts: list[str], y: np.ndarray) -> dict:
-    probs = predict_proba(model, tokenizer, texts, batch_size=max(cfg.student.batch_size, 64),
-                          max_length=cfg.student.max_length)
-    return classification_metrics(y, probs.argmax(axis=1), cfg.task.labels, probs=probs)
-
-
-def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: str = "all") -> dict:
-    """Train a student on the version at dataset_dir, save it to out_dir, return its metrics."""
-    if train_on not in ("all", "seed"):
-        raise TrainerError(f"train_on must be 'all' or 'seed', got {train_on!r}")
-    s = cfg.student
-    ensure_offline()
-    torch.set_num_threads(s.threads or os.cpu_count() or 1)
-    torch.manual_seed(s.seed)
-    rng = np.random.default_rng(s.seed)
-
-    # data: fail on bad input (labels, test split) before any minute is spent training
-    data, manifest = load_dataset(dataset_dir, cfg.task.labels)
-    test_texts, test_y, n_rejected = read_test(cfg)
-    keep = data["weight"] > 0
-    if train_on == "seed":
-        keep &= data["is_seed"]
-        if s.seed_weight == 0:
-            raise TrainerError("train_on=seed with student.seed_weight=0 would learn nothing")
-    if not keep.any():
-        raise TrainerError(f"no rows to train on (train_on={train_on}, rows with weight > 0: "
-                           f"{int((data['weight'] > 0).sum())} of {len(data['weight'])})")
-    texts = [t for t, k in zip(data["texts"], keep) if k]
-    targets = torch.tensor(kd_targets(data["probs"][keep], s.temperature), dtype=torch.float32)
-    label_idx = torch.tensor(data["label_idx"][keep])
-    is_seed = torch.tensor(data["is_seed"][keep])
-    weight = torch.tensor(data["weight"][keep], dtype=torch.float32)
-    n = len(texts)
-    log(f"{n} training rows ({int(is_seed.sum())} seed) of {len(keep)}; train_on={train_on}; "
-        f"{len(test_texts)} test rows")
-
-    # model
+def new_student(cfg: Config) -> tuple[StudentClassifier, object]:
+    """A fresh label head over the configured pretrained encoder, and the resolved model."""
     try:
-        spec = resolve_model(s.model)
+        spec = resolve_model(cfg.student.model)
     except (ValueError, RuntimeError) as err:
         raise TrainerError(f"student.model: {err}") from None
-    model = StudentClassifier.from_pretrained_encoder(spec.path, cfg.task.labels)
-    tokenizer = model.tokenizer
-    if s.input == "text+rationale":  # models/rationale_input.py: format, and the test-time choice
-        if data["rationales"] is None:
-            raise TrainerError("student.input=text+rationale: the dataset has no rationale column")
-        texts = with_rationale(texts, [r for r, k in zip(data["rationales"], keep) if k], tokenizer)
-    encoded = tokenizer(texts, truncation=True, max_length=s.max_length)
+    return StudentClassifier.from_pretrained_encoder(spec.path, cfg.task.labels), spec
 
+
+def fit(model: StudentClassifier, texts: list[str], probs: np.ndarray, label_idx: np.ndarray,
+        is_seed: np.ndarray, weight: np.ndarray, s: Student, rng: np.random.Generator
+        ) -> tuple[int, list[float], float]:
+    """Train `model` in place on the rows (loss in the module docstring); returns
+    (epochs, loss per epoch, seconds)."""
+    tokenizer, n = model.tokenizer, len(texts)
+    encoded = tokenizer(texts, truncation=True, max_length=s.max_length)
+    targets = torch.tensor(kd_targets(probs, s.temperature), dtype=torch.float32)
+    label_idx, is_seed = torch.tensor(label_idx), torch.tensor(is_seed)
+    weight = torch.tensor(weight, dtype=torch.float32)
     # optimizer: AdamW, linear warmup then linear decay to 0
     # Small sets (the gold-only baseline) get at least `min_steps` updates, so a 32-row
     # baseline is not judged after 4 optimiser steps.
@@ -225,7 +195,50 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
         epoch_losses.append(loss_sum / weight_sum)
         dt = time.perf_counter() - t0
         log(f"epoch {epoch + 1}/{epochs} loss {epoch_losses[-1]:.4f} {dt:.1f}s ({n / dt:.1f} rows/s)")
-    seconds = time.perf_counter() - t_train
+
+    return epochs, epoch_losses, time.perf_counter() - t_train
+
+
+def score(model, tokenizer, cfg: Config, texts: list[str], y: np.ndarray) -> dict:
+    probs = predict_proba(model, tokenizer, texts, batch_size=max(cfg.student.batch_size, 64),
+                          max_length=cfg.student.max_length)
+    return classification_metrics(y, probs.argmax(axis=1), cfg.task.labels, probs=probs)
+
+
+def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: str = "all") -> dict:
+    """Train a student on the version at dataset_dir, save it to out_dir, return its metrics."""
+    if train_on not in ("all", "seed"):
+        raise TrainerError(f"train_on must be 'all' or 'seed', got {train_on!r}")
+    s = cfg.student
+    ensure_offline()
+    torch.set_num_threads(s.threads or os.cpu_count() or 1)
+    torch.manual_seed(s.seed)
+    rng = np.random.default_rng(s.seed)
+
+    # data: fail on bad input (labels, test split) before any minute is spent training
+    data, manifest = load_dataset(dataset_dir, cfg.task.labels)
+    test_texts, test_y, n_rejected = read_test(cfg)
+    keep = data["weight"] > 0
+    if train_on == "seed":
+        keep &= data["is_seed"]
+        if s.seed_weight == 0:
+            raise TrainerError("train_on=seed with student.seed_weight=0 would learn nothing")
+    if not keep.any():
+        raise TrainerError(f"no rows to train on (train_on={train_on}, rows with weight > 0: "
+                           f"{int((data['weight'] > 0).sum())} of {len(data['weight'])})")
+    texts = [t for t, k in zip(data["texts"], keep) if k]
+    n = len(texts)
+    log(f"{n} training rows ({int(data['is_seed'][keep].sum())} seed) of {len(keep)}; "
+        f"train_on={train_on}; {len(test_texts)} test rows")
+
+    model, spec = new_student(cfg)
+    tokenizer = model.tokenizer
+    if s.input == "text+rationale":  # models/rationale_input.py: format, and the test-time choice
+        if data["rationales"] is None:
+            raise TrainerError("student.input=text+rationale: the dataset has no rationale column")
+        texts = with_rationale(texts, [r for r, k in zip(data["rationales"], keep) if k], tokenizer)
+    epochs, epoch_losses, seconds = fit(model, texts, data["probs"][keep], data["label_idx"][keep],
+                                        data["is_seed"][keep], data["weight"][keep], s, rng)
 
     # evaluate on the held-out test split, then save model, metrics and the resolved config
     metrics = score(model, tokenizer, cfg, test_texts, test_y)

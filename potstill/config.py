@@ -137,6 +137,46 @@ class Curation(_Strict):
     query: str = Field("curate.sql", description="file under sql/ (or a path) producing the curated rows")
     min_confidence: float = Field(0.0, ge=0, le=1)
     max_per_label: int | None = Field(None, ge=1)
+    # sql/select.sql (LLKD selection and TA weighting over the signals columns)
+    llkd: bool = Field(True, description="select.sql: keep rows the teacher is sure of and the student needs")
+    ta_weighting: bool = Field(True, description="select.sql: weight rows by the three TA signals")
+    confidence_scale: float = Field(1.0, ge=0, description="select.sql: teacher threshold = scale x "
+                                    "the class's moving-average teacher confidence")
+    need_scale: float = Field(1.0, ge=0, description="select.sql: student-need threshold = scale x the "
+                              "class's moving-average normalised student entropy; 0 = off (use it "
+                              "with budget.strategy: need, which chose the rows by need already)")
+    momentum: float = Field(0.5, ge=0, lt=1, description="select.sql: weight of earlier rounds in the "
+                            "per-class moving averages")
+    weight_floor: float = Field(0.2, ge=0, le=1, description="select.sql: smallest TA weight")
+
+
+class Signals(_Strict):
+    """Student and teaching-assistant signals (LLKD arXiv 2411.08028, TA-in-the-loop arXiv
+    2406.05322): a warm-up student trained on the seed rows scores every pool row
+    (models/signals.py, transforms/signals.py); a small TA model scores its confidence in the
+    teacher's and the student's labels."""
+    enabled: bool = False
+    consistency_samples: int = Field(8, ge=2, description="MC-dropout predictions per row for "
+                                     "the student's self-consistency")
+    ta_model: str | None = Field("smollm2-135m-instruct", description="teaching-assistant causal "
+                                 "LM (packaged name or local folder); null = no TA signals")
+    ta_batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(64, ge=1, description="student rows per forward pass")
+    seed: int = 0
+
+
+class Budget(_Strict):
+    """Spend at most `teacher_calls` teacher scorings on pool rows, chosen by sql/budget.sql
+    from the student's signals, in rounds (the student is retrained between rounds)."""
+    teacher_calls: int | None = Field(None, ge=1, description="pool rows the teacher may score; "
+                                      "null = all (seed rows are always scored and not counted)")
+    rounds: int = Field(1, ge=1)
+    strategy: Literal["need", "random"] = Field(
+        "need", description="need: highest student entropy and inconsistency first, per predicted "
+        "class in turn; random: a seeded random sample (the baseline)")
+    retrain: bool = Field(True, description="retrain the student on the seed and teacher-labelled "
+                          "rows between rounds")
+    seed: int = 0
 
 
 class Validation(_Strict):
@@ -214,6 +254,8 @@ class Config(_Strict):
     audit: Audit = Audit()
     generation: Generation = Generation()
     saliency: Saliency = Saliency()
+    signals: Signals = Signals()
+    budget: Budget = Budget()
 
     @field_validator("dataset")
     @classmethod
@@ -254,6 +296,22 @@ class Config(_Strict):
     def _rationale_input(self) -> "Config":
         if self.student.input == "text+rationale" and not self.saliency.enabled:
             raise ValueError("student.input=text+rationale needs saliency.enabled (the rationale column)")
+        return self
+
+    @model_validator(mode="after")
+    def _signals(self) -> "Config":
+        if self.signals.enabled and self.corpus.seed is None:
+            raise ValueError("signals.enabled needs corpus.seed: the warm-up student trains on the gold rows")
+        if self.budget.teacher_calls is not None:
+            if not self.signals.enabled and self.budget.strategy == "need":
+                raise ValueError("budget.strategy=need needs signals.enabled (the student ranks the pool)")
+            if self.budget.rounds > self.budget.teacher_calls:
+                raise ValueError("budget.rounds is larger than budget.teacher_calls")
+            if self.budget.rounds > 1 and self.generation.enabled:
+                raise ValueError("budget.rounds > 1 with generation.enabled is not supported: "
+                                 "generated rows would be sampled again in every round")
+        elif self.budget.rounds > 1:
+            raise ValueError("budget.rounds > 1 needs budget.teacher_calls")
         return self
 
     def digest(self) -> str:

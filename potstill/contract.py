@@ -67,7 +67,25 @@ OPTIONAL_COLUMNS: tuple[Column, ...] = (
     Column("rationale_scores", pa.list_(pa.float32()), True,
            "Saliency: each rationale word's attribution (sum over its tokens), aligned with "
            "rationale's words."),
+    Column("student_label", pa.string(), True,
+           "Signals: the warm-up student's arg-max label (the student of the round that chose the row)."),
+    Column("student_confidence", pa.float32(), True, "Signals: the student's max probability."),
+    Column("student_entropy", pa.float32(), True,
+           "Signals: entropy of the student's distribution in nats (LLKD's information need)."),
+    Column("student_consistency", pa.float32(), True,
+           "Signals: share of MC-dropout predictions equal to student_label, in [0, 1]."),
+    Column("ta_teacher_confidence", pa.float32(), True,
+           "Signals: the teaching assistant's probability of teacher_label (null without a TA)."),
+    Column("ta_student_confidence", pa.float32(), True,
+           "Signals: the teaching assistant's probability of student_label (null without a TA)."),
+    Column("selection_round", pa.int32(), True,
+           "Signals: the teacher-budget round that sent the row to the teacher (1 without a budget)."),
 )
+
+
+# The optional columns the signals stage adds (signals.enabled or a teacher budget).
+SIGNAL_COLUMNS = ("student_label", "student_confidence", "student_entropy", "student_consistency",
+                  "ta_teacher_confidence", "ta_student_confidence", "selection_round")
 
 
 def schema(columns: tuple[Column, ...] | list[Column]) -> pa.Schema:

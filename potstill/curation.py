@@ -7,8 +7,10 @@ on `filter_reason`: null rows are published, the rest go to filtered.parquet wit
 reason. Counts must reconcile: a query that drops or duplicates rows is an error, because a
 row that vanishes without a reason cannot be audited later.
 
-Parameters a query may use: `$min_confidence`, `$max_per_label` (NULL = no cap) and `$labels`
-(the task's label list). Only the ones the query mentions are bound: DuckDB refuses extra ones.
+Parameters a query may use: `$min_confidence`, `$max_per_label` (NULL = no cap), `$labels`
+(the task's label list), `$n_labels`, and sql/select.sql's `$llkd`, `$ta_weighting`,
+`$confidence_scale`, `$need_scale`, `$momentum`, `$weight_floor` (config `curation.*`). Only the
+ones the query mentions are bound: DuckDB refuses extra ones.
 """
 from __future__ import annotations
 
@@ -119,7 +121,10 @@ def curate(staged: Sequence[str] | pa.Table, labels: Sequence[str],
     cfg = _validated(curation_cfg)
     path, sql = load_query(cfg.query)
     available = {"min_confidence": cfg.min_confidence, "max_per_label": cfg.max_per_label,
-                 "labels": list(labels)}
+                 "labels": list(labels), "n_labels": len(labels), "llkd": cfg.llkd,
+                 "ta_weighting": cfg.ta_weighting, "confidence_scale": cfg.confidence_scale,
+                 "need_scale": cfg.need_scale, "momentum": cfg.momentum,
+                 "weight_floor": cfg.weight_floor}
     used = query_parameters(sql)
     unknown = [p for p in used if p not in available]
     if unknown:
@@ -132,7 +137,11 @@ def curate(staged: Sequence[str] | pa.Table, labels: Sequence[str],
     try:
         _register_staged(con, staged)
         staged_rows = con.sql("select count(*) from staged").fetchall()[0][0]
-        out = con.sql(sql, params=params).to_arrow_table()
+        try:
+            out = con.sql(sql, params=params).to_arrow_table()
+        except duckdb.BinderException as err:  # e.g. select.sql over a run without signals
+            raise ValueError(f"curation query {path} does not fit the staged columns: {err} "
+                             "(sql/select.sql needs signals.enabled)") from None
     finally:
         con.close()
 

@@ -74,6 +74,13 @@ def build_suite(labels: Sequence[str], min_rows: int, optional: Sequence[str] = 
                                           max_value=1 + PROBS_SUM_TOLERANCE),
         gxe.ExpectColumnValuesToBeBetween(column="_probs_min", min_value=0.0),
     ]
+    if "student_label" in optional:  # signals: nulls pass (a TA is optional)
+        suite.append(gxe.ExpectColumnValuesToBeInSet(column="student_label", value_set=labels))
+        suite += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0)
+                  for c in ("student_confidence", "student_consistency", "ta_teacher_confidence",
+                            "ta_student_confidence")]
+        suite.append(gxe.ExpectColumnValuesToBeBetween(column="student_entropy", min_value=0.0,
+                                                       max_value=math.log(n) + ENTROPY_EPS))
     return suite
 
 

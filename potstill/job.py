@@ -32,6 +32,8 @@ class Plan:
     code_version: str
     fingerprint: str
     generator: ResolvedModel | None = None   # set when generation is on (may be the teacher)
+    student: ResolvedModel | None = None     # set when signals are on (the warm-up student)
+    ta: ResolvedModel | None = None          # set when signals are on with a TA model
 
 
 def _file_digest(path: str) -> dict:
@@ -65,6 +67,8 @@ def plan(cfg: Config) -> Plan:
     generator = None
     if cfg.generation.enabled:
         generator = resolve_model(cfg.generation.model) if cfg.generation.model else teacher
+    student = resolve_model(cfg.student.model) if cfg.signals.enabled else None
+    ta = resolve_model(cfg.signals.ta_model) if cfg.signals.enabled and cfg.signals.ta_model else None
     inputs = {}
     for split in ("unlabeled", "seed", "test"):
         src = getattr(cfg.corpus, split)
@@ -74,14 +78,20 @@ def plan(cfg: Config) -> Plan:
     payload = {"config": cfg.digest(), "teacher": teacher.sha256,
                "inputs": {k: [f["sha256"] for f in v] for k, v in inputs.items()},
                "code": potstill.__version__}
-    if generator is not None:
-        payload["generator"] = generator.sha256
+    for role, model in (("generator", generator), ("student", student), ("ta", ta)):
+        if model is not None:
+            payload[role] = model.sha256
     fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    return Plan(teacher, inputs, code, fingerprint, generator)
+    return Plan(teacher, inputs, code, fingerprint, generator, student, ta)
 
 
 def existing_version(cfg: Config, plan: Plan) -> Path | None:
     return versions.find_by_fingerprint(cfg.output_root, cfg.dataset, plan.fingerprint)
+
+
+def has_signals(cfg: Config) -> bool:
+    """Rows carry the signals columns: the student's (signals.enabled) or the budget's round."""
+    return cfg.signals.enabled or cfg.budget.teacher_calls is not None
 
 
 def optional_columns(cfg: Config) -> list[str]:
@@ -95,6 +105,8 @@ def optional_columns(cfg: Config) -> list[str]:
         columns.append("intended_label")
     if cfg.saliency.enabled:
         columns += ["rationale", "rationale_scores"]
+    if has_signals(cfg):
+        columns += list(contract.SIGNAL_COLUMNS)
     return columns
 
 
@@ -122,7 +134,7 @@ def counts(scored, filtered, rejected, published) -> dict:
 
 
 def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
-           throughput: dict | None = None) -> Path:
+           throughput: dict | None = None, extra: dict | None = None) -> Path:
     """Curate, validate and publish the staged shards; a failed suite publishes nothing."""
     optional = optional_columns(cfg)
     scored = read_staged(staging, "scored", contract.scored_schema(optional))
@@ -145,15 +157,15 @@ def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
         "config_digest": cfg.digest(),
         "code_version": plan.code_version,
         "inputs": plan.inputs,
-        "models": {"teacher": {"name": plan.teacher.name, "source": plan.teacher.source,
-                               "sha256": plan.teacher.sha256},
-                   **({"generator": {"name": plan.generator.name, "source": plan.generator.source,
-                                     "sha256": plan.generator.sha256}} if plan.generator else {})},
+        "models": {role: {"name": m.name, "source": m.source, "sha256": m.sha256}
+                   for role, m in (("teacher", plan.teacher), ("generator", plan.generator),
+                                   ("student", plan.student), ("ta", plan.ta)) if m is not None},
         "counts": counts(scored, filtered, rejected, published),
         "teacher_audit": teacher_audit,
         "throughput": throughput or {},
         "curation": {"query": curated.query_path, "sql": curated.sql, "params": curated.params},
         "validation": {"success": report.success, "results": report.results},
+        **(extra or {}),
     }
     if cfg.saliency.enabled:  # the deletion test runs here, on the driver (models/faithfulness.py)
         from models.faithfulness import manifest_entry

@@ -14,7 +14,7 @@ import io
 import json
 import re
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import IO, Any, Iterable, Iterator
 
 import pyarrow.parquet as pq
@@ -33,6 +33,12 @@ class Record:
     input_ref: str           # path:row
     intended_label: str | None = None  # generated rows: the label the generator was asked for
     choices: tuple[str, ...] | None = None  # multiple-choice rows: the options, in letter order
+    # per-row values stages add before the teacher (student and TA signals), as (name, value)
+    # pairs so the record stays hashable; `scored_row` turns them into columns
+    signals: tuple[tuple[str, Any], ...] = ()
+
+    def with_signals(self, **values: Any) -> "Record":
+        return replace(self, signals=self.signals + tuple(values.items()))
 
     @property
     def model_input(self) -> str:

