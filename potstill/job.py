@@ -116,11 +116,14 @@ def read_staged(staging: Path, name: str, schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
-def counts(scored, filtered, rejected, published) -> dict:
+def counts(scored, early_filtered, rejected, published, filtered) -> dict:
+    """Rows read (staged scored + filtered before the teacher + rejected) against where they went
+    (published + every filtered row + rejected); curation splits the staged rows, so a row it
+    filters is read once, as staged."""
     def by(table, column):
         return dict(sorted(Counter(table[column].to_pylist()).items()))
 
-    read = Counter(scored["source"].to_pylist()) + Counter(filtered["source"].to_pylist()) \
+    read = Counter(scored["source"].to_pylist()) + Counter(early_filtered["source"].to_pylist()) \
         + Counter(rejected["source"].to_pylist())
     out = {"read": dict(sorted(read.items())), "rejected": by(rejected, "reason"),
            "filtered": by(filtered, "filter_reason"), "published": by(published, "source")}
@@ -160,7 +163,7 @@ def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
         "models": {role: {"name": m.name, "source": m.source, "sha256": m.sha256}
                    for role, m in (("teacher", plan.teacher), ("generator", plan.generator),
                                    ("student", plan.student), ("ta", plan.ta)) if m is not None},
-        "counts": counts(scored, filtered, rejected, published),
+        "counts": counts(scored, early_filtered, rejected, published, filtered),
         "teacher_audit": teacher_audit,
         "throughput": throughput or {},
         "curation": {"query": curated.query_path, "sql": curated.sql, "params": curated.params},
