@@ -66,3 +66,28 @@ def test_run_then_train_with_real_models(project):
     assert saved["accuracy"] == metrics["accuracy"]
 
     assert potstill("run", "config.yaml", cwd=project) == version  # unchanged: no new version
+
+
+def test_budgeted_run_with_real_student_and_ta(project):
+    """The real MiniLM warm-up student ranks the pool, the real SmolLM2 is teacher and TA, and
+    sql/select.sql curates: 10 teacher calls over 2 rounds out of 32 pool rows."""
+    version = potstill("run", "config.yaml", "--set", "dataset=rt-budget", "--set", "signals.enabled=true",
+                       "--set", "budget.teacher_calls=10", "--set", "budget.rounds=2",
+                       "--set", "curation.query=select.sql", "--set", "curation.need_scale=0",
+                       "--set", "student.min_steps=4", cwd=project)
+    manifest = json.loads(open(f"{version}/manifest.json").read())
+    assert manifest["budget"]["spent"] == 10
+    assert [r["teacher_calls"] for r in manifest["budget"]["rounds"]] == [5, 5]
+    assert manifest["budget"]["rounds"][1]["student_trained_on"]["teacher_rows"] == 5
+    assert manifest["models"]["ta"]["name"] == "smollm2-135m-instruct"
+    filtered = pq.read_table(f"{version}/filtered.parquet").to_pylist()
+    assert sum(r["filter_reason"] == "over_budget" for r in filtered) == 32 - 10
+    data = pq.read_table(f"{version}/data").to_pylist()
+    pool = [r for r in data if r["source"] == "corpus"]
+    llkd = [r for r in filtered if r["filter_reason"].startswith("llkd_")]
+    assert len(pool) + len(llkd) == 10 and len(pool) >= 1
+    for row in pool:
+        assert 0 < row["ta_teacher_confidence"] < 1 and 0 <= row["student_consistency"] <= 1
+        assert 0.2 - 1e-6 <= row["weight"] <= 1 + 1e-6
+    totals = manifest["counts"]["totals"]
+    assert totals["read"] == totals["published"] + totals["rejected"] + totals["filtered"] == 8 + 32 + 3
