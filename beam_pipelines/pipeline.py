@@ -163,6 +163,16 @@ def teacher_throughput(result) -> dict:
             "teacher_rows_per_second": round(rows / (micros / 1e6), 2)}
 
 
+def add_throughput(total: dict, more: dict) -> dict:
+    """Teacher throughput summed over budget rounds."""
+    if not total or not more:
+        return total or more
+    rows = total["teacher_rows"] + more["teacher_rows"]
+    seconds = total["teacher_seconds"] + more["teacher_seconds"]
+    return {"teacher_rows": rows, "teacher_seconds": round(seconds, 2),
+            "teacher_rows_per_second": round(rows / seconds, 2)}
+
+
 def beam_options(beam_args: list[str]) -> PipelineOptions:
     args = list(beam_args)
     if not any(a.startswith("--runner") for a in args):
@@ -245,7 +255,7 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
         with closing_new_engines():  # a local runner keeps loaded models (and vLLM engines) alive
             result = p.run()
             result.wait_until_finish()
-        throughput = teacher_throughput(result)
+        throughput = add_throughput(throughput, teacher_throughput(result))
         if n is None:
             continue
         chosen = read_chosen(staging, index)

@@ -1,7 +1,7 @@
 """Teacher accuracy and speed: zero-shot vs few-shot vs few-shot + calibration, per model.
 
     python benchmarks/teacher_quality.py configs/rt-sentiment.yaml configs/r8-topics.yaml \
-        --models qwen2.5-0.5b-instruct smollm2-135m-instruct --limit 200 [--k 4]
+        --models qwen2.5-0.5b-instruct smollm2-135m-instruct --limit 200 [--k 4] [--threads 1]
 
 Every setting runs in this one process, one after another, on the same test rows, so the
 rows/second figures are comparable with each other (not with another machine or run).
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=200, help="test rows per run")
     parser.add_argument("--k", type=int, default=None, help="demonstrations (default: one per label, at least 4)")
     parser.add_argument("--style", default="labels", choices=["labels", "letters"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for the teacher")
     args = parser.parse_args(argv)
 
     print("| corpus | teacher | setting | accuracy | macro-F1 | ECE | rows/s |")
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
                 overrides = [f"teacher.model={model}", f"teacher.few_shot.k={k}",
                              f"teacher.prompt_style={args.style}"]
                 overrides += [f"{key}={value}" for key, value in setting.items()]
+                if args.threads:
+                    overrides.append(f"teacher.threads={args.threads}")
                 m = evaluate_teacher(load_config(path, overrides), limit=args.limit)
                 print(json.dumps({"config": path, "model": model, "setting": name, **m}), file=sys.stderr)
                 print(f"| {base.dataset} | {model} | {name} | {m['accuracy']:.3f} | "

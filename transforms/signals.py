@@ -118,6 +118,8 @@ class SelectForTeacher(beam.PTransform):
 
     Pool rows in `done` were sent to the teacher in an earlier round and are dropped here (their
     rows are staged already); seed rows pass on the first round only, for the same reason.
+    The ranking is global: the candidates' ids and three signals (~100 bytes a row) meet on one
+    worker, where DuckDB ranks them; the rows themselves stay distributed.
     """
 
     def __init__(self, cfg: Config, n: int, round_index: int, done: frozenset = frozenset(),

@@ -70,6 +70,7 @@ def test_budget_rounds_never_overspend_and_account_for_every_row(tmp_path, tiny_
     assert set(filtered["ta_teacher_confidence"].to_pylist()) == {None}
     assert set(filtered["teacher_label"].to_pylist()) == {None}
     assert manifest["models"]["ta"]["sha256"] and manifest["models"]["student"]["sha256"]
+    assert manifest["throughput"]["teacher_rows"] == 4 + 5  # seeds once, then 3 + 2 pool rows
 
 
 def test_signals_without_budget_and_select_sql(tmp_path, tiny_lm, tiny_bert):
