@@ -290,6 +290,9 @@ class Config(_Strict):
         if g.enabled and g.example_source != "unlabeled" and g.examples_per_prompt and self.corpus.seed is None:
             raise ValueError(f"generation.example_source={g.example_source} needs corpus.seed "
                              "(or use example_source: unlabeled)")
+        if g.enabled and self.task.kind == "multiple_choice":
+            raise ValueError("generation.enabled is not supported with task.kind multiple_choice: "
+                             "generated texts would have no options")
         return self
 
     @model_validator(mode="after")

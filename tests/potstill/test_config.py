@@ -62,3 +62,11 @@ def test_digest_ignores_output_root_only():
     b = parse_config({**BASE, "output_root": "/y"})
     c = parse_config({**BASE, "curation": {"min_confidence": 0.5}})
     assert a.digest() == b.digest() != c.digest()
+
+
+def test_generation_is_refused_for_multiple_choice():
+    raw = {**BASE, "task": {"kind": "multiple_choice", "labels": ["A", "B"]},
+           "corpus": {"unlabeled": {"path": "u.jsonl", "choices_field": "choices"}},
+           "generation": {"enabled": True, "example_source": "unlabeled"}}
+    with pytest.raises(ConfigError, match="not supported with task.kind multiple_choice"):
+        parse_config(raw)
