@@ -88,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (teacher, student)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="config override for the job and the students")
+    parser.add_argument("--train-set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override for the arms' students only (the scored job is unchanged), "
+                             "e.g. student.min_steps=40")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -111,9 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             rows, calls = arm_rows(table, arm, n, seed, labels)
             folder = write_version(rows, work / "arms" / f"{arm}-s{seed}", labels, arm)
-            scfg = cfg.model_copy(update={"student": cfg.student.model_copy(update={"seed": seed})})
-            m = train(folder, scfg, work / "students" / f"{arm}-s{seed}",
-                      train_on="seed" if arm == "gold" else "all")
+            out = work / "students" / f"{arm}-s{seed}"
+            if (out / "metrics.json").is_file() and (out / "arm.json").read_text() == \
+                    json.dumps(args.train_set):  # a rerun reuses finished students
+                m = json.loads((out / "metrics.json").read_text())
+            else:
+                scfg = load_config(args.config, overrides + args.set + args.train_set
+                                   + [f"student.seed={seed}"])
+                m = train(folder, scfg, out, train_on="seed" if arm == "gold" else "all")
+                (out / "arm.json").write_text(json.dumps(args.train_set))
             weights = rows["weight"].to_pylist()
             results.setdefault(arm, []).append({
                 "seed": seed, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
