@@ -37,20 +37,16 @@ def student_signals(model, texts: Sequence[str], labels: Sequence[str], samples:
     gives the same consistency; the model's train/eval mode is restored afterwards."""
     import torch
 
-    tokenizer = model.tokenizer
+    from models.student import length_batches
+
     out: list[dict] = [{} for _ in texts]
     if not texts:
         return out
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-    order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
     was_training = model.training
     torch.manual_seed(seed)
     try:
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                batch = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in encoded},
-                                      return_tensors="pt")
+            for idx, batch in length_batches(model.tokenizer, texts, batch_size, max_length):
                 model.eval()
                 probs = torch.softmax(model(**batch).float(), dim=-1)
                 best = probs.argmax(dim=-1)

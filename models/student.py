@@ -94,19 +94,22 @@ def predict_proba(model: StudentClassifier, tokenizer, texts: list[str], batch_s
     out = np.zeros((len(texts), len(model.labels)), dtype=np.float32)
     if not texts:
         return out
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-    ids = encoded["input_ids"]
-    order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                batch = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in encoded},
-                                      return_tensors="pt")
-                logits = model(**batch)
-                out[idx] = torch.softmax(logits.float(), dim=-1).numpy()
+            for idx, batch in length_batches(tokenizer, texts, batch_size, max_length):
+                out[idx] = torch.softmax(model(**batch).float(), dim=-1).numpy()
     finally:
         model.train(was_training)
     return out
+
+
+def length_batches(tokenizer, texts, batch_size: int, max_length: int):
+    """(row indices, padded tensors) for batches of `texts` sorted by token length, so little
+    compute goes to padding; callers put results back with the indices."""
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        yield idx, tokenizer.pad({k: [encoded[k][i] for i in idx] for k in encoded}, return_tensors="pt")
