@@ -6,8 +6,10 @@
     potstill versions | diff | query | label-issues | report ...   (see analysis_cli.py)
 
 Each command logs progress to stderr and prints its result as the last stdout line: the
-version directory for `run`, a JSON object for `train` and `evaluate`. Errors the user can fix
-(bad config, missing files, a failed validation suite) print one clear message and exit 2.
+version directory for `run`, a JSON object for `train` and `evaluate`. Exit codes: 0 success;
+2 a problem the user can fix (bad config, input or model files: a ValueError or OSError naming
+it), one message, no traceback; 3 the validation suite failed (nothing published); 1 a bug in
+potstill: the traceback, and a line that says so.
 """
 from __future__ import annotations
 
@@ -15,15 +17,12 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 
 from beam_pipelines import analysis_cli
 from potstill.config import ConfigError, load_config
 
 log = logging.getLogger("potstill")
-
-
-class UserError(Exception):
-    """An error with a message for the user; no traceback."""
 
 
 def _split_beam_args(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -118,15 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         result = _train(args) if args.command == "train" else _evaluate(args)
         print(json.dumps(result, sort_keys=True))
         return 0
-    except (ConfigError, UserError, FileNotFoundError, ValueError, RuntimeError) as err:
+    except (ConfigError, ValueError, OSError) as err:  # FileNotFoundError is an OSError
         if verbose:
             raise
         print(f"potstill: error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # noqa: BLE001 - named user-facing failures below, the rest re-raised
+    except Exception as err:  # noqa: BLE001 - a failed suite is named; anything else is a bug
         from potstill.expectations import ValidationFailed
 
         if isinstance(err, ValidationFailed):
             print(f"potstill: validation failed, nothing was published:\n{err}", file=sys.stderr)
             return 3
-        raise
+        traceback.print_exc()
+        print("potstill: this is a bug in potstill (the traceback above says where); "
+              "please report it with the command you ran", file=sys.stderr)
+        return 1

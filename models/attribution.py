@@ -39,7 +39,6 @@ never ranked.
 """
 from __future__ import annotations
 
-import copy
 import functools
 import re
 from dataclasses import dataclass
@@ -47,9 +46,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.audit import LabelledTeacher
 from models.prompts import Demo
-from potstill.records import with_choices
+from models.teacher import Batch
+from models.teacher_setup import LabelledTeacher
 
 METHODS = ("saliency", "input_x_gradient", "integrated_gradients")
 _WORD = re.compile(r"\S+")
@@ -135,25 +134,16 @@ class Explainer:
         self.lt, self.teacher = lt, lt.teacher
         self.method, self.k, self.ig_steps, self.batch_size = method, top_k, ig_steps, batch_size
         self.internal_batch_size = max(internal_batch_size, batch_size)
-        t = self.teacher
-        self.model = t.model.eval()
+        self.model = self.teacher.model
         self.model.requires_grad_(False)  # gradients w.r.t. the inputs only
         self.embed = self.model.get_input_embeddings()
-        self.longest = max(len(ids) for ids in t.cand_ids)
-        self.cand_label = torch.as_tensor(t.cand_label)
-        cal = lt.calibration
-        self.log_prior = None if cal.log_prior is None else torch.tensor(cal.log_prior)
-        self.temperature = cal.temperature
-        self.shared_ids = {"prefix": t.prefix_ids, "head": t._ids(t.prompt.head)} \
-            if use_prefix_cache else {}
-        self._caches = {}
+        self.use_prefix_cache = use_prefix_cache
 
-    def _cache(self, kind: str):
-        if kind not in self._caches:
-            with torch.no_grad():  # not inference_mode: the cache takes part in autograd graphs
-                ids = torch.tensor([self.shared_ids[kind]])
-                self._caches[kind] = self.model(ids, use_cache=True).past_key_values
-        return self._caches[kind]
+    @classmethod
+    def configured(cls, lt: LabelledTeacher, s) -> "Explainer":
+        """An Explainer with the `saliency.*` settings (potstill.config.Saliency)."""
+        return cls(lt, s.method, top_k=s.top_k, ig_steps=s.ig_steps, batch_size=s.batch_size,
+                   internal_batch_size=s.internal_batch_size)
 
     def encode(self, text: str, label: str, demos=(), n_options: int | None = None) -> _Row:
         """The row's tokens after the cached shared part, and which of them are text (with
@@ -165,10 +155,10 @@ class Explainer:
         enc = t.tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
         kind = "head" if demos else "prefix"
-        n = len(self.shared_ids.get(kind, []))
-        shared = kind if n and ids[:n] == self.shared_ids[kind] else None
+        head = t._shared_ids[kind] if self.use_prefix_cache else []
+        shared = kind if head and ids[:len(head)] == head else None
         if shared:
-            ids, offsets = ids[n:], offsets[n:]
+            ids, offsets = ids[len(head):], offsets[len(head):]
         start = len(rendered) - len(t.prompt.suffix) - len(text)
         inside = tokens_in_span(offsets, start, start + len(text))
         text_offsets = [(max(a, start) - start, min(b, start + len(text)) - start) if ok else None
@@ -192,54 +182,32 @@ class Explainer:
                     out[i] = e
         return out
 
-    def _forward(self, embeds, mask, positions, next_pos, options_ok, label, *, cache):
-        """log p(label | text) per row [n], as `LabelledTeacher.score` computes it (calibrated),
-        with gradients and from embeddings."""
-        t = self.teacher
-        past = None
-        if cache is not None:
-            past = copy.deepcopy(cache)
-            past.batch_repeat_interleave(embeds.shape[0])
-        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                         past_key_values=past, use_cache=True, logits_to_keep=1)
-        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-        cand = torch.stack([first[:, ids[0]] for ids in t.cand_ids], dim=1)
-        if self.longest > 1:
-            cand = cand + t._continuations(out.past_key_values, mask, next_pos, self.longest)
-        scores = torch.stack([torch.logsumexp(cand[:, self.cand_label == l], dim=1)
-                              for l in range(len(t.labels))], dim=1)
-        z = torch.log_softmax(scores.masked_fill(options_ok == 0, -1e9), dim=1)
-        if self.log_prior is not None:
-            z = z - self.log_prior
-        z = torch.log_softmax(z / self.temperature, dim=1)
+    def _forward(self, embeds, mask, positions, next_pos, n_options, label, *, kind):
+        """log p(label | text) per row [n]: the teacher's own forward and calibration
+        (`HFTeacher.candidate_logprobs`, `LabelledTeacher.calibrate`), from embeddings. The
+        arguments are tensors so that captum can repeat them for IG's steps."""
+        batch = Batch(None, mask, positions, next_pos, kind)
+        cand = self.teacher.candidate_logprobs(batch, inputs_embeds=embeds)
+        _, z = self.lt.calibrate(self.teacher.label_scores(cand), n_options)
         return z.gather(1, label.unsqueeze(1)).squeeze(1)
 
     def batch_tensors(self, rows: list[_Row], kind: str | None):
         """Left-padded embeddings, the forward's other arguments, the text-token mask [b, width]."""
-        b, prefix_len = len(rows), (len(self.shared_ids[kind]) if kind else 0)
-        width = max(len(r.ids) for r in rows)
-        ids = torch.full((b, width), self.teacher.pad_id, dtype=torch.long)
-        mask = torch.zeros((b, prefix_len + width), dtype=torch.long)
-        mask[:, :prefix_len] = 1
-        positions = torch.zeros((b, width), dtype=torch.long)
-        is_text = torch.zeros((b, width), dtype=torch.bool)
+        batch = self.teacher.pad([r.ids for r in rows], kind)
+        is_text = torch.zeros(batch.ids.shape, dtype=torch.bool)
         for r, row in enumerate(rows):
-            pad = width - len(row.ids)
-            ids[r, pad:] = torch.tensor(row.ids)
-            mask[r, prefix_len + pad:] = 1
-            positions[r, pad:] = prefix_len + torch.arange(len(row.ids))
-            is_text[r, pad:] = torch.tensor([o is not None for o in row.text_offsets])
-        next_pos = torch.tensor([prefix_len + len(r.ids) for r in rows])
-        options_ok = (torch.arange(len(self.teacher.labels))[None, :]
-                      < torch.tensor([r.n_options for r in rows])[:, None]).float()
+            is_text[r, is_text.shape[1] - len(row.ids):] = torch.tensor(
+                [o is not None for o in row.text_offsets])
+        n_options = torch.tensor([r.n_options for r in rows])
         label = torch.tensor([r.label for r in rows])
         with torch.no_grad():
-            embeds = self.embed(ids)
-        return embeds.requires_grad_(), (mask, positions, next_pos, options_ok, label), is_text
+            embeds = self.embed(batch.ids)
+        args = (batch.mask, batch.positions, batch.next_pos, n_options, label)
+        return embeds.requires_grad_(), args, is_text
 
     def forward_fn(self, kind: str | None):
         """f(embeds, *args) -> log p(label | text) [n], for a batch built by `batch_tensors`."""
-        return functools.partial(self._forward, cache=self._cache(kind) if kind else None)
+        return functools.partial(self._forward, kind=kind)
 
     def attribute(self, rows: list[_Row], kind: str | None):
         """Per-token scores [b, width] (0 off the text), the text mask, IG's deltas (or None)."""
@@ -275,11 +243,6 @@ class Explainer:
             out.append(Explanation([row.text[s:e] for s, e in spans], word_scores, top,
                                    None if delta is None else float(delta[r])))
         return out
-
-
-def model_input(row: dict) -> str:
-    """What the teacher read for a scored row: the text, plus its options on multiple choice."""
-    return with_choices(row["text"], row["choices"]) if row.get("choices") else row["text"]
 
 
 def explained_labels(rows: list[dict], explain: str) -> list[str]:

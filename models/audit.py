@@ -10,49 +10,21 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from models.calibration import Calibration, contextual_prior, fit_temperature
-from models.demos import DemoSelector
 from models.metrics import classification_metrics
-from models.registry import resolve_model
-from models.teacher import HFTeacher, TeacherBase, normalise
+from models.teacher import normalise
+from models.teacher_setup import LabelledTeacher, TeacherSetup
 from potstill.config import Config
 from potstill.records import Record, read_configured
 
 log = logging.getLogger(__name__)
 
 
-class AuditFailed(RuntimeError):
+class AuditFailed(ValueError):
     """The teacher is below `audit.min_accuracy` on the gold rows; nothing was labelled."""
-
-
-@dataclass
-class LabelledTeacher:
-    """The teacher plus what every row's scoring needs: demonstrations and calibration."""
-    teacher: TeacherBase          # HFTeacher or models.vllm_backend.VLLMTeacher
-    selector: DemoSelector | None
-    calibration: Calibration
-
-    def score(self, texts: list[str], n_options: list[int] | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """(raw, calibrated) label log-probabilities, each [len(texts), L]. With `n_options`
-        (multiple choice) a row's letters past its own options get probability 0."""
-        demos = self.selector.select(texts) if self.selector else None
-        raw = self.teacher.score_labels(texts, demos)
-        if n_options is not None:
-            raw[np.arange(raw.shape[1])[None, :] >= np.asarray(n_options)[:, None]] = -np.inf
-        return raw, self.calibration.apply(raw)
-
-    def score_records(self, records) -> tuple[np.ndarray, np.ndarray]:
-        n_options = [len(r.choices) if r.choices else len(self.teacher.labels) for r in records]
-        return self.score([r.model_input for r in records], n_options)
-
-    def close(self) -> None:
-        """Release the backend's engine now (vLLM), rather than when the object is collected."""
-        self.teacher.close()
 
 
 def read_seed(cfg: Config) -> list[Record]:
@@ -62,29 +34,9 @@ def read_seed(cfg: Config) -> list[Record]:
 def build_teacher(cfg: Config, model_path: str, seeds: list[Record],
                   calibration: Calibration = Calibration(), backend: str | None = None
                   ) -> LabelledTeacher:
-    """`backend` overrides cfg.teacher.backend: code that needs the torch model itself
-    (attribution) asks for "hf"."""
-    t = cfg.teacher
-    kwargs = dict(style=t.prompt_style, verbalizers=t.verbalizers, batch_size=t.batch_size,
-                  max_input_tokens=t.max_input_tokens, demo_max_tokens=t.few_shot.max_tokens,
-                  dtype=t.dtype, threads=t.threads)
-    if (backend or t.backend) == "vllm":
-        from models.vllm_backend import VLLMTeacher
-
-        teacher = VLLMTeacher(model_path, cfg.task.labels, cfg.task.instruction, engine=t.vllm, **kwargs)
-    else:
-        teacher = HFTeacher(model_path, cfg.task.labels, cfg.task.instruction, **kwargs)
-    selector = None
-    if t.few_shot.k and seeds:
-        embed = None
-        if t.few_shot.selection == "similar":
-            from models.embed import Embedder
-
-            embed = Embedder(resolve_model(t.few_shot.embedder).path)
-        answers = dict(zip(cfg.task.labels, teacher.prompt.verbalizer.answers))
-        selector = DemoSelector([r.model_input for r in seeds], [r.gold_label for r in seeds], answers,
-                                t.few_shot.k, t.few_shot.selection, embed, t.few_shot.seed)
-    return LabelledTeacher(teacher, selector, calibration)
+    """The configured teacher, loaded (models/teacher_setup.py); `backend` overrides
+    cfg.teacher.backend: code that needs the torch model itself (attribution) asks for "hf"."""
+    return TeacherSetup.from_config(cfg, model_path, seeds, calibration).load(backend)
 
 
 def fit_calibration(cfg: Config, lt: LabelledTeacher, seed_raw: np.ndarray,
@@ -93,8 +45,7 @@ def fit_calibration(cfg: Config, lt: LabelledTeacher, seed_raw: np.ndarray,
     prior = None
     if "contextual" in mode:
         inputs = list(cfg.teacher.content_free_inputs)
-        demos = lt.selector.select(inputs) if lt.selector else None
-        prior = contextual_prior(lt.teacher.score_labels(inputs, demos))
+        prior = contextual_prior(lt.teacher.score_labels(inputs, lt.demos(inputs)))
     temperature = 1.0
     if "temperature" in mode:
         temperature = fit_temperature(Calibration(prior).apply(seed_raw), gold)

@@ -15,21 +15,26 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-MODES = ("none", "contextual", "temperature", "contextual+temperature")
-CONTENT_FREE = ("N/A", "[MASK]", "")
-
 
 @dataclass(frozen=True)
 class Calibration:
     log_prior: tuple[float, ...] | None = None
     temperature: float = 1.0
 
-    def apply(self, logprobs: np.ndarray) -> np.ndarray:
-        """Calibrated log-probabilities (normalised over the labels)."""
-        z = log_softmax(logprobs, axis=1)
+    def apply(self, logprobs):
+        """Calibrated log-probabilities (normalised over the labels), [n, L]: a numpy array in,
+        a numpy array out; a torch tensor in, a torch tensor out (differentiable: attribution
+        explains exactly this)."""
+        import torch
+
+        as_numpy = not isinstance(logprobs, torch.Tensor)
+        if as_numpy:
+            logprobs = torch.from_numpy(np.ascontiguousarray(logprobs, dtype=np.float64))
+        z = torch.log_softmax(logprobs, dim=1)
         if self.log_prior is not None:
-            z = z - np.asarray(self.log_prior)
-        return log_softmax(z / self.temperature, axis=1)
+            z = z - torch.tensor(self.log_prior, dtype=z.dtype)
+        out = torch.log_softmax(z / self.temperature, dim=1)
+        return out.numpy() if as_numpy else out
 
     def to_json(self) -> dict:
         return asdict(self)

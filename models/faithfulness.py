@@ -17,10 +17,10 @@ are located in the text as a subsequence (first match, in text order): with a re
 removed copy may be another instance of the same word.
 
 Where it runs: on the driver, after the Beam stage, over the staged scored rows (before curation;
-`manifest_entry`). It loads the teacher once more, in torch whatever `teacher.backend` is (the
-model the rationales came from), and costs 3 teacher forwards per sampled row.
-The sample is the `faithfulness_sample` rows with the smallest sha256(seed:id): stable across
-runs and runners.
+`manifest_entry`). It runs the teacher in torch whatever `teacher.backend` is (the model the
+rationales came from; weights shared with the other stages of the process), 3 teacher
+forwards per sampled row. The sample is the `faithfulness_sample` rows with the smallest
+sha256(seed:id): stable across runs and runners.
 """
 from __future__ import annotations
 
@@ -30,8 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.attribution import explained_labels, model_input
-from models.audit import LabelledTeacher
+from models.attribution import explained_labels
+from models.teacher_setup import LabelledTeacher, TeacherSetup
+from potstill.config import Saliency
+from potstill.records import model_input
 
 
 @dataclass
@@ -96,13 +98,10 @@ def summarise(p: np.ndarray, p_top: np.ndarray, p_rand: np.ndarray) -> dict:
 
 def probabilities(lt: LabelledTeacher, cases: list[Case]) -> np.ndarray:
     """p(y | variant) for [original, without top-k, without random] per case: [n, 3]."""
-    originals = [c.text for c in cases]
-    demos = lt.selector.select(originals) if lt.selector else [()] * len(cases)
+    demos = lt.demos([c.text for c in cases]) or [()] * len(cases)
     texts = [t for c in cases for t in (c.text, c.without_top, c.without_random)]
-    raw = lt.teacher.score_labels(texts, [d for d in demos for _ in range(3)])
-    n_options = np.repeat([c.n_options for c in cases], 3)
-    raw[np.arange(raw.shape[1])[None, :] >= n_options[:, None]] = -np.inf
-    logp = lt.calibration.apply(raw)
+    _, logp = lt.score(texts, [c.n_options for c in cases for _ in range(3)],
+                       demos=[d for d in demos for _ in range(3)])
     y = np.repeat([c.label for c in cases], 3)
     return np.exp(logp[np.arange(len(texts)), y]).reshape(-1, 3)
 
@@ -115,13 +114,9 @@ def deletion_test(lt: LabelledTeacher, rows: list[dict], seed: int = 0) -> dict:
     return {**summarise(p[:, 0], p[:, 1], p[:, 2]), "skipped": skipped}
 
 
-def manifest_entry(cfg, model_path: str, scored, teacher_audit: dict) -> dict:
+def manifest_entry(setup: TeacherSetup, s: Saliency, scored) -> dict:
     """The manifest's `saliency` entry: settings, coverage and the deletion test on a sample of
-    the staged scored rows (a pyarrow Table). Loads the teacher as the pipeline configured it."""
-    from models.audit import build_teacher, read_seed
-    from models.calibration import Calibration
-
-    s = cfg.saliency
+    the staged scored rows (a pyarrow Table), with the teacher the rationales came from."""
     entry = {"method": s.method, "top_k": s.top_k, "explain": s.explain,
              **({"ig_steps": s.ig_steps} if s.method == "integrated_gradients" else {}),
              "faithfulness": "deletion test on the driver after the Beam stage (models/faithfulness.py)"}
@@ -133,9 +128,8 @@ def manifest_entry(cfg, model_path: str, scored, teacher_audit: dict) -> dict:
         return entry
     sample = sample_rows(rows, s.faithfulness_sample, s.seed)
     for r, label in zip(sample, explained_labels(sample, s.explain)):
-        r.update(text=model_input(r), label=label,
+        r.update(text=model_input(r["text"], r.get("choices")), label=label,
                  n_options=len(r["choices"]) if r.get("choices") else None)
-    calibration = Calibration(**(teacher_audit or {}).get("calibration") or {})
-    lt = build_teacher(cfg, model_path, read_seed(cfg), calibration, backend="hf")
+    lt = setup.load(backend="hf")
     entry["deletion_test"] = {**deletion_test(lt, sample, s.seed), "sample": len(sample), "seed": s.seed}
     return entry

@@ -4,7 +4,7 @@ Three parts, kept apart (distilabel's format_input / generate / format_output):
 - prompt formatting: `build_prompts` draws k examples per prompt (seeded) and `format_messages`
   turns a `PromptSpec` into chat messages; `render_prompt` applies the tokenizer's chat template;
 - generation: a `Generator` backend (`HFGenerator` here, `VLLMGenerator` in
-  models/vllm_backend.py; `load_generator` picks one) turns conversations into `Generation`s,
+  models/vllm_backend.py; `models.backends.load_generator` picks one) turns conversations into `Generation`s,
   batched, loaded once per worker;
 - output parsing: `parse_output` cleans one output into one example, or returns the raw output
   with a reason (it never raises).
@@ -238,16 +238,6 @@ class Generator(Protocol):
         """`sampling.n` generations for each conversation, in order."""
 
 
-def load_generator(model_path: str, backend: str = "hf", engine=None, **kwargs) -> Generator:
-    """The generation backend: `HFGenerator`, or `VLLMGenerator` (models/vllm_backend.py,
-    `engine` = the `teacher.vllm` settings). `kwargs`: dtype, threads, max_prompt_tokens."""
-    if backend == "vllm":
-        from models.vllm_backend import VLLMGenerator
-
-        return VLLMGenerator(model_path, engine=engine, **kwargs)
-    return HFGenerator(model_path, **kwargs)
-
-
 class HFGenerator:
     """Transformers backend: batched `generate` with left padding, sampling seeded per call.
 
@@ -258,12 +248,14 @@ class HFGenerator:
     def __init__(self, model_path: str, *, dtype: str = "float32", threads: int | None = None,
                  max_prompt_tokens: int = 2048):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from models.loading import causal_lm
 
         torch.set_num_threads(threads or os.cpu_count() or 1)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.tokenizer.padding_side = "left"  # new tokens must follow every prompt directly
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
+        self.model = causal_lm(model_path, dtype)  # shared with the teacher when it is the same
         self.max_prompt_tokens = max_prompt_tokens
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]

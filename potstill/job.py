@@ -1,5 +1,7 @@
-"""The job's glue around the Beam graph: what it will read (the plan), and what happens to the
-staged shards afterwards (curate with DuckDB, audit the teacher, validate, publish a version).
+"""The library side of a run, called by the driver (beam_pipelines/pipeline.py): what it will read
+(the plan and its fingerprint), and what happens to the staged shards afterwards (curate with
+DuckDB, validate, publish a version). Imports nothing from models/ or transforms/: the driver
+resolves the models and passes them in.
 """
 from __future__ import annotations
 
@@ -10,13 +12,13 @@ import subprocess
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 import potstill
-from models.registry import ResolvedModel, ensure_offline, resolve_model
 from potstill import contract, curation, expectations, versions
 from potstill.config import Config
 from potstill.records import expand, iter_rows
@@ -25,15 +27,43 @@ from potstill.report import write_version_report
 log = logging.getLogger(__name__)
 
 
+ROLES = ("teacher", "generator", "student", "ta")
+
+
 @dataclass(frozen=True)
 class Plan:
-    teacher: ResolvedModel
-    inputs: dict[str, list[dict]]     # split -> [{path, sha256, bytes}]
+    inputs: dict[str, list[dict]]     # split -> [{path, sha256, bytes, rows}]
     code_version: str
     fingerprint: str
-    generator: ResolvedModel | None = None   # set when generation is on (may be the teacher)
-    student: ResolvedModel | None = None     # set when signals are on (the warm-up student)
-    ta: ResolvedModel | None = None          # set when signals are on with a TA model
+    # role -> the resolved model (name, path, sha256, source): the teacher always; the generator
+    # when generation is on (may be the teacher), the warm-up student and the TA with signals
+    models: Mapping[str, Any]
+
+    @property
+    def teacher(self):
+        return self.models["teacher"]
+
+    @property
+    def generator(self):
+        return self.models.get("generator")
+
+    @property
+    def student(self):
+        return self.models.get("student")
+
+    @property
+    def ta(self):
+        return self.models.get("ta")
+
+    def expected_rows(self, cfg: Config) -> int:
+        """At most how many rows reach the teacher (for its progress estimate)."""
+        seed = sum(f["rows"] for f in self.inputs.get("seed", []))
+        rows = seed + sum(f["rows"] for f in self.inputs.get("unlabeled", []))
+        if cfg.generation.enabled:
+            rows += cfg.generation.per_label * len(cfg.task.labels)
+        if cfg.budget.teacher_calls is not None:
+            rows = min(rows, cfg.budget.teacher_calls + seed)
+        return rows
 
 
 def _file_digest(path: str) -> dict:
@@ -60,54 +90,39 @@ def code_version() -> str:
         return potstill.__version__
 
 
-def plan(cfg: Config) -> Plan:
-    """Resolve models and hash every input file; the fingerprint identifies the would-be version."""
-    ensure_offline()
-    teacher = resolve_model(cfg.teacher.model)
-    generator = None
+def model_roles(cfg: Config) -> dict[str, str]:
+    """role -> model name, for the roles this config uses."""
+    roles = {"teacher": cfg.teacher.model}
     if cfg.generation.enabled:
-        generator = resolve_model(cfg.generation.model) if cfg.generation.model else teacher
-    student = resolve_model(cfg.student.model) if cfg.signals.enabled else None
-    ta = resolve_model(cfg.signals.ta_model) if cfg.signals.enabled and cfg.signals.ta_model else None
+        roles["generator"] = cfg.generation.model or cfg.teacher.model
+    if cfg.signals.enabled:
+        roles["student"] = cfg.student.model
+        if cfg.signals.ta_model:
+            roles["ta"] = cfg.signals.ta_model
+    return roles
+
+
+def plan(cfg: Config, models: Mapping[str, Any]) -> Plan:
+    """Hash every input file; the fingerprint identifies the would-be version. `models` maps
+    each of `model_roles(cfg)` to its resolved model (anything with name, source, sha256)."""
     inputs = {}
     for split in ("unlabeled", "seed", "test"):
         src = getattr(cfg.corpus, split)
         if src is not None:
             inputs[split] = [_file_digest(p) for p in expand(src.path)]
     code = code_version()
-    payload = {"config": cfg.digest(), "teacher": teacher.sha256,
+    payload = {"config": cfg.digest(), "teacher": models["teacher"].sha256,
                "inputs": {k: [f["sha256"] for f in v] for k, v in inputs.items()},
                "code": potstill.__version__}
-    for role, model in (("generator", generator), ("student", student), ("ta", ta)):
-        if model is not None:
-            payload[role] = model.sha256
+    for role in ROLES[1:]:
+        if role in models:
+            payload[role] = models[role].sha256
     fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    return Plan(teacher, inputs, code, fingerprint, generator, student, ta)
+    return Plan(inputs, code, fingerprint, dict(models))
 
 
 def existing_version(cfg: Config, plan: Plan) -> Path | None:
     return versions.find_by_fingerprint(cfg.output_root, cfg.dataset, plan.fingerprint)
-
-
-def has_signals(cfg: Config) -> bool:
-    """Rows carry the signals columns: the student's (signals.enabled) or the budget's round."""
-    return cfg.signals.enabled or cfg.budget.teacher_calls is not None
-
-
-def optional_columns(cfg: Config) -> list[str]:
-    """Optional contract columns the stages switched on by `cfg` add to every scored row."""
-    columns = []
-    if cfg.task.kind == "multiple_choice":
-        columns.append("choices")
-    if cfg.teacher.calibration != "none":
-        columns.append("label_probs_raw")
-    if cfg.generation.enabled:
-        columns.append("intended_label")
-    if cfg.saliency.enabled:
-        columns += ["rationale", "rationale_scores"]
-    if has_signals(cfg):
-        columns += list(contract.SIGNAL_COLUMNS)
-    return columns
 
 
 def read_staged(staging: Path, name: str, schema: pa.Schema) -> pa.Table:
@@ -130,7 +145,7 @@ def counts(scored, early_filtered, rejected, published, filtered) -> dict:
     total = sum(read.values())
     accounted = published.num_rows + filtered.num_rows + rejected.num_rows
     if total != accounted:  # a bug, never bad input: refuse to publish a version that loses rows
-        raise RuntimeError(f"row counts do not reconcile: read {total}, accounted {accounted}")
+        raise AssertionError(f"row counts do not reconcile: read {total}, accounted {accounted}")
     out["totals"] = {"read": total, "published": published.num_rows,
                      "rejected": rejected.num_rows, "filtered": filtered.num_rows}
     return out
@@ -139,7 +154,7 @@ def counts(scored, early_filtered, rejected, published, filtered) -> dict:
 def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
            throughput: dict | None = None, extra: dict | None = None) -> Path:
     """Curate, validate and publish the staged shards; a failed suite publishes nothing."""
-    optional = optional_columns(cfg)
+    optional = contract.optional_columns(cfg)
     scored = read_staged(staging, "scored", contract.scored_schema(optional))
     early_filtered = read_staged(staging, "filtered", contract.filtered_schema(optional))
     rejected = read_staged(staging, "rejected", contract.REJECTED_SCHEMA)
@@ -149,8 +164,7 @@ def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
     filtered = pa.concat_tables([early_filtered, curated.filtered])
     published = curated.published
     report = expectations.validate(published, labels, cfg.validation.min_rows)
-    if not report.success:
-        raise expectations.ValidationFailed(report)
+    report.raise_if_failed()
 
     manifest = {
         "dataset": cfg.dataset,
@@ -161,8 +175,7 @@ def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
         "code_version": plan.code_version,
         "inputs": plan.inputs,
         "models": {role: {"name": m.name, "source": m.source, "sha256": m.sha256}
-                   for role, m in (("teacher", plan.teacher), ("generator", plan.generator),
-                                   ("student", plan.student), ("ta", plan.ta)) if m is not None},
+                   for role, m in plan.models.items()},
         "counts": counts(scored, early_filtered, rejected, published, filtered),
         "teacher_audit": teacher_audit,
         "throughput": throughput or {},
@@ -170,9 +183,6 @@ def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
         "validation": {"success": report.success, "results": report.results},
         **(extra or {}),
     }
-    if cfg.saliency.enabled:  # the deletion test runs here, on the driver (models/faithfulness.py)
-        from models.faithfulness import manifest_entry
-        manifest["saliency"] = manifest_entry(cfg, plan.teacher.path, scored, teacher_audit)
     path = versions.publish(cfg.output_root, cfg.dataset, published=published,
                             filtered=filtered, rejected=rejected, manifest=manifest,
                             render=write_version_report)

@@ -33,17 +33,20 @@ class Record:
     input_ref: str           # path:row
     intended_label: str | None = None  # generated rows: the label the generator was asked for
     choices: tuple[str, ...] | None = None  # multiple-choice rows: the options, in letter order
-    # per-row values stages add before the teacher (student and TA signals), as (name, value)
-    # pairs so the record stays hashable; `scored_row` turns them into columns
-    signals: tuple[tuple[str, Any], ...] = ()
+    # what the stages add as the record travels (student and TA signals, the teacher's scores,
+    # the rationale, a filter reason), as (name, value) pairs, later ones winning;
+    # potstill.contract.row turns the record into the contract's columns at the writer
+    values: tuple[tuple[str, Any], ...] = ()
 
-    def with_signals(self, **values: Any) -> "Record":
-        return replace(self, signals=self.signals + tuple(values.items()))
+    def with_values(self, **values: Any) -> "Record":
+        return replace(self, values=self.values + tuple(values.items()))
+
+    def value(self, name: str, default: Any = None) -> Any:
+        return dict(self.values).get(name, default)
 
     @property
     def model_input(self) -> str:
-        """What a model reads: the text, followed by the lettered options on multiple-choice rows."""
-        return with_choices(self.text, self.choices) if self.choices else self.text
+        return model_input(self.text, self.choices)
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,12 @@ def iter_rows(fileobj: IO[bytes], path: str) -> Iterator[tuple[int, dict | Malfo
             yield row, Malformed("CSV row has more cells than the header")
         else:
             yield row, item
+
+
+def model_input(text: str, choices=None) -> str:
+    """What every model (teacher, TA, student) reads for a row: the text, followed by the
+    lettered options on multiple-choice rows. The one place the model input is built."""
+    return with_choices(text, choices) if choices else text
 
 
 def with_choices(text: str, choices) -> str:
@@ -200,8 +209,7 @@ def validate(raw: dict | Malformed, *, source: str, input_ref: str, text_field: 
         gold = str(gold).strip()
         if gold not in allowed:
             return reject("unknown_label", f"label {gold!r} is not one of {allowed}")
-    key = with_choices(text, choices) if choices else text
-    return Record(stable_id(key), text, source, gold, input_ref,
+    return Record(stable_id(model_input(text, choices)), text, source, gold, input_ref,
                   choices=tuple(choices) if choices else None)
 
 

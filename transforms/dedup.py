@@ -4,7 +4,6 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from models.signals import signal_columns
 from potstill.records import Record
 
 FILTERED = "filtered"
@@ -17,18 +16,6 @@ def choose(records: list[Record]) -> tuple[Record, list[Record]]:
     return ordered[0], ordered[1:]
 
 
-def filtered_row(record: Record, reason: str, labels=()) -> dict:
-    """A filtered contract row with no teacher columns (the row never reached the teacher);
-    signals the row already has (e.g. the student's, for over_budget rows) are kept."""
-    signals = signal_columns(dict(record.signals), None, labels) if record.signals else {}
-    return {**signals,"id": record.id, "text": record.text, "label": record.gold_label,
-            "label_probs": None, "teacher_label": None, "teacher_confidence": None,
-            "teacher_entropy": None, "teacher_margin": None, "gold_label": record.gold_label,
-            "source": record.source, "weight": None, "filter_reason": reason,
-            "intended_label": record.intended_label,
-            "choices": list(record.choices) if record.choices else None}
-
-
 class _Resolve(beam.DoFn):
     def __init__(self):
         self.dups = Metrics.counter("potstill", "filtered_duplicate")
@@ -39,16 +26,17 @@ class _Resolve(beam.DoFn):
         keep, dups = choose(list(records))
         for r in dups:
             self.dups.inc()
-            yield beam.pvalue.TaggedOutput(FILTERED, filtered_row(r, "duplicate"))
+            yield beam.pvalue.TaggedOutput(FILTERED, r.with_values(filter_reason="duplicate"))
         if keep.id in test_ids:
             self.leaks.inc()
-            yield beam.pvalue.TaggedOutput(FILTERED, filtered_row(keep, "test_overlap"))
+            yield beam.pvalue.TaggedOutput(FILTERED, keep.with_values(filter_reason="test_overlap"))
         else:
             yield keep
 
 
 class Deduplicate(beam.PTransform):
-    """Records -> unique Records (main) and `filtered` rows (duplicate, test_overlap).
+    """Records -> unique Records (main) and `filtered` Records (filter_reason duplicate or
+    test_overlap).
 
     `test_ids` is a PCollection of ids of the evaluation split; a training row with the same
     normalised text would leak the test set into training, so it is filtered and counted.

@@ -33,7 +33,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from models.generate import (Generation, HFGenerator, PromptSpec, Sampling, build_prompts,
-                             format_messages, load_generator, parse_output)
+                             format_messages, parse_output)
+from models.backends import load_generator
 from models.text_filters import (DuplicateGuard, Reference, TextRules, Verdict, check_text,
                                  corpus_scripts, example_overlap, minhash)
 from potstill.records import Record, stable_id

@@ -1,6 +1,6 @@
 """Student and TA signals, and the teacher-budget selection, as Beam transforms over Records.
 
-The signals travel on each Record (`Record.signals`) to the teacher stage, whose `scored_row`
+The signals travel on each Record (`Record.values`) to the writer, where `potstill.contract.row`
 turns them into contract columns (models/signals.py has the formulas). A batch a model cannot
 score keeps its rows, without that signal, and is counted (`student_failed`, `ta_failed`):
 signals are advisory, the rows are not lost over them.
@@ -16,10 +16,10 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from models.signals import student_signals, ta_config
-from potstill.config import Config
+from models.signals import student_signals
+from models.teacher_setup import TeacherSetup
+from potstill.config import Budget, Signals
 from potstill.records import Record
-from transforms.dedup import filtered_row
 
 log = logging.getLogger(__name__)
 
@@ -27,56 +27,56 @@ log = logging.getLogger(__name__)
 class StudentModelHandler(ModelHandler[Record, Record, Any]):
     """Loads a saved student (models/student.py) once per worker and adds its four columns."""
 
-    def __init__(self, cfg: Config, student_dir: str):
+    def __init__(self, student_dir: str, labels: Sequence[str], settings: Signals,
+                 max_length: int = 128, threads: int | None = None):
         super().__init__()
-        self.cfg, self.student_dir = cfg, student_dir
+        self.student_dir, self.labels, self.settings = student_dir, list(labels), settings
+        self.max_length, self.threads = max_length, threads
 
     def load_model(self):
         import torch
         from models.student import load_student
 
-        if self.cfg.student.threads:
-            torch.set_num_threads(self.cfg.student.threads)
+        if self.threads:
+            torch.set_num_threads(self.threads)
         model, _ = load_student(self.student_dir)
         return model
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": 1, "max_batch_size": self.cfg.signals.batch_size * 4}
+        return {"min_batch_size": 1, "max_batch_size": self.settings.batch_size * 4}
 
     def run_inference(self, batch: Sequence[Record], model, inference_args=None) -> Iterable[Record]:
-        sig = self.cfg.signals
+        sig = self.settings
         try:
-            found = student_signals(model, [r.model_input for r in batch], self.cfg.task.labels,
-                                    sig.consistency_samples, sig.batch_size,
-                                    self.cfg.student.max_length, sig.seed)
+            found = student_signals(model, [r.model_input for r in batch], self.labels,
+                                    sig.consistency_samples, sig.batch_size, self.max_length, sig.seed)
         except Exception:  # noqa: BLE001 -- advisory signal: keep the rows, count the batch
             log.exception("student signals failed for a batch of %d rows", len(batch))
             Metrics.counter("potstill", "student_failed").inc(len(batch))
             return list(batch)
-        return [r.with_signals(**values) for r, values in zip(batch, found)]
+        return [r.with_values(**values) for r, values in zip(batch, found)]
 
     def get_metrics_namespace(self) -> str:
         return "potstill_student"
 
 
 class TAModelHandler(ModelHandler[Record, Record, Any]):
-    """Loads the teaching-assistant LM once per worker; adds its label distribution `ta_probs`,
-    read out at the teacher's and the student's labels once the teacher has scored the row."""
+    """Loads the teaching-assistant LM once per worker (the teacher's setup narrowed by
+    `TeacherSetup.for_assistant`); adds its label distribution `ta_probs`, read out at the
+    teacher's and the student's labels when the row is written (potstill.contract.row)."""
 
-    def __init__(self, cfg: Config, model_path: str):
+    def __init__(self, setup: TeacherSetup, batch_size: int = 16):
         super().__init__()
-        self.cfg, self.model_path = ta_config(cfg, model_path), model_path
+        self.setup, self.batch_size = setup, batch_size
 
     def load_model(self):
-        from models.audit import build_teacher
-
         start = time.perf_counter()
-        lt = build_teacher(self.cfg, self.model_path, [])
-        log.info("teaching assistant loaded from %s in %.1fs", self.model_path, time.perf_counter() - start)
+        lt = self.setup.load()
+        log.info("teaching assistant ready (%s) in %.1fs", self.setup.model_path, time.perf_counter() - start)
         return lt
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": 1, "max_batch_size": self.cfg.signals.ta_batch_size * 4}
+        return {"min_batch_size": 1, "max_batch_size": self.batch_size * 4}
 
     def run_inference(self, batch: Sequence[Record], model, inference_args=None) -> Iterable[Record]:
         from models.teacher import normalise
@@ -88,15 +88,14 @@ class TAModelHandler(ModelHandler[Record, Record, Any]):
             Metrics.counter("potstill", "ta_failed").inc(len(batch))
             return list(batch)
         probs = normalise(raw)
-        return [r.with_signals(ta_probs=tuple(float(x) for x in p)) for r, p in zip(batch, probs)]
+        return [r.with_values(ta_probs=tuple(float(x) for x in p)) for r, p in zip(batch, probs)]
 
     def get_metrics_namespace(self) -> str:
         return "potstill_ta"
 
 
 def _candidate(record: Record) -> dict:
-    values = dict(record.signals)
-    return {"id": record.id, **{k: values.get(k) for k in
+    return {"id": record.id, **{k: record.value(k) for k in
                                 ("student_label", "student_entropy", "student_consistency")}}
 
 
@@ -113,8 +112,8 @@ def _choose(candidates: list[dict], n: int, strategy: str, seed: int, n_labels: 
 
 class SelectForTeacher(beam.PTransform):
     """Records -> `selected` (seed rows on the first round, plus the pool rows sql/budget.sql
-    ranks highest, at most `n`), `over_budget` filtered rows (last round only) and `ids` (the
-    chosen pool ids, for the driver's count of teacher calls spent).
+    ranks highest, at most `n`) and `over_budget` records (last round only, marked with that
+    filter reason).
 
     Pool rows in `done` were sent to the teacher in an earlier round and are dropped here (their
     rows are staged already); seed rows pass on the first round only, for the same reason.
@@ -122,28 +121,27 @@ class SelectForTeacher(beam.PTransform):
     worker, where DuckDB ranks them; the rows themselves stay distributed.
     """
 
-    def __init__(self, cfg: Config, n: int, round_index: int, done: frozenset = frozenset(),
-                 last_round: bool = True):
+    def __init__(self, budget: Budget, n_labels: int, n: int, round_index: int,
+                 done: frozenset = frozenset(), last_round: bool = True):
         super().__init__()
-        self.cfg, self.n, self.round, self.done, self.last = cfg, n, round_index, done, last_round
+        self.budget, self.n_labels, self.n = budget, n_labels, n
+        self.round, self.done, self.last = round_index, done, last_round
 
     def expand(self, records):
-        b, first, done = self.cfg.budget, self.round == 1, self.done
+        b, first, done = self.budget, self.round == 1, self.done
         seeds = (records | "Seeds" >> beam.Filter(lambda r: r.source == "seed" and first))
         pool = (records | "Pool" >> beam.Filter(lambda r: r.source != "seed" and r.id not in done))
         chosen = (pool
                   | "Candidates" >> beam.Map(_candidate)
                   | "AllCandidates" >> beam.combiners.ToList()
-                  | "Rank" >> beam.Map(_choose, self.n, b.strategy, b.seed, len(self.cfg.task.labels)))
+                  | "Rank" >> beam.Map(_choose, self.n, b.strategy, b.seed, self.n_labels))
         picked = beam.pvalue.AsSingleton(chosen)
         selected = (pool | "Chosen" >> beam.Filter(lambda r, ids: r.id in ids, picked))
         rows = ([seeds, selected] | "ToTeacher" >> beam.Flatten()
-                | "MarkRound" >> beam.Map(lambda r, k: r.with_signals(selection_round=k), self.round))
-        ids = chosen | "ChosenIds" >> beam.FlatMap(sorted)
+                | "MarkRound" >> beam.Map(lambda r, k: r.with_values(selection_round=k), self.round))
         if not self.last:
             over = records.pipeline | "NoOverBudget" >> beam.Create([])
         else:
-            labels = self.cfg.task.labels
             over = (pool | "NotChosen" >> beam.Filter(lambda r, ids: r.id not in ids, picked)
-                    | "OverBudget" >> beam.Map(lambda r: filtered_row(r, "over_budget", labels)))
-        return {"selected": rows, "over_budget": over, "ids": ids}
+                    | "OverBudget" >> beam.Map(lambda r: r.with_values(filter_reason="over_budget")))
+        return {"selected": rows, "over_budget": over}

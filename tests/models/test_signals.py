@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.signals import signal_columns, student_signals, ta_config, train_student
+from models.signals import student_signals, train_student
+from models.calibration import Calibration
+from models.teacher_setup import TeacherSetup
+from potstill.contract import row as contract_row
 from models.student import StudentClassifier, load_student, predict_proba
 from potstill.config import parse_config
 from potstill.records import Record
@@ -53,10 +56,11 @@ def test_consistency_is_one_without_dropout_and_drops_with_heavy_dropout(student
 def test_ta_probabilities_are_read_at_the_teacher_and_student_labels():
     values = {"student_label": "neutral", "student_confidence": 0.5, "student_entropy": 0.9,
               "student_consistency": 0.75, "ta_probs": (0.1, 0.6, 0.3), "selection_round": 2}
-    row = signal_columns(values, "positive", LABELS)
+    record = Record("r", "text", "corpus", None, "u:1")
+    row = contract_row(record.with_values(**values, teacher_label="positive"), LABELS)
     assert row["ta_teacher_confidence"] == 0.6 and row["ta_student_confidence"] == 0.3
     assert row["selection_round"] == 2 and row["student_consistency"] == 0.75
-    bare = signal_columns({"student_label": "neutral"}, "positive", LABELS)
+    bare = contract_row(record.with_values(student_label="neutral", teacher_label="positive"), LABELS)
     assert bare["ta_teacher_confidence"] is None and bare["ta_student_confidence"] is None
 
 
@@ -72,8 +76,10 @@ def config(tmp_path, tiny_bert, **extra):
 def test_ta_uses_the_teachers_prompt_zero_shot_and_uncalibrated(tmp_path, tiny_bert):
     cfg = config(tmp_path, tiny_bert, teacher={"few_shot": {"k": 2}, "calibration": "contextual",
                                                "verbalizers": {"positive": ["good"]}})
-    ta = ta_config(cfg, "some-ta").teacher
-    assert ta.model == "some-ta" and ta.few_shot.k == 0 and ta.calibration == "none"
+    teacher = TeacherSetup.from_config(cfg, "the-teacher", calibration=Calibration((-1.0, -0.5)))
+    ta = teacher.for_assistant("some-ta")
+    k = ta.few_shot.k if ta.few_shot else 0
+    assert ta.model_path == "some-ta" and k == 0 and ta.calibration == Calibration() and not ta.demo_pool
     assert ta.backend == "hf" and ta.verbalizers == {"positive": ["good"]}
 
 

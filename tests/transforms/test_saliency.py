@@ -10,18 +10,24 @@ from apache_beam.testing.util import assert_that
 import apache_beam as beam
 from beam_pipelines.pipeline import run
 from models.faithfulness import locate
+from models.teacher_setup import TeacherSetup
 from potstill.config import ConfigError, parse_config
-from potstill.contract import scored_schema
+from potstill.contract import row, scored_schema
+from potstill.records import Record
 from transforms.saliency import AddRationales, SaliencyModelHandler
 
 LABELS = ["negative", "positive"]
 
 
 def scored(text, teacher_label, gold=None):
-    return {"id": text[:8], "text": text, "label": gold or teacher_label, "label_probs": [0.5, 0.5],
-            "teacher_label": teacher_label, "teacher_confidence": 0.5, "teacher_entropy": 0.69,
-            "teacher_margin": 0.0, "gold_label": gold, "source": "seed" if gold else "corpus",
-            "weight": 1.0, "intended_label": None, "choices": None}
+    """A record the teacher has scored."""
+    return Record(text[:8], text, "seed" if gold else "corpus", gold, f"t:{text[:8]}").with_values(
+        label_probs=[0.5, 0.5], teacher_label=teacher_label, teacher_confidence=0.5,
+        teacher_entropy=0.69, teacher_margin=0.0)
+
+
+def handler(cfg, model_path):
+    return SaliencyModelHandler(TeacherSetup.from_config(cfg, model_path), cfg.saliency)
 
 
 ROWS = [scored("the movie was good", "positive"),
@@ -39,6 +45,7 @@ def config(tmp_path, tiny_lm, **saliency):
 
 def check_rows(expected_texts, k):
     def check(rows):
+        rows = [row(r, LABELS) if isinstance(r, Record) else r for r in rows]
         assert sorted(r["text"] for r in rows) == sorted(expected_texts)
         for r in rows:
             words = r["rationale"].split()
@@ -50,32 +57,33 @@ def check_rows(expected_texts, k):
 
 @pytest.mark.parametrize("method", ["saliency", "integrated_gradients"])
 def test_stage_adds_rationales_to_scored_rows(tmp_path, tiny_lm, method):
-    handler = SaliencyModelHandler(config(tmp_path, tiny_lm, method=method, ig_steps=4), tiny_lm)
+    stage = handler(config(tmp_path, tiny_lm, method=method, ig_steps=4), tiny_lm)
     with BeamTestPipeline() as p:
-        out = p | beam.Create(ROWS) | AddRationales(handler)
-        assert_that(out, check_rows([r["text"] for r in ROWS], 2))
+        out = p | beam.Create(ROWS) | AddRationales(stage)
+        assert_that(out, check_rows([r.text for r in ROWS], 2))
 
 
 def test_gold_rationales_explain_the_gold_label(tmp_path, tiny_lm):
     from models.attribution import Explainer
     from models.audit import build_teacher
-    from transforms.saliency import explain_rows
+    from transforms.saliency import explain_records
 
     cfg = config(tmp_path, tiny_lm, method="input_x_gradient")
     ex = Explainer(build_teacher(cfg, tiny_lm, []), "input_x_gradient", top_k=2)
-    gold = explain_rows(ex, ROWS[2:], "gold")
-    teacher = explain_rows(ex, ROWS[2:], "teacher")
+    gold = explain_records(ex, ROWS[2:], "gold")
+    teacher = explain_records(ex, ROWS[2:], "teacher")
     assert gold[0]["rationale"] == teacher[0]["rationale"] == "good"
     assert gold[0]["rationale_scores"] != teacher[0]["rationale_scores"]  # other label, other sign
 
 
 def test_a_failed_batch_keeps_its_rows_without_rationale(tmp_path, tiny_lm):
-    handler = SaliencyModelHandler(config(tmp_path, tiny_lm), tiny_lm)
+    stage = handler(config(tmp_path, tiny_lm), tiny_lm)
     bad = scored("an unknown label", "neutral")  # not a task label: explain() raises
     with BeamTestPipeline() as p:
-        out = p | beam.Create([bad]) | AddRationales(handler)
+        out = p | beam.Create([bad]) | AddRationales(stage)
 
         def check(rows):
+            rows = [row(r, LABELS) for r in rows]
             assert [(r["text"], r["rationale"], r["rationale_scores"]) for r in rows] == \
                 [("an unknown label", None, None)]
         assert_that(out, check)
@@ -87,7 +95,7 @@ def test_a_vllm_teacher_is_explained_with_the_same_weights_in_torch(tmp_path, ti
     cfg = parse_config({**config(tmp_path, tiny_lm).model_dump(mode="json"),
                         "teacher": {"model": tiny_lm, "backend": "vllm"}})
     with caplog.at_level("INFO", logger="transforms.saliency"):
-        explainer = SaliencyModelHandler(cfg, tiny_lm).load_model()
+        explainer = handler(cfg, tiny_lm).load_model()
     assert isinstance(explainer.teacher, HFTeacher)
     assert "no gradients" in caplog.text and "in torch" in caplog.text
 

@@ -1,0 +1,62 @@
+"""Weights are loaded once per process, however many stages use them.
+
+The audit (on the driver), the teacher stage, the saliency stage and the faithfulness test all
+read the same teacher. Each asks `shared(key, load)` for it; the first call loads, later calls
+get the same object. A local Beam runner runs every stage in one process, a remote runner's
+worker runs several stages in one process: either way one load per process. The driver calls
+`release()` when a run ends (objects with a `close()`, such as vLLM engines, are closed).
+
+`LOADS` counts real loads per key (tests and logs read it).
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from typing import Callable, Hashable, TypeVar
+
+T = TypeVar("T")
+MAX_MODELS = 3  # teacher, TA, embedder; older ones are released (least recently used first)
+
+LOADS: Counter = Counter()
+_CACHE: "OrderedDict[Hashable, object]" = OrderedDict()
+_LOCK = threading.RLock()
+
+
+def shared(key: Hashable, load: Callable[[], T]) -> T:
+    """The object loaded for `key` in this process, loading it on first use."""
+    with _LOCK:
+        if key in _CACHE and getattr(_CACHE[key], "closed", False):
+            del _CACHE[key]  # closed by its user (a vLLM engine): load it again
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]  # type: ignore[return-value]
+        obj = load()
+        LOADS[key] += 1
+        _CACHE[key] = obj
+        while len(_CACHE) > MAX_MODELS:
+            _close(_CACHE.popitem(last=False)[1])
+        return obj
+
+
+def release() -> None:
+    """Forget (and close) every shared object; the next `shared` call loads again."""
+    with _LOCK:
+        while _CACHE:
+            _close(_CACHE.popitem(last=False)[1])
+
+
+def _close(obj: object) -> None:
+    close = getattr(obj, "close", None)
+    if callable(close):
+        close()
+
+
+def causal_lm(path: str, dtype: str = "float32"):
+    """A transformers causal LM in eval mode, shared per (path, dtype)."""
+    def load():
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+    return shared(("causal_lm", path, dtype), load)
+

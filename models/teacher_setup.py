@@ -1,0 +1,140 @@
+"""The teacher setup: everything that decides what the teacher says about a row, in one
+immutable value built once by the driver and handed to every stage that needs the teacher
+(label scoring, saliency, the faithfulness test) and, narrowed, to the teaching assistant.
+
+    TeacherSetup.from_config(cfg, model_path, seeds)    the configured prompt and demonstrations
+        .with_calibration(fitted)                      after the audit on the gold rows
+        .load() -> LabelledTeacher                     in a worker: weights shared per process
+
+`LabelledTeacher` is the loaded form: the backend (`HFTeacher` / `VLLMTeacher`), the
+demonstration selector and the calibration, with the one function that turns the backend's raw
+label log-probabilities into the calibrated distribution (`calibrate`), used by scoring,
+attribution and the faithfulness test alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+
+from models.backends import load_scorer
+from models.calibration import Calibration
+from models.demos import DemoSelector
+from models.prompts import Demo
+from models.teacher import TeacherBase
+
+if TYPE_CHECKING:
+    from potstill.config import Config, FewShot, VLLMEngine
+    from potstill.records import Record
+
+
+@dataclass
+class LabelledTeacher:
+    """The teacher plus what every row's scoring needs: demonstrations and calibration."""
+    teacher: TeacherBase          # HFTeacher or models.vllm_backend.VLLMTeacher
+    selector: DemoSelector | None
+    calibration: Calibration
+
+    def demos(self, texts: Sequence[str]) -> list[list[Demo]] | None:
+        return self.selector.select(texts) if self.selector else None
+
+    def calibrate(self, raw, n_options=None):
+        """Raw label log-probabilities [n, L] -> calibrated ones: a multiple-choice row's letters
+        past its `n_options` get probability 0, then the calibration applies. numpy or torch
+        (differentiable) in, the same out."""
+        if n_options is not None:
+            letters = np.arange(raw.shape[1])[None, :] >= np.asarray(n_options)[:, None]
+            if isinstance(raw, np.ndarray):
+                raw = np.where(letters, -np.inf, raw)
+            else:
+                import torch
+
+                raw = raw.masked_fill(torch.from_numpy(letters), float("-inf"))
+        return raw, self.calibration.apply(raw)
+
+    def score(self, texts: list[str], n_options: list[int] | None = None,
+              demos: Sequence[Sequence[Demo]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(raw, calibrated) label log-probabilities, each [len(texts), L]. With `n_options`
+        (multiple choice) a row's letters past its own options get probability 0. `demos`
+        overrides the selector's choice (the faithfulness test keeps a row's demonstrations)."""
+        demos = self.demos(texts) if demos is None else demos
+        return self.calibrate(self.teacher.score_labels(texts, demos), n_options)
+
+    def score_records(self, records: Sequence["Record"]) -> tuple[np.ndarray, np.ndarray]:
+        n_options = [len(r.choices) if r.choices else len(self.teacher.labels) for r in records]
+        return self.score([r.model_input for r in records], n_options)
+
+    def close(self) -> None:
+        """Release what the backend holds outside the shared weights."""
+        self.teacher.close()
+
+
+@dataclass(frozen=True)
+class TeacherSetup:
+    """How the teacher is set up; every field changes what it says, nothing else is in here."""
+    model_path: str
+    labels: tuple[str, ...]
+    instruction: str | None = None
+    backend: str = "hf"
+    prompt_style: str = "labels"
+    verbalizers: Mapping[str, Sequence[str]] | None = None
+    batch_size: int = 8
+    max_input_tokens: int = 512
+    dtype: str = "float32"
+    threads: int | None = None
+    engine: "VLLMEngine | None" = None
+    few_shot: "FewShot | None" = None
+    embedder_path: str | None = None            # resolved once, for few_shot.selection=similar
+    demo_pool: tuple[tuple[str, str], ...] = ()  # (model input, gold label) of the seed rows
+    calibration: Calibration = field(default_factory=Calibration)
+
+    @classmethod
+    def from_config(cls, cfg: "Config", model_path: str, seeds: Sequence["Record"] = (),
+                    calibration: Calibration = Calibration()) -> "TeacherSetup":
+        t = cfg.teacher
+        embedder = None
+        if t.few_shot.k and seeds and t.few_shot.selection == "similar":
+            from models.registry import resolve_model
+
+            embedder = resolve_model(t.few_shot.embedder).path
+        return cls(model_path, tuple(cfg.task.labels), cfg.task.instruction, t.backend,
+                   t.prompt_style, t.verbalizers, t.batch_size, t.max_input_tokens, t.dtype,
+                   t.threads, t.vllm, t.few_shot, embedder,
+                   tuple((r.model_input, r.gold_label) for r in seeds), calibration)
+
+    def with_calibration(self, calibration: Calibration) -> "TeacherSetup":
+        return replace(self, calibration=calibration)
+
+    def for_assistant(self, model_path: str, batch_size: int | None = None) -> "TeacherSetup":
+        """The teaching assistant: the teacher's prompt and verbalizers on another (small) model,
+        zero-shot, uncalibrated, transformers backend (a second vLLM engine would only cost
+        memory)."""
+        return replace(self, model_path=model_path, backend="hf", few_shot=None, demo_pool=(),
+                       embedder_path=None, calibration=Calibration(),
+                       batch_size=batch_size or self.batch_size)
+
+    def load(self, backend: str | None = None) -> LabelledTeacher:
+        """The teacher in this process. `backend` overrides the setup's: code that needs the torch
+        model itself (attribution) asks for "hf". Weights are shared per process."""
+        kwargs = dict(style=self.prompt_style, verbalizers=self.verbalizers,
+                      batch_size=self.batch_size, max_input_tokens=self.max_input_tokens,
+                      demo_max_tokens=self.few_shot.max_tokens if self.few_shot else 128,
+                      dtype=self.dtype, threads=self.threads)
+        teacher = load_scorer(self.model_path, list(self.labels), self.instruction,
+                              backend or self.backend, self.engine, **kwargs)
+        return LabelledTeacher(teacher, self._selector(teacher), self.calibration)
+
+    def _selector(self, teacher: TeacherBase) -> DemoSelector | None:
+        fs = self.few_shot
+        if not fs or not fs.k or not self.demo_pool:
+            return None
+        embed = None
+        if fs.selection == "similar":
+            from models.embed import Embedder
+            from models.loading import shared
+
+            embed = shared(("embedder", self.embedder_path), lambda: Embedder(self.embedder_path))
+        answers = dict(zip(self.labels, teacher.prompt.verbalizer.answers))
+        texts, gold = zip(*self.demo_pool)
+        return DemoSelector(list(texts), list(gold), answers, fs.k, fs.selection, embed, fs.seed)
