@@ -15,7 +15,6 @@ ones the query mentions are bound: DuckDB refuses extra ones.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -42,10 +41,6 @@ class CurationResult:
     sql: str                     # the query text as run (saved with the version for lineage)
     params: dict[str, Any] = field(default_factory=dict)  # the values bound, JSON-serialisable
     query_path: str = ""
-
-    def filter_counts(self) -> dict[str, int]:
-        """Rows filtered per reason, for the manifest's stats."""
-        return dict(sorted(Counter(self.filtered["filter_reason"].to_pylist()).items()))
 
 
 def sql_dir() -> Path:
@@ -91,6 +86,28 @@ def _validated(cfg: Curation | Mapping[str, Any]) -> Curation:
         raise ConfigError("invalid curation config:\n" + "\n".join(lines)) from None
 
 
+def check_settings(curation_cfg: Curation | Mapping[str, Any]) -> None:
+    """Before any work: the query exists and every `curation.*` setting the user gave is one
+    it reads."""
+    path, sql = load_query(_validated(curation_cfg).query)
+    _refuse_unused_settings(curation_cfg, query_parameters(sql), path)
+
+
+def _refuse_unused_settings(given: Curation | Mapping[str, Any], used: list[str], path: Path) -> None:
+    """A `curation.*` setting the user gave a non-default value that the chosen query never reads
+    would silently do nothing: refuse it, naming the key (e.g. `max_per_label` with
+    sql/select.sql). Defaults pass, so a config dumped whole (a manifest's) still loads."""
+    values = given.model_dump() if isinstance(given, Curation) else dict(given)
+    defaults = {k: f.default for k, f in Curation.model_fields.items()}
+    unused = sorted(k for k, v in values.items()
+                    if k != "query" and k in defaults and k not in used and v != defaults[k])
+    if unused:
+        keys = ", ".join(f"curation.{k}" for k in unused)
+        raise ConfigError(f"{keys}: set, but the curation query {path.name} does not use "
+                          f"{', '.join('$' + k for k in unused)}; remove the setting or choose a "
+                          "query that reads it")
+
+
 def _register_staged(con: duckdb.DuckDBPyConnection, staged: Sequence[str] | pa.Table) -> None:
     if isinstance(staged, pa.Table):
         con.register("staged", staged)
@@ -126,6 +143,7 @@ def curate(staged: Sequence[str] | pa.Table, labels: Sequence[str],
                  "need_scale": cfg.need_scale, "momentum": cfg.momentum,
                  "weight_floor": cfg.weight_floor}
     used = query_parameters(sql)
+    _refuse_unused_settings(curation_cfg, used, path)
     unknown = [p for p in used if p not in available]
     if unknown:
         raise ValueError(f"curation query {path} uses unknown parameters: "

@@ -8,7 +8,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
 
-from potstill.records import Bounds, Record, Rejection, file_format, iter_rows, validate
+from potstill.records import Bounds, Rejection, file_format, iter_rows, validate
 
 REJECTED = "rejected"
 
@@ -60,6 +60,3 @@ class ReadSplit(beam.PTransform):
                 | "Open" >> fileio.ReadMatches()
                 | "Parse" >> beam.ParDo(self.parse).with_outputs(REJECTED, main="records"))
 
-
-def record_key(record: Record) -> tuple[str, Record]:
-    return record.id, record

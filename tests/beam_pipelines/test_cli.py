@@ -39,3 +39,23 @@ def test_run_prints_the_version_dir_last(tmp_path, tiny_lm, capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == str(tmp_path / "out" / "toy" / "v1")
     assert (Path(last) / "manifest.json").exists()
+
+
+def test_a_curation_setting_the_query_never_reads_exits_2_naming_it(tmp_path, tiny_lm, capsys):
+    # sql/select.sql has no $max_per_label: the cap would silently do nothing
+    path = write_config(tmp_path, tiny_lm, curation={"query": "select.sql", "max_per_label": 5})
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "curation.max_per_label" in err and "select.sql" in err
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_a_bug_exits_1_with_a_traceback_that_says_so(tmp_path, tiny_lm, capsys, monkeypatch):
+    from potstill import job
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an internal invariant broke")
+    monkeypatch.setattr(job, "finish", broken)
+    assert main(["run", str(write_config(tmp_path, tiny_lm))]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "an internal invariant broke" in err and "this is a bug" in err

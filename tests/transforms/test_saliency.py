@@ -124,3 +124,22 @@ def test_job_publishes_rationales_and_the_deletion_test(tmp_path, tiny_lm):
     test = entry["deletion_test"]
     assert test["sample"] == 3 and test["n"] + test["skipped"] == 3
     assert test["n"] == 3 and 0 <= test["frac_topk_beats_random"] <= 1
+
+
+def test_with_saliency_the_teacher_is_loaded_once_per_process(tmp_path, tiny_lm):
+    """The audit, the teacher stage, the saliency stage and the faithfulness test share weights."""
+    from models import loading
+
+    (tmp_path / "u.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in
+                                              ["the movie was good", "a bad film with terrible pacing"]))
+    (tmp_path / "s.jsonl").write_text(json.dumps({"text": "good", "label": "positive"}) + "\n")
+    cfg = parse_config({**config(tmp_path, tiny_lm, faithfulness_sample=2).model_dump(mode="json"),
+                        "corpus": {"unlabeled": {"path": str(tmp_path / "u.jsonl")},
+                                   "seed": {"path": str(tmp_path / "s.jsonl")}}})
+    loading.release()
+    key = ("causal_lm", tiny_lm, "float32")
+    before = loading.LOADS[key]
+    version = run(cfg, test_pipeline=BeamTestPipeline())
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["teacher_audit"]["n"] == 1 and manifest["saliency"]["deletion_test"]["sample"] == 2
+    assert loading.LOADS[key] - before == 1
