@@ -20,13 +20,13 @@ from transforms.generate import GenerateExamples, GeneratorModelHandler
 from transforms.read import ReadSplit
 from transforms.saliency import AddRationales, SaliencyModelHandler
 from transforms.signals import SelectForTeacher, StudentModelHandler, TAModelHandler
-from transforms.teacher import ScoreWithTeacher, TeacherModelHandler
+from transforms.teacher import ScoreWithTeacher
 
 
 @dataclass(frozen=True)
 class Stages:
-    """The model handlers of a run, built once by the driver from one teacher setup."""
-    teacher: TeacherModelHandler
+    """The model stages of a run, built once by the driver from one teacher setup."""
+    teacher: ScoreWithTeacher
     saliency: SaliencyModelHandler | None = None
     generator: GeneratorModelHandler | None = None
     ta: TAModelHandler | None = None
@@ -102,7 +102,7 @@ def build(p: beam.Pipeline, cfg: Config, stages: Stages, staging: str, round: Ro
         to_teacher = to_teacher | "MarkRound" >> beam.Map(lambda r: r.with_values(selection_round=1))
     if stages.ta is not None:  # the TA's label distribution, read out once the teacher has labelled
         to_teacher = to_teacher | "TASignals" >> RunInference(stages.ta)
-    scored = to_teacher | "Teacher" >> ScoreWithTeacher(stages.teacher)
+    scored = to_teacher | "Teacher" >> stages.teacher
     rows = scored["scored"]
     if stages.saliency is not None:  # rationales from the teacher's own setup and weights
         rows = rows | "Saliency" >> AddRationales(stages.saliency)

@@ -12,22 +12,24 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import apache_beam as beam
 
+from beam_pipelines import usage
 from beam_pipelines.graph import Round, Stages, beam_options, build
 from models import loading
 from models.audit import audit, check, read_seed
 from models.registry import ensure_offline, resolve_model
 from models.teacher_setup import TeacherSetup
-from potstill import contract, curation, job
+from potstill import contract, curation, job, store, versions
 from potstill.config import Config
 from potstill.records import Record
 from transforms.generate import GeneratorModelHandler
 from transforms.saliency import SaliencyModelHandler
 from transforms.signals import TAModelHandler
-from transforms.teacher import TeacherModelHandler
+from transforms.teacher import ScoreWithTeacher, TeacherModelHandler
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +39,30 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
     ensure_offline()
     curation.check_settings(cfg.curation)  # a setting the chosen SQL never reads is an error
     models = {role: resolve_model(name) for role, name in job.model_roles(cfg).items()}
-    plan = job.plan(cfg, models)
-    existing = job.existing_version(cfg, plan)
-    if existing is not None:
-        log.info("inputs, config and models are unchanged since %s: nothing to do", existing)
-        return existing
+    with versions.dataset_lock(cfg.output_root, cfg.dataset):  # one run per dataset at a time
+        for leftover in versions.remove_leftovers(cfg.output_root, cfg.dataset):
+            log.info("removed %s (left by a run that did not finish)", leftover)
+        plan = job.plan(cfg, models)
+        existing = job.existing_version(cfg, plan)
+        if existing is not None:
+            log.info("inputs, config and models are unchanged since %s: nothing to do", existing)
+            return existing
+        return _run(cfg, plan, beam_args or [], test_pipeline)
 
+
+def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Path:
+    """Audit, build the stages from one teacher setup, run the rounds, then curate, validate
+    and publish (potstill.job.finish)."""
     seeds = read_seed(cfg)
-    setup, audit_report = audit_teacher(cfg, plan.teacher.path, seeds)
+    setup, audit_report = audit_teacher(cfg, plan.teacher, seeds)
+    store_dir = store.model_dir(cfg.output_root, plan.teacher.sha256)
+    expected = plan.expected_rows(cfg)
+    handler = TeacherModelHandler(setup, store_dir, retries=cfg.teacher.max_retries,
+                                  expected_rows=expected)
     stages = Stages(
-        teacher=TeacherModelHandler(setup, keep_raw="label_probs_raw" in contract.optional_columns(cfg),
-                                    expected_rows=plan.expected_rows(cfg)),
+        teacher=ScoreWithTeacher(handler, store.segments(store_dir),
+                                 keep_raw="label_probs_raw" in contract.optional_columns(cfg),
+                                 partitions=expected // (cfg.teacher.batch_size * 32) + 1),
         saliency=SaliencyModelHandler(setup, cfg.saliency) if cfg.saliency.enabled else None,
         generator=generator_handler(cfg, plan.generator.path) if plan.generator else None,
         ta=TAModelHandler(setup.for_assistant(plan.ta.path), cfg.signals.ta_batch_size)
@@ -56,7 +71,7 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
     staging = Path(cfg.output_root) / cfg.dataset / ".staging" / uuid.uuid4().hex[:12]
     staging.mkdir(parents=True)
     try:
-        throughput, extra = run_rounds(cfg, stages, staging, seeds, beam_args or [], test_pipeline)
+        throughput, extra = run_rounds(cfg, stages, staging, seeds, beam_args, test_pipeline)
         if cfg.saliency.enabled:  # the deletion test, on the driver (models/faithfulness.py)
             from models.faithfulness import manifest_entry
 
@@ -68,10 +83,10 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def audit_teacher(cfg: Config, model_path: str, seeds: list[Record]) -> tuple[TeacherSetup, dict]:
+def audit_teacher(cfg: Config, teacher, seeds: list[Record]) -> tuple[TeacherSetup, dict]:
     """Audit the teacher on the gold rows in this process (fitting its calibration), stop if it
     is below `audit.min_accuracy`; the setup, with the fitted calibration, goes to every stage."""
-    setup = TeacherSetup.from_config(cfg, model_path, seeds)
+    setup = TeacherSetup.from_config(cfg, teacher.path, seeds, model_sha256=teacher.sha256)
     if not seeds and cfg.teacher.calibration == "none":
         return setup, {"n": 0, "note": "no seed rows: teacher quality unknown"}
     log.info("auditing the teacher on %d gold seed rows", len(seeds))
@@ -94,7 +109,8 @@ def generator_handler(cfg: Config, model_path: str) -> GeneratorModelHandler:
 
 def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
                beam_args: list[str], test_pipeline=None) -> tuple[dict, dict]:
-    """The graph once, or once per teacher-budget round; (teacher throughput, manifest extras).
+    """The graph once, or once per teacher-budget round; (teacher throughput, manifest extras
+    with `teacher_usage`).
 
     With a budget, each round's chosen pool rows are read back from its staged scored shard
     (`selection_round`); between rounds the student is retrained (budget.retrain) on the seed
@@ -115,7 +131,7 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
 
     calls = split_budget(b.teacher_calls, b.rounds) if b.teacher_calls is not None else [None]
     done: frozenset = frozenset()
-    rounds, throughput = [], {}
+    rounds, counts = [], Counter()
     for index, n in enumerate(calls, start=1):
         spec = Round(index, n, done, index == len(calls), student_dir and str(student_dir))
         p = test_pipeline if (test_pipeline is not None and index == 1) else \
@@ -125,7 +141,7 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
         with closing_new_engines():  # a local runner keeps loaded models (and vLLM engines) alive
             result = p.run()
             result.wait_until_finish()
-        throughput = add_throughput(throughput, teacher_throughput(result))
+        counts += usage.teacher_counters(result)
         if n is None:
             continue
         chosen = chosen_ids(cfg, staging, index)
@@ -142,7 +158,10 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
         extra["budget"] = {"teacher_calls": b.teacher_calls, "spent": len(done),
                            "strategy": b.strategy, "rounds": rounds,
                            "note": "pool rows only: seed rows are scored once and not counted"}
-    return throughput, extra
+    extra["teacher_usage"] = usage.teacher_usage(counts)
+    log.info("teacher: %(rows)d rows answered, %(cache_hits)d from the store (calls saved), "
+             "%(calls)d model calls, %(retries)d retries", extra["teacher_usage"])
+    return usage.throughput(counts), extra
 
 
 def split_budget(calls: int, rounds: int) -> list[int]:
@@ -171,30 +190,3 @@ def retrain_student(cfg: Config, staging: Path, seeds: list[Record], out_dir: Pa
     labelled = [(model_input(r["text"], r.get("choices")), r["label_probs"]) for r in rows]
     train_student(cfg, seeds, labelled, out_dir, seed=cfg.signals.seed)
     return {"seed_rows": len(seeds), "teacher_rows": len(labelled)}
-
-
-def teacher_throughput(result) -> dict:
-    """Rows/second of teacher scoring, from RunInference's own metrics (model load excluded)."""
-    from apache_beam.metrics.metric import MetricsFilter
-
-    try:
-        metrics = result.metrics().query(MetricsFilter().with_namespace("potstill_teacher"))
-    except (NotImplementedError, AttributeError):  # some runners do not report metrics
-        return {}
-    rows = sum(c.committed or 0 for c in metrics["counters"] if c.key.metric.name == "num_inferences")
-    micros = sum((d.committed.sum if d.committed else 0) for d in metrics["distributions"]
-                 if d.key.metric.name == "inference_batch_latency_micro_secs")
-    if not rows or not micros:
-        return {}
-    return {"teacher_rows": rows, "teacher_seconds": round(micros / 1e6, 2),
-            "teacher_rows_per_second": round(rows / (micros / 1e6), 2)}
-
-
-def add_throughput(total: dict, more: dict) -> dict:
-    """Teacher throughput summed over budget rounds."""
-    if not total or not more:
-        return total or more
-    rows = total["teacher_rows"] + more["teacher_rows"]
-    seconds = total["teacher_seconds"] + more["teacher_seconds"]
-    return {"teacher_rows": rows, "teacher_seconds": round(seconds, 2),
-            "teacher_rows_per_second": round(rows / seconds, 2)}

@@ -109,6 +109,11 @@ class TeacherBase:
     def score_candidates(self, texts: Sequence[str],
                          demos: Sequence[Sequence[Demo]] | None = None) -> np.ndarray:
         """Log P(answer | prompt(text)) for every text and surface form: [len(texts), C]."""
+        demos = demos or [()] * len(texts)
+        return self.score_encoded([self.encode(t, d) for t, d in zip(texts, demos)])
+
+    def score_encoded(self, encoded: Sequence[_Encoded]) -> np.ndarray:
+        """`score_candidates` for prompts already encoded: what a backend implements."""
         raise NotImplementedError
 
     def score_labels(self, texts: Sequence[str],
@@ -166,15 +171,14 @@ class HFTeacher(TeacherBase):
         return self._caches[kind]
 
     @torch.inference_mode()
-    def score_candidates(self, texts: Sequence[str],
-                         demos: Sequence[Sequence[Demo]] | None = None) -> np.ndarray:
-        """Log P(answer | prompt(text)) for every text and surface form: [len(texts), C]."""
-        demos = demos or [()] * len(texts)
-        encoded = [self.encode(t, d) for t, d in zip(texts, demos)]
-        out = np.zeros((len(texts), len(self.cand_ids)), dtype=np.float64)
+    def score_encoded(self, encoded: Sequence[_Encoded]) -> np.ndarray:
+        """Log P(answer | prompt) for every encoded prompt and surface form: [n, C]. Rows are
+        sorted by length and cut into `batch_size` forwards, so the answer for a given list of
+        prompts does not depend on its order."""
+        out = np.zeros((len(encoded), len(self.cand_ids)), dtype=np.float64)
         for kind in ("prefix", "head", None):
             rows = sorted((i for i, e in enumerate(encoded) if e.shared == kind),
-                          key=lambda i: len(encoded[i].ids))
+                          key=lambda i: (len(encoded[i].ids), encoded[i].ids))
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start: start + self.batch_size]
                 batch = self.pad([encoded[i].ids for i in chunk], kind)

@@ -61,6 +61,14 @@ class LabelledTeacher:
         demos = self.demos(texts) if demos is None else demos
         return self.calibrate(self.teacher.score_labels(texts, demos), n_options)
 
+    def from_candidates(self, cand: np.ndarray, n_options=None) -> tuple[np.ndarray, np.ndarray]:
+        """(raw, calibrated) label log-probabilities from raw candidate log-probabilities [n, C]
+        (what the teacher store keeps): the same sums, masks and calibration as `score`."""
+        import torch
+
+        return self.calibrate(self.teacher.label_scores(torch.from_numpy(np.asarray(cand))).numpy(),
+                              n_options)
+
     def score_records(self, records: Sequence["Record"]) -> tuple[np.ndarray, np.ndarray]:
         n_options = [len(r.choices) if r.choices else len(self.teacher.labels) for r in records]
         return self.score([r.model_input for r in records], n_options)
@@ -88,10 +96,12 @@ class TeacherSetup:
     embedder_path: str | None = None            # resolved once, for few_shot.selection=similar
     demo_pool: tuple[tuple[str, str], ...] = ()  # (model input, gold label) of the seed rows
     calibration: Calibration = field(default_factory=Calibration)
+    model_sha256: str = ""                       # the weights' SHA-256: part of every store key
 
     @classmethod
     def from_config(cls, cfg: "Config", model_path: str, seeds: Sequence["Record"] = (),
-                    calibration: Calibration = Calibration()) -> "TeacherSetup":
+                    calibration: Calibration = Calibration(), model_sha256: str = ""
+                    ) -> "TeacherSetup":
         t = cfg.teacher
         embedder = None
         if t.few_shot.k and seeds and t.few_shot.selection == "similar":
@@ -101,7 +111,7 @@ class TeacherSetup:
         return cls(model_path, tuple(cfg.task.labels), cfg.task.instruction, t.backend,
                    t.prompt_style, t.verbalizers, t.batch_size, t.max_input_tokens, t.dtype,
                    t.threads, t.vllm, t.few_shot, embedder,
-                   tuple((r.model_input, r.gold_label) for r in seeds), calibration)
+                   tuple((r.model_input, r.gold_label) for r in seeds), calibration, model_sha256)
 
     def with_calibration(self, calibration: Calibration) -> "TeacherSetup":
         return replace(self, calibration=calibration)
@@ -111,16 +121,25 @@ class TeacherSetup:
         zero-shot, uncalibrated, transformers backend (a second vLLM engine would only cost
         memory)."""
         return replace(self, model_path=model_path, backend="hf", few_shot=None, demo_pool=(),
-                       embedder_path=None, calibration=Calibration(),
+                       embedder_path=None, calibration=Calibration(), model_sha256="",
                        batch_size=batch_size or self.batch_size)
+
+    def _kwargs(self) -> dict:
+        return dict(style=self.prompt_style, verbalizers=self.verbalizers,
+                    max_input_tokens=self.max_input_tokens,
+                    demo_max_tokens=self.few_shot.max_tokens if self.few_shot else 128)
+
+    def prompter(self) -> LabelledTeacher:
+        """The teacher without weights: tokenizer, prompt, candidates, demonstrations and
+        calibration; enough to encode requests and to turn stored answers into labels."""
+        teacher = TeacherBase(self.model_path, list(self.labels), self.instruction, **self._kwargs())
+        return LabelledTeacher(teacher, self._selector(teacher), self.calibration)
 
     def load(self, backend: str | None = None) -> LabelledTeacher:
         """The teacher in this process. `backend` overrides the setup's: code that needs the torch
         model itself (attribution) asks for "hf". Weights are shared per process."""
-        kwargs = dict(style=self.prompt_style, verbalizers=self.verbalizers,
-                      batch_size=self.batch_size, max_input_tokens=self.max_input_tokens,
-                      demo_max_tokens=self.few_shot.max_tokens if self.few_shot else 128,
-                      dtype=self.dtype, threads=self.threads)
+        kwargs = dict(self._kwargs(), batch_size=self.batch_size, dtype=self.dtype,
+                      threads=self.threads)
         teacher = load_scorer(self.model_path, list(self.labels), self.instruction,
                               backend or self.backend, self.engine, **kwargs)
         return LabelledTeacher(teacher, self._selector(teacher), self.calibration)

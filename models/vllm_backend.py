@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from models.generate import Generation, Sampling, render_prompt
-from models.prompts import Demo
 from models.teacher import TeacherBase
 
 if TYPE_CHECKING:
@@ -228,21 +227,19 @@ class VLLMTeacher(TeacherBase):
                 for start in range(0, len(ids), MAX_IDS_PER_REQUEST):
                     yield prefix, ids[start:start + MAX_IDS_PER_REQUEST]
 
-    def score_candidates(self, texts: Sequence[str],
-                         demos: Sequence[Sequence[Demo]] | None = None) -> np.ndarray:
-        """Log P(answer | prompt(text)) for every text and surface form: [len(texts), C]."""
+    def score_encoded(self, encoded) -> np.ndarray:
+        """Log P(answer | prompt) for every encoded prompt and surface form: [n, C]."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        demos = demos or [()] * len(texts)
-        prompts = [self.prompt_ids(self.encode(t, d)) for t, d in zip(texts, demos)]
+        prompts = [self.prompt_ids(e) for e in encoded]
         too_long = [len(p) + self._longest for p in prompts if len(p) + self._longest > self.max_model_len]
         if too_long:
             raise ValueError(f"a prompt needs {max(too_long)} tokens > teacher.vllm.max_model_len="
                              f"{self.max_model_len}: raise it or lower max_input_tokens / few_shot")
-        out = np.zeros((len(texts), len(self.cand_ids)), dtype=np.float64)
+        out = np.zeros((len(prompts), len(self.cand_ids)), dtype=np.float64)
         for depth_zero in (True, False):  # rows first, so the trie's requests hit their cache
-            reqs = [(row, prefix, ids) for row in range(len(texts))
+            reqs = [(row, prefix, ids) for row in range(len(prompts))
                     for prefix, ids in self._requests(depth_zero)]
             if not reqs:
                 continue

@@ -105,6 +105,8 @@ class Teacher(_Strict):
     max_input_tokens: int = Field(512, ge=8, description="text tokens kept per row (the rest is cut)")
     dtype: Literal["float32", "bfloat16"] = "float32"
     threads: int | None = Field(None, ge=1, description="torch threads per worker; default: all cores / workers")
+    max_retries: int = Field(2, ge=0, description="retries of a failed teacher batch (backoff from "
+                             "0.5 s) before it is split in halves down to the row that fails")
     prompt_style: Literal["labels", "letters"] = "labels"
     verbalizers: dict[str, list[str]] | None = Field(
         None, description="surface forms per label, probabilities summed; default: the label itself")
@@ -318,8 +320,11 @@ class Config(_Strict):
         return self
 
     def digest(self) -> str:
-        """Hash of everything that changes the published data (not where it is written)."""
-        payload = self.model_dump(mode="json", exclude={"output_root"})
+        """Hash of everything that changes the published data: not where it is written, and not
+        the student's training settings, unless the warm-up student's signals (signals.enabled)
+        make them part of the data."""
+        exclude = {"output_root"} | (set() if self.signals.enabled else {"student"})
+        payload = self.model_dump(mode="json", exclude=exclude)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

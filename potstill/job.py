@@ -111,7 +111,9 @@ def plan(cfg: Config, models: Mapping[str, Any]) -> Plan:
         if src is not None:
             inputs[split] = [_file_digest(p) for p in expand(src.path)]
     code = code_version()
+    _, sql = curation.load_query(cfg.curation.query)  # its text, not its path: an edit counts
     payload = {"config": cfg.digest(), "teacher": models["teacher"].sha256,
+               "curation_sql": hashlib.sha256(sql.encode()).hexdigest(),
                "inputs": {k: [f["sha256"] for f in v] for k, v in inputs.items()},
                "code": potstill.__version__}
     for role in ROLES[1:]:

@@ -19,6 +19,7 @@ Manifest keys this module reads back: `fingerprint` (find_by_fingerprint), `conf
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -27,7 +28,7 @@ import shutil
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -196,3 +197,37 @@ def resolve_version(output_root: str | os.PathLike, ref: str) -> Path:
         raise VersionError(f"dataset {dataset!r} has no version {version} "
                            f"(versions: {', '.join(f'v{n}' for n in nums)})")
     return ds_dir / version
+
+
+@contextlib.contextmanager
+def dataset_lock(output_root: str | os.PathLike, dataset: str) -> Iterator[Path]:
+    """One run per dataset at a time: an exclusive lock on OUTPUT_ROOT/DATASET/.lock for the
+    whole run. A second run waits (and says so) until the first ends; the operating system
+    releases the lock of a killed run. Local and network filesystems with POSIX locks."""
+    import fcntl
+    import logging
+
+    ds_dir = _dataset_dir(output_root, dataset)
+    ds_dir.mkdir(parents=True, exist_ok=True)
+    with open(ds_dir / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.getLogger(__name__).info(
+                "another run of dataset %s is in progress (%s): waiting for it to finish",
+                dataset, ds_dir / ".lock")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield ds_dir
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def remove_leftovers(output_root: str | os.PathLike, dataset: str) -> list[str]:
+    """Staging folders and half-published `.tmp-*` versions of dead runs (call it holding
+    `dataset_lock`: no live run owns them then); returns what was removed."""
+    ds_dir = _dataset_dir(output_root, dataset)
+    found = [p for p in ds_dir.glob(".tmp-*")] + [p for p in (ds_dir / ".staging").glob("*")]
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return sorted(str(p) for p in found)

@@ -1,33 +1,99 @@
-"""Teacher label scoring inside Beam's RunInference, with our own ModelHandler."""
+"""Teacher label scoring inside Beam, answered from the teacher store whenever it can be.
+
+    records -> Requests (prompt + key, no weights) -> join the store's segments by key
+        answered   -> the stored raw candidate log-probs                      (no model call)
+        unanswered -> canonical batches -> RunInference(TeacherModelHandler) -> new segments
+    -> label sums, option masks, calibration, contract statistics (`Scores`)
+
+Canonical batches make scores batch-invariant across runs: the rows still to answer are grouped
+by (shared prompt part, hash(id) mod P) and each group, sorted by (length, tokens, id), is cut
+into `batch_size` chunks. A chunk's rows, and so its numbers, depend only on which rows need an
+answer, never on arrival order or bundle boundaries; a chunk is stored whole or not at all, so
+after a crash the rows still missing form the same chunks again and a resumed run publishes what
+an uninterrupted one would have.
+"""
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+from models.requests import Request, answer_in_halves, encode_request
 from models.teacher import label_stats, normalise
 from models.teacher_setup import LabelledTeacher, TeacherSetup
+from potstill import store
 from potstill.records import Record
 
 log = logging.getLogger(__name__)
+NAMESPACE = "potstill_teacher"
 
 
-class TeacherModelHandler(ModelHandler[Record, Record, LabelledTeacher]):
-    """Loads the teacher once per worker (the driver's `TeacherSetup`: prompt, demonstrations
-    and the calibration it fitted) and adds the teacher's columns to batches of Records.
+def n_options(record: Record, n_labels: int) -> int:
+    return len(record.choices) if record.choices else n_labels
 
-    Batches from Beam are sorted by length inside `score_labels`, so the handler asks for
-    batches several times the forward batch size to give the sort room to work.
-    """
 
-    def __init__(self, setup: TeacherSetup, *, keep_raw: bool = False,
-                 expected_rows: int | None = None, progress_every_s: float = 15.0):
+class EncodeRequests(beam.DoFn):
+    """Adds each record's `Request` (tokenizer and demonstrations only: no weights loaded)."""
+
+    def __init__(self, setup: TeacherSetup):
+        self.teacher_setup = setup
+
+    def setup(self):
+        self.lt = self.teacher_setup.prompter()
+
+    def process(self, record: Record):
+        yield record.with_values(request=encode_request(self.lt, self.teacher_setup.model_sha256,
+                                                        record.model_input))
+
+
+class SplitAnswered(beam.DoFn):
+    """(key, {records, answers}) -> records with their stored answer (main) or `unanswered`."""
+
+    def __init__(self):
+        self.hits = Metrics.counter(NAMESPACE, "cache_hits")
+
+    def process(self, joined):
+        _, grouped = joined
+        answers = list(grouped["answers"])
+        for record in grouped["records"]:
+            if answers:
+                self.hits.inc()
+                yield record.with_values(raw_candidates=answers[0])
+            else:
+                yield beam.pvalue.TaggedOutput("unanswered", record)
+
+
+def batch_group(record: Record, partitions: int) -> tuple[str, int]:
+    digest = int(hashlib.sha256(record.id.encode()).hexdigest()[:8], 16)
+    return (record.value("request").shared or "none", digest % partitions)
+
+
+def canonical_batches(group, batch_size: int) -> Iterable[tuple[Record, ...]]:
+    """One group's records sorted by (length, tokens, id), cut into `batch_size` chunks."""
+    _, records = group
+    ordered = sorted(records, key=lambda r: (len(r.value("request").ids), r.value("request").ids, r.id))
+    for start in range(0, len(ordered), batch_size):
+        yield tuple(ordered[start:start + batch_size])
+
+
+class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
+    """Loads the teacher once per worker (the driver's `TeacherSetup`; weights shared with the
+    other stages of the process) and answers canonical batches (one element = one batch): each
+    answered batch is appended to the teacher store before the rows move on, so a crash loses
+    at most the batch in flight. Failed batches are retried, then split (models/requests.py)."""
+
+    def __init__(self, setup: TeacherSetup, store_dir: str, *, retries: int = 2,
+                 backoff_s: float = 0.5, expected_rows: int | None = None,
+                 progress_every_s: float = 15.0):
         super().__init__()
-        self.setup, self.keep_raw = setup, keep_raw
+        self.setup, self.store_dir = setup, store_dir
+        self.retries, self.backoff_s = retries, backoff_s
         self.expected_rows = expected_rows
         self.progress_every_s = progress_every_s
         self._done, self._busy, self._last_log = 0, 0.0, time.perf_counter()
@@ -39,21 +105,35 @@ class TeacherModelHandler(ModelHandler[Record, Record, LabelledTeacher]):
         return teacher
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": 1, "max_batch_size": self.setup.batch_size * 4}
+        return {"min_batch_size": 1, "max_batch_size": 1}  # elements are canonical batches
 
-    def run_inference(self, batch: Sequence[Record], model: LabelledTeacher,
-                      inference_args: dict | None = None) -> Iterable[Record]:
+    def run_inference(self, batches: Sequence[tuple], model: LabelledTeacher,
+                      inference_args: dict | None = None) -> Iterable[list]:
+        return [self._answer(list(batch), model) for batch in batches]
+
+    def _answer(self, batch: list[Record], model: LabelledTeacher) -> list[Record]:
         start = time.perf_counter()
-        raw, calibrated = model.score_records(batch)
-        stats = label_stats(calibrated, list(self.setup.labels))
-        if self.keep_raw:
-            for row, probs in zip(stats, normalise(raw)):
-                row["label_probs_raw"] = probs.astype("float32").tolist()
+        requests: list[Request] = [r.value("request") for r in batch]
+        done = answer_in_halves(requests, lambda rs: model.teacher.score_encoded([q.encoded for q in rs]),
+                                retries=self.retries, backoff_s=self.backoff_s)
+        for idx, answers in done.batches:
+            store.write_segment(self.store_dir, [requests[i].key for i in idx], answers,
+                                [requests[i].prompt_tokens for i in idx])
+        Metrics.counter(NAMESPACE, "calls").inc(done.calls)
+        Metrics.counter(NAMESPACE, "retries").inc(done.retries)
+        Metrics.counter(NAMESPACE, "prompt_tokens").inc(sum(q.prompt_tokens for q in requests))
         self._progress(len(batch), time.perf_counter() - start)
-        return [r.with_values(**s) for r, s in zip(batch, stats)]
+        out = []
+        for record, result in zip(batch, done.results):
+            if isinstance(result, BaseException):
+                out.append(record.with_values(teacher_error=f"{type(result).__name__}: {result}"[:500]))
+            else:
+                out.append(record.with_values(raw_candidates=[float(x) for x in result]))
+        return out
+
     def _progress(self, n: int, seconds: float) -> None:
         """Log rows scored and the scoring rate (model time only) every `progress_every_s`."""
-        Metrics.counter("potstill", "teacher_scored").inc(n)
+        Metrics.counter(NAMESPACE, "rows_scored").inc(n)
         self._done += n
         self._busy += seconds
         now = time.perf_counter()
@@ -61,7 +141,7 @@ class TeacherModelHandler(ModelHandler[Record, Record, LabelledTeacher]):
             return
         self._last_log = now
         rate = self._done / max(self._busy, 1e-9)
-        if self.expected_rows:  # an upper bound: rejected and duplicate rows never get here
+        if self.expected_rows:  # an upper bound: rejected, duplicate and stored rows never get here
             left = max(self.expected_rows - self._done, 0) / rate
             log.info("teacher: %d of at most %d rows scored (%.1f rows/s, ~%.0f s left)",
                      self._done, self.expected_rows, rate, left)
@@ -69,24 +149,73 @@ class TeacherModelHandler(ModelHandler[Record, Record, LabelledTeacher]):
             log.info("teacher: %d rows scored (%.1f rows/s)", self._done, rate)
 
     def get_metrics_namespace(self) -> str:
-        return "potstill_teacher"
+        return NAMESPACE
 
 
-def failed_rows(failure) -> list[dict]:
-    """A batch the teacher could not score: every row goes to rejected with the error."""
+class Scores(beam.DoFn):
+    """Raw candidate log-probs -> the contract's teacher values: the label sums, option masks
+    and calibration of `LabelledTeacher`, then confidence, entropy and margin."""
+
+    def __init__(self, setup: TeacherSetup, keep_raw: bool):
+        self.teacher_setup, self.keep_raw = setup, keep_raw
+
+    def setup(self):
+        self.lt = self.teacher_setup.prompter()
+
+    def process(self, record: Record):
+        labels = list(self.teacher_setup.labels)
+        raw, calibrated = self.lt.from_candidates(np.asarray([record.value("raw_candidates")]),
+                                                  [n_options(record, len(labels))])
+        (stats,) = label_stats(calibrated, labels)
+        if self.keep_raw:
+            stats["label_probs_raw"] = normalise(raw)[0].astype("float32").tolist()
+        yield record.with_values(**stats)
+
+
+def failed_row(record: Record) -> dict:
+    """A row the teacher could not answer, even alone after retries: rejected with the error."""
+    return {"source": record.source, "input_ref": record.input_ref, "reason": "teacher_error",
+            "detail": record.value("teacher_error"), "raw": record.text[:2000]}
+
+
+def failed_batch_rows(failure) -> list[dict]:
+    """A whole batch the handler itself failed on (not the model): every row rejected."""
     batch, exc = failure
     return [{"source": r.source, "input_ref": r.input_ref, "reason": "teacher_error",
-             "detail": f"{type(exc).__name__}: {exc}"[:500], "raw": r.text[:2000]} for r in batch]
+             "detail": f"{type(exc).__name__}: {exc}"[:500], "raw": r.text[:2000]}
+            for b in batch for r in b]
 
 
 class ScoreWithTeacher(beam.PTransform):
-    """Records -> Records with the teacher's columns (`scored`) and rejected rows (`rejected`)."""
+    """Records -> Records with the teacher's columns (`scored`) and rejected rows (`rejected`).
 
-    def __init__(self, handler: TeacherModelHandler):
+    `segments`: the store's segments for this teacher (listed by the driver when it builds the
+    graph); `partitions`: P of the canonical batches (about expected rows / (batch * 32))."""
+
+    def __init__(self, handler: TeacherModelHandler, segments: Sequence[str], keep_raw: bool = False,
+                 partitions: int = 1):
         super().__init__()
-        self.handler = handler
+        self.handler, self.segments = handler, list(segments)
+        self.keep_raw, self.partitions = keep_raw, max(1, partitions)
 
     def expand(self, records):
-        scored, errors = records | "RunInference" >> RunInference(self.handler).with_exception_handling()
-        rejected = errors.failed_inferences | "FailedBatches" >> beam.FlatMap(failed_rows)
+        setup = self.handler.setup
+        keyed = (records | "Encode" >> beam.ParDo(EncodeRequests(setup))
+                 | "ByKey" >> beam.Map(lambda r: (r.value("request").key, r)))
+        answers = (records.pipeline | "StoreSegments" >> beam.Create(self.segments)
+                   | "ReadStore" >> beam.FlatMap(store.read_segment))
+        split = ({"records": keyed, "answers": answers} | "JoinStore" >> beam.CoGroupByKey()
+                 | "SplitAnswered" >> beam.ParDo(SplitAnswered()).with_outputs("unanswered", main="answered"))
+        batches = (split.unanswered
+                   | "Group" >> beam.Map(lambda r, p: (batch_group(r, p), r), self.partitions)
+                   | "GroupBatches" >> beam.GroupByKey()
+                   | "Canonical" >> beam.FlatMap(canonical_batches, setup.batch_size))
+        answered, errors = batches | "RunInference" >> RunInference(self.handler).with_exception_handling()
+        outcome = (answered | "Rows" >> beam.FlatMap(lambda rows: rows)
+                   | "Failed" >> beam.Partition(lambda r, _: int(r.value("teacher_error") is not None), 2))
+        scored = ((split.answered, outcome[0]) | "AllAnswers" >> beam.Flatten()
+                  | "Scores" >> beam.ParDo(Scores(setup, self.keep_raw)))
+        rejected = ((outcome[1] | "FailedRows" >> beam.Map(failed_row),
+                     errors.failed_inferences | "FailedBatches" >> beam.FlatMap(failed_batch_rows))
+                    | "AllRejected" >> beam.Flatten())
         return {"scored": scored, "rejected": rejected}

@@ -1,0 +1,44 @@
+"""What the teacher did in a run, from the Beam metrics its stage counts (transforms/teacher.py).
+
+`teacher_usage` is the manifest's record of cost: rows answered, how many came from the teacher
+store (each one a call saved), the calls actually sent to a model (every retry attempt counted),
+retries, and prompt tokens sent. `throughput` is the model's rate, load time excluded.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+from transforms.teacher import NAMESPACE
+
+COUNTERS = ("calls", "cache_hits", "retries", "prompt_tokens", "rows_scored")
+
+
+def teacher_counters(result) -> Counter:
+    """The teacher stage's counters, and its model seconds, from one pipeline result."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    out: Counter = Counter()
+    try:
+        metrics = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    except (NotImplementedError, AttributeError):  # some runners do not report metrics
+        return out
+    for c in metrics["counters"]:
+        if c.key.metric.name in COUNTERS:
+            out[c.key.metric.name] += c.committed or 0
+    out["micros"] += sum((d.committed.sum if d.committed else 0) for d in metrics["distributions"]
+                         if d.key.metric.name == "inference_batch_latency_micro_secs")
+    return out
+
+
+def teacher_usage(counts: Counter) -> dict:
+    return {"rows": counts["rows_scored"] + counts["cache_hits"], "cache_hits": counts["cache_hits"],
+            "calls": counts["calls"], "retries": counts["retries"],
+            "prompt_tokens": counts["prompt_tokens"], "generated_tokens": 0}
+
+
+def throughput(counts: Counter) -> dict:
+    rows, seconds = counts["rows_scored"], counts["micros"] / 1e6
+    if not rows or not seconds:
+        return {}
+    return {"teacher_rows": rows, "teacher_seconds": round(seconds, 2),
+            "teacher_rows_per_second": round(rows / seconds, 2)}

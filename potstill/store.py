@@ -1,0 +1,99 @@
+"""The teacher store: every answer the teacher gave, kept so that no request is ever paid twice.
+
+Layout, under `OUTPUT_ROOT/.potstill-store/` (any fsspec path the workers can reach):
+
+    teacher/<model sha256[:16]>/<uuid>.parquet     one segment per scored batch
+
+A segment holds (`key`, `answer`, `prompt_tokens`, `created_at`): `key` is the SHA-256 of what
+determines the answer (the weights' SHA-256, the prompt's token ids, the candidate answers'
+token ids; `request_key`), `answer` the raw candidate log-probabilities the model returned,
+BEFORE verbalizer sums, option masks and calibration, so changing any of those (or the audit,
+or curation) re-queries nothing.
+
+Why segments and not a database: several Beam workers on several machines write at once, and a
+shared SQLite or DuckDB file on a network or object filesystem is neither safe nor reachable.
+A segment is written under a temporary name and renamed (an atomic PUT on object stores), never
+modified afterwards: the store is append-only, a crash loses at most the batch in flight, and
+readers never see half a segment. The graph joins the segments to the rows by `key` (a
+CoGroupByKey), so no worker needs the whole index in memory. Duplicate keys (two workers
+answering the same request in a race) are harmless: the answers are the same request's.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from typing import Iterator, Sequence
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STORE_DIR = ".potstill-store"
+SCHEMA = pa.schema([("key", pa.string()), ("answer", pa.list_(pa.float64())),
+                    ("prompt_tokens", pa.int32()), ("created_at", pa.float64())])
+
+
+def request_key(model_sha256: str, prompt_ids: Sequence[int], candidates: Sequence[Sequence[int]]) -> str:
+    """What determines a label-scoring answer, hashed: never the row's position or batch."""
+    payload = json.dumps([model_sha256, list(prompt_ids), [list(c) for c in candidates]],
+                         separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def root(output_root: str) -> str:
+    return f"{str(output_root).rstrip('/')}/{STORE_DIR}"
+
+
+def model_dir(output_root: str, model_sha256: str) -> str:
+    return f"{root(output_root)}/teacher/{model_sha256[:16]}"
+
+
+def segments(folder: str) -> list[str]:
+    """The finished segments under `folder` (temporary `.tmp-*` files are not segments)."""
+    fs, _, (path,) = fsspec.get_fs_token_paths(folder)
+    if not fs.exists(path):
+        return []
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    found = [p for p in fs.find(path) if p.endswith(".parquet") and "/.tmp-" not in p]
+    return sorted(p if protocol in ("file", "local") else f"{protocol}://{p}" for p in found)
+
+
+def write_segment(folder: str, keys: Sequence[str], answers: Sequence[Sequence[float]],
+                  prompt_tokens: Sequence[int]) -> str:
+    """Append one segment (write under a temporary name, then rename); returns its path."""
+    fs, _, (path,) = fsspec.get_fs_token_paths(folder)
+    fs.makedirs(path, exist_ok=True)
+    name = uuid.uuid4().hex
+    tmp, final = f"{path}/.tmp-{name}.parquet", f"{path}/{name}.parquet"
+    table = pa.Table.from_pydict({"key": list(keys), "answer": [list(map(float, a)) for a in answers],
+                                  "prompt_tokens": list(prompt_tokens),
+                                  "created_at": [time.time()] * len(keys)}, schema=SCHEMA)
+    with fs.open(tmp, "wb") as fh:
+        pq.write_table(table, fh)
+    fs.mv(tmp, final)
+    return final
+
+
+def read_segment(path: str) -> Iterator[tuple[str, list[float]]]:
+    """(key, answer) pairs of one segment."""
+    with fsspec.open(path, "rb") as fh:
+        table = pq.read_table(fh, columns=["key", "answer"])
+    yield from zip(table["key"].to_pylist(), table["answer"].to_pylist())
+
+
+def remove_temporary(folder: str, older_than_s: float = 3600.0) -> int:
+    """Remove `.tmp-*` segments a dead writer left (older than an hour: a live one renames in
+    milliseconds); returns how many."""
+    fs, _, (path,) = fsspec.get_fs_token_paths(folder)
+    if not fs.exists(path):
+        return 0
+    now, removed = time.time(), 0
+    for p in fs.find(path):
+        if "/.tmp-" in p:
+            modified = fs.modified(p).timestamp() if hasattr(fs, "modified") else 0.0
+            if now - modified > older_than_s:
+                fs.rm(p)
+                removed += 1
+    return removed
