@@ -31,6 +31,14 @@ class Source(_Strict):
     text_field: str = "text"
     label_field: str | None = None
     choices_field: str | None = Field(None, description="multiple choice: the field with the options")
+    encoding: str = Field("utf-8", description="JSONL/CSV: the files' encoding (ASCII-compatible); "
+                          "rows with bytes invalid in it are rejected as bad_encoding")
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: str) -> str:
+        from potstill.readers import check_encoding
+        return check_encoding(v)
 
 
 class LabelledSource(Source):
@@ -51,8 +59,8 @@ class Task(_Strict):
     @field_validator("labels")
     @classmethod
     def _distinct(cls, labels: list[str]) -> list[str]:
-        if any(not l.strip() for l in labels):
-            raise ValueError("labels must be non-empty strings")
+        if any(not l.strip() or l != l.strip() for l in labels):  # gold labels are read stripped
+            raise ValueError("labels must be non-empty strings without surrounding whitespace")
         if len(set(labels)) != len(labels):
             raise ValueError(f"labels must be distinct, got {labels}")
         return labels
