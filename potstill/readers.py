@@ -81,14 +81,15 @@ def check_encoding(name: str) -> str:
     """`name` if it is a known, ASCII-compatible text encoding; else ValueError saying why."""
     try:
         codecs.lookup(name)
-        ok = _ASCII.decode(name) == _ASCII.decode("ascii") and "\n".encode(name) == b"\n"
     except LookupError:
         raise ValueError(f"unknown encoding {name!r}") from None
-    except (TypeError, ValueError, UnicodeError):
+    try:
+        ok = _ASCII.decode(name) == _ASCII.decode("ascii") and "\n".encode(name) == b"\n"
+    except (LookupError, TypeError, ValueError, UnicodeError):  # rot13 and other non-text codecs
         ok = False
     if not ok:
-        raise ValueError(f"encoding {name!r} is not ASCII-compatible (lines are split on the "
-                         "newline byte): convert the files to UTF-8")
+        raise ValueError(f"encoding {name!r} is not an ASCII-compatible text encoding (lines are "
+                         "split on the newline byte): convert the files to UTF-8")
     return name
 
 
