@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -128,10 +127,11 @@ def open_tables(*, data: Sequence[str] | pa.Table, filtered: Sequence[str] | pa.
                 manifest: Mapping[str, Any]) -> duckdb.DuckDBPyConnection:
     """A read-only connection with the four tables, loaded into memory from Parquet paths or
     Arrow tables; then external access is off and the configuration locked (module docstring)."""
+    # No temp directory: DuckDB keeps its temp directory writable even with external access
+    # off (measured: with the default `.tmp`, or /tmp, COPY into it still works).
     con = duckdb.connect(":memory:", config={
         "autoinstall_known_extensions": False, "autoload_known_extensions": False,
-        "allow_community_extensions": False,
-        "temp_directory": tempfile.gettempdir()})  # spills never land in the working directory
+        "allow_community_extensions": False, "temp_directory": ""})
     try:
         for name, source in (("data", data), ("filtered", filtered), ("rejected", rejected)):
             if isinstance(source, pa.Table):
