@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import unicodedata
+import zlib
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable, Sequence
 
@@ -269,8 +270,9 @@ def _check_text(open_file, path: str, fmt: str, required: Sequence[str], encodin
                 if all(f in seen for f in required):
                     return rows
         if seen:  # JSON objects were read, and none has a required field
-            raise InputFileError(f"{path}: no row has the field(s) {_names([f for f in required if f not in seen])}"
-                                 f" (fields seen: {_names(sorted(seen))})")
+            absent = [f for f in required if f not in seen]
+            raise InputFileError(f"{path}: no row has the field(s) {_names(absent)} "
+                                 f"(fields seen: {_names(sorted(seen))})")
         return rows
 
 
@@ -300,7 +302,7 @@ def check_file(path: str, required: Sequence[str] = (), encoding: str = "utf-8")
         return _check_text(lambda: fs.open(plain, "rb"), path, fmt, required, encoding)
     except PermissionError as err:
         raise InputFileError(f"{path}: cannot be read ({err.strerror})") from None
-    except (OSError, EOFError) as err:  # gzip/bz2: a corrupt or truncated stream
+    except (OSError, EOFError, zlib.error) as err:  # gzip/bz2: a corrupt or truncated stream
         if isinstance(err, InputFileError):
             raise
         raise InputFileError(f"{path}: cannot be decompressed as .{compression(path) or fmt} "

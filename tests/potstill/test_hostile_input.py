@@ -207,6 +207,8 @@ FILE_CASES = {  # name -> (file name, bytes or None for a directory, message)
     "gzip_not_gzip": ("plain.jsonl.gz", b'{"text": "x"}\n', "not a .gz file (it starts with"),
     "truncated_gzip": ("cut.jsonl.gz", gzip.compress(b'{"text": "x"}\n' * 500)[:40],
                        "cannot be decompressed as .gz (truncated or corrupt)"),
+    "corrupt_gzip": ("bits.jsonl.gz", (lambda z: z[:12] + bytes(b ^ 0x5A for b in z[12:]))(
+        gzip.compress(b'{"text": "x"}\n' * 500)), "cannot be decompressed as .gz"),
     "bz2_not_bz2": ("plain.csv.bz2", b"text\nx\n", "not a .bz2 file"),
     "empty_after_gunzip": ("nothing.jsonl.gz", gzip.compress(b""), "0 bytes after decompression"),
     "csv_without_text": ("cols.csv", b"body,label\nx,positive\n",
