@@ -291,13 +291,13 @@ def test_compressed_text_formats_read_normally(tmp_path):
 def test_the_cli_stops_before_any_model_loads(tmp_path, monkeypatch, capsys):
     """A file problem (here: an empty corpus, then a directory) exits 2 with one message naming
     the file, before the teacher is resolved, with no staging folder."""
+    import beam_pipelines.pipeline
     from beam_pipelines.cli import main
-    import potstill.job
 
     def no_models(*_):
         raise AssertionError("a model was resolved before the input files were checked")
 
-    monkeypatch.setattr(potstill.job, "resolve_model", no_models)
+    monkeypatch.setattr(beam_pipelines.pipeline, "resolve_model", no_models)
     (tmp_path / "u.jsonl").write_text("\n")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(json.dumps({"dataset": "d", "output_root": "out", "task": {"labels": LABELS},
