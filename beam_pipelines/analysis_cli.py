@@ -102,6 +102,8 @@ def _emit(text: str, out: str | None) -> None:
 
 def _run(args) -> None:
     root = args.root if args.root is not None else analysis.default_root()
+    if args.out is not None:
+        analysis.check_output_path(args.out)
     if getattr(args, "format", None) == "parquet" and args.out is None:
         raise analysis.AnalysisError("--format parquet needs --out FILE")
     if args.command == "versions":

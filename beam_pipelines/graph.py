@@ -60,17 +60,18 @@ def build(p: beam.Pipeline, cfg: Config, stages: Stages, staging: str, round: Ro
     unl, seed, test = cfg.corpus.unlabeled, cfg.corpus.seed, cfg.corpus.test
 
     reads = [p | "ReadUnlabeled" >> ReadSplit(unl.path, "corpus", unl.text_field, labels=labels,
-                                              bounds=bounds, choices_field=unl.choices_field)]
+                                              bounds=bounds, choices_field=unl.choices_field,
+                                              encoding=unl.encoding)]
     if seed is not None:
         reads.append(p | "ReadSeed" >> ReadSplit(seed.path, "seed", seed.text_field,
                                                  seed.label_field, labels, bounds,
-                                                 seed.choices_field))
+                                                 seed.choices_field, seed.encoding))
     test_records = None
     if test is not None:
         # For the leak guards only (ids here, texts in generation). Test rows are never published.
         test_records = (p | "ReadTest" >> ReadSplit(test.path, "test", test.text_field,
                                                     test.label_field, labels, bounds,
-                                                    test.choices_field)).records
+                                                    test.choices_field, test.encoding)).records
         test_ids = test_records | "TestIds" >> beam.Map(lambda r: (r.id, True))
     else:
         test_ids = p | "NoTestIds" >> beam.Create([])

@@ -23,7 +23,7 @@ from models import loading
 from models.audit import audit, check, read_seed
 from models.registry import ensure_offline, resolve_model
 from models.teacher_setup import TeacherSetup
-from potstill import contract, curation, job, store, versions
+from potstill import contract, curation, job, records, store, versions
 from potstill.config import Config
 from potstill.records import Record
 from transforms.generate import GeneratorModelHandler
@@ -38,6 +38,7 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
     """Run the job for a validated config; returns the published (or identical existing) version."""
     ensure_offline()
     curation.check_settings(cfg.curation)  # a setting the chosen SQL never reads is an error
+    records.check_input_files(cfg)  # a whole-file problem stops the job before any model loads
     models = {role: resolve_model(name) for role, name in job.model_roles(cfg).items()}
     with versions.dataset_lock(cfg.output_root, cfg.dataset):  # one run per dataset at a time
         for leftover in versions.remove_leftovers(cfg.output_root, cfg.dataset):

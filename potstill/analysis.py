@@ -7,14 +7,24 @@ Where versions live: `--root`, else $POTSTILL_OUTPUT_ROOT, else ./datasets. A ve
 `DATASET` (its latest) or `DATASET@vN`; names are checked by versions.resolve_version. Any
 reference with a slash is taken as the path of a version folder instead.
 
-Querying a version (`open_version`) gives an in-memory DuckDB connection with:
-    data      view over data/*.parquet     (contract.PUBLISHED_SCHEMA, plus optional columns)
-    filtered  view over filtered.parquet   (contract.FILTERED_SCHEMA: ... + filter_reason)
-    rejected  view over rejected.parquet   (contract.REJECTED_SCHEMA: ... reason, detail, raw)
+Querying a version (`open_version`) gives an in-memory DuckDB connection with four tables,
+loaded from the version's files (opened read-only) into memory:
+    data      data/*.parquet     (contract.PUBLISHED_SCHEMA, plus optional columns)
+    filtered  filtered.parquet   (contract.FILTERED_SCHEMA: ... + filter_reason)
+    rejected  rejected.parquet   (contract.REJECTED_SCHEMA: ... reason, detail, raw)
     manifest  one row, one column per top-level manifest key: scalars keep their type
               (VARCHAR, BIGINT, DOUBLE, BOOLEAN), `labels` is VARCHAR[], every other nested
               value (counts, config, teacher_audit, validation, ...) is DuckDB JSON:
               `select counts->>'$.totals.read' as read from manifest`.
+
+Read-only: once the tables are loaded, DuckDB's own settings switch external access off
+(`enable_external_access=false`: no file, directory, database, extension or secret can be read
+or written; nothing needs to stay allowed, since the data is in memory) and lock the
+configuration (`lock_configuration=true`: no SET/RESET/PRAGMA can turn it back on). The user's
+SQL must also parse, by DuckDB's parser, as exactly ONE read-only query (SELECT, FROM, WITH,
+VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT, EXPLAIN): a second statement, or COPY, EXPORT,
+ATTACH, INSTALL, LOAD, SET, PRAGMA, CALL, CREATE, INSERT ... is refused (`QueryRefused`, naming
+the statement) before anything runs. Nothing typed can change a version, even as root.
 
 Parameters: a query names them `$name` and DuckDB binds the values; they never become SQL
 text. A query file declares defaults in its header, one line each:
@@ -46,6 +56,17 @@ _ABSENT = object()
 
 class AnalysisError(ValueError):
     """A bad query file, parameter or version reference; phrased for the user."""
+
+
+class QueryRefused(AnalysisError):
+    """User SQL that the read-only analyst connection does not run; the message names it."""
+
+
+# One read-only query: what DuckDB's parser calls SELECT (FROM, WITH, VALUES, DESCRIBE, SHOW,
+# SUMMARIZE, UNPIVOT), EXPLAIN, or MULTI (a single PIVOT, which DuckDB expands itself).
+_QUERY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN,
+                duckdb.StatementType.MULTI}
+_READ_ONLY = ("SET enable_external_access = false", "SET lock_configuration = true")
 
 
 def default_root() -> str:
@@ -104,16 +125,29 @@ def _manifest_table(con: duckdb.DuckDBPyConnection, manifest: Mapping[str, Any])
 def open_tables(*, data: Sequence[str] | pa.Table, filtered: Sequence[str] | pa.Table,
                 rejected: Sequence[str] | pa.Table,
                 manifest: Mapping[str, Any]) -> duckdb.DuckDBPyConnection:
-    """A connection with the four views over Parquet paths or in-memory Arrow tables."""
-    con = duckdb.connect(":memory:")
-    for name, source in (("data", data), ("filtered", filtered), ("rejected", rejected)):
-        if isinstance(source, pa.Table):
-            con.from_arrow(source).create_view(name)
-        else:
-            # File names are bound too, so a folder name can never change the query.
-            con.sql("select * from read_parquet($paths)",
-                    params={"paths": [str(p) for p in source]}).create_view(name)
-    _manifest_table(con, manifest)
+    """A read-only connection with the four tables, loaded into memory from Parquet paths or
+    Arrow tables; then external access is off and the configuration locked (module docstring)."""
+    # No temp directory: DuckDB keeps its temp directory writable even with external access
+    # off (measured: with the default `.tmp`, or /tmp, COPY into it still works).
+    con = duckdb.connect(":memory:", config={
+        "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+        "allow_community_extensions": False, "temp_directory": ""})
+    try:
+        for name, source in (("data", data), ("filtered", filtered), ("rejected", rejected)):
+            if isinstance(source, pa.Table):
+                con.register("_source", source)
+                con.execute(f"create table {name} as select * from _source")
+                con.unregister("_source")
+            else:
+                # File names are bound too, so a folder name can never change the query.
+                con.execute(f"create table {name} as select * from read_parquet($paths)",
+                            {"paths": [str(p) for p in source]})
+        _manifest_table(con, manifest)
+        for setting in _READ_ONLY:
+            con.execute(setting)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
@@ -184,10 +218,42 @@ def bind(sql: str, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {p: values[p] for p in used}
 
 
+def check_query(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse SQL that is not exactly one read-only query, by DuckDB's own parser (comments
+    and string literals are the parser's business, not ours)."""
+    statements = con.extract_statements(sql)
+    kinds = [s.type.name for s in statements]
+    if len(statements) != 1:
+        raise QueryRefused(f"refused: the SQL holds {len(statements)} statements "
+                           f"({', '.join(kinds) or 'none'}); potstill query runs exactly one "
+                           "read-only query")
+    if statements[0].type not in _QUERY_TYPES:
+        raise QueryRefused(f"refused: {kinds[0]} statement; potstill query runs one read-only "
+                           "query (SELECT, FROM, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT, "
+                           "EXPLAIN) and versions are immutable")
+
+
 def execute(con: duckdb.DuckDBPyConnection, sql: str,
             params: Mapping[str, Any] | None = None) -> pa.Table:
-    rel = con.sql(sql, params=bind(sql, params))
-    return rel.to_arrow_table() if rel is not None else pa.table({})
+    """Run one user query on a read-only connection (`open_tables`)."""
+    check_query(con, sql)
+    values = bind(sql, params)
+    try:
+        rel = con.sql(sql, params=values)
+        return rel.to_arrow_table() if rel is not None else pa.table({})
+    except duckdb.PermissionException as err:
+        raise QueryRefused(f"refused by DuckDB's read-only mode (external access is off: only "
+                           f"the tables data, filtered, rejected and manifest can be read): "
+                           f"{err}") from None
+
+
+def check_output_path(out: str | os.PathLike) -> None:
+    """Refuse to write a result inside a published version (versions are immutable, and file
+    permissions do not stop root)."""
+    for folder in Path(out).expanduser().resolve().parents:
+        if re.fullmatch(r"v[0-9]+", folder.name) and (folder / versions.MANIFEST).is_file():
+            raise AnalysisError(f"refused: {out} is inside the published version {folder}; "
+                                "versions are read-only, write the result elsewhere")
 
 
 def run_query(version_dir: str | os.PathLike, sql: str,

@@ -1,23 +1,28 @@
 """Reading and validating input records: plain functions, used by the Beam job and the trainer.
 
 A corpus file is Parquet, JSONL or CSV, chosen by extension (`.gz`/`.bz2` allowed for the text
-formats). Every row read either becomes a `Record` or a `Rejection` with a machine-readable
-reason and the file:row it came from, so input counts always reconcile.
+formats; potstill.readers turns its bytes into rows). Every row read either becomes a `Record`
+or a `Rejection` with a machine-readable reason, the detail in words, the record as read
+(`raw`, cut at 2,000 chars with a marker) and where it came from (`file:line` for text
+formats, physical 1-based lines; `file:row` for Parquet), so input counts always reconcile.
+
+Problems with a whole file (missing, a directory, empty, corrupt or truncated, not the
+compression its name says, a required column absent) are not rows: `check_input_files` raises
+InputFileError for them before any model loads, and the job stops (exit 2).
 """
 from __future__ import annotations
 
-import bz2
-import csv
-import gzip
 import hashlib
-import io
 import json
 import re
 import unicodedata
+import zlib
 from dataclasses import asdict, dataclass, replace
-from typing import IO, Any, Iterable, Iterator
+from typing import Any, Iterable, Sequence
 
-import pyarrow.parquet as pq
+from potstill.readers import (Malformed, Row, check_encoding, compression,  # noqa: F401
+                              csv_delimiter, csv_records, decoded_lines, decompressed,
+                              file_format, iter_rows, jsonl_rows)
 
 FORMATS = ("parquet", "jsonl", "csv")
 _WS = re.compile(r"\s+")
@@ -67,63 +72,6 @@ class Bounds:
     max_chars: int = 20_000
 
 
-def file_format(path: str) -> str:
-    name = path.lower()
-    for suffix in (".gz", ".bz2"):
-        name = name.removesuffix(suffix)
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith((".jsonl", ".ndjson", ".json")):
-        return "jsonl"
-    if name.endswith((".csv", ".tsv")):
-        return "csv"
-    raise ValueError(f"{path}: unsupported file type (use .parquet, .jsonl or .csv)")
-
-
-def _decompressed(fileobj: IO[bytes], path: str) -> IO[bytes]:
-    if path.endswith(".gz"):
-        return gzip.GzipFile(fileobj=fileobj)
-    if path.endswith(".bz2"):
-        return bz2.BZ2File(fileobj)
-    return fileobj
-
-
-class Malformed(str):
-    """A row that could not be parsed at all; the string is the reason detail."""
-
-
-def iter_rows(fileobj: IO[bytes], path: str) -> Iterator[tuple[int, dict | Malformed]]:
-    """Yield (1-based row number, raw mapping or Malformed) for every row of one file."""
-    fmt = file_format(path)
-    if fmt == "parquet":
-        row = 0
-        for batch in pq.ParquetFile(fileobj).iter_batches(batch_size=4096):
-            for item in batch.to_pylist():
-                row += 1
-                yield row, item
-        return
-    text = io.TextIOWrapper(_decompressed(fileobj, path), encoding="utf-8", errors="replace", newline="")
-    if fmt == "jsonl":
-        row = 0
-        for line in text:
-            if not line.strip():
-                continue
-            row += 1
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield row, Malformed(f"invalid JSON: {err.msg} at column {err.colno}")
-                continue
-            yield row, item if isinstance(item, dict) else Malformed("JSON line is not an object")
-        return
-    delimiter = "\t" if path.lower().removesuffix(".gz").removesuffix(".bz2").endswith(".tsv") else ","
-    for row, item in enumerate(csv.DictReader(text, delimiter=delimiter), start=1):
-        if None in item:  # more cells than header columns
-            yield row, Malformed("CSV row has more cells than the header")
-        else:
-            yield row, item
-
-
 def model_input(text: str, choices=None) -> str:
     """What every model (teacher, TA, student) reads for a row: the text, followed by the
     lettered options on multiple-choice rows. The one place the model input is built."""
@@ -160,12 +108,25 @@ def stable_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _raw_json(raw: Any) -> str:
+def evidence(raw: str | None) -> tuple[str | None, str]:
+    """The record as read, cut to its first 2,000 characters with a marker, and a note for the
+    rejection's detail saying so ("" when nothing was cut)."""
+    if raw is None or len(raw) <= _RAW_LIMIT:
+        return raw, ""
+    return (raw[:_RAW_LIMIT] + f"…[truncated: {len(raw):,} chars in all]",
+            f" (raw truncated to its first {_RAW_LIMIT:,} of {len(raw):,} chars)")
+
+
+def _raw_text(raw: Any) -> str | None:
+    """What was read: the line(s) for text formats, the row as JSON for Parquet."""
+    if isinstance(raw, (Row, Malformed)) and raw.raw is not None:
+        return raw.raw
+    if isinstance(raw, Malformed):
+        return None
     try:
-        out = json.dumps(raw, ensure_ascii=False, default=str)
+        return json.dumps(raw, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
-        out = repr(raw)
-    return out[:_RAW_LIMIT]
+        return repr(raw)
 
 
 def validate(raw: dict | Malformed, *, source: str, input_ref: str, text_field: str,
@@ -175,24 +136,32 @@ def validate(raw: dict | Malformed, *, source: str, input_ref: str, text_field: 
 
     With `choices_field` (multiple choice) the row's options are read too: the labels are
     option letters, a row with n options may only have one of the first n as its answer, and
-    the id hashes the question together with its options."""
+    the id hashes the question together with its options.
+
+    Labels: a string label is compared with surrounding whitespace stripped (like the text, it
+    is formatting, not meaning: "positive " is "positive"); an integer label by its decimal
+    form (1 is "1"); any other type (float, bool, list, object) is an unknown label."""
     def reject(reason: str, detail: str) -> Rejection:
-        return Rejection(source, input_ref, reason, detail, _raw_json(raw))
+        kept, note = evidence(_raw_text(raw))
+        return Rejection(source, input_ref, reason, detail + note, kept)
 
     if isinstance(raw, Malformed):
-        return reject("malformed_record", str(raw))
+        return reject(raw.reason, str(raw))
     value = raw.get(text_field)
     if value is None:
         return reject("missing_text", f"field {text_field!r} is missing or null")
     if not isinstance(value, str):
         return reject("non_string_text", f"field {text_field!r} is {type(value).__name__}, not a string")
+    if "\x00" in value:  # never text: binary or UTF-16 data read as text; breaks C-string tools
+        return reject("nul_character", f"field {text_field!r} contains NUL (U+0000) at "
+                                       f"character {value.index(chr(0))}")
     text = normalise_text(value)
     if not text:
         return reject("empty_text", f"field {text_field!r} is empty after whitespace normalisation")
     if len(text) < bounds.min_chars:
         return reject("text_too_short", f"{len(text)} chars < records.min_chars={bounds.min_chars}")
     if len(text) > bounds.max_chars:
-        return reject("text_too_long", f"{len(text)} chars > records.max_chars={bounds.max_chars}")
+        return reject("text_too_long", f"{len(text):,} chars > records.max_chars={bounds.max_chars}")
     allowed = list(labels or [])
     choices = None
     if choices_field is not None:
@@ -206,11 +175,27 @@ def validate(raw: dict | Malformed, *, source: str, input_ref: str, text_field: 
         gold = raw.get(label_field)
         if gold is None or (isinstance(gold, str) and not gold.strip()):
             return reject("missing_label", f"field {label_field!r} is missing or empty")
+        if isinstance(gold, bool) or not isinstance(gold, (str, int)):
+            return reject("unknown_label", f"label {gold!r} is a {type(gold).__name__}: labels are "
+                                           f"strings or integers, one of {allowed}")
         gold = str(gold).strip()
         if gold not in allowed:
             return reject("unknown_label", f"label {gold!r} is not one of {allowed}")
     return Record(stable_id(model_input(text, choices)), text, source, gold, input_ref,
                   choices=tuple(choices) if choices else None)
+
+
+# -- whole files: checked before any model loads (the job's plan step) -----------------------
+
+class InputFileError(ValueError):
+    """A corpus file that cannot be used as a whole: one message naming the file and why."""
+
+
+class MissingInputError(InputFileError, FileNotFoundError):
+    """A corpus path or glob that matches no file."""
+
+
+_MAGIC = {"gz": b"\x1f\x8b", "bz2": b"BZh"}
 
 
 def expand(path: str) -> list[str]:
@@ -219,22 +204,150 @@ def expand(path: str) -> list[str]:
 
     fs, _, paths = fsspec.get_fs_token_paths(path)
     if not paths:
-        raise FileNotFoundError(f"no input file matches {path!r}")
+        raise MissingInputError(f"no input file matches {path!r}")
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return sorted(p if protocol in ("file", "local") else f"{protocol}://{p}" for p in paths)
 
 
+def _names(names: Sequence[str], limit: int = 20) -> str:
+    shown = ", ".join(repr(n) for n in list(names)[:limit])
+    return shown + (f", ... ({len(names):,} in all)" if len(names) > limit else "")
+
+
+def _missing(path: str, required: Sequence[str], has: Sequence[str], what: str) -> None:
+    missing = [f for f in required if f not in has]
+    if missing:
+        raise InputFileError(f"{path}: no {what} {_names(missing)} (it has: {_names(has) or 'none'})")
+
+
+def _check_parquet(fh, path: str, required: Sequence[str]) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(fh)
+        _missing(path, required, pf.schema_arrow.names, "column")
+        for _ in pf.iter_batches(batch_size=65536):  # every page decodes: not cut short inside
+            pass
+    except (pa.ArrowException, OSError, ValueError) as err:
+        if isinstance(err, InputFileError):
+            raise
+        raise InputFileError(f"{path}: not a readable Parquet file (truncated or corrupt): {err}") from None
+    return pf.metadata.num_rows
+
+
+def _check_text(open_file, path: str, fmt: str, required: Sequence[str], encoding: str) -> int:
+    kind = compression(path)
+    if kind:  # the whole stream decompresses, to its end marker
+        with open_file() as fh:
+            magic = fh.read(len(_MAGIC[kind]))
+            if magic != _MAGIC[kind]:
+                raise InputFileError(f"{path}: not a .{kind} file (it starts with {magic!r}): "
+                                     f"decompress it or drop the .{kind} suffix")
+        with open_file() as fh, decompressed(fh, path) as stream:
+            size = 0
+            while chunk := stream.read(1 << 20):
+                size += len(chunk)
+        if size == 0:
+            raise InputFileError(f"{path}: is empty (0 bytes after decompression)")
+    with open_file() as fh:
+        lines = decoded_lines(decompressed(fh, path), encoding)
+        if fmt == "csv":
+            records = csv_records(lines, csv_delimiter(path))
+            _, header, _, bad, error = next(records, (0, [], "", None, None))
+            if bad or error:
+                raise InputFileError(f"{path}: unreadable header line: {bad or error}")
+            _missing(path, required, header, "column")
+            twice = [f for f in required if header.count(f) > 1]
+            if twice:
+                raise InputFileError(f"{path}: column(s) {_names(twice)} appear more than once")
+            return int(any(cells != [] for _, cells, *_ in records))
+        rows, seen = 0, set()
+        for _, item in jsonl_rows(lines):
+            rows += 1
+            if isinstance(item, Row):
+                seen.update(item)
+                if all(f in seen for f in required):
+                    return rows
+        if seen:  # JSON objects were read, and none has a required field
+            absent = [f for f in required if f not in seen]
+            raise InputFileError(f"{path}: no row has the field(s) {_names(absent)} "
+                                 f"(fields seen: {_names(sorted(seen))})")
+        return rows
+
+
+def check_file(path: str, required: Sequence[str] = (), encoding: str = "utf-8") -> int:
+    """Check one corpus file as a whole; returns 0 when it has no rows, else a positive count
+    (the scan stops early where it can). Raises InputFileError naming the file: missing, a
+    directory, empty, an unknown type, corrupt or truncated Parquet or compression, a required
+    column absent (naming those it has), a CSV header not valid in the encoding."""
+    import fsspec
+
+    fs, plain = fsspec.core.url_to_fs(path)
+    if not fs.exists(plain):
+        raise MissingInputError(f"{path}: no such file")
+    if fs.isdir(plain):
+        raise InputFileError(f"{path}: is a directory, not a file (name its files with a glob, "
+                             f"e.g. {path.rstrip('/')}/*.jsonl)")
+    try:
+        fmt = file_format(path)
+    except ValueError as err:
+        raise InputFileError(str(err)) from None
+    if fs.size(plain) == 0:
+        raise InputFileError(f"{path}: is empty (0 bytes)")
+    try:
+        if fmt == "parquet":
+            with fs.open(plain, "rb") as fh:
+                return _check_parquet(fh, path, required)
+        return _check_text(lambda: fs.open(plain, "rb"), path, fmt, required, encoding)
+    except PermissionError as err:
+        raise InputFileError(f"{path}: cannot be read ({err.strerror})") from None
+    except (OSError, EOFError, zlib.error) as err:  # gzip/bz2: a corrupt or truncated stream
+        if isinstance(err, InputFileError):
+            raise
+        raise InputFileError(f"{path}: cannot be decompressed as .{compression(path) or fmt} "
+                             f"(truncated or corrupt): {err}") from None
+
+
+def check_split(src, where: str, *, labelled: bool) -> int:
+    """Check every file of one configured split (a `Source`); errors name the split too."""
+    required = [f for f in (src.text_field, src.label_field if labelled else None,
+                            src.choices_field) if f]
+    try:
+        return sum(check_file(f, required, src.encoding) for f in expand(src.path))
+    except InputFileError as err:
+        raise type(err)(f"{where}: {err}") from None
+
+
+def check_input_files(cfg) -> None:
+    """Stop the job before any model loads when an input file is unusable as a whole, or when
+    the corpus to label (unlabeled + seed) has no rows at all. Row-level problems never stop
+    the job: those rows are rejected with a reason."""
+    rows = {}
+    for split in ("unlabeled", "seed", "test"):
+        src = getattr(cfg.corpus, split)
+        if src is not None:
+            rows[split] = check_split(src, f"corpus.{split}", labelled=split != "unlabeled")
+    if rows["unlabeled"] + rows.get("seed", 0) == 0:
+        paths = " and ".join(f"corpus.{s} ({getattr(cfg.corpus, s).path})"
+                             for s in ("unlabeled", "seed") if s in rows)
+        raise InputFileError(f"the corpus is empty: {paths} hold no rows")
+
+
 def read_split(path: str, *, source: str, text_field: str, label_field: str | None = None,
                labels: Iterable[str] | None = None, bounds: Bounds = Bounds(),
-               choices_field: str | None = None) -> tuple[list[Record], list[Rejection]]:
+               choices_field: str | None = None, encoding: str = "utf-8"
+               ) -> tuple[list[Record], list[Rejection]]:
     """Read and validate a whole split in-process (the trainer's test split, small inputs)."""
     import fsspec
 
     records, rejected = [], []
     labels = list(labels or [])
+    required = [f for f in (text_field, label_field, choices_field) if f]
     for file in expand(path):
+        check_file(file, required, encoding)
         with fsspec.open(file, "rb") as fh:
-            for row, raw in iter_rows(fh, file):
+            for row, raw in iter_rows(fh, file, encoding):
                 out = validate(raw, source=source, input_ref=f"{file}:{row}", text_field=text_field,
                                label_field=label_field, labels=labels, bounds=bounds,
                                choices_field=choices_field)
@@ -250,4 +363,4 @@ def read_configured(cfg, split: str) -> tuple[list[Record], list[Rejection]]:
     return read_split(src.path, source=split, text_field=src.text_field,
                       label_field=src.label_field, labels=cfg.task.labels,
                       bounds=Bounds(cfg.records.min_chars, cfg.records.max_chars),
-                      choices_field=src.choices_field)
+                      choices_field=src.choices_field, encoding=src.encoding)

@@ -17,9 +17,10 @@ class ParseFile(beam.DoFn):
     """Parse one matched file; valid rows go to the main output, the rest to `rejected`."""
 
     def __init__(self, source: str, text_field: str, label_field: str | None,
-                 labels: list[str], bounds: Bounds, choices_field: str | None = None):
+                 labels: list[str], bounds: Bounds, choices_field: str | None = None,
+                 encoding: str = "utf-8"):
         self.source, self.text_field, self.label_field = source, text_field, label_field
-        self.choices_field = choices_field
+        self.choices_field, self.encoding = choices_field, encoding
         self.labels, self.bounds = list(labels), bounds
         self.read = Metrics.counter("potstill", f"read_{source}")
         self.rejected = Metrics.counter("potstill", f"rejected_{source}")
@@ -30,7 +31,7 @@ class ParseFile(beam.DoFn):
         with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as fh:
             if file_format(path) == "parquet" and not fh.seekable():
                 fh = io.BytesIO(fh.read())
-            for row, raw in iter_rows(fh, path):
+            for row, raw in iter_rows(fh, path, self.encoding):
                 self.read.inc()
                 out = validate(raw, source=self.source, input_ref=f"{path}:{row}",
                                text_field=self.text_field, label_field=self.label_field,
@@ -49,10 +50,11 @@ class ReadSplit(beam.PTransform):
 
     def __init__(self, pattern: str, source: str, text_field: str, label_field: str | None = None,
                  labels: list[str] | None = None, bounds: Bounds = Bounds(),
-                 choices_field: str | None = None):
+                 choices_field: str | None = None, encoding: str = "utf-8"):
         super().__init__()
         self.pattern = pattern
-        self.parse = ParseFile(source, text_field, label_field, labels or [], bounds, choices_field)
+        self.parse = ParseFile(source, text_field, label_field, labels or [], bounds, choices_field,
+                               encoding)
 
     def expand(self, pbegin):
         return (pbegin
