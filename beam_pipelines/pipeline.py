@@ -55,8 +55,9 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
     """Audit, build the stages from one teacher setup, run the rounds, then curate, validate
     and publish (potstill.job.finish)."""
     seeds = read_seed(cfg)
-    setup, audit_report = audit_teacher(cfg, plan.teacher, seeds)
     store_dir = store.model_dir(cfg.output_root, plan.teacher.sha256)
+    setup, audit_report = audit_teacher(cfg, TeacherSetup.from_config(
+        cfg, plan.teacher.path, seeds, model_sha256=plan.teacher.sha256, store_dir=store_dir), seeds)
     expected = plan.expected_rows(cfg)
     handler = TeacherModelHandler(setup, store_dir, retries=cfg.teacher.max_retries,
                                   expected_rows=expected)
@@ -84,15 +85,16 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def audit_teacher(cfg: Config, teacher, seeds: list[Record]) -> tuple[TeacherSetup, dict]:
-    """Audit the teacher on the gold rows in this process (fitting its calibration), stop if it
-    is below `audit.min_accuracy`; the setup, with the fitted calibration, goes to every stage."""
-    setup = TeacherSetup.from_config(cfg, teacher.path, seeds, model_sha256=teacher.sha256)
+def audit_teacher(cfg: Config, setup: TeacherSetup, seeds: list[Record]) -> tuple[TeacherSetup, dict]:
+    """Audit the teacher on the gold rows in this process (fitting its calibration; answers come
+    from the teacher store when it has them), stop if it is below `audit.min_accuracy`; the
+    setup, with the fitted calibration, goes to every stage."""
     if not seeds and cfg.teacher.calibration == "none":
         return setup, {"n": 0, "note": "no seed rows: teacher quality unknown"}
     log.info("auditing the teacher on %d gold seed rows", len(seeds))
     lt = setup.load()
     report = audit(cfg, lt, seeds)
+    report["teacher_usage"] = {"calls": lt.calls, "cache_hits": lt.cache_hits}
     log.info("teacher audit: %s", {k: report[k] for k in ("n", "accuracy") if k in report})
     check(cfg, report)
     return setup.with_calibration(lt.calibration), report

@@ -45,7 +45,7 @@ def fit_calibration(cfg: Config, lt: LabelledTeacher, seed_raw: np.ndarray,
     prior = None
     if "contextual" in mode:
         inputs = list(cfg.teacher.content_free_inputs)
-        prior = contextual_prior(lt.teacher.score_labels(inputs, lt.demos(inputs)))
+        prior = contextual_prior(lt.score(inputs)[0])
     temperature = 1.0
     if "temperature" in mode:
         temperature = fit_temperature(Calibration(prior).apply(seed_raw), gold)

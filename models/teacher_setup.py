@@ -31,10 +31,34 @@ if TYPE_CHECKING:
 
 @dataclass
 class LabelledTeacher:
-    """The teacher plus what every row's scoring needs: demonstrations and calibration."""
+    """The teacher plus what every row's scoring needs: demonstrations and calibration. With a
+    `store_dir` every answer is looked up in the teacher store first and every new one is
+    appended to it (potstill/store.py); `calls` and `cache_hits` count what that saved."""
     teacher: TeacherBase          # HFTeacher or models.vllm_backend.VLLMTeacher
     selector: DemoSelector | None
     calibration: Calibration
+    store_dir: str | None = None
+    model_sha256: str = ""
+    calls: int = 0
+    cache_hits: int = 0
+
+    def stored_candidates(self, texts: Sequence[str], demos: Sequence[Sequence[Demo]]) -> np.ndarray:
+        """Raw candidate log-probabilities [n, C], from the store where it has them."""
+        from potstill import store
+
+        encoded = [self.teacher.encode(t, d) for t, d in zip(texts, demos)]
+        keys = [store.request_key(self.model_sha256, self.teacher.prompt_ids(e), self.teacher.cand_ids)
+                for e in encoded]
+        found = store.lookup(self.store_dir, set(keys))
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        if missing:
+            answers = self.teacher.score_encoded([encoded[i] for i in missing])
+            store.write_segment(self.store_dir, [keys[i] for i in missing], answers,
+                                [len(self.teacher.prompt_ids(encoded[i])) for i in missing])
+            found.update((keys[i], a) for i, a in zip(missing, answers))
+        self.calls += len(missing)
+        self.cache_hits += len(keys) - len(missing)
+        return np.asarray([found[k] for k in keys], dtype=np.float64)
 
     def demos(self, texts: Sequence[str]) -> list[list[Demo]] | None:
         return self.selector.select(texts) if self.selector else None
@@ -58,8 +82,16 @@ class LabelledTeacher:
         """(raw, calibrated) label log-probabilities, each [len(texts), L]. With `n_options`
         (multiple choice) a row's letters past its own options get probability 0. `demos`
         overrides the selector's choice (the faithfulness test keeps a row's demonstrations)."""
+        import torch
+
         demos = self.demos(texts) if demos is None else demos
-        return self.calibrate(self.teacher.score_labels(texts, demos), n_options)
+        if self.store_dir:
+            cand = self.stored_candidates(texts, demos or [()] * len(texts))
+            raw = self.teacher.label_scores(torch.from_numpy(cand)).numpy()
+        else:
+            self.calls += len(texts)
+            raw = self.teacher.score_labels(texts, demos)
+        return self.calibrate(raw, n_options)
 
     def from_candidates(self, cand: np.ndarray, n_options=None) -> tuple[np.ndarray, np.ndarray]:
         """(raw, calibrated) label log-probabilities from raw candidate log-probabilities [n, C]
@@ -97,11 +129,12 @@ class TeacherSetup:
     demo_pool: tuple[tuple[str, str], ...] = ()  # (model input, gold label) of the seed rows
     calibration: Calibration = field(default_factory=Calibration)
     model_sha256: str = ""                       # the weights' SHA-256: part of every store key
+    store_dir: str | None = None                 # the teacher store for in-process scoring
 
     @classmethod
     def from_config(cls, cfg: "Config", model_path: str, seeds: Sequence["Record"] = (),
-                    calibration: Calibration = Calibration(), model_sha256: str = ""
-                    ) -> "TeacherSetup":
+                    calibration: Calibration = Calibration(), model_sha256: str = "",
+                    store_dir: str | None = None) -> "TeacherSetup":
         t = cfg.teacher
         embedder = None
         if t.few_shot.k and seeds and t.few_shot.selection == "similar":
@@ -111,7 +144,8 @@ class TeacherSetup:
         return cls(model_path, tuple(cfg.task.labels), cfg.task.instruction, t.backend,
                    t.prompt_style, t.verbalizers, t.batch_size, t.max_input_tokens, t.dtype,
                    t.threads, t.vllm, t.few_shot, embedder,
-                   tuple((r.model_input, r.gold_label) for r in seeds), calibration, model_sha256)
+                   tuple((r.model_input, r.gold_label) for r in seeds), calibration, model_sha256,
+                   store_dir)
 
     def with_calibration(self, calibration: Calibration) -> "TeacherSetup":
         return replace(self, calibration=calibration)
@@ -121,7 +155,7 @@ class TeacherSetup:
         zero-shot, uncalibrated, transformers backend (a second vLLM engine would only cost
         memory)."""
         return replace(self, model_path=model_path, backend="hf", few_shot=None, demo_pool=(),
-                       embedder_path=None, calibration=Calibration(), model_sha256="",
+                       embedder_path=None, calibration=Calibration(), model_sha256="", store_dir=None,
                        batch_size=batch_size or self.batch_size)
 
     def _kwargs(self) -> dict:
@@ -142,7 +176,8 @@ class TeacherSetup:
                       threads=self.threads)
         teacher = load_scorer(self.model_path, list(self.labels), self.instruction,
                               backend or self.backend, self.engine, **kwargs)
-        return LabelledTeacher(teacher, self._selector(teacher), self.calibration)
+        return LabelledTeacher(teacher, self._selector(teacher), self.calibration,
+                               self.store_dir, self.model_sha256)
 
     def _selector(self, teacher: TeacherBase) -> DemoSelector | None:
         fs = self.few_shot

@@ -83,6 +83,23 @@ def read_segment(path: str) -> Iterator[tuple[str, list[float]]]:
     yield from zip(table["key"].to_pylist(), table["answer"].to_pylist())
 
 
+def lookup(folder: str, keys: set[str]) -> dict[str, list[float]]:
+    """The stored answers for `keys` (in-process callers: the audit, the faithfulness test);
+    each segment is read for those keys only."""
+    import pyarrow.compute as pc
+
+    found: dict[str, list[float]] = {}
+    if not keys:
+        return found
+    wanted = pa.array(sorted(keys))
+    for path in segments(folder):
+        with fsspec.open(path, "rb") as fh:
+            table = pq.read_table(fh, columns=["key", "answer"])
+        hit = table.filter(pc.is_in(table["key"], value_set=wanted))
+        found.update(zip(hit["key"].to_pylist(), hit["answer"].to_pylist()))
+    return found
+
+
 def remove_temporary(folder: str, older_than_s: float = 3600.0) -> int:
     """Remove `.tmp-*` segments a dead writer left (older than an hour: a live one renames in
     milliseconds); returns how many."""

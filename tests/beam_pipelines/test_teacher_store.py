@@ -1,0 +1,165 @@
+"""Teacher work is never paid twice: the teacher store, resume after a kill, stage fingerprints,
+determinism, one run per dataset, and a poisoned row. Real DirectRunner, a tiny random teacher."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from beam_pipelines.pipeline import run
+from potstill import store
+from potstill.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+WORDS = "good bad fine dull great awful film plot acting music pacing story".split()
+
+
+def corpus(n: int) -> list[dict]:
+    return [{"text": f"{WORDS[i % 12]} {WORDS[(i * 7) % 12]} {WORDS[(i * 5) % 12]} number {i}"}
+            for i in range(n)]
+
+
+def write_config(folder: Path, tiny_lm: str, rows: int = 12, **extra) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "u.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus(rows)))
+    (folder / "s.jsonl").write_text(json.dumps({"text": "good", "label": "positive"}) + "\n"
+                                    + json.dumps({"text": "bad", "label": "negative"}) + "\n")
+    cfg = {"dataset": "toy", "output_root": "out", "task": {"labels": ["negative", "positive"]},
+           "corpus": {"unlabeled": {"path": "u.jsonl"}, "seed": {"path": "s.jsonl"}},
+           "teacher": {"model": tiny_lm, "batch_size": 2, "threads": 1}, **extra}
+    path = folder / "config.yaml"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def manifest(version: Path) -> dict:
+    return json.loads((version / "manifest.json").read_text())
+
+
+def data_bytes(version: Path) -> bytes:
+    return (version / "data" / "part-0.parquet").read_bytes()
+
+
+def cli(config: Path, *args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "beam_pipelines", "run", str(config), *args],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kwargs)
+
+
+def test_curation_change_reuses_every_answer_and_student_change_publishes_nothing(tmp_path, tiny_lm):
+    path = write_config(tmp_path, tiny_lm)
+    v1 = run(load_config(path))
+    usage = manifest(v1)["teacher_usage"]
+    # the 2 seed rows were answered by the audit (on the driver, into the store): not paid again
+    assert usage["rows"] == 14 and usage["calls"] == 12 and usage["cache_hits"] == 2
+    assert usage["prompt_tokens"] > 14 * 10
+
+    v2 = run(load_config(path, ["curation.min_confidence=0.5"]))
+    usage = manifest(v2)["teacher_usage"]
+    assert v2.name == "v2" and usage["calls"] == 0 and usage["cache_hits"] == 14
+    assert manifest(v1)["teacher_audit"]["teacher_usage"] == {"calls": 2, "cache_hits": 0}
+    assert manifest(v2)["teacher_audit"]["teacher_usage"] == {"calls": 0, "cache_hits": 2}
+    shared = set(pq.read_table(v2 / "data")["id"].to_pylist()) | set(
+        pq.read_table(v2 / "filtered.parquet")["id"].to_pylist())
+    assert set(pq.read_table(v1 / "data")["id"].to_pylist()) <= shared
+
+    # the student's settings cannot change the data: the same version, nothing new
+    assert run(load_config(path, ["curation.min_confidence=0.5", "student.learning_rate=1e-4"])) == v2
+
+
+def test_editing_the_sql_text_publishes_a_new_version(tmp_path, tiny_lm):
+    query = tmp_path / "my.sql"
+    query.write_text((ROOT / "sql" / "curate.sql").read_text())
+    path = write_config(tmp_path, tiny_lm, curation={"query": str(query)})
+    v1 = run(load_config(path))
+    assert run(load_config(path)) == v1
+    query.write_text(query.read_text() + "\n-- an analyst's edit\n")
+    v2 = run(load_config(path))
+    assert v2.name == "v2" and manifest(v2)["teacher_usage"]["calls"] == 0
+
+
+def test_two_fresh_runs_publish_identical_bytes(tmp_path, tiny_lm):
+    a = run(load_config(write_config(tmp_path / "a", tiny_lm, rows=30)))
+    b = run(load_config(write_config(tmp_path / "b", tiny_lm, rows=30)))
+    assert data_bytes(a) == data_bytes(b)
+
+
+def test_a_poisoned_row_is_the_only_one_rejected(tmp_path, tiny_lm, monkeypatch):
+    from models.teacher import HFTeacher
+
+    score = HFTeacher.score_encoded
+
+    def poisoned(self, encoded):
+        if any("POISON" in self.tokenizer.decode(e.ids) for e in encoded):
+            raise ValueError("the model cannot read this row")
+        return score(self, encoded)
+    monkeypatch.setattr(HFTeacher, "score_encoded", poisoned)
+    path = write_config(tmp_path, tiny_lm, rows=7, teacher={"model": tiny_lm, "batch_size": 8,
+                                                            "max_retries": 1})
+    with open(tmp_path / "u.jsonl", "a") as fh:
+        fh.write(json.dumps({"text": "a POISON row"}) + "\n")
+    version = run(load_config(path))
+    rejected = pq.read_table(version / "rejected.parquet").to_pylist()
+    assert [(r["reason"], r["raw"]) for r in rejected] == [("teacher_error", "a POISON row")]
+    assert "cannot read this row" in rejected[0]["detail"]
+    m = manifest(version)
+    assert m["counts"]["totals"]["published"] == 9 and m["counts"]["totals"]["rejected"] == 1
+    assert m["teacher_usage"]["retries"] >= 1
+
+
+def test_a_kill_leaves_nothing_half_published_and_the_rerun_cleans_up(tmp_path, tiny_lm):
+    """What a SIGKILL during publish leaves (a `.tmp-*` folder holding a v1 manifest) and during
+    scoring (a staging folder) is removed by the next run, which publishes v1 cleanly."""
+    path = write_config(tmp_path, tiny_lm)
+    ds = tmp_path / "out" / "toy"
+    (ds / ".tmp-deadbeef" / "data").mkdir(parents=True)
+    (ds / ".tmp-deadbeef" / "manifest.json").write_text('{"version": "v1"}')
+    (ds / ".staging" / "0123456789ab").mkdir(parents=True)
+    version = run(load_config(path))
+    assert version.name == "v1" and sorted(p.name for p in ds.iterdir()) == [".lock", ".staging", "v1"]
+    assert not list((ds / ".staging").iterdir())
+
+
+def test_sigkill_mid_scoring_then_rerun_pays_only_the_missing_rows(tmp_path, tiny_lm):
+    rows = 400
+    path = write_config(tmp_path / "killed", tiny_lm, rows=rows, teacher={
+        "model": tiny_lm, "batch_size": 1, "threads": 1})
+    segments = lambda: store.segments(f"{tmp_path}/killed/out/{store.STORE_DIR}")
+    proc = cli(path)
+    deadline = time.time() + 300
+    while len(segments()) < 20 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed: raise `rows`"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    answered = sum(pq.read_metadata(s).num_rows for s in segments())
+    assert 20 <= answered < rows + 2
+
+    rerun = cli(path)
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err[-3000:]
+    version = Path(out.strip().splitlines()[-1])
+    usage = manifest(version)["teacher_usage"]
+    assert usage["calls"] == rows + 2 - answered and usage["cache_hits"] == answered
+    assert usage["calls"] < rows
+    assert not list((tmp_path / "killed" / "out" / "toy" / ".staging").iterdir())
+
+    fresh = run(load_config(write_config(tmp_path / "fresh", tiny_lm, rows=rows, teacher={
+        "model": tiny_lm, "batch_size": 1, "threads": 1})))
+    assert data_bytes(version) == data_bytes(fresh)
+
+
+def test_two_concurrent_identical_runs_publish_one_version(tmp_path, tiny_lm):
+    path = write_config(tmp_path, tiny_lm)
+    first, second = cli(path), cli(path)
+    outs = [p.communicate(timeout=600) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    printed = {o.strip().splitlines()[-1] for o, _ in outs}
+    assert printed == {str(tmp_path / "out" / "toy" / "v1")}
+    assert sorted(p.name for p in (tmp_path / "out" / "toy").glob("v*")) == ["v1"]
