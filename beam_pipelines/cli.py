@@ -3,6 +3,7 @@
     potstill run CONFIG.yaml [--set key.path=value ...] [-- BEAM_PIPELINE_ARGS]
     potstill train --dataset VERSION_DIR --config CONFIG.yaml --out DIR [--train-on all|seed]
     potstill evaluate CONFIG.yaml --model teacher|DIR
+    potstill gc DATASET [--root R] [--dry-run] [--grace-hours H]
     potstill versions | diff | query | label-issues | report ...   (see analysis_cli.py)
 
 Each command logs progress to stderr and prints its result as the last stdout line: the
@@ -94,8 +95,27 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("config")
     ev.add_argument("--model", required=True, help="'teacher' or a trained student directory")
     ev.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    gc = sub.add_parser("gc", help="remove a dataset's leftovers of dead runs, and teacher-store "
+                                   "entries no published version needs")
+    gc.add_argument("dataset")
+    gc.add_argument("--root", default=None, help="output root (default: $POTSTILL_OUTPUT_ROOT or ./datasets)")
+    gc.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    gc.add_argument("--grace-hours", type=float, default=1.0,
+                    help="keep store segments younger than this (a run in progress may need them)")
     analysis_cli.add_commands(sub)
     return parser
+
+
+def _gc(args) -> dict:
+    """`potstill gc`: under the dataset's lock, so no run of it is in progress."""
+    from potstill import analysis, store, versions
+
+    root = args.root if args.root is not None else analysis.default_root()
+    with versions.dataset_lock(root, args.dataset):
+        leftovers = [] if args.dry_run else versions.remove_leftovers(root, args.dataset)
+        report = store.collect(root, store.needed_keys(root), dry_run=args.dry_run,
+                               grace_s=args.grace_hours * 3600)
+    return {"leftovers_removed": leftovers, "store": report}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command in analysis_cli.COMMANDS:
             return analysis_cli.run(args)
-        result = _train(args) if args.command == "train" else _evaluate(args)
+        commands = {"train": _train, "evaluate": _evaluate, "gc": _gc}
+        result = commands[args.command](args)
         print(json.dumps(result, sort_keys=True))
         return 0
     except (ConfigError, ValueError, OSError) as err:  # FileNotFoundError is an OSError

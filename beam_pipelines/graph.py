@@ -12,7 +12,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from potstill import contract
+from potstill import contract, store
 from potstill.config import Config
 from potstill.records import Bounds
 from transforms.dedup import Deduplicate
@@ -120,5 +120,7 @@ def build(p: beam.Pipeline, cfg: Config, stages: Stages, staging: str, round: Ro
 
     optional = contract.optional_columns(cfg)
     write([rows], "scored", contract.scored_schema(optional), contract.row)
+    keys = rows | "StoreKeys" >> beam.Map(lambda r: {"key": r.value("request").key})
+    write([keys], "keys", store.KEYS_SCHEMA)  # the store entries this version needs (potstill gc)
     write(rejected, "rejected", contract.REJECTED_SCHEMA)
     write(filtered, "filtered", contract.filtered_schema(optional), contract.row)

@@ -79,7 +79,9 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
 
             scored = job.read_staged(staging, "scored", contract.scored_schema(contract.optional_columns(cfg)))
             extra["saliency"] = manifest_entry(setup, cfg.saliency, scored)
-        return job.finish(cfg, plan, staging, audit_report, throughput=throughput, extra=extra)
+        driver_keys = audit_report.pop("store_keys", [])
+        return job.finish(cfg, plan, staging, audit_report, throughput=throughput, extra=extra,
+                          driver_keys=driver_keys)
     finally:
         loading.release()  # the shared weights (and vLLM engines) of this run
         shutil.rmtree(staging, ignore_errors=True)
@@ -95,6 +97,7 @@ def audit_teacher(cfg: Config, setup: TeacherSetup, seeds: list[Record]) -> tupl
     lt = setup.load()
     report = audit(cfg, lt, seeds)
     report["teacher_usage"] = {"calls": lt.calls, "cache_hits": lt.cache_hits}
+    report["store_keys"] = sorted(set(lt.used_keys))  # into teacher_keys.parquet, not the manifest
     log.info("teacher audit: %s", {k: report[k] for k in ("n", "accuracy") if k in report})
     check(cfg, report)
     return setup.with_calibration(lt.calibration), report

@@ -41,6 +41,7 @@ class LabelledTeacher:
     model_sha256: str = ""
     calls: int = 0
     cache_hits: int = 0
+    used_keys: list = field(default_factory=list)   # store keys read or written
 
     def stored_candidates(self, texts: Sequence[str], demos: Sequence[Sequence[Demo]]) -> np.ndarray:
         """Raw candidate log-probabilities [n, C], from the store where it has them."""
@@ -49,6 +50,7 @@ class LabelledTeacher:
         encoded = [self.teacher.encode(t, d) for t, d in zip(texts, demos)]
         keys = [store.request_key(self.model_sha256, self.teacher.prompt_ids(e), self.teacher.cand_ids)
                 for e in encoded]
+        self.used_keys += keys
         found = store.lookup(self.store_dir, set(keys))
         missing = [i for i, k in enumerate(keys) if k not in found]
         if missing:

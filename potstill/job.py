@@ -12,14 +12,14 @@ import subprocess
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 import potstill
-from potstill import contract, curation, expectations, versions
+from potstill import contract, curation, expectations, store, versions
 from potstill.config import Config
 from potstill.records import expand, iter_rows
 from potstill.report import write_version_report
@@ -154,8 +154,10 @@ def counts(scored, early_filtered, rejected, published, filtered) -> dict:
 
 
 def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
-           throughput: dict | None = None, extra: dict | None = None) -> Path:
-    """Curate, validate and publish the staged shards; a failed suite publishes nothing."""
+           throughput: dict | None = None, extra: dict | None = None,
+           driver_keys: Sequence[str] = ()) -> Path:
+    """Curate, validate and publish the staged shards; a failed suite publishes nothing.
+    `driver_keys`: teacher-store keys the driver's own scoring used (the audit)."""
     optional = contract.optional_columns(cfg)
     scored = read_staged(staging, "scored", contract.scored_schema(optional))
     early_filtered = read_staged(staging, "filtered", contract.filtered_schema(optional))
@@ -185,8 +187,10 @@ def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
         "validation": {"success": report.success, "results": report.results},
         **(extra or {}),
     }
+    keys = read_staged(staging, "keys", store.KEYS_SCHEMA)["key"].to_pylist() + list(driver_keys)
     path = versions.publish(cfg.output_root, cfg.dataset, published=published,
                             filtered=filtered, rejected=rejected, manifest=manifest,
-                            render=write_version_report)
+                            render=write_version_report,
+                            teacher_keys=pa.table({"key": sorted(set(keys))}, schema=store.KEYS_SCHEMA))
     log.info("published %s: %s", path, manifest["counts"]["totals"])
     return path

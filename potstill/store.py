@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 STORE_DIR = ".potstill-store"
+KEYS_SCHEMA = pa.schema([("key", pa.string())])  # a version's teacher_keys.parquet
+KEYS_FILE = "teacher_keys.parquet"
 SCHEMA = pa.schema([("key", pa.string()), ("answer", pa.list_(pa.float64())),
                     ("prompt_tokens", pa.int32()), ("created_at", pa.float64())])
 
@@ -114,3 +116,48 @@ def remove_temporary(folder: str, older_than_s: float = 3600.0) -> int:
                 fs.rm(p)
                 removed += 1
     return removed
+
+
+def collect(output_root: str, needed: set[str], *, dry_run: bool = False,
+            grace_s: float = 3600.0) -> dict:
+    """Remove the store entries no version needs: a segment with no needed key is deleted, one
+    with some is rewritten with those only (the new segment first, then the old one goes).
+    Segments younger than `grace_s` are kept: a run in progress may not have published yet."""
+    report = {"segments": 0, "kept": 0, "removed": 0, "rewritten": 0, "entries_removed": 0,
+              "bytes_freed": 0, "too_recent": 0, "dry_run": dry_run}
+    now = time.time()
+    fs, _, (base,) = fsspec.get_fs_token_paths(root(output_root))
+    for path in segments(root(output_root)):
+        report["segments"] += 1
+        seg_fs, _, (local,) = fsspec.get_fs_token_paths(path)
+        if now - seg_fs.modified(local).timestamp() < grace_s:
+            report["too_recent"] += 1
+            continue
+        with fsspec.open(path, "rb") as fh:
+            table = pq.read_table(fh)
+        keep = [k in needed for k in table["key"].to_pylist()]
+        if all(keep):
+            report["kept"] += 1
+            continue
+        report["entries_removed"] += keep.count(False)
+        report["bytes_freed"] += seg_fs.size(local)
+        report["rewritten" if any(keep) else "removed"] += 1
+        if dry_run:
+            continue
+        if any(keep):
+            rest = table.filter(pa.array(keep))
+            folder = local.rsplit("/", 1)[0]
+            write_segment(folder, rest["key"].to_pylist(), rest["answer"].to_pylist(),
+                          rest["prompt_tokens"].to_pylist())
+        seg_fs.rm(local)
+    return report
+
+
+def needed_keys(output_root: str) -> set[str]:
+    """Every key some published version under `output_root` (any dataset) was made from."""
+    fs, _, (base,) = fsspec.get_fs_token_paths(str(output_root))
+    needed: set[str] = set()
+    for path in fs.glob(f"{base}/*/v*/{KEYS_FILE}"):
+        with fs.open(path, "rb") as fh:
+            needed.update(pq.read_table(fh)["key"].to_pylist())
+    return needed

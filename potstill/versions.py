@@ -4,6 +4,7 @@ Layout of one version:
     vN/data/part-0.parquet   published rows   (contract.PUBLISHED_SCHEMA)
     vN/filtered.parquet      curated-out rows (contract.FILTERED_SCHEMA, with filter_reason)
     vN/rejected.parquet      bad input rows   (contract.REJECTED_SCHEMA, with reason)
+    vN/teacher_keys.parquet  the teacher-store entries the version was made from (potstill gc)
     vN/manifest.json         lineage: version, parent_version, dataset, created_at + the caller's
     vN/report.html, vN/validation.{json,html}   written by the `render` hook (potstill.report)
 
@@ -79,12 +80,15 @@ def latest_version(output_root: str | os.PathLike, dataset: str) -> Path | None:
     return ds_dir / f"v{nums[-1]}" if nums else None
 
 
-def _write(tmp: Path, published: pa.Table, filtered: pa.Table, rejected: pa.Table) -> None:
+def _write(tmp: Path, published: pa.Table, filtered: pa.Table, rejected: pa.Table,
+           teacher_keys: pa.Table | None = None) -> None:
     # Conform first: a table that does not fit its schema fails before any file is written.
     optional = contract.optional_present(published)
     tables = {DATA_FILE: contract.conform(published, contract.scored_schema(optional)),
               Path("filtered.parquet"): contract.conform(filtered, contract.filtered_schema(optional)),
               Path("rejected.parquet"): contract.conform(rejected, contract.REJECTED_SCHEMA)}
+    if teacher_keys is not None:  # the teacher-store entries the version needs (potstill gc)
+        tables[Path("teacher_keys.parquet")] = teacher_keys
     (tmp / "data").mkdir()
     for rel, table in tables.items():
         pq.write_table(table, tmp / rel)
@@ -102,7 +106,8 @@ def _make_read_only(root: Path) -> None:
 
 def publish(output_root: str | os.PathLike, dataset: str, *, published: pa.Table,
             filtered: pa.Table, rejected: pa.Table, manifest: dict[str, Any],
-            render: Callable[[Path], Any] | None = None) -> Path:
+            render: Callable[[Path], Any] | None = None,
+            teacher_keys: pa.Table | None = None) -> Path:
     """Write a new version atomically and return its folder.
 
     The keys `version`, `parent_version`, `dataset` and `created_at` are set here and override
@@ -116,7 +121,7 @@ def publish(output_root: str | os.PathLike, dataset: str, *, published: pa.Table
     tmp = ds_dir / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        _write(tmp, published, filtered, rejected)
+        _write(tmp, published, filtered, rejected, teacher_keys)
         created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for _ in range(_MAX_TRIES):
             nums = _numbers(ds_dir)

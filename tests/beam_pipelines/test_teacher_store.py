@@ -163,3 +163,26 @@ def test_two_concurrent_identical_runs_publish_one_version(tmp_path, tiny_lm):
     printed = {o.strip().splitlines()[-1] for o, _ in outs}
     assert printed == {str(tmp_path / "out" / "toy" / "v1")}
     assert sorted(p.name for p in (tmp_path / "out" / "toy").glob("v*")) == ["v1"]
+
+
+def test_gc_removes_only_store_entries_no_version_needs(tmp_path, tiny_lm, capsys):
+    from beam_pipelines.cli import main
+
+    path = write_config(tmp_path, tiny_lm)
+    version = run(load_config(path))
+    needed = set(pq.read_table(version / "teacher_keys.parquet")["key"].to_pylist())
+    assert len(needed) == 14  # 12 corpus + 2 seed rows (the audit's requests are the seed rows')
+    folder = store.model_dir(str(tmp_path / "out"), manifest(version)["models"]["teacher"]["sha256"])
+    store.write_segment(folder, ["orphan-1", "orphan-2"], [[0.0, -1.0], [0.0, -2.0]], [5, 5])
+    root = str(tmp_path / "out")
+
+    assert main(["gc", "toy", "--root", root, "--dry-run", "--grace-hours", "0"]) == 0
+    dry = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert dry["store"]["entries_removed"] == 2 and dry["store"]["removed"] == 1
+    assert "orphan-1" in store.lookup(folder, {"orphan-1"})  # a dry run removes nothing
+
+    assert main(["gc", "toy", "--root", root, "--grace-hours", "0"]) == 0
+    assert not store.lookup(folder, {"orphan-1", "orphan-2"})
+    assert set(store.lookup(folder, needed)) == needed
+    again = run(load_config(path, ["curation.min_confidence=0.4"]))  # still nothing to pay
+    assert manifest(again)["teacher_usage"]["calls"] == 0
