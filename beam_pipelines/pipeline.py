@@ -1,11 +1,13 @@
 """The batch job, top to bottom: plan -> audit the teacher -> rounds of the Beam graph ->
 curate -> validate -> publish.
 
-`run` resolves the models and hashes the inputs (an identical existing version ends the job
-there), audits the teacher on the gold seed rows and fits its calibration, builds the one
-teacher setup every stage uses, runs the graph (beam_pipelines/graph.py) once or once per
-teacher-budget round, then hands the staged shards to the library (potstill.job) to curate,
-validate and publish.
+`run` checks the settings and input files, resolves the models, takes the dataset's lock
+(one run per dataset; a dead run's leftovers go), hashes the inputs (an identical existing
+version ends the job there), audits the teacher on the gold seed rows and fits its calibration,
+builds the one teacher setup every stage uses, runs the graph (beam_pipelines/graph.py) once or
+once per teacher-budget round, then hands the staged shards to the library (potstill.job) to
+curate, validate and publish. Every teacher answer goes through the teacher store
+(potstill/store.py): a rerun pays only for requests never answered.
 """
 from __future__ import annotations
 
