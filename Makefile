@@ -47,4 +47,4 @@ test-fast: install
 	$(BIN)/python -m pytest tests -q -m "not slow"
 
 clean-demo:
-	rm -rf datasets runs data
+	rm -rf potstill-datasets datasets runs data

@@ -7,7 +7,7 @@
     potstill label-issues DATASET[@vN] [--all] [--root R] [--format ...] [--out PATH]
     potstill report DATASET[@vN] --out FILE [--student DIR ...] [--root R]
 
-R defaults to $POTSTILL_OUTPUT_ROOT, else ./datasets; a version argument with a slash is the
+R defaults to $POTSTILL_OUTPUT_ROOT, else ./potstill-datasets; a version argument with a slash is the
 path of a version folder. Results go to stdout (an aligned table by default) or, with --out,
 to that file, whose path is then printed. The logic lives in potstill.analysis and
 potstill.report; this module only parses arguments and prints.
@@ -29,7 +29,7 @@ def add_commands(sub) -> None:
     """Register the analysis subcommands on the main parser's subparsers."""
     def common(p, formats=tables.FORMATS):
         p.add_argument("--root", default=None,
-                       help="output root (default: $POTSTILL_OUTPUT_ROOT or ./datasets)")
+                       help="output root (default: $POTSTILL_OUTPUT_ROOT or ./potstill-datasets)")
         if formats:
             p.add_argument("--format", choices=formats, default="table")
         p.add_argument("--out", default=None, help="write the result to this file")

@@ -3,7 +3,7 @@
 Nothing here writes into a version (they are immutable). The `potstill versions | diff |
 query | label-issues` commands are thin wrappers over these functions.
 
-Where versions live: `--root`, else $POTSTILL_OUTPUT_ROOT, else ./datasets. A version is named
+Where versions live: `--root`, else $POTSTILL_OUTPUT_ROOT, else ./potstill-datasets. A version is named
 `DATASET` (its latest) or `DATASET@vN`; names are checked by versions.resolve_version. Any
 reference with a slash is taken as the path of a version folder instead.
 
@@ -70,7 +70,7 @@ _READ_ONLY = ("SET enable_external_access = false", "SET lock_configuration = tr
 
 
 def default_root() -> str:
-    return os.environ.get(ROOT_ENV) or "datasets"
+    return os.environ.get(ROOT_ENV) or "potstill-datasets"
 
 
 def locate(root: str | os.PathLike | None, ref: str) -> Path:

@@ -164,7 +164,7 @@ class Validation(_Strict):
 
 class Config(_Strict):
     dataset: str
-    output_root: str = "./datasets"
+    output_root: str = "./potstill-datasets"  # a hyphen: never shadows an importable package
     task: Task
     corpus: Corpus
     teacher: Teacher = Teacher()

@@ -40,7 +40,7 @@ def test_root_from_env_then_dot_datasets(root, capsys, monkeypatch, tmp_path):
     assert cli(capsys, "versions", "demo")[0] == 0
     monkeypatch.delenv("POTSTILL_OUTPUT_ROOT")
     monkeypatch.chdir(tmp_path)
-    fx.build(tmp_path / "datasets")
+    fx.build(tmp_path / "potstill-datasets")
     code, out, _ = cli(capsys, "query", "demo@v1", "select count(*) as n from data")
     assert code == 0 and out.splitlines()[2].strip() == "10"
 

@@ -70,3 +70,19 @@ def test_generation_is_refused_for_multiple_choice():
            "generation": {"enabled": True, "example_source": "unlabeled"}}
     with pytest.raises(ConfigError, match="not supported with task.kind multiple_choice"):
         parse_config(raw)
+
+
+def test_default_output_root_shadows_no_importable_package(monkeypatch):
+    # `./datasets` made `import datasets` (Hugging Face) pick up the output folder as a
+    # namespace package; a name with a hyphen can never be imported.
+    from pathlib import Path
+
+    from potstill.analysis import ROOT_ENV, default_root
+
+    monkeypatch.delenv(ROOT_ENV, raising=False)
+    for root in (parse_config(BASE).output_root, default_root()):
+        assert not Path(root).name.isidentifier(), root
+    for cfg in Path(__file__).resolve().parents[2].glob("configs/*.yaml"):
+        import yaml
+
+        assert not Path(yaml.safe_load(cfg.read_text())["output_root"]).name.isidentifier(), cfg
