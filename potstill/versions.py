@@ -6,6 +6,7 @@ Layout of one version:
     vN/rejected.parquet      bad input rows   (contract.REJECTED_SCHEMA, with reason)
     vN/teacher_keys.parquet  the teacher-store entries the version was made from (potstill gc)
     vN/manifest.json         lineage: version, parent_version, dataset, created_at + the caller's
+    vN/README.md             the dataset card (potstill.card): `datasets.load_dataset(vN)` works
     vN/report.html, vN/validation.{json,html}   written by the `render` hook (potstill.report)
 
 Everything is written into a hidden `.tmp-<uuid>` folder next to the versions and then renamed
@@ -34,7 +35,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from potstill import contract
+from potstill import card, contract
 from potstill.config import NAME_RE
 
 _VERSION_RE = re.compile(r"^v([1-9][0-9]*)$")
@@ -112,9 +113,10 @@ def publish(output_root: str | os.PathLike, dataset: str, *, published: pa.Table
 
     The keys `version`, `parent_version`, `dataset` and `created_at` are set here and override
     the same keys in `manifest`, so lineage always describes where the files really are.
-    `render(folder)`, when given, is called on the hidden folder once its data files and final
-    manifest are written and just before the rename, so files it adds (report.html) are part
-    of the version from the moment it exists; if it raises, nothing is published.
+    The dataset card (README.md, potstill.card) and then `render(folder)`, when given, are
+    written into the hidden folder once its data files and final manifest are, just before
+    the rename, so the files they add (report.html) are part of the version from the moment it
+    exists; if either raises, nothing is published.
     """
     ds_dir = _dataset_dir(output_root, dataset)
     ds_dir.mkdir(parents=True, exist_ok=True)
@@ -136,6 +138,7 @@ def publish(output_root: str | os.PathLike, dataset: str, *, published: pa.Table
             # (another publisher's finished version) makes the rename itself fail.
             if target.exists():
                 continue
+            card.write_card(tmp)
             if render is not None:
                 render(tmp)
             try:
