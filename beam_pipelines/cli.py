@@ -47,10 +47,11 @@ def run(argv: list[str] | None = None, test_pipeline=None) -> str:
 
 
 def _train(args) -> dict:
-    from models.trainer import train
+    from models.trainer import parse_compare, train
 
     cfg = load_config(args.config, args.set)
-    metrics = train(args.dataset, cfg, args.out, train_on=args.train_on)
+    metrics = train(args.dataset, cfg, args.out, train_on=args.train_on,
+                    compare=parse_compare(args.compare))
     _student_report(args.dataset, args.out)
     return metrics
 
@@ -68,14 +69,20 @@ def _student_report(dataset_dir: str, out_dir: str) -> None:
 
 
 def _evaluate(args) -> dict:
+    from pathlib import Path
+
     cfg = load_config(args.config, args.set)
     if args.model == "teacher":
         from models.evaluate import evaluate_teacher
 
-        return evaluate_teacher(cfg)
-    from models.trainer import evaluate
+        result = evaluate_teacher(cfg)
+    else:
+        from models.trainer import evaluate
 
-    return evaluate(args.model, cfg)
+        result = evaluate(args.model, cfg, predictions=args.predictions)
+    if args.out:  # e.g. the teacher's test metrics, for `train --compare` and `report --student`
+        Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,11 +96,17 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True)
     train.add_argument("--out", required=True, help="where the model and metrics.json go")
     train.add_argument("--train-on", choices=["all", "seed"], default="all")
+    train.add_argument("--compare", action="append", default=[], metavar="NAME=PATH",
+                       help="metrics.json (or its folder) shown beside this student in its model "
+                            "card and report, e.g. gold-only=runs/rt/gold-only; repeatable")
     train.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
 
     ev = sub.add_parser("evaluate", help="evaluate the teacher or a trained student on the test split")
     ev.add_argument("config")
     ev.add_argument("--model", required=True, help="'teacher' or a trained student directory")
+    ev.add_argument("--out", default=None, help="also write the metrics JSON to this file")
+    ev.add_argument("--predictions", default=None, metavar="FILE.jsonl",
+                    help="a student: write each test row's predicted label and probabilities")
     ev.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
     gc = sub.add_parser("gc", help="remove a dataset's leftovers of dead runs, and teacher-store "
                                    "entries no published version needs")

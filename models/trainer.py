@@ -199,14 +199,22 @@ def fit(model: StudentClassifier, texts: list[str], probs: np.ndarray, label_idx
     return epochs, epoch_losses, time.perf_counter() - t_train
 
 
-def score(model, tokenizer, cfg: Config, texts: list[str], y: np.ndarray) -> dict:
+def score(model, tokenizer, cfg: Config, texts: list[str], y: np.ndarray, with_probs: bool = False):
+    """Test metrics (and, with `with_probs`, the probabilities they came from)."""
     probs = predict_proba(model, tokenizer, texts, batch_size=max(cfg.student.batch_size, 64),
                           max_length=cfg.student.max_length)
-    return classification_metrics(y, probs.argmax(axis=1), cfg.task.labels, probs=probs)
+    metrics = classification_metrics(y, probs.argmax(axis=1), cfg.task.labels, probs=probs)
+    return (metrics, probs) if with_probs else metrics
 
 
-def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: str = "all") -> dict:
-    """Train a student on the version at dataset_dir, save it to out_dir, return its metrics."""
+def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: str = "all",
+          compare: dict[str, str | Path] | None = None) -> dict:
+    """Train a student on the version at dataset_dir, save it to out_dir, return its metrics.
+
+    Besides potstill's own folder, OUT/hf/ holds the same model as a standard transformers
+    classifier with a model card (models/hf_export.py); `compare` names other metrics.json
+    files (or folders holding one: the gold-only student, the teacher's `evaluate --out`) to
+    show beside this student's metrics in that card."""
     if train_on not in ("all", "seed"):
         raise TrainerError(f"train_on must be 'all' or 'seed', got {train_on!r}")
     s = cfg.student
@@ -257,11 +265,37 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
                            "train_on": train_on, "config_digest": cfg.digest()})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+    save_standard_model(model, cfg, out, metrics, compare or {})
     return metrics
 
 
-def evaluate(model_dir: str | Path, cfg: Config) -> dict:
-    """Metrics of a saved student on the config's test split."""
+def read_metrics(path: str | Path) -> dict:
+    p = Path(path)
+    p = p / "metrics.json" if p.is_dir() else p
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as err:
+        raise TrainerError(f"--compare {path}: cannot read metrics: {err}") from None
+
+
+def save_standard_model(model: StudentClassifier, cfg: Config, out: Path, metrics: dict,
+                        compare: dict[str, str | Path]) -> Path | None:
+    """OUT/hf/: the student as a standard BertForSequenceClassification (see hf_export)."""
+    from models import hf_export
+
+    comparisons = {name: read_metrics(path) for name, path in compare.items()}
+    card = hf_export.model_card(cfg.task.labels, metrics, comparisons,
+                                cfg.model_dump(mode="json"), cfg.student.max_length)
+    try:
+        return hf_export.save_standard(model, out / hf_export.FOLDER, cfg.student.max_length, card)
+    except hf_export.ExportError as err:  # e.g. an MPNet student: potstill's folder still works
+        log(f"no standard export: {err}")
+        return None
+
+
+def evaluate(model_dir: str | Path, cfg: Config, predictions: str | Path | None = None) -> dict:
+    """Metrics of a saved student on the config's test split; `predictions`, when given, is a
+    JSONL file to write one {"text", "gold", "predicted", "probs"} object per test row to."""
     ensure_offline()
     torch.set_num_threads(cfg.student.threads or os.cpu_count() or 1)
     if not (Path(model_dir) / "student.json").is_file():
@@ -273,7 +307,31 @@ def evaluate(model_dir: str | Path, cfg: Config) -> dict:
     texts, y, n_rejected = read_test(cfg)
     if cfg.student.input == "text+rationale":  # cached next to the student by `train`
         texts = with_rationale(texts, compute_test_rationales(cfg, texts, cache_dir=model_dir)[0], tokenizer)
-    return {**score(model, tokenizer, cfg, texts, y), "n_test_rejected": n_rejected}
+    metrics, probs = score(model, tokenizer, cfg, texts, y, with_probs=True)
+    if predictions is not None:
+        labels = cfg.task.labels
+        with open(predictions, "w", encoding="utf-8") as fh:
+            for text, gold, p in zip(texts, y, probs):
+                fh.write(json.dumps({"text": text, "gold": labels[gold],
+                                     "predicted": labels[int(p.argmax())],
+                                     "probs": [round(float(x), 6) for x in p]}) + "\n")
+    return {**metrics, "n_test_rejected": n_rejected}
+
+
+def add_compare_argument(parser) -> None:
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=PATH",
+                        help="metrics.json (or its folder) to show beside this student in its "
+                             "model card, e.g. gold-only=runs/rt/gold-only; repeatable")
+
+
+def parse_compare(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise TrainerError(f"--compare {item!r}: expected NAME=PATH")
+        out[name] = path
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,12 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the job's YAML config")
     parser.add_argument("--out", required=True, help="folder for the student, metrics.json, config.json")
     parser.add_argument("--train-on", choices=("all", "seed"), default="all")
+    add_compare_argument(parser)
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="config override, repeatable")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)
-        metrics = train(args.dataset, cfg, args.out, train_on=args.train_on)
+        metrics = train(args.dataset, cfg, args.out, train_on=args.train_on,
+                        compare=parse_compare(args.compare))
     except (TrainerError, ConfigError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
