@@ -85,21 +85,27 @@ def load_student(directory: str | Path) -> tuple[StudentClassifier, object]:
 
 
 def predict_proba(model: StudentClassifier, tokenizer, texts: list[str], batch_size: int = 64,
-                  max_length: int = 128) -> np.ndarray:
+                  max_length: int = 128, progress: str | None = None) -> np.ndarray:
     """Class probabilities (n, len(labels)) as float32, in the order of `texts`.
 
     Texts are batched by token length so little compute goes to padding; the model's
-    train/eval mode is restored afterwards.
+    train/eval mode is restored afterwards. `progress` names a rate-limited progress line
+    (rows done/total, rate, ETA) on stderr.
     """
+    from potstill.progress import Progress
+
     out = np.zeros((len(texts), len(model.labels)), dtype=np.float32)
     if not texts:
         return out
     was_training = model.training
     model.eval()
+    shown = Progress(progress, len(texts)) if progress else None
     try:
         with torch.inference_mode():
             for idx, batch in length_batches(tokenizer, texts, batch_size, max_length):
                 out[idx] = torch.softmax(model(**batch).float(), dim=-1).numpy()
+                if shown:
+                    shown.update(len(idx))
     finally:
         model.train(was_training)
     return out

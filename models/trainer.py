@@ -39,6 +39,7 @@ from models.registry import ensure_offline, resolve_model
 from models.student import StudentClassifier, load_student, predict_proba
 from potstill.config import Config, ConfigError, Student, load_config
 from potstill.contract import SOURCES
+from potstill.progress import Progress
 from potstill.records import read_configured, with_choices
 
 WARMUP_SHARE, WEIGHT_DECAY, CLIP_NORM = 0.1, 0.01, 1.0
@@ -169,13 +170,13 @@ def fit(model: StudentClassifier, texts: list[str], probs: np.ndarray, label_idx
         return min((step + 1) / warmup, (total_steps - step) / max(1, total_steps - warmup))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
-    # loop
+    # loop; progress is rate-limited (potstill.progress): a 100-epoch baseline logs a few lines
     epoch_losses = []
-    log_every = max(1, steps_per_epoch // 10)
+    progress = Progress("trainer", n * epochs, unit="rows")
     t_train = time.perf_counter()
     for epoch in range(epochs):
         model.train()
-        t0, loss_sum, weight_sum = time.perf_counter(), 0.0, 0.0
+        loss_sum, weight_sum = 0.0, 0.0
         order = rng.permutation(n)
         for step, start in enumerate(range(0, n, s.batch_size)):
             idx = order[start:start + s.batch_size]
@@ -190,11 +191,9 @@ def fit(model: StudentClassifier, texts: list[str], probs: np.ndarray, label_idx
             schedule.step()
             w = float(weight[idx].sum())
             loss_sum, weight_sum = loss_sum + loss.item() * w, weight_sum + w
-            if (step + 1) % log_every == 0 and step + 1 < steps_per_epoch:
-                log(f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch} loss {loss_sum / weight_sum:.4f}")
+            progress.update(len(idx), note=f"epoch {epoch + 1}/{epochs} step {step + 1}/"
+                                           f"{steps_per_epoch} loss {loss_sum / weight_sum:.4f}")
         epoch_losses.append(loss_sum / weight_sum)
-        dt = time.perf_counter() - t0
-        log(f"epoch {epoch + 1}/{epochs} loss {epoch_losses[-1]:.4f} {dt:.1f}s ({n / dt:.1f} rows/s)")
 
     return epochs, epoch_losses, time.perf_counter() - t_train
 
@@ -202,7 +201,7 @@ def fit(model: StudentClassifier, texts: list[str], probs: np.ndarray, label_idx
 def score(model, tokenizer, cfg: Config, texts: list[str], y: np.ndarray, with_probs: bool = False):
     """Test metrics (and, with `with_probs`, the probabilities they came from)."""
     probs = predict_proba(model, tokenizer, texts, batch_size=max(cfg.student.batch_size, 64),
-                          max_length=cfg.student.max_length)
+                          max_length=cfg.student.max_length, progress="evaluate (student)")
     metrics = classification_metrics(y, probs.argmax(axis=1), cfg.task.labels, probs=probs)
     return (metrics, probs) if with_probs else metrics
 
