@@ -1,8 +1,9 @@
 """The `potstill` command line (also `python -m beam_pipelines`).
 
-    potstill run CONFIG.yaml [--set key.path=value ...] [-- BEAM_PIPELINE_ARGS]
+    potstill run CONFIG.yaml [--set key.path=value ...] [--max-teacher-calls N] [-- BEAM_ARGS]
     potstill train --dataset VERSION_DIR --config CONFIG.yaml --out DIR [--train-on all|seed]
-    potstill evaluate CONFIG.yaml --model teacher|DIR
+    potstill evaluate CONFIG.yaml --model teacher|DIR [--out FILE] [--predictions FILE]
+    potstill plan CONFIG.yaml [--set ...] [--sample N] [--out FILE]
     potstill gc DATASET [--root R] [--dry-run] [--grace-hours H]
     potstill versions | diff | query | label-issues | report ...   (see analysis_cli.py)
 
@@ -41,9 +42,34 @@ def run(argv: list[str] | None = None, test_pipeline=None) -> str:
     parser = argparse.ArgumentParser(prog="potstill run")
     parser.add_argument("config")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    parser.add_argument("--max-teacher-calls", type=int, default=None, metavar="N",
+                        help="refuse to start when the plan needs more teacher calls than N")
     args = parser.parse_args(ours)
     cfg = load_config(args.config, args.set)
+    if args.max_teacher_calls is not None:
+        from beam_pipelines.plan import make_plan
+
+        p = make_plan(cfg, sample=0)
+        need = p["teacher"]["calls"] + p["audit"]["calls"]
+        if need > args.max_teacher_calls and not p["existing_version"]:
+            raise ValueError(f"the plan needs {need} teacher calls ({p['teacher']['calls']} rows "
+                             f"+ {p['audit']['calls']} audit), over --max-teacher-calls "
+                             f"{args.max_teacher_calls}: not started (see `potstill plan`)")
+        log.info("plan: %d teacher calls, within --max-teacher-calls %d", need, args.max_teacher_calls)
     return str(run_pipeline(cfg, beam_args, test_pipeline=test_pipeline))
+
+
+def _plan(args) -> dict:
+    from pathlib import Path
+
+    from beam_pipelines.plan import format_plan, make_plan, write_plan
+
+    cfg = load_config(args.config, args.set)
+    p = make_plan(cfg, sample=args.sample)
+    print(format_plan(p), file=sys.stderr)
+    out = args.out or Path(cfg.output_root) / cfg.dataset / f"plan-{p['fingerprint'][:12]}.json"
+    log.info("plan written to %s", write_plan(p, out))
+    return p
 
 
 def _train(args) -> dict:
@@ -101,6 +127,14 @@ def _parser() -> argparse.ArgumentParser:
                             "card and report, e.g. gold-only=runs/rt/gold-only; repeatable")
     train.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
 
+    pl = sub.add_parser("plan", help="what a run will read, send to the teacher and cost, "
+                                     "without calling the teacher on the pool")
+    pl.add_argument("config")
+    pl.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    pl.add_argument("--sample", type=int, default=None, metavar="N",
+                    help="rows to time on the teacher for the estimate (default 2 batches; 0 = none)")
+    pl.add_argument("--out", default=None, help="the JSON file (default OUTPUT_ROOT/DATASET/plan-*.json)")
+
     ev = sub.add_parser("evaluate", help="evaluate the teacher or a trained student on the test split")
     ev.add_argument("config")
     ev.add_argument("--model", required=True, help="'teacher' or a trained student directory")
@@ -147,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command in analysis_cli.COMMANDS:
             return analysis_cli.run(args)
-        commands = {"train": _train, "evaluate": _evaluate, "gc": _gc}
+        commands = {"train": _train, "evaluate": _evaluate, "gc": _gc, "plan": _plan}
         result = commands[args.command](args)
         print(json.dumps(result, sort_keys=True))
         return 0

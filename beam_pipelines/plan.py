@@ -1,0 +1,172 @@
+"""`potstill plan CONFIG [--set ...] [--sample N] [--out FILE]`: what a run will do and cost,
+without calling the teacher on the pool.
+
+It reads and validates every split and deduplicates exactly as the graph does (the same
+`Record`s, `transforms.dedup.choose` and the test-leak guard), encodes every row's teacher
+request with the teacher's tokenizer and prompt (`TeacherSetup.prompter()`: no weights), looks
+each request key up in the teacher store (potstill/store.py) and applies the budget. What it
+reports:
+  rows             per split: read, rejected and filtered by reason, unique rows left
+  teacher.calls    rows the graph will send to the model: unique rows whose answer the store
+                   lacks (with a budget: at most budget.teacher_calls pool rows, plus seed rows)
+  teacher.store_hits, teacher.prompt_tokens (of those calls, counted with its tokenizer),
+  audit.calls      the seed rows the audit scores in-process first (not through the store)
+  estimate         seconds, from timing `--sample N` rows on the loaded teacher (0: no sample)
+  cost             null: no priced (remote) backend exists yet
+  prompt           one rendered prompt, and whether an identical version already exists.
+Generated rows cannot be planned without running the generator: with generation on, the
+plan says so and counts at most `per_label x labels` more teacher calls.
+`run --max-teacher-calls N` refuses to start when teacher.calls + audit.calls exceeds N.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+from models.registry import ensure_offline, resolve_model
+from models.requests import encode_request
+from models.teacher_setup import TeacherSetup
+from potstill import curation, job, records, store
+from potstill.config import Config
+from potstill.records import Bounds, read_split
+from transforms.dedup import choose
+
+log = logging.getLogger(__name__)
+
+
+def read_rows(cfg: Config):
+    """(records per split, rejections per split), read and validated as the graph reads them."""
+    labels, bounds = cfg.task.labels, Bounds(cfg.records.min_chars, cfg.records.max_chars)
+    out, rejected = {}, {}
+    for split, source in (("unlabeled", "corpus"), ("seed", "seed"), ("test", "test")):
+        src = getattr(cfg.corpus, split)
+        if src is None:
+            continue
+        label_field = None if split == "unlabeled" else src.label_field
+        out[source], rejected[source] = read_split(
+            src.path, source=source, text_field=src.text_field, label_field=label_field,
+            labels=labels, bounds=bounds, choices_field=src.choices_field, encoding=src.encoding)
+    return out, rejected
+
+
+def dedup(rows: dict) -> tuple[list, Counter]:
+    """The unique training rows and the filtered counts, as transforms/dedup.py decides."""
+    test_ids = {r.id for r in rows.get("test", [])}
+    groups: dict[str, list] = {}
+    for source in ("corpus", "seed"):
+        for r in rows.get(source, []):
+            groups.setdefault(r.id, []).append(r)
+    unique, filtered = [], Counter()
+    for group in groups.values():
+        keep, dups = choose(group)
+        filtered["duplicate"] += len(dups)
+        if keep.id in test_ids:
+            filtered["test_overlap"] += 1
+        else:
+            unique.append(keep)
+    return unique, filtered
+
+
+def store_keys(cfg: Config, sha256: str) -> set[str]:
+    folder = store.model_dir(cfg.output_root, sha256)
+    return {key for seg in store.segments(folder) for key, _ in store.read_segment(seg)}
+
+
+def make_plan(cfg: Config, sample: int | None = None) -> dict:
+    ensure_offline()
+    curation.check_settings(cfg.curation)
+    records.check_input_files(cfg)
+    models = {role: resolve_model(name) for role, name in job.model_roles(cfg).items()}
+    fingerprint_plan = job.plan(cfg, models)
+    existing = job.existing_version(cfg, fingerprint_plan)
+    teacher = models["teacher"]
+
+    rows, rejected = read_rows(cfg)
+    unique, filtered = dedup(rows)
+    seeds = [r for r in unique if r.source == "seed"]
+    setup = TeacherSetup.from_config(cfg, teacher.path, rows.get("seed", []),
+                                     model_sha256=teacher.sha256)
+    lt = setup.prompter()
+    requests = {r.id: encode_request(lt, teacher.sha256, r.model_input) for r in unique}
+    known = store_keys(cfg, teacher.sha256)
+    missing = [r for r in unique if requests[r.id].key not in known]
+    pool_missing = [r for r in missing if r.source != "seed"]
+    seed_missing = [r for r in missing if r.source == "seed"]
+    b = cfg.budget
+    if b.teacher_calls is not None:  # pool rows beyond the budget never reach the teacher
+        over = max(0, len([r for r in unique if r.source != "seed"]) - b.teacher_calls)
+        filtered["over_budget"] += over
+        pool_missing = pool_missing[:b.teacher_calls]  # at most; which ones the rounds decide
+    sent = seed_missing + pool_missing
+    calls = len(sent)
+    tokens = sum(requests[r.id].prompt_tokens for r in sent)
+    generated_max = cfg.generation.per_label * len(cfg.task.labels) if cfg.generation.enabled else 0
+
+    first = unique[0] if unique else None
+    prompt = lt.teacher.tokenizer.decode(lt.teacher.prompt_ids(requests[first.id].encoded)) \
+        if first else None
+    audit_calls = len(rows.get("seed", [])) if (rows.get("seed") or cfg.teacher.calibration != "none") else 0
+    sample = 2 * cfg.teacher.batch_size if sample is None else sample
+    estimate = timed_sample(setup, [r for r in unique if r.source != "seed"][:sample], calls + audit_calls) \
+        if sample and unique else {"note": "no timed sample (--sample 0)"}
+
+    def split_rows(source):
+        return {"read": len(rows.get(source, [])) + len(rejected.get(source, [])),
+                "rejected": dict(sorted(Counter(x.reason for x in rejected.get(source, [])).items())),
+                "valid": len(rows.get(source, []))}
+
+    return {
+        "dataset": cfg.dataset, "fingerprint": fingerprint_plan.fingerprint,
+        "existing_version": str(existing) if existing else None,
+        "rows": {**{s: split_rows(s) for s in rows}, "filtered": dict(sorted(filtered.items())),
+                 "unique": {"seed": len(seeds), "corpus": len(unique) - len(seeds)}},
+        "teacher": {"model": teacher.name, "sha256": teacher.sha256, "calls": calls,
+                    "store_hits": len(unique) - len(missing), "prompt_tokens": tokens,
+                    "budget": b.teacher_calls, "generated_max": generated_max,
+                    **({"note": "generation is on: up to generated_max more calls, not planned"}
+                       if generated_max else {})},
+        "audit": {"calls": audit_calls, "note": "the seed rows, scored in-process before the pool"},
+        "estimate": estimate,
+        "cost": None,
+        "prompt": prompt,
+    }
+
+
+def timed_sample(setup: TeacherSetup, sample: list, calls: int) -> dict:
+    """Score `sample` pool rows on the loaded teacher (not stored) and extrapolate."""
+    lt = setup.load()
+    lt.score_records(sample[:1])  # warm-up: weights, shared prefix cache
+    start = time.perf_counter()
+    lt.score_records(sample)
+    seconds = time.perf_counter() - start
+    rate = len(sample) / max(seconds, 1e-9)
+    return {"sample_rows": len(sample), "rows_per_second": round(rate, 3),
+            "seconds": round(calls / rate, 1), "note": "one process; more workers divide it"}
+
+
+def format_plan(p: dict) -> str:
+    t, e = p["teacher"], p["estimate"]
+    lines = [f"plan for {p['dataset']} (fingerprint {p['fingerprint'][:12]})"]
+    for split in ("corpus", "seed", "test"):
+        if split in p["rows"]:
+            r = p["rows"][split]
+            lines.append(f"  {split:7s} read {r['read']}, rejected {sum(r['rejected'].values())} "
+                         f"{r['rejected'] or ''}".rstrip())
+    lines.append(f"  filtered before the teacher: {p['rows']['filtered'] or 'none'}")
+    lines.append(f"  teacher {t['model']}: {t['calls']} calls ({t['store_hits']} answers already "
+                 f"in the store), {t['prompt_tokens']} prompt tokens; audit {p['audit']['calls']} calls")
+    if "seconds" in e:
+        lines.append(f"  estimated {e['seconds']} s at {e['rows_per_second']} rows/s "
+                     f"(timed on {e['sample_rows']} rows)")
+    lines.append(f"  identical version: {p['existing_version'] or 'none'}")
+    return "\n".join(lines)
+
+
+def write_plan(p: dict, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(p, indent=2) + "\n", encoding="utf-8")
+    return out

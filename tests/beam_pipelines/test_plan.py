@@ -1,0 +1,63 @@
+"""`potstill plan` counts what the run that follows does: rows, teacher calls, prompt tokens."""
+import json
+
+import pyarrow.parquet as pq
+import yaml
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+
+from beam_pipelines.cli import main
+from beam_pipelines.pipeline import run
+from beam_pipelines.plan import make_plan
+from potstill.config import parse_config
+from test_pipeline import config  # noqa: F401 - the fixture: a tiny teacher, hostile rows
+
+
+def _rows_by(table, column):
+    out = {}
+    for v in table[column].to_pylist():
+        out[v] = out.get(v, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def test_plan_counts_equal_the_run_and_the_store_hits_after_it(config):  # noqa: F811
+    p = make_plan(config, sample=2)
+    assert p["existing_version"] is None and p["cost"] is None
+    assert p["estimate"]["sample_rows"] == 2 and p["estimate"]["seconds"] > 0
+    assert "Is" in p["prompt"] or p["prompt"]  # one rendered prompt
+
+    version = run(config, test_pipeline=BeamTestPipeline())
+    m = json.loads((version / "manifest.json").read_text())
+    usage = m["teacher_usage"]
+    assert p["teacher"]["calls"] == usage["calls"] == usage["rows"]  # a fresh store: no hits
+    assert p["teacher"]["store_hits"] == usage["cache_hits"] == 0
+    assert p["teacher"]["prompt_tokens"] == usage["prompt_tokens"]
+    rejected = pq.read_table(version / "rejected.parquet")
+    planned_rejected = {}
+    for split in ("corpus", "seed"):  # test rows are read for the leak guard, never published
+        for reason, n in p["rows"][split]["rejected"].items():
+            planned_rejected[reason] = planned_rejected.get(reason, 0) + n
+    assert dict(sorted(planned_rejected.items())) == _rows_by(rejected, "reason")
+    filtered = pq.read_table(version / "filtered.parquet")
+    assert p["rows"]["filtered"] == {k: v for k, v in _rows_by(filtered, "filter_reason").items()
+                                     if k in ("duplicate", "test_overlap")}
+    assert p["rows"]["unique"]["seed"] + p["rows"]["unique"]["corpus"] == usage["rows"]
+
+    # After the run every answer is stored: a plan for a changed curation needs no teacher call.
+    again = make_plan(parse_config({**config.model_dump(mode="json"),
+                                    "curation": {"min_confidence": 0.3}}), sample=0)
+    assert again["teacher"]["calls"] == 0 and again["teacher"]["store_hits"] == usage["rows"]
+    assert make_plan(config, sample=0)["existing_version"] == str(version)
+
+
+def test_plan_cli_writes_json_and_run_refuses_over_the_cap(config, tmp_path, capsys):  # noqa: F811
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    assert main(["plan", str(cfg_file), "--sample", "0", "--out", str(tmp_path / "plan.json")]) == 0
+    out, err = capsys.readouterr()
+    printed = json.loads(out.strip().splitlines()[-1])
+    assert json.loads((tmp_path / "plan.json").read_text()) == printed
+    assert "teacher" in err and "calls" in err
+    need = printed["teacher"]["calls"] + printed["audit"]["calls"]
+    assert main(["run", str(cfg_file), "--max-teacher-calls", str(need - 1)]) == 2
+    assert "over --max-teacher-calls" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "toy" / "v1").exists()
