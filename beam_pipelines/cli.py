@@ -78,18 +78,20 @@ def _train(args) -> dict:
     cfg = load_config(args.config, args.set)
     metrics = train(args.dataset, cfg, args.out, train_on=args.train_on,
                     compare=parse_compare(args.compare))
-    _student_report(args.dataset, args.out)
+    _student_report(args.dataset, args.out, args.compare)
     return metrics
 
 
-def _student_report(dataset_dir: str, out_dir: str) -> None:
-    """OUT/report.html: the version's report plus this student's metrics (potstill.report)."""
+def _student_report(dataset_dir: str, out_dir: str, compare: list[str] = ()) -> None:
+    """OUT/report.html: the version's report plus this student's metrics and those it is
+    compared with (`--compare NAME=PATH`: the gold-only student, the teacher) (potstill.report)."""
     from pathlib import Path
 
     from potstill.report import REPORT, write_report
 
     try:
-        log.info("report: %s", write_report(dataset_dir, Path(out_dir) / REPORT, [out_dir]))
+        others = [c.partition("=")[2] for c in compare]
+        log.info("report: %s", write_report(dataset_dir, Path(out_dir) / REPORT, [out_dir, *others]))
     except Exception as err:  # noqa: BLE001 - the trained student matters more than its report
         log.warning("could not write %s/%s: %s", out_dir, REPORT, err, exc_info=True)
 

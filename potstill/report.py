@@ -1,6 +1,9 @@
 """report.html: one self-contained page per dataset version (no network, no JavaScript).
 
-What it shows, top to bottom: the version's identity and validation status; the selection
+What it shows, top to bottom: the version's identity and validation status; what distillation
+bought: the distilled student vs the gold-only student vs the teacher on the test split
+(accuracy, macro-F1, per-class recall, from each one's metrics.json) with the teacher's calls
+and time (manifest teacher_usage, throughput); the selection
 funnel read -> rejected -> filtered -> published split by source/reason, with the reasons
 table (sql/analysis/rejected_reasons.sql); label distribution before curation (every row the
 teacher scored) and after (published); the teacher-confidence histogram (published vs
@@ -236,6 +239,44 @@ def _validation(ctx: Context) -> str:
                               "observed_value", "kwargs"]))
 
 
+def _kind(m: dict) -> str:
+    if m.get("model") == "teacher":
+        return "teacher"
+    return "gold-only student" if m.get("train_on") == "seed" else "distilled student"
+
+
+def _bought(ctx: Context) -> str:
+    """First: what distillation bought. The distilled student vs the gold-only student vs the
+    teacher on the same held-out test rows, and what the teacher cost."""
+    m = ctx.manifest
+    usage, tp = m.get("teacher_usage") or {}, m.get("throughput") or {}
+    audit = m.get("teacher_audit") or {}
+    cost = (f"Teacher: {esc(usage.get('calls', tp.get('teacher_rows', '?')))} calls "
+            f"({esc(usage.get('cache_hits', 0))} answers reused from the store), "
+            f"{esc(tp.get('teacher_seconds', '?'))} s of scoring at "
+            f"{esc(tp.get('teacher_rows_per_second', '?'))} rows/s; audit accuracy on "
+            f"{esc(audit.get('n', 0))} gold seed rows: {esc(audit.get('accuracy', 'n/a'))}.")
+    head = "<h2>What distillation bought (held-out test split)</h2>"
+    if not ctx.students:
+        return head + f'<p class="note">No test metrics in this report: <code>potstill report ' \
+               f'... --student DIR --student GOLD_ONLY_DIR --student TEACHER.json</code> adds ' \
+               f'them (<code>potstill evaluate CONFIG --model teacher --out TEACHER.json</code>).' \
+               f'</p><p id="teacher-cost">{cost}</p>'
+    order = {"distilled student": 0, "gold-only student": 1, "teacher": 2}
+    ranked = sorted(ctx.students, key=lambda s: order[_kind(s[1])])
+    gold = next((mm for _, mm in ranked if _kind(mm) == "gold-only student"), None)
+    rows = []
+    for name, mm in ranked:
+        row = {"model": _kind(mm), "source": name, "accuracy": mm.get("accuracy"),
+               "macro_f1": mm.get("macro_f1"), "n": mm.get("n")}
+        if gold is not None and isinstance(mm.get("accuracy"), (int, float)):
+            row["vs gold-only"] = f"{mm['accuracy'] - gold['accuracy']:+.4f}"
+        for label in ctx.labels:
+            row[f"recall {label}"] = (mm.get("per_class_recall") or {}).get(label)
+        rows.append(row)
+    return head + '<div id="comparison">' + table(rows) + f'</div><p id="teacher-cost">{cost}</p>'
+
+
 def _students(ctx: Context) -> str:
     if not ctx.students:
         return ("<h2>Student</h2><p class=\"note\">No student metrics in this report. "
@@ -262,7 +303,7 @@ def _lineage(ctx: Context) -> str:
             + f"<details><summary>config</summary><pre>{esc(json.dumps(m.get('config'), indent=2, sort_keys=True))}</pre></details>")
 
 
-SECTIONS = (_header, _funnel, _labels, _confidence, _teacher, _issues, _validation, _students, _lineage)
+SECTIONS = (_header, _bought, _funnel, _labels, _confidence, _teacher, _issues, _validation, _students, _lineage)
 
 
 def _safe(section, ctx: Context) -> str:

@@ -172,3 +172,29 @@ def test_report_renders_in_headless_chromium(built, student, tmp_path):
 
     # the plots' bar colours are on screen, not just in the markup
     assert near(plots.COLORS["published"]) > 2000 and near(plots.COLORS["scored"]) > 2000
+
+
+def test_first_section_compares_student_gold_only_and_teacher_in_chromium(built, student, tmp_path):
+    gold = tmp_path / "gold-only"
+    gold.mkdir()
+    (gold / "metrics.json").write_text(json.dumps({
+        **METRICS, "accuracy": 0.7, "macro_f1": 0.69, "train_on": "seed",
+        "per_class_recall": {"negative": 0.6, "positive": 0.8}}))
+    teacher = tmp_path / "teacher.json"
+    teacher.write_text(json.dumps({"model": "teacher", "accuracy": 0.9, "macro_f1": 0.88, "n": 20,
+                                   "per_class_recall": {"negative": 0.85, "positive": 0.95}}))
+    page = report.write_report(built[0], tmp_path / "report.html", [teacher, gold, student])
+    dom = run_chromium(tmp_path, "--dump-dom", page.resolve().as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html_ = dom.stdout
+    first = html_.index("What distillation bought")
+    assert first < html_.index("data-plot=\"funnel\"")  # before everything but the title
+    table_html = html_[html_.index('<div id="comparison">'):html_.index('id="teacher-cost"')]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", table_html)
+    rows = [cells[i:i + len(cells) // 3] for i in range(0, len(cells), len(cells) // 3)]
+    assert [r[0] for r in rows] == ["distilled student", "gold-only student", "teacher"]
+    for row, (acc, f1, delta) in zip(rows, [("0.81", "0.8", "+0.1100"), ("0.7", "0.69", "+0.0000"),
+                                            ("0.9", "0.88", "+0.2000")]):
+        assert acc in row and f1 in row and delta in row, row
+    assert "0.95" in rows[2] and "0.6" in rows[1]
+    assert "calls" in html_[html_.index('id="teacher-cost"'):][:400]
