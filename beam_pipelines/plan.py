@@ -92,6 +92,16 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
     lt = setup.prompter()
     requests = {r.id: encode_request(lt, teacher.sha256, r.model_input) for r in unique}
     known = store_keys(cfg, teacher.sha256)
+    # The audit runs first, in-process, through the same store: its answers (the seed rows,
+    # and content-free inputs for contextual calibration) are hits for the graph afterwards.
+    audit_inputs = [r.model_input for r in rows.get("seed", [])]
+    if "contextual" in cfg.teacher.calibration:
+        audit_inputs += list(cfg.teacher.content_free_inputs)
+    if not rows.get("seed") and cfg.teacher.calibration == "none":
+        audit_inputs = []
+    audit_requests = [encode_request(lt, teacher.sha256, t) for t in audit_inputs]
+    audit_sent = [q for q in audit_requests if q.key not in known]
+    known |= {q.key for q in audit_requests}
     missing = [r for r in unique if requests[r.id].key not in known]
     pool_missing = [r for r in missing if r.source != "seed"]
     seed_missing = [r for r in missing if r.source == "seed"]
@@ -108,7 +118,7 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
     first = unique[0] if unique else None
     prompt = lt.teacher.tokenizer.decode(lt.teacher.prompt_ids(requests[first.id].encoded)) \
         if first else None
-    audit_calls = len(rows.get("seed", [])) if (rows.get("seed") or cfg.teacher.calibration != "none") else 0
+    audit_calls = len(audit_sent)
     sample = 2 * cfg.teacher.batch_size if sample is None else sample
     estimate = timed_sample(setup, [r for r in unique if r.source != "seed"][:sample], calls + audit_calls) \
         if sample and unique else {"note": "no timed sample (--sample 0)"}
@@ -128,7 +138,9 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
                     "budget": b.teacher_calls, "generated_max": generated_max,
                     **({"note": "generation is on: up to generated_max more calls, not planned"}
                        if generated_max else {})},
-        "audit": {"calls": audit_calls, "note": "the seed rows, scored in-process before the pool"},
+        "audit": {"calls": audit_calls, "store_hits": len(audit_requests) - audit_calls,
+                  "prompt_tokens": sum(q.prompt_tokens for q in audit_sent),
+                  "note": "the seed rows (and content-free inputs), scored in-process first"},
         "estimate": estimate,
         "cost": None,
         "prompt": prompt,

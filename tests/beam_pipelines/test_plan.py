@@ -28,9 +28,10 @@ def test_plan_counts_equal_the_run_and_the_store_hits_after_it(config):  # noqa:
     version = run(config, test_pipeline=BeamTestPipeline())
     m = json.loads((version / "manifest.json").read_text())
     usage = m["teacher_usage"]
-    assert p["teacher"]["calls"] == usage["calls"] == usage["rows"]  # a fresh store: no hits
-    assert p["teacher"]["store_hits"] == usage["cache_hits"] == 0
+    assert p["teacher"]["calls"] == usage["calls"]
+    assert p["teacher"]["store_hits"] == usage["cache_hits"]  # the audit's answers, reused
     assert p["teacher"]["prompt_tokens"] == usage["prompt_tokens"]
+    assert p["audit"]["calls"] == m["teacher_audit"]["teacher_usage"]["calls"] > 0
     rejected = pq.read_table(version / "rejected.parquet")
     planned_rejected = {}
     for split in ("corpus", "seed"):  # test rows are read for the leak guard, never published
@@ -41,11 +42,13 @@ def test_plan_counts_equal_the_run_and_the_store_hits_after_it(config):  # noqa:
     assert p["rows"]["filtered"] == {k: v for k, v in _rows_by(filtered, "filter_reason").items()
                                      if k in ("duplicate", "test_overlap")}
     assert p["rows"]["unique"]["seed"] + p["rows"]["unique"]["corpus"] == usage["rows"]
+    assert p["teacher"]["calls"] + p["teacher"]["store_hits"] == usage["rows"]
 
     # After the run every answer is stored: a plan for a changed curation needs no teacher call.
     again = make_plan(parse_config({**config.model_dump(mode="json"),
                                     "curation": {"min_confidence": 0.3}}), sample=0)
     assert again["teacher"]["calls"] == 0 and again["teacher"]["store_hits"] == usage["rows"]
+    assert again["audit"]["calls"] == 0
     assert make_plan(config, sample=0)["existing_version"] == str(version)
 
 
