@@ -147,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     gc = sub.add_parser("gc", help="remove a dataset's leftovers of dead runs, and teacher-store "
                                    "entries no published version needs")
     gc.add_argument("dataset")
-    gc.add_argument("--root", default=None, help="output root (default: $POTSTILL_OUTPUT_ROOT or ./datasets)")
+    gc.add_argument("--root", default=None, help="output root (default: $POTSTILL_OUTPUT_ROOT or ./potstill-datasets)")
     gc.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     gc.add_argument("--grace-hours", type=float, default=1.0,
                     help="keep store segments younger than this (a run in progress may need them)")
