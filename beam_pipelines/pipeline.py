@@ -139,7 +139,7 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
 
     calls = split_budget(b.teacher_calls, b.rounds) if b.teacher_calls is not None else [None]
     done: frozenset = frozenset()
-    rounds, counts = [], Counter()
+    rounds, counts, stages_done = [], Counter(), Counter()
     for index, n in enumerate(calls, start=1):
         spec = Round(index, n, done, index == len(calls), student_dir and str(student_dir))
         p = test_pipeline if (test_pipeline is not None and index == 1) else \
@@ -150,6 +150,7 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
             result = p.run()
             result.wait_until_finish()
         counts += usage.teacher_counters(result)
+        stages_done += usage.stage_counters(result)
         if n is None:
             continue
         chosen = chosen_ids(cfg, staging, index)
@@ -166,6 +167,7 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
         extra["budget"] = {"teacher_calls": b.teacher_calls, "spent": len(done),
                            "strategy": b.strategy, "rounds": rounds,
                            "note": "pool rows only: seed rows are scored once and not counted"}
+    log.info("stage counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(stages_done.items())))
     extra["teacher_usage"] = usage.teacher_usage(counts)
     log.info("teacher: %(rows)d rows answered, %(cache_hits)d from the store (calls saved), "
              "%(calls)d model calls, %(retries)d retries", extra["teacher_usage"])

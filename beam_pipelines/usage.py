@@ -44,3 +44,18 @@ def throughput(counts: Counter) -> dict:
         return {}
     return {"teacher_rows": rows + counts["cache_hits"], "teacher_model_rows": rows,
             "teacher_seconds": round(seconds, 2), "teacher_rows_per_second": round(rows / seconds, 2)}
+
+
+def stage_counters(result) -> Counter:
+    """Every `potstill` counter of one pipeline result (rows read, rejected by reason, filtered,
+    explained, generated, failed), for the run's closing summary."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    out: Counter = Counter()
+    try:
+        metrics = result.metrics().query(MetricsFilter().with_namespace("potstill"))
+    except (NotImplementedError, AttributeError):
+        return out
+    for c in metrics["counters"]:
+        out[c.key.metric.name] += c.committed or 0
+    return out

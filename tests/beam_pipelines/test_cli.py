@@ -59,3 +59,12 @@ def test_a_bug_exits_1_with_a_traceback_that_says_so(tmp_path, tiny_lm, capsys, 
     assert main(["run", str(write_config(tmp_path, tiny_lm))]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "an internal invariant broke" in err and "this is a bug" in err
+
+
+def test_run_ends_with_a_summary_of_the_stage_counters(tmp_path, tiny_lm, caplog):
+    with caplog.at_level("INFO", logger="beam_pipelines.pipeline"):
+        assert main(["run", str(write_config(tmp_path, tiny_lm))]) == 0
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stage counters:")]
+    assert len(summary) == 1 and "read_corpus=2" in summary[0]
+    teacher = [r.getMessage() for r in caplog.records if "from the store (calls saved)" in r.getMessage()]
+    assert teacher == ["teacher: 2 rows answered, 0 from the store (calls saved), 2 model calls, 0 retries"]
