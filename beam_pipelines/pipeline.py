@@ -100,6 +100,7 @@ def audit_teacher(cfg: Config, setup: TeacherSetup, seeds: list[Record]) -> tupl
     report = audit(cfg, lt, seeds)
     report["teacher_usage"] = {"calls": lt.calls, "cache_hits": lt.cache_hits}
     report["store_keys"] = sorted(set(lt.used_keys))  # into teacher_keys.parquet, not the manifest
+    lt.close()  # a vLLM engine ends here (the workers build their own); HF weights stay shared
     log.info("teacher audit: %s", {k: report[k] for k in ("n", "accuracy") if k in report})
     check(cfg, report)
     return setup.with_calibration(lt.calibration), report

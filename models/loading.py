@@ -4,9 +4,12 @@ The audit (on the driver), the teacher stage, the saliency stage and the faithfu
 read the same teacher. Each asks `shared(key, load)` for it; the first call loads, later calls
 get the same object. A local Beam runner runs every stage in one process, a remote runner's
 worker runs several stages in one process: either way one load per process. The driver calls
-`release()` when a run ends (objects with a `close()`, such as vLLM engines, are closed).
+`release()` when a run ends (objects with a `close()` are closed).
 
-`LOADS` counts real loads per key (tests and logs read it).
+`LOADS` counts real loads per key (tests and logs read it). vLLM engines are not shared: each
+owns processes and vLLM's process-wide distributed state, and an engine reused after another
+in-process engine shut down fails ("pipeline model parallel group is not initialized"), so
+the vLLM teacher and generator each build their own, as before.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ def shared(key: Hashable, load: Callable[[], T]) -> T:
     """The object loaded for `key` in this process, loading it on first use."""
     with _LOCK:
         if key in _CACHE and getattr(_CACHE[key], "closed", False):
-            del _CACHE[key]  # closed by its user (a vLLM engine): load it again
+            del _CACHE[key]  # closed by its user: load it again
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]  # type: ignore[return-value]

@@ -177,15 +177,6 @@ class _Engine:
             _OPEN.discard(self)
 
 
-def shared_engine(model_path: str, engine: "VLLMEngine | None", dtype: str,
-                  threads: int | None) -> _Engine:
-    """One open engine per (model, settings) in this process: the audit, the teacher stage and
-    the generation stage share it (models/loading.py); a closed one is built again."""
-    from models.loading import shared
-
-    key = ("vllm", model_path, dtype, _engine_options(engine).model_dump_json())
-    return shared(key, lambda: _Engine(model_path, engine, dtype, threads))
-
 
 @contextlib.contextmanager
 def closing_new_engines():
@@ -210,7 +201,7 @@ class VLLMTeacher(TeacherBase):
                          max_input_tokens=max_input_tokens, demo_max_tokens=demo_max_tokens)
         self.batch_size = batch_size  # vLLM schedules its own batches; kept for the interface
         self.max_model_len = _engine_options(engine).max_model_len
-        self.engine = shared_engine(model_path, engine, dtype, threads)
+        self.engine = _Engine(model_path, engine, dtype, threads)
         # The candidates' token trie: for each answer prefix, the next tokens to score after it
         # and (candidate, token) pairs to add them to.
         self._trie: dict[tuple[int, ...], list[tuple[int, int]]] = {}
@@ -281,7 +272,7 @@ class VLLMGenerator:
             eos = None
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {e for e in eos + [self.tokenizer.eos_token_id] if e is not None}
-        self.engine = shared_engine(model_path, engine, dtype, threads)
+        self.engine = _Engine(model_path, engine, dtype, threads)
 
     def generate(self, conversations: Sequence[list[dict]], sampling: Sampling) -> list[list[Generation]]:
         from vllm import SamplingParams
