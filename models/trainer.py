@@ -184,10 +184,10 @@ def new_student(cfg: Config) -> tuple[StudentClassifier, object]:
 
 
 def fit(model: StudentClassifier, texts: list[str], probs: np.ndarray, label_idx: np.ndarray,
-        is_seed: np.ndarray, weight: np.ndarray, s: Student, rng: np.random.Generator
-        ) -> tuple[int, list[float], float]:
+        is_seed: np.ndarray, weight: np.ndarray, s: Student, rng: np.random.Generator,
+        selector=None) -> tuple[int, list[float], float]:
     """Train `model` in place on the rows (loss in the module docstring); returns
-    (epochs, loss per epoch, seconds)."""
+    (epochs, loss per epoch, seconds). `selector` (models/llkd.py) drops rows per batch."""
     tokenizer, n = model.tokenizer, len(texts)
     encoded = tokenizer(texts, truncation=True, max_length=s.max_length)
     targets = torch.tensor(kd_targets(probs, s.temperature), dtype=torch.float32)
@@ -200,6 +200,8 @@ def fit(model: StudentClassifier, texts: list[str], probs: np.ndarray, label_idx
     epochs = max(s.epochs, math.ceil(s.min_steps / steps_per_epoch))
     total_steps = steps_per_epoch * epochs
     warmup = max(1, int(WARMUP_SHARE * total_steps))
+    select_from = int(s.llkd_warmup_share * total_steps)
+    conf_all, cls_all = probs.max(axis=1), probs.argmax(axis=1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.learning_rate, weight_decay=WEIGHT_DECAY)
 
     def lr_factor(step: int) -> float:
@@ -218,18 +220,28 @@ def fit(model: StudentClassifier, texts: list[str], probs: np.ndarray, label_idx
             idx = order[start:start + s.batch_size]
             batch = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in encoded}, return_tensors="pt")
             logits = model(**batch)
-            loss = batch_loss(logits, targets[idx], label_idx[idx], is_seed[idx], weight[idx],
+            w_batch = weight[idx]
+            if selector is not None:  # LLKD: the current student's need, from these logits
+                p = torch.softmax(logits.detach().float(), dim=-1)
+                need = (-(p * p.clamp_min(1e-12).log()).sum(-1) / math.log(p.shape[1])).numpy()
+                keep = selector.select(conf_all[idx], cls_all[idx], need, is_seed[idx].numpy(),
+                                       apply=epoch * steps_per_epoch + step >= select_from)
+                w_batch = w_batch * torch.tensor(keep, dtype=w_batch.dtype)
+            w = float(w_batch.sum())
+            if w == 0:  # nothing kept: no step, but the schedule moves on
+                schedule.step()
+                continue
+            loss = batch_loss(logits, targets[idx], label_idx[idx], is_seed[idx], w_batch,
                               s.temperature, s.seed_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
             optimizer.step()
             schedule.step()
-            w = float(weight[idx].sum())
             loss_sum, weight_sum = loss_sum + loss.item() * w, weight_sum + w
             progress.update(len(idx), note=f"epoch {epoch + 1}/{epochs} step {step + 1}/"
-                                           f"{steps_per_epoch} loss {loss_sum / weight_sum:.4f}")
-        epoch_losses.append(loss_sum / weight_sum)
+                                           f"{steps_per_epoch} loss {loss_sum / max(weight_sum, 1e-12):.4f}")
+        epoch_losses.append(loss_sum / max(weight_sum, 1e-12))
 
     return epochs, epoch_losses, time.perf_counter() - t_train
 
@@ -285,8 +297,14 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
         probs, recipe = recipe_targets(model, texts, probs, data["teacher_probs"][keep],
                                        data["label_idx"][keep], data["is_seed"][keep], cfg)
         log(f"recipe {recipe['recipe']}: {recipe['why']}")
+    selector = None
+    if s.selection == "llkd" and train_on == "all":
+        from models.llkd import LLKDSelector
+
+        selector = LLKDSelector(len(cfg.task.labels), s.llkd_momentum, s.llkd_confidence_scale,
+                                s.llkd_need_scale)
     epochs, epoch_losses, seconds = fit(model, texts, probs, data["label_idx"][keep],
-                                        data["is_seed"][keep], data["weight"][keep], s, rng)
+                                        data["is_seed"][keep], data["weight"][keep], s, rng, selector)
 
     # evaluate on the held-out test split, then save model, metrics and the resolved config
     metrics = score(model, tokenizer, cfg, test_texts, test_y)
@@ -300,6 +318,8 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
                    epochs=epochs, seconds=round(seconds, 3), train_loss=epoch_losses)
     if recipe is not None:
         metrics["recipe"] = recipe
+    if selector is not None:
+        metrics["selection"] = selector.summary(cfg.task.labels)
     out = Path(out_dir)
     model.save(out, extra={"student_model": {"name": s.model, "path": str(spec.path),
                                              "sha256": spec.sha256, "source": spec.source},
