@@ -112,6 +112,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--teacher-only", action="store_true",
+                        help="stop after the teacher before/after tuning and the gate's verdict")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.work).resolve()
@@ -124,6 +126,11 @@ def main(argv=None) -> int:
         load_config(config, base + ["audit.search.enabled=false"])))
     after = cached(work / "teacher_after.json", lambda: teacher_on_test(cfg))
 
+    if args.teacher_only:
+        print(json.dumps({"before": before["test"], "after": after["test"], "chosen": after["chosen"],
+                          "gate": after["seed_audit"]["gate"]}, indent=1, default=str))
+        return 0
+
     def publish():
         from beam_pipelines.pipeline import run
         return {"version": str(run(cfg))}
@@ -134,8 +141,8 @@ def main(argv=None) -> int:
     arms = {"gold-only": ("seed", []), "default (trust)": ("all", []),
             "kd": ("all", ["student.recipe=kd"])}
     results: dict[str, list[dict]] = {}
-    for name, (train_on, extra) in arms.items():
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed by seed, so an interrupted run still compares the arms
+        for name, (train_on, extra) in arms.items():
             out = work / "students" / f"{name.split()[0]}-s{seed}"
             s_cfg = load_config(config, base + extra + [f"student.seed={seed}"])
             results.setdefault(name, []).append(cached(
