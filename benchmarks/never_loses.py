@@ -46,13 +46,14 @@ def teacher_on_test(cfg) -> dict:
     from models import audit
     from models.metrics import classification_metrics
     from models.registry import resolve_model
+    from models.teacher_setup import TeacherSetup
     from potstill.records import read_configured
 
     path = resolve_model(cfg.teacher.model).path
     seeds = audit.read_seed(cfg)
-    tuned, calibration, report = audit.tune_and_gate(cfg, path, seeds)
-    lt = audit.build_teacher(tuned, path, seeds, calibration)
-    test, _ = read_configured(tuned, "test")
+    setup, report = audit.tune_and_gate(cfg, TeacherSetup.from_config(cfg, path, seeds), seeds)
+    lt = setup.load()
+    test, _ = read_configured(cfg, "test")
     _, calibrated = lt.score_records(test)
     lt.close()
     labels = cfg.task.labels

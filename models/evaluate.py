@@ -11,6 +11,7 @@ from models import audit
 from models.metrics import classification_metrics
 from models.registry import ensure_offline, resolve_model
 from models.teacher import normalise
+from models.teacher_setup import TeacherSetup
 from potstill.config import Config
 from potstill.progress import Progress
 from potstill.records import read_configured
@@ -44,9 +45,10 @@ def evaluate_teacher(cfg: Config, limit: int | None = None) -> dict:
     path = resolve_model(cfg.teacher.model).path
     # The setup the job would label with (search included); evaluating never stops on the gate.
     judge_only = cfg.audit.model_copy(update={"on_weak_teacher": "continue", "min_accuracy": None})
-    tuned, calibration, seed_report = audit.tune_and_gate(cfg.model_copy(update={"audit": judge_only}),
-                                                          path, seeds)
-    lt = audit.build_teacher(tuned, path, seeds, calibration)
+    setup, seed_report = audit.tune_and_gate(cfg.model_copy(update={"audit": judge_only}),
+                                             TeacherSetup.from_config(cfg, path, seeds), seeds)
+    seed_report.pop("store_keys", None)
+    lt = setup.load()
     start = time.perf_counter()
     raw, calibrated = score_with_progress(lt, records, cfg.teacher.batch_size)
     seconds = time.perf_counter() - start

@@ -44,21 +44,23 @@ def test_judge_names_the_numbers():
 
 def test_gate_stops_a_teacher_below_the_majority_class(tiny_lm, tiny_bert, tmp_path):
     from models.audit import read_seed, tune_and_gate
+    from models.teacher_setup import TeacherSetup
     from models.gate import WeakTeacher
 
     cfg = parse_config(raw_config(tmp_path, tiny_lm, tiny_bert))
     with pytest.raises(WeakTeacher, match=r"no better than always answering the majority class "
                                           r"'negative' \(0\.833\).*audit.on_weak_teacher=stop"):
-        tune_and_gate(cfg, tiny_lm, read_seed(cfg))
+        tune_and_gate(cfg, TeacherSetup.from_config(cfg, tiny_lm, read_seed(cfg)), read_seed(cfg))
 
 
 def test_warn_and_continue_label_anyway_and_record_it(tiny_lm, tiny_bert, tmp_path, caplog):
     from models.audit import read_seed, tune_and_gate
+    from models.teacher_setup import TeacherSetup
 
     for action in ("warn", "continue"):
         cfg = parse_config(raw_config(tmp_path, tiny_lm, tiny_bert, on_weak_teacher=action))
         caplog.clear()
-        _, _, report = tune_and_gate(cfg, tiny_lm, read_seed(cfg))
+        _, report = tune_and_gate(cfg, TeacherSetup.from_config(cfg, tiny_lm, read_seed(cfg)), read_seed(cfg))
         assert report["gate"]["weak"] and report["gate"]["action"] == action
         assert report["gate"]["accuracy"] <= report["gate"]["majority_share"]
         assert ("looks weak" in caplog.text) == (action == "warn")
@@ -67,10 +69,13 @@ def test_warn_and_continue_label_anyway_and_record_it(tiny_lm, tiny_bert, tmp_pa
 
 def test_too_few_gold_rows_are_not_judged(tiny_lm, tiny_bert, tmp_path):
     from models.audit import read_seed, tune_and_gate
+    from models.teacher_setup import TeacherSetup
 
     cfg = parse_config(raw_config(tmp_path, tiny_lm, tiny_bert, min_seed_rows=20))
-    tuned, _, report = tune_and_gate(cfg, tiny_lm, read_seed(cfg))
-    assert tuned == cfg and "search" not in report and report["gate"]["weak"] is None
+    setup = TeacherSetup.from_config(cfg, tiny_lm, read_seed(cfg))
+    tuned, report = tune_and_gate(cfg, setup, read_seed(cfg))
+    assert tuned.verbalizers == setup.verbalizers and tuned.prompt_style == setup.prompt_style
+    assert "search" not in report and report["gate"]["weak"] is None
 
 
 def test_cli_exits_2_before_labelling_the_pool(tiny_lm, tiny_bert, tmp_path, capsys):

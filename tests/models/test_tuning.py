@@ -93,12 +93,14 @@ def test_alternatives_add_plain_words(tmp_path):
 def test_tune_and_gate_returns_the_tuned_teacher(tiny_lm, tmp_path, monkeypatch):
     from models import audit
     from models.calibration import Calibration
+    from models.teacher_setup import TeacherSetup
 
     cfg = config(tmp_path)
-    monkeypatch.setattr(audit, "build_teacher", lambda cfg, path, seeds, *a, **k: audit.LabelledTeacher(
+    monkeypatch.setattr(TeacherSetup, "load", lambda self, backend=None: audit.LabelledTeacher(
         CraftedTeacher(tiny_lm, LABELS), None, Calibration()))
-    tuned, calibration, report = audit.tune_and_gate(cfg, tiny_lm, audit.read_seed(cfg))
-    assert tuned.teacher.verbalizers["business"][:2] == ["business", "Business"]
+    seeds = audit.read_seed(cfg)
+    tuned, report = audit.tune_and_gate(cfg, TeacherSetup.from_config(cfg, tiny_lm, seeds), seeds)
+    assert tuned.verbalizers["business"][:2] == ["business", "Business"]
     assert report["search"]["chosen"] == "labels/k=0/cased/none" and report["accuracy"] == 1.0
     assert len(report["search"]["candidates"]) == 4 and report["gate"]["weak"] is False
-    assert calibration.log_prior is None
+    assert tuned.calibration.log_prior is None and tuned.prompt_style == "labels"
