@@ -86,7 +86,8 @@ class Student(_Strict):
 class Validation(_Strict):
     min_rows: int = Field(1, ge=0, description="fewest rows a version may publish")
     max_label_share: float | None = Field(
-        0.95, gt=0, le=1, description="label collapse: the most common teacher label may hold at "
-        "most this share of the teacher-labelled rows; null = off")
+        None, gt=0, le=1, description="label collapse: the most common teacher label may hold at "
+        "most this share of the teacher-labelled rows, e.g. 0.9; null = off (the audit's gate is "
+        "the default guard: it stops a teacher with ~zero recall on a class before labelling)")
     label_share_min_rows: int = Field(30, ge=1, description="the share is checked from this many "
                                       "teacher-labelled rows on")
