@@ -22,7 +22,7 @@ import apache_beam as beam
 from beam_pipelines import usage
 from beam_pipelines.graph import Round, Stages, beam_options, build
 from models import loading
-from models.audit import audit, check, read_seed
+from models.audit import read_seed, tune_and_gate
 from models.registry import ensure_offline, resolve_model
 from models.teacher_setup import TeacherSetup
 from potstill import contract, curation, job, records, store, versions
@@ -90,20 +90,11 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
 
 
 def audit_teacher(cfg: Config, setup: TeacherSetup, seeds: list[Record]) -> tuple[TeacherSetup, dict]:
-    """Audit the teacher on the gold rows in this process (fitting its calibration; answers come
-    from the teacher store when it has them), stop if it is below `audit.min_accuracy`; the
-    setup, with the fitted calibration, goes to every stage."""
-    if not seeds and cfg.teacher.calibration == "none":
-        return setup, {"n": 0, "note": "no seed rows: teacher quality unknown"}
-    log.info("auditing the teacher on %d gold seed rows", len(seeds))
-    lt = setup.load()
-    report = audit(cfg, lt, seeds)
-    report["teacher_usage"] = {"calls": lt.calls, "cache_hits": lt.cache_hits}
-    report["store_keys"] = sorted(set(lt.used_keys))  # into teacher_keys.parquet, not the manifest
-    lt.close()  # a vLLM engine ends here (the workers build their own); HF weights stay shared
-    log.info("teacher audit: %s", {k: report[k] for k in ("n", "accuracy") if k in report})
-    check(cfg, report)
-    return setup.with_calibration(lt.calibration), report
+    """Tune and audit the teacher on the gold rows in this process (models/audit.py
+    tune_and_gate: setup search, calibration, quality gate; answers come from the teacher store
+    when it has them); a weak teacher stops the job here, before the pool is labelled. The
+    chosen setup, with its calibration, goes to every stage."""
+    return tune_and_gate(cfg, setup, seeds)
 
 
 def generator_handler(cfg: Config, model_path: str) -> GeneratorModelHandler:

@@ -156,7 +156,7 @@ def timed_sample(setup: TeacherSetup, sample: list, calls: int) -> dict:
     seconds = time.perf_counter() - start
     rate = len(sample) / max(seconds, 1e-9)
     return {"sample_rows": len(sample), "rows_per_second": round(rate, 3),
-            "seconds": round(calls / rate, 1), "note": "one process; more workers divide it"}
+            "seconds": round(calls / rate, 3), "note": "one process; more workers divide it"}
 
 
 def format_plan(p: dict) -> str:

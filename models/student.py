@@ -119,3 +119,21 @@ def length_batches(tokenizer, texts, batch_size: int, max_length: int):
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         yield idx, tokenizer.pad({k: [encoded[k][i] for i in idx] for k in encoded}, return_tensors="pt")
+
+
+def embeddings(model: StudentClassifier, texts: list[str], batch_size: int = 64,
+               max_length: int = 128) -> np.ndarray:
+    """The encoder's mean-pooled, L2-normalised embeddings (no head, no dropout), in text order."""
+    out = np.zeros((len(texts), model.encoder.config.hidden_size), dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for idx, batch in length_batches(model.tokenizer, texts, batch_size, max_length):
+                hidden = model.encoder(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+    finally:
+        model.train(was_training)
+    return out

@@ -61,11 +61,25 @@ class TeacherBase:
         from transformers import AutoTokenizer
 
         self.labels = list(labels)
+        self.instruction = instruction
         self.max_input_tokens = max_input_tokens
         self.demo_max_tokens = demo_max_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.prompt: LabelPrompt = label_prompt(self.tokenizer, instruction, self.labels,
+        self._set_prompt(style, verbalizers)
+
+    def variant(self, style: str = "labels",
+                verbalizers: Mapping[str, Sequence[str]] | None = None) -> "TeacherBase":
+        """The same loaded model behind another prompt style or verbalizer (the setup search
+        tries several without loading the weights again)."""
+        other = copy.copy(self)
+        other._set_prompt(style, verbalizers)
+        return other
+
+    def _set_prompt(self, style: str, verbalizers: Mapping[str, Sequence[str]] | None) -> None:
+        self.style = style
+        self.prompt: LabelPrompt = label_prompt(self.tokenizer, self.instruction, self.labels,
                                                 style, verbalizers)
+        self._caches = {}  # key/value caches of the shared prompt parts (HF backend)
         verb = self.prompt.verbalizer
         # Every surface form the model may answer, and the label each one stands for.
         self.cand_label = np.array([i for i, _ in verb.candidates])

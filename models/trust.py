@@ -1,0 +1,135 @@
+"""How much to trust the teacher, decided from the gold seed rows, and what to learn instead.
+
+The gold classifier G: a multinomial logistic regression (L2, C = `student.probe_c`) over the
+student's pretrained encoder embeddings (mean pooled, L2-normalised) of the seed rows: what
+the gold rows alone teach, at the cost of one encoder pass. Its out-of-fold predictions on the
+seed rows (`student.probe_folds` stratified folds) measure it; the teacher T is measured by the
+arg-max of its label_probs on the seed rows (it never trained on them; demonstrations are
+leave-one-out).
+
+Per source s in {T, G} and class c, with n seed rows, G_c of them gold c, P_s,c predicted c by s,
+TP_s,c of those right, and a = `student.trust_strength` pseudo-rows:
+    base_c   = G_c / n                                   chance of c
+    prec_s,c = (TP_s,c + a * base_c) / (P_s,c + a)       precision of "c", shrunk toward chance
+    lift_s,c = clip((prec_s,c - base_c) / (1 - base_c), 0, 1)
+lift is how far s's claim "c" moves you from chance toward certainty: 0 for a claim that says
+nothing (a teacher that always answers c, or is never right when it says c), 1 for a claim
+that is always right; rare claims are pulled toward 0 by the pseudo-rows.
+
+Per pool row i, with teacher distribution p_i (claim t_i = argmax p_i) and gold classifier
+distribution q_i (claim g_i = argmax q_i; G fitted on all seed rows):
+    tau_i    = lift_T,t_i / (lift_T,t_i + lift_G,g_i)    (1/2 when both lifts are 0)
+    target_i = tau_i * p_i + (1 - tau_i) * q_i
+So a teacher is followed where its claim carries more information than the gold rows' own, and
+the gold rows' classifier is followed where it does not.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from models.metrics import classification_metrics
+
+
+def folds_of(gold: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold index per row, stratified: each label's rows are shuffled and dealt in turn."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(len(gold), dtype=int)
+    offset = 0
+    for label in np.unique(gold):
+        rows = rng.permutation(np.flatnonzero(gold == label))
+        out[rows] = (np.arange(len(rows)) + offset) % folds
+        offset += len(rows)
+    return out
+
+
+def fit_gold_classifier(x: np.ndarray, y: np.ndarray, n_labels: int, c: float):
+    """A function embeddings -> probabilities [m, n_labels] (labels the rows lack get 0)."""
+    present = np.unique(y)
+    if len(present) == 1:
+        return lambda z: np.tile(np.eye(n_labels)[present[0]], (len(z), 1))
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=c, max_iter=2000).fit(x, y)
+
+    def predict(z: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(z), n_labels))
+        out[:, model.classes_] = model.predict_proba(z)
+        return out
+    return predict
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, n_labels: int, folds: int, c: float,
+                seed: int = 0) -> np.ndarray:
+    """The gold classifier's probabilities for each seed row from a model that did not see it."""
+    assign = folds_of(y, min(folds, len(y)), seed)
+    out = np.zeros((len(y), n_labels))
+    for f in np.unique(assign):
+        held = assign == f
+        out[held] = fit_gold_classifier(x[~held], y[~held], n_labels, c)(x[held])
+    return out
+
+
+def lifts(gold: np.ndarray, pred: np.ndarray, n_labels: int, strength: float) -> tuple[np.ndarray, dict]:
+    """lift_c per class (module docstring) and the counts behind it."""
+    n = len(gold)
+    out, table = np.zeros(n_labels), {}
+    for c in range(n_labels):
+        base = float((gold == c).sum()) / n if n else 0.0
+        said = pred == c
+        tp, p = int((said & (gold == c)).sum()), int(said.sum())
+        prec = (tp + strength * base) / (p + strength)
+        out[c] = float(np.clip((prec - base) / (1 - base), 0, 1)) if base < 1 else 0.0
+        table[c] = {"gold_rows": int((gold == c).sum()), "claimed": p, "right": tp,
+                    "precision_shrunk": round(prec, 4), "lift": round(float(out[c]), 4)}
+    return out, table
+
+
+def mix(teacher: np.ndarray, gold_clf: np.ndarray, lift_t: np.ndarray, lift_g: np.ndarray
+        ) -> tuple[np.ndarray, np.ndarray]:
+    """(targets [m, L], tau [m]) per the module docstring."""
+    lt = lift_t[teacher.argmax(1)]
+    lg = lift_g[gold_clf.argmax(1)]
+    total = lt + lg
+    tau = np.where(total > 0, lt / np.where(total > 0, total, 1), 0.5)
+    return tau[:, None] * teacher + (1 - tau[:, None]) * gold_clf, tau
+
+
+def decide(seed_x: np.ndarray, seed_y: np.ndarray, seed_teacher: np.ndarray, pool_x: np.ndarray,
+           pool_teacher: np.ndarray, labels: list[str], strength: float, c: float, folds: int,
+           seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Mixed targets for the pool rows and the record of what was decided and why."""
+    k = len(labels)
+    oof = out_of_fold(seed_x, seed_y, k, folds, c, seed)
+    lift_t, table_t = lifts(seed_y, seed_teacher.argmax(1), k, strength)
+    lift_g, table_g = lifts(seed_y, oof.argmax(1), k, strength)
+    gold_clf = fit_gold_classifier(seed_x, seed_y, k, c)(pool_x) if len(pool_x) else np.zeros((0, k))
+    targets, tau = mix(pool_teacher, gold_clf, lift_t, lift_g)
+    flipped = float((targets.argmax(1) != pool_teacher.argmax(1)).mean()) if len(tau) else 0.0
+    teacher_m = classification_metrics(seed_y, seed_teacher.argmax(1), labels)
+    gold_m = classification_metrics(seed_y, oof.argmax(1), labels)
+    report = {
+        "recipe": "trust",
+        "seed_rows": int(len(seed_y)),
+        "teacher_on_seeds": {"accuracy": teacher_m["accuracy"], "macro_f1": teacher_m["macro_f1"]},
+        "gold_classifier_cv": {"accuracy": gold_m["accuracy"], "macro_f1": gold_m["macro_f1"],
+                               "folds": int(min(folds, len(seed_y)))},
+        "per_class": {labels[i]: {"teacher": table_t[i], "gold_classifier": table_g[i]} for i in range(k)},
+        "pool_rows": int(len(tau)),
+        "mean_teacher_weight": round(float(tau.mean()), 4) if len(tau) else None,
+        "share_relabelled": round(flipped, 4),
+        "why": _why(labels, lift_t, lift_g),
+    }
+    return targets, report
+
+
+def _why(labels: list[str], lift_t: np.ndarray, lift_g: np.ndarray) -> str:
+    trusted = [l for l, a, b in zip(labels, lift_t, lift_g) if a > b]
+    doubted = [l for l, a, b in zip(labels, lift_t, lift_g) if a <= b]
+    parts = []
+    if trusted:
+        parts.append(f"the teacher's claims carry more information than the gold rows' classifier "
+                     f"for {trusted}")
+    if doubted:
+        parts.append(f"the gold rows' classifier is at least as informative for {doubted}, so its "
+                     "distribution weighs more on rows the teacher labels so")
+    return "; ".join(parts)

@@ -1,0 +1,89 @@
+"""The quality gate: a teacher no better than the majority class is stopped before it labels the
+pool, with the numbers in plain words and exit code 2."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from potstill.config import parse_config
+
+LABELS = ["negative", "positive"]
+# 10 negative, 2 positive: a teacher must beat 10/12 = 0.833 to be better than the majority.
+SEEDS = [(f"the film was {w}", "negative") for w in
+         ("bad", "awful", "dull", "poor", "boring", "weak", "flat", "slow", "thin", "stale")] + \
+        [("the film was good", "positive"), ("the film was great", "positive")]
+
+
+def raw_config(tmp_path, teacher, student, **audit):
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in SEEDS))
+    unl = tmp_path / "unl.jsonl"
+    unl.write_text(json.dumps({"text": "a film"}) + "\n")
+    return {"dataset": "d", "output_root": str(tmp_path / "out"), "task": {"labels": LABELS},
+            "corpus": {"unlabeled": {"path": str(unl)}, "seed": {"path": str(seed)}},
+            "teacher": {"model": teacher, "threads": 1},
+            "student": {"model": student, "threads": 1},
+            "audit": {"search": {"few_shot_k": [0]}, **audit}}
+
+
+def test_judge_names_the_numbers():
+    from models.gate import judge
+
+    cfg = parse_config({"dataset": "d", "task": {"labels": ["ham", "spam"]},
+                        "corpus": {"unlabeled": {"path": "x"}}})
+    gold = np.array([0] * 8 + [1] * 8)
+    verdict = judge(cfg, gold, np.ones(16, dtype=int), gold_clf_pred=gold)
+    assert verdict["weak"] and verdict["action"] == "stop"
+    text = " ".join(verdict["reasons"])
+    assert "accuracy 0.500" in text and "majority class 'ham' (0.500)" in text
+    assert "recall on 'ham' is 0.00 (0 of 8 gold rows" in text
+    assert "macro-F1 0.333 is below the 1.000" in text
+    assert not judge(cfg, gold, gold)["weak"]
+
+
+def test_gate_stops_a_teacher_below_the_majority_class(tiny_lm, tiny_bert, tmp_path):
+    from models.audit import read_seed, tune_and_gate
+    from models.teacher_setup import TeacherSetup
+    from models.gate import WeakTeacher
+
+    cfg = parse_config(raw_config(tmp_path, tiny_lm, tiny_bert))
+    with pytest.raises(WeakTeacher, match=r"no better than always answering the majority class "
+                                          r"'negative' \(0\.833\).*audit.on_weak_teacher=stop"):
+        tune_and_gate(cfg, TeacherSetup.from_config(cfg, tiny_lm, read_seed(cfg)), read_seed(cfg))
+
+
+def test_warn_and_continue_label_anyway_and_record_it(tiny_lm, tiny_bert, tmp_path, caplog):
+    from models.audit import read_seed, tune_and_gate
+    from models.teacher_setup import TeacherSetup
+
+    for action in ("warn", "continue"):
+        cfg = parse_config(raw_config(tmp_path, tiny_lm, tiny_bert, on_weak_teacher=action))
+        caplog.clear()
+        _, report = tune_and_gate(cfg, TeacherSetup.from_config(cfg, tiny_lm, read_seed(cfg)), read_seed(cfg))
+        assert report["gate"]["weak"] and report["gate"]["action"] == action
+        assert report["gate"]["accuracy"] <= report["gate"]["majority_share"]
+        assert ("looks weak" in caplog.text) == (action == "warn")
+        assert "gold_classifier_cv" in report["gate"] and report["search"]["candidates"]
+
+
+def test_too_few_gold_rows_are_not_judged(tiny_lm, tiny_bert, tmp_path):
+    from models.audit import read_seed, tune_and_gate
+    from models.teacher_setup import TeacherSetup
+
+    cfg = parse_config(raw_config(tmp_path, tiny_lm, tiny_bert, min_seed_rows=20))
+    setup = TeacherSetup.from_config(cfg, tiny_lm, read_seed(cfg))
+    tuned, report = tune_and_gate(cfg, setup, read_seed(cfg))
+    assert tuned.verbalizers == setup.verbalizers and tuned.prompt_style == setup.prompt_style
+    assert "search" not in report and report["gate"]["weak"] is None
+
+
+def test_cli_exits_2_before_labelling_the_pool(tiny_lm, tiny_bert, tmp_path, capsys):
+    from beam_pipelines.cli import main
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw_config(tmp_path, tiny_lm, tiny_bert)))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "potstill: error: the teacher looks weak on the 12 gold seed rows" in err
+    assert not (tmp_path / "out" / "d" / "v1").exists()

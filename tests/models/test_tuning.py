@@ -1,0 +1,106 @@
+"""The teacher setup search on crafted teachers: it scores once per prompt setup and picks the
+verbalizer that fixes an always-one-class teacher."""
+import json
+
+import numpy as np
+import pytest
+
+from models.teacher import TeacherBase
+from potstill.config import parse_config
+
+LABELS = ["business", "sports"]
+TOPICS = {"business": ["shares fell", "the bank merged", "profits rose", "a new ceo", "the market",
+                       "quarterly sales"],
+          "sports": ["the match ended", "a late goal", "the coach resigned", "the final lap",
+                     "a new record", "the team won"]}
+
+
+class CraftedTeacher(TeacherBase):
+    """Says lowercase "business" a little for every text (so the exact labels always give
+    business), but its Capitalised answer follows the text's topic: what instruct models do."""
+    calls = 0
+
+    def score_candidates(self, texts, demos=None):
+        type(self).calls += 1
+        out = np.full((len(texts), len(self.cand_ids)), np.log(1e-6))
+        for r, text in enumerate(texts):
+            topic = "sports" if any(text.startswith(t) for t in TOPICS["sports"]) else "business"
+            for c, (_, surface) in enumerate(self.prompt.verbalizer.candidates):
+                if surface == "business":
+                    out[r, c] = np.log(0.2)
+                elif surface == topic.capitalize():
+                    out[r, c] = np.log(0.5)
+        return out
+
+
+def seed_rows(tmp_path):
+    path = tmp_path / "seed.jsonl"
+    path.write_text("".join(json.dumps({"text": f"{t} today", "label": l}) + "\n"
+                            for l, ts in TOPICS.items() for t in ts))
+    return path
+
+
+def config(tmp_path, **overrides):
+    seed = seed_rows(tmp_path)
+    raw = {"dataset": "d", "task": {"labels": LABELS},
+           "corpus": {"unlabeled": {"path": str(seed)}, "seed": {"path": str(seed)}},
+           "audit": {"compare_gold": False,
+                     "search": {"few_shot_k": [0], "calibration": ["none", "contextual"]}}}
+    for key, value in overrides.items():
+        raw.setdefault(key, {}).update(value)
+    return parse_config(raw)
+
+
+def test_search_picks_the_case_variants_that_fix_an_always_one_class_teacher(tiny_lm, tmp_path):
+    from models.audit import read_seed
+    from models.tuning import search
+
+    cfg = config(tmp_path)
+    seeds = read_seed(cfg)
+    teacher = CraftedTeacher(tiny_lm, LABELS)
+    CraftedTeacher.calls = 0
+    result = search(cfg, teacher, seeds)
+    scores = {c.name: c.macro_f1 for c in result.candidates}
+    assert scores["labels/k=0/exact/none"] == pytest.approx(1 / 3)   # always "business"
+    assert result.chosen.name == "labels/k=0/cased/none" and result.chosen.macro_f1 == 1.0
+    assert result.chosen.forms["sports"][:2] == ["sports", "Sports"]
+    assert CraftedTeacher.calls == 2          # seed rows + content-free inputs, once for all variants
+    assert (result.cv_pred == [LABELS.index(r.gold_label) for r in seeds]).all()
+    update = result.teacher_update(cfg)
+    assert update["verbalizers"] == result.chosen.forms and update["calibration"] == "none"
+
+
+def test_explicit_teacher_settings_are_not_searched(tiny_lm, tmp_path):
+    from models.audit import read_seed
+    from models.tuning import grid, search
+
+    cfg = config(tmp_path, teacher={"calibration": "none", "verbalizers": {"sports": ["sports"]}})
+    styles, ks, verbs, cals = grid(cfg)
+    assert verbs == [("configured", {"sports": ["sports"]})] and cals == ["none"] and ks == [0]
+    result = search(cfg, CraftedTeacher(tiny_lm, LABELS), read_seed(cfg))
+    assert [c.name for c in result.candidates] == ["labels/k=0/configured/none"]
+
+
+def test_alternatives_add_plain_words(tmp_path):
+    from models.tuning import verbalizer_forms
+
+    forms = verbalizer_forms(["ham", "spam"], "alternatives", {"ham": ["normal email"]})
+    assert forms["ham"][0] == "ham" and "Normal email" in forms["ham"] and "Normal Email" in forms["ham"]
+    assert forms["spam"] == ["spam", "Spam", "SPAM"]
+    assert verbalizer_forms(["ham", "spam"], "exact", {}) is None
+
+
+def test_tune_and_gate_returns_the_tuned_teacher(tiny_lm, tmp_path, monkeypatch):
+    from models import audit
+    from models.calibration import Calibration
+    from models.teacher_setup import TeacherSetup
+
+    cfg = config(tmp_path)
+    monkeypatch.setattr(TeacherSetup, "load", lambda self, backend=None: audit.LabelledTeacher(
+        CraftedTeacher(tiny_lm, LABELS), None, Calibration()))
+    seeds = audit.read_seed(cfg)
+    tuned, report = audit.tune_and_gate(cfg, TeacherSetup.from_config(cfg, tiny_lm, seeds), seeds)
+    assert tuned.verbalizers["business"][:2] == ["business", "Business"]
+    assert report["search"]["chosen"] == "labels/k=0/cased/none" and report["accuracy"] == 1.0
+    assert len(report["search"]["candidates"]) == 4 and report["gate"]["weak"] is False
+    assert tuned.calibration.log_prior is None and tuned.prompt_style == "labels"
