@@ -30,6 +30,7 @@ class Stages:
     saliency: SaliencyModelHandler | None = None
     generator: GeneratorModelHandler | None = None
     ta: TAModelHandler | None = None
+    expected_rows: int | None = None  # at most this many rows reach the model stages (progress)
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,8 @@ def build(p: beam.Pipeline, cfg: Config, stages: Stages, staging: str, round: Ro
     unique = records | "Deduplicate" >> Deduplicate(test_ids)
     to_teacher, filtered = unique.unique, [unique.filtered] if round.first else []
     if round.student_dir:  # the student's signals on every unique row (models/signals.py)
-        student = StudentModelHandler(round.student_dir, labels, cfg.signals,
-                                      cfg.student.max_length, cfg.student.threads)
+        student = StudentModelHandler(round.student_dir, labels, cfg.signals, cfg.student.max_length,
+                                      cfg.student.threads, stages.expected_rows)
         to_teacher = to_teacher | "StudentSignals" >> RunInference(student)
     if round.calls is not None:  # the teacher budget: only the rows sql/budget.sql ranks highest
         chosen = to_teacher | "Budget" >> SelectForTeacher(cfg.budget, len(labels), round.calls,

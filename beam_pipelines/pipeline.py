@@ -67,10 +67,11 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
         teacher=ScoreWithTeacher(handler, store.segments(store_dir),
                                  keep_raw="label_probs_raw" in contract.optional_columns(cfg),
                                  partitions=expected // (cfg.teacher.batch_size * 32) + 1),
-        saliency=SaliencyModelHandler(setup, cfg.saliency) if cfg.saliency.enabled else None,
+        saliency=SaliencyModelHandler(setup, cfg.saliency, expected) if cfg.saliency.enabled else None,
         generator=generator_handler(cfg, plan.generator.path) if plan.generator else None,
-        ta=TAModelHandler(setup.for_assistant(plan.ta.path), cfg.signals.ta_batch_size)
-        if plan.ta else None)
+        ta=TAModelHandler(setup.for_assistant(plan.ta.path), cfg.signals.ta_batch_size, expected)
+        if plan.ta else None,
+        expected_rows=expected)
 
     staging = Path(cfg.output_root) / cfg.dataset / ".staging" / uuid.uuid4().hex[:12]
     staging.mkdir(parents=True)

@@ -19,6 +19,7 @@ from models.attribution import Explainer, explained_labels
 from models.teacher_setup import TeacherSetup
 from potstill.config import Saliency
 from potstill.records import Record
+from transforms.progress import StageProgress
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,10 @@ class SaliencyModelHandler(ModelHandler[Record, Record, Explainer]):
     teacher stage used, so the prompt and the probability explained are the ones that were
     scored), in torch whatever the teacher's backend; weights shared with the teacher stage."""
 
-    def __init__(self, setup: TeacherSetup, settings: Saliency):
+    def __init__(self, setup: TeacherSetup, settings: Saliency, expected_rows: int | None = None):
         super().__init__()
         self.setup, self.settings = setup, settings
-        self._done, self._busy, self._last_log = 0, 0.0, time.perf_counter()
+        self.progress = StageProgress("saliency", expected_rows)
 
     def load_model(self) -> Explainer:
         if self.setup.backend != "hf":
@@ -60,10 +61,7 @@ class SaliencyModelHandler(ModelHandler[Record, Record, Explainer]):
         start = time.perf_counter()
         found = explain_records(model, batch, self.settings.explain)
         Metrics.counter("potstill", "saliency_explained").inc(len(batch))
-        self._done, self._busy = self._done + len(batch), self._busy + time.perf_counter() - start
-        if time.perf_counter() - self._last_log >= 15.0:
-            self._last_log = time.perf_counter()
-            log.info("saliency: %d rows explained (%.2f rows/s)", self._done, self._done / self._busy)
+        self.progress.add(len(batch), time.perf_counter() - start)
         return [r.with_values(**f) for r, f in zip(batch, found)]
 
     def get_metrics_namespace(self) -> str:

@@ -20,6 +20,7 @@ from models.signals import student_signals
 from models.teacher_setup import TeacherSetup
 from potstill.config import Budget, Signals
 from potstill.records import Record
+from transforms.progress import StageProgress
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,11 @@ class StudentModelHandler(ModelHandler[Record, Record, Any]):
     """Loads a saved student (models/student.py) once per worker and adds its four columns."""
 
     def __init__(self, student_dir: str, labels: Sequence[str], settings: Signals,
-                 max_length: int = 128, threads: int | None = None):
+                 max_length: int = 128, threads: int | None = None, expected_rows: int | None = None):
         super().__init__()
         self.student_dir, self.labels, self.settings = student_dir, list(labels), settings
         self.max_length, self.threads = max_length, threads
+        self.progress = StageProgress("student signals", expected_rows)
 
     def load_model(self):
         import torch
@@ -46,7 +48,7 @@ class StudentModelHandler(ModelHandler[Record, Record, Any]):
         return {"min_batch_size": 1, "max_batch_size": self.settings.batch_size * 4}
 
     def run_inference(self, batch: Sequence[Record], model, inference_args=None) -> Iterable[Record]:
-        sig = self.settings
+        sig, start = self.settings, time.perf_counter()
         try:
             found = student_signals(model, [r.model_input for r in batch], self.labels,
                                     sig.consistency_samples, sig.batch_size, self.max_length, sig.seed)
@@ -54,6 +56,7 @@ class StudentModelHandler(ModelHandler[Record, Record, Any]):
             log.exception("student signals failed for a batch of %d rows", len(batch))
             Metrics.counter("potstill", "student_failed").inc(len(batch))
             return list(batch)
+        self.progress.add(len(batch), time.perf_counter() - start)
         return [r.with_values(**values) for r, values in zip(batch, found)]
 
     def get_metrics_namespace(self) -> str:
@@ -65,9 +68,10 @@ class TAModelHandler(ModelHandler[Record, Record, Any]):
     `TeacherSetup.for_assistant`); adds its label distribution `ta_probs`, read out at the
     teacher's and the student's labels when the row is written (potstill.contract.row)."""
 
-    def __init__(self, setup: TeacherSetup, batch_size: int = 16):
+    def __init__(self, setup: TeacherSetup, batch_size: int = 16, expected_rows: int | None = None):
         super().__init__()
         self.setup, self.batch_size = setup, batch_size
+        self.progress = StageProgress("teaching assistant", expected_rows)
 
     def load_model(self):
         start = time.perf_counter()
@@ -81,6 +85,7 @@ class TAModelHandler(ModelHandler[Record, Record, Any]):
     def run_inference(self, batch: Sequence[Record], model, inference_args=None) -> Iterable[Record]:
         from models.teacher import normalise
 
+        start = time.perf_counter()
         try:
             raw, _ = model.score_records(batch)
         except Exception:  # noqa: BLE001 -- advisory signal: keep the rows, count the batch
@@ -88,6 +93,7 @@ class TAModelHandler(ModelHandler[Record, Record, Any]):
             Metrics.counter("potstill", "ta_failed").inc(len(batch))
             return list(batch)
         probs = normalise(raw)
+        self.progress.add(len(batch), time.perf_counter() - start)
         return [r.with_values(ta_probs=tuple(float(x) for x in p)) for r, p in zip(batch, probs)]
 
     def get_metrics_namespace(self) -> str:

@@ -28,6 +28,7 @@ from models.requests import Request, answer_in_halves, encode_request
 from models.teacher import label_stats, normalise
 from models.teacher_setup import LabelledTeacher, TeacherSetup
 from potstill import store
+from transforms.progress import StageProgress
 from potstill.records import Record
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,7 @@ class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
         super().__init__()
         self.setup, self.store_dir = setup, store_dir
         self.retries, self.backoff_s = retries, backoff_s
-        self.expected_rows = expected_rows
-        self.progress_every_s = progress_every_s
-        self._done, self._busy, self._last_log = 0, 0.0, time.perf_counter()
+        self.progress = StageProgress("teacher", expected_rows, progress_every_s)
 
     def load_model(self) -> LabelledTeacher:
         start = time.perf_counter()
@@ -132,21 +131,8 @@ class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
         return out
 
     def _progress(self, n: int, seconds: float) -> None:
-        """Log rows scored and the scoring rate (model time only) every `progress_every_s`."""
         Metrics.counter(NAMESPACE, "rows_scored").inc(n)
-        self._done += n
-        self._busy += seconds
-        now = time.perf_counter()
-        if now - self._last_log < self.progress_every_s:
-            return
-        self._last_log = now
-        rate = self._done / max(self._busy, 1e-9)
-        if self.expected_rows:  # an upper bound: rejected, duplicate and stored rows never get here
-            left = max(self.expected_rows - self._done, 0) / rate
-            log.info("teacher: %d of at most %d rows scored (%.1f rows/s, ~%.0f s left)",
-                     self._done, self.expected_rows, rate, left)
-        else:
-            log.info("teacher: %d rows scored (%.1f rows/s)", self._done, rate)
+        self.progress.add(n, seconds)
 
     def get_metrics_namespace(self) -> str:
         return NAMESPACE
