@@ -42,6 +42,7 @@ class LabelledTeacher:
     calls: int = 0
     cache_hits: int = 0
     used_keys: list = field(default_factory=list)   # store keys read or written
+    store_index: object = None                       # potstill.store.Index, built on first use
 
     def stored_candidates(self, texts: Sequence[str], demos: Sequence[Sequence[Demo]]) -> np.ndarray:
         """Raw candidate log-probabilities [n, C], from the store where it has them."""
@@ -51,7 +52,9 @@ class LabelledTeacher:
         keys = [store.request_key(self.model_sha256, self.teacher.prompt_ids(e), self.teacher.cand_ids)
                 for e in encoded]
         self.used_keys += keys
-        found = store.lookup(self.store_dir, set(keys))
+        if self.store_index is None:
+            self.store_index = store.Index(self.store_dir)
+        found = self.store_index.lookup(set(keys))
         missing = [i for i, k in enumerate(keys) if k not in found]
         if missing:
             answers = self.teacher.score_encoded([encoded[i] for i in missing])

@@ -181,6 +181,7 @@ def _candidates(variant, texts: list[str], demos, store) -> np.ndarray:
     lt = replace(store, teacher=variant)
     cand = lt.stored_candidates(texts, demos or [()] * len(texts))
     store.calls, store.cache_hits, store.used_keys = lt.calls, lt.cache_hits, lt.used_keys
+    store.store_index = lt.store_index  # the next variant reuses the index
     return cand
 
 

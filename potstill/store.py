@@ -85,21 +85,38 @@ def read_segment(path: str) -> Iterator[tuple[str, list[float]]]:
     yield from zip(table["key"].to_pylist(), table["answer"].to_pylist())
 
 
-def lookup(folder: str, keys: set[str]) -> dict[str, list[float]]:
-    """The stored answers for `keys` (in-process callers: the audit, the faithfulness test);
-    each segment is read for those keys only."""
-    import pyarrow.compute as pc
+class Index:
+    """Which segment holds each key, read from the key column only, and topped up with the
+    segments that appeared since: an in-process caller that looks up many times (the audit's
+    setup search: one lookup per prompt variant) opens only the segments holding its keys."""
 
-    found: dict[str, list[float]] = {}
-    if not keys:
+    def __init__(self, folder: str):
+        self.folder, self.where, self.seen = folder, {}, set()
+
+    def refresh(self) -> None:
+        for path in segments(self.folder):
+            if path not in self.seen:
+                self.seen.add(path)
+                with fsspec.open(path, "rb") as fh:
+                    for key in pq.read_table(fh, columns=["key"])["key"].to_pylist():
+                        self.where.setdefault(key, path)
+
+    def lookup(self, keys: set[str]) -> dict[str, list[float]]:
+        """The stored answers for `keys`."""
+        self.refresh()
+        by_path: dict[str, set[str]] = {}
+        for key in keys:
+            if key in self.where:
+                by_path.setdefault(self.where[key], set()).add(key)
+        found: dict[str, list[float]] = {}
+        for path, wanted in by_path.items():
+            found.update((k, a) for k, a in read_segment(path) if k in wanted)
         return found
-    wanted = pa.array(sorted(keys))
-    for path in segments(folder):
-        with fsspec.open(path, "rb") as fh:
-            table = pq.read_table(fh, columns=["key", "answer"])
-        hit = table.filter(pc.is_in(table["key"], value_set=wanted))
-        found.update(zip(hit["key"].to_pylist(), hit["answer"].to_pylist()))
-    return found
+
+
+def lookup(folder: str, keys: set[str]) -> dict[str, list[float]]:
+    """The stored answers for `keys`: one lookup (`Index` for many)."""
+    return Index(folder).lookup(keys) if keys else {}
 
 
 def remove_temporary(folder: str, older_than_s: float = 3600.0) -> int:
