@@ -10,7 +10,11 @@ reports:
   teacher.calls    rows the graph will send to the model: unique rows whose answer the store
                    lacks (with a budget: at most budget.teacher_calls pool rows, plus seed rows)
   teacher.store_hits, teacher.prompt_tokens (of those calls, counted with its tokenizer),
-  audit.calls      the seed rows the audit scores in-process first (not through the store)
+  audit.calls      requests the audit sends in-process first, through the store: the setup
+                   search's prompt passes (models/tuning.py, every (style, k) over the seed
+                   rows and content-free inputs) when it runs, else the configured prompt's.
+                   teacher.* counts the configured setup; a different chosen setup changes
+                   the seed rows' and pool rows' prompts, not how many are sent.
   estimate         seconds, from timing `--sample N` rows on the loaded teacher (0: no sample)
   cost             null: no priced (remote) backend exists yet
   prompt           one rendered prompt, and whether an identical version already exists.
@@ -94,14 +98,9 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
     known = store_keys(cfg, teacher.sha256)
     # The audit runs first, in-process, through the same store: its answers (the seed rows,
     # and content-free inputs for contextual calibration) are hits for the graph afterwards.
-    audit_inputs = [r.model_input for r in rows.get("seed", [])]
-    if "contextual" in cfg.teacher.calibration:
-        audit_inputs += list(cfg.teacher.content_free_inputs)
-    if not rows.get("seed") and cfg.teacher.calibration == "none":
-        audit_inputs = []
-    audit_requests = [encode_request(lt, teacher.sha256, t) for t in audit_inputs]
-    audit_sent = [q for q in audit_requests if q.key not in known]
-    known |= {q.key for q in audit_requests}
+    audit_requests = audit_keys(cfg, lt, rows.get("seed", []))
+    audit_sent = {k: n for k, n in audit_requests if k not in known}
+    known |= {k for k, _ in audit_requests}
     missing = [r for r in unique if requests[r.id].key not in known]
     pool_missing = [r for r in missing if r.source != "seed"]
     seed_missing = [r for r in missing if r.source == "seed"]
@@ -138,13 +137,30 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
                     "budget": b.teacher_calls, "generated_max": generated_max,
                     **({"note": "generation is on: up to generated_max more calls, not planned"}
                        if generated_max else {})},
-        "audit": {"calls": audit_calls, "store_hits": len(audit_requests) - audit_calls,
-                  "prompt_tokens": sum(q.prompt_tokens for q in audit_sent),
-                  "note": "the seed rows (and content-free inputs), scored in-process first"},
+        "audit": {"calls": audit_calls, "store_hits": len(set(dict(audit_requests))) - audit_calls,
+                  "prompt_tokens": sum(audit_sent.values()),
+                  "note": "the audit's requests (the setup search's passes when it runs), "
+                          "in-process first"},
         "estimate": estimate,
         "cost": None,
         "prompt": prompt,
     }
+
+
+def audit_keys(cfg, lt, seeds: list) -> list[tuple[str, int]]:
+    """(store key, prompt tokens) of the requests the audit makes (models/audit.py): the setup
+    search's passes when it runs, else the configured prompt over the seed rows and the
+    content-free inputs."""
+    from models import audit, tuning
+
+    if not seeds and cfg.teacher.calibration == "none":
+        return []
+    if len(seeds) >= cfg.audit.min_seed_rows and cfg.audit.search.enabled:
+        return tuning.search_requests(cfg, lt, seeds, audit.search_embedder(cfg, lt))
+    inputs = [r.model_input for r in seeds]
+    if "contextual" in cfg.teacher.calibration:
+        inputs += list(cfg.teacher.content_free_inputs)
+    return lt.request_keys(inputs, lt.demos(inputs) or [()] * len(inputs))
 
 
 def timed_sample(setup: TeacherSetup, sample: list, calls: int) -> dict:

@@ -32,6 +32,23 @@ def read_seed(cfg: Config) -> list[Record]:
     return read_configured(cfg, "seed")[0] if cfg.corpus.seed is not None else []
 
 
+def search_embedder(cfg: Config, lt: LabelledTeacher):
+    """The demonstration embedder the setup search needs (few-shot k > 0 with similar
+    demonstrations), shared per process; None when it needs none."""
+    from models.tuning import grid
+
+    if lt.selector and lt.selector.embed:
+        return lt.selector.embed
+    if not (any(grid(cfg)[1]) and cfg.teacher.few_shot.selection == "similar"):
+        return None
+    from models.embed import Embedder
+    from models.loading import shared
+    from models.registry import resolve_model
+
+    path = resolve_model(cfg.teacher.few_shot.embedder).path
+    return shared(("embedder", path), lambda: Embedder(path))
+
+
 def build_teacher(cfg: Config, model_path: str, seeds: list[Record],
                   calibration: Calibration = Calibration(), backend: str | None = None
                   ) -> LabelledTeacher:
@@ -112,15 +129,7 @@ def tune_and_gate(cfg: Config, setup: TeacherSetup, seeds: list[Record]
         report, pred = _audit(cfg, lt, seeds) if seeds else (audit(cfg, lt, seeds), None)
         tuned = setup.with_calibration(lt.calibration)
     else:
-        embed = lt.selector.embed if lt.selector else None
-        if embed is None and any(a.search.few_shot_k) and cfg.teacher.few_shot.selection == "similar":
-            from models.embed import Embedder
-            from models.loading import shared
-            from models.registry import resolve_model
-
-            path = resolve_model(cfg.teacher.few_shot.embedder).path
-            embed = shared(("embedder", path), lambda: Embedder(path))
-        result = tuning.search(cfg, lt.teacher, seeds, embed, store=lt)
+        result = tuning.search(cfg, lt.teacher, seeds, search_embedder(cfg, lt), store=lt)
         tuned_cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(
             update=result.teacher_update(cfg))})
         chosen = result.chosen

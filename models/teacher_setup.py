@@ -49,8 +49,8 @@ class LabelledTeacher:
         from potstill import store
 
         encoded = [self.teacher.encode(t, d) for t, d in zip(texts, demos)]
-        keys = [store.request_key(self.model_sha256, self.teacher.prompt_ids(e), self.teacher.cand_ids)
-                for e in encoded]
+        keyed = [self._key(e) for e in encoded]
+        keys = [k for k, _ in keyed]
         self.used_keys += keys
         if self.store_index is None:
             self.store_index = store.Index(self.store_dir)
@@ -59,11 +59,21 @@ class LabelledTeacher:
         if missing:
             answers = self.teacher.score_encoded([encoded[i] for i in missing])
             store.write_segment(self.store_dir, [keys[i] for i in missing], answers,
-                                [len(self.teacher.prompt_ids(encoded[i])) for i in missing])
+                                [keyed[i][1] for i in missing])
             found.update((keys[i], a) for i, a in zip(missing, answers))
         self.calls += len(missing)
         self.cache_hits += len(keys) - len(missing)
         return np.asarray([found[k] for k in keys], dtype=np.float64)
+
+    def request_keys(self, texts: Sequence[str], demos: Sequence[Sequence[Demo]]) -> list[tuple[str, int]]:
+        """(store key, prompt tokens) per text: what `stored_candidates` looks up (no weights)."""
+        return [self._key(self.teacher.encode(t, d)) for t, d in zip(texts, demos)]
+
+    def _key(self, encoded) -> tuple[str, int]:
+        from potstill import store
+
+        prompt = self.teacher.prompt_ids(encoded)
+        return store.request_key(self.model_sha256, prompt, self.teacher.cand_ids), len(prompt)
 
     def demos(self, texts: Sequence[str]) -> list[list[Demo]] | None:
         return self.selector.select(texts) if self.selector else None
@@ -172,7 +182,8 @@ class TeacherSetup:
         """The teacher without weights: tokenizer, prompt, candidates, demonstrations and
         calibration; enough to encode requests and to turn stored answers into labels."""
         teacher = TeacherBase(self.model_path, list(self.labels), self.instruction, **self._kwargs())
-        return LabelledTeacher(teacher, self._selector(teacher), self.calibration)
+        return LabelledTeacher(teacher, self._selector(teacher), self.calibration,
+                               model_sha256=self.model_sha256)
 
     def load(self, backend: str | None = None) -> LabelledTeacher:
         """The teacher in this process. `backend` overrides the setup's: code that needs the torch

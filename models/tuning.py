@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.special import logsumexp
@@ -130,23 +130,28 @@ def _label_scores(cand: np.ndarray, candidates, forms: dict | None, labels: list
     return out
 
 
-def search(cfg: Config, teacher, seeds: list[Record], embed=None, store=None) -> SearchResult:
-    """Score every candidate setup on the seed rows with the loaded `teacher` (a TeacherBase;
-    prompt variants share its weights). `embed` is the demonstration embedder (k > 0, similar).
-    With `store` (a LabelledTeacher with a teacher store) raw answers are read from and written
-    to the store, and counted on it, like every other teacher request."""
+@dataclass
+class Pass:
+    """One prompt setup (style, k) the search runs the model with, over the seed rows and the
+    content-free inputs; `verbs` are the verbalizers read off its candidate columns."""
+    style: str
+    k: int
+    variant: object                         # the TeacherBase behind this prompt
+    verbs: list[tuple[str, dict | None]]
+    demos: list | None                      # per seed row (k > 0)
+    cf_demos: list | None                   # per content-free input (k > 0)
+
+
+def passes(cfg: Config, teacher, seeds: list[Record], embed=None):
+    """The prompt passes the search makes, in order (no model call: `teacher` may be a prompter
+    without weights, which is how `potstill plan` counts the search's requests)."""
     labels, t = cfg.task.labels, cfg.teacher
-    styles, ks, verbs, cals = grid(cfg)
+    styles, ks, verbs, _ = grid(cfg)
     texts = [r.model_input for r in seeds]
-    gold = np.array([labels.index(r.gold_label) for r in seeds])
-    n_options = np.array([len(r.choices) if r.choices else len(labels) for r in seeds])
-    past_options = np.arange(len(labels))[None, :] >= n_options[:, None]
     inputs = list(t.content_free_inputs)
-    start, passes, candidates = time.perf_counter(), 0, []
     for style in styles:
         style_verbs = verbs if style == "labels" else [("exact", None)]  # letters are letters
         variant = teacher.variant(style, _union(style_verbs, labels) if style == "labels" else None)
-        cand_index = variant.prompt.verbalizer.candidates
         answers = dict(zip(labels, variant.prompt.verbalizer.answers))
         for k in ks:
             demos = cf_demos = None
@@ -154,30 +159,60 @@ def search(cfg: Config, teacher, seeds: list[Record], embed=None, store=None) ->
                 selector = DemoSelector(texts, [r.gold_label for r in seeds], answers, k,
                                         t.few_shot.selection, embed, t.few_shot.seed)
                 demos, cf_demos = selector.select(texts), selector.select(inputs)
-            log.info("setup search: scoring %d seed rows with the %s prompt, k=%d", len(texts), style, k)
-            seed_cand = _candidates(variant, texts, demos, store)
-            cf_cand = _candidates(variant, inputs, cf_demos, store) if "contextual" in cals else None
-            passes += 1
-            for kind, forms in style_verbs:
-                raw = _label_scores(seed_cand, cand_index, forms, labels)
-                raw[past_options] = -np.inf
-                for cal in cals:
-                    prior = (contextual_prior(_label_scores(cf_cand, cand_index, forms, labels))
-                             if cal == "contextual" else None)
-                    c = Candidate(style, k, kind, forms, cal, raw, prior)
-                    c.macro_f1 = _macro_f1(gold, c.logprobs().argmax(1), labels)
-                    candidates.append(c)
+            yield Pass(style, k, variant, style_verbs, demos, cf_demos)
+
+
+def search(cfg: Config, teacher, seeds: list[Record], embed=None, store=None) -> SearchResult:
+    """Score every candidate setup on the seed rows with the loaded `teacher` (a TeacherBase;
+    prompt variants share its weights). `embed` is the demonstration embedder (k > 0, similar).
+    With `store` (a LabelledTeacher with a teacher store) raw answers are read from and written
+    to the store, and counted on it, like every other teacher request."""
+    labels = cfg.task.labels
+    _, _, _, cals = grid(cfg)
+    texts = [r.model_input for r in seeds]
+    gold = np.array([labels.index(r.gold_label) for r in seeds])
+    n_options = np.array([len(r.choices) if r.choices else len(labels) for r in seeds])
+    past_options = np.arange(len(labels))[None, :] >= n_options[:, None]
+    inputs = list(cfg.teacher.content_free_inputs)
+    start, n_passes, candidates = time.perf_counter(), 0, []
+    for p in passes(cfg, teacher, seeds, embed):
+        cand_index = p.variant.prompt.verbalizer.candidates
+        log.info("setup search: scoring %d seed rows with the %s prompt, k=%d", len(texts), p.style, p.k)
+        seed_cand = _candidates(p.variant, texts, p.demos, store)
+        cf_cand = _candidates(p.variant, inputs, p.cf_demos, store) if "contextual" in cals else None
+        n_passes += 1
+        for kind, forms in p.verbs:
+            raw = _label_scores(seed_cand, cand_index, forms, labels)
+            raw[past_options] = -np.inf
+            for cal in cals:
+                prior = (contextual_prior(_label_scores(cf_cand, cand_index, forms, labels))
+                         if cal == "contextual" else None)
+                c = Candidate(p.style, p.k, kind, forms, cal, raw, prior)
+                c.macro_f1 = _macro_f1(gold, c.logprobs().argmax(1), labels)
+                candidates.append(c)
     best = _best(candidates, np.arange(len(gold)), gold, labels)
     cv_pred = _cv_predictions(candidates, gold, labels, cfg.audit.folds, cfg.audit.search.seed)
-    return SearchResult(best, candidates, cv_pred, time.perf_counter() - start, passes)
+    return SearchResult(best, candidates, cv_pred, time.perf_counter() - start, n_passes)
+
+
+def search_requests(cfg: Config, prompter, seeds: list[Record], embed=None) -> list[tuple[str, int]]:
+    """(store key, prompt tokens) of every request the search makes, in order: what `search`
+    with `store=prompter`'s store would look up (a LabelledTeacher, weights not needed)."""
+    texts, inputs = [r.model_input for r in seeds], list(cfg.teacher.content_free_inputs)
+    contextual = "contextual" in grid(cfg)[3]
+    out = []
+    for p in passes(cfg, prompter.teacher, seeds, embed):
+        lt = replace(prompter, teacher=p.variant)
+        out += lt.request_keys(texts, p.demos or [()] * len(texts))
+        if contextual:
+            out += lt.request_keys(inputs, p.cf_demos or [()] * len(inputs))
+    return out
 
 
 def _candidates(variant, texts: list[str], demos, store) -> np.ndarray:
     """Raw candidate log-probs [n, C], through the teacher store when there is one."""
     if store is None or not getattr(store, "store_dir", None):
         return variant.score_candidates(texts, demos)
-    from dataclasses import replace
-
     lt = replace(store, teacher=variant)
     cand = lt.stored_candidates(texts, demos or [()] * len(texts))
     store.calls, store.cache_hits, store.used_keys = lt.calls, lt.cache_hits, lt.used_keys

@@ -64,3 +64,20 @@ def test_plan_cli_writes_json_and_run_refuses_over_the_cap(config, tmp_path, cap
     assert main(["run", str(cfg_file), "--max-teacher-calls", str(need - 1)]) == 2
     assert "over --max-teacher-calls" in capsys.readouterr().err
     assert not (tmp_path / "out" / "toy" / "v1").exists()
+
+
+def test_plan_counts_the_setup_search_s_requests(config):  # noqa: F811
+    """With enough gold rows the audit searches teacher setups (models/tuning.py): one prompt pass
+    per (style, k) over the seed rows and content-free inputs. The plan counts every one of them."""
+    given = config.model_dump(mode="json", exclude_unset=True)  # set values are never searched
+    audit = {"min_seed_rows": 2, "folds": 2, "on_weak_teacher": "continue", "compare_gold": False}
+    searched = parse_config({**given, "audit": {**audit, "search": {"few_shot_k": [0, 1]}}})
+    configured_only = make_plan(parse_config({**given, "audit": {**audit, "search": {"enabled": False}}}),
+                                sample=0)
+    p = make_plan(searched, sample=0)
+    version = run(searched, test_pipeline=BeamTestPipeline())
+    m = json.loads((version / "manifest.json").read_text())
+    assert m["teacher_audit"]["search"]["candidates"]  # the search ran
+    assert p["audit"]["calls"] == m["teacher_audit"]["teacher_usage"]["calls"]
+    assert p["audit"]["calls"] > configured_only["audit"]["calls"] > 0
+    assert make_plan(searched, sample=0)["audit"]["calls"] == 0  # all stored now
