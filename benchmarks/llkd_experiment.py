@@ -13,7 +13,8 @@ sql/select.sql, and trains the student (`models.trainer.train`) once per seed:
 
   random      N rows by sql/budget.sql strategy random (seeded by the student seed), weight 1
   confidence  the random rows, LLKD's teacher-confidence filter only (need_scale 0), weight 1
-  llkd        N rows by strategy need, then LLKD's teacher-confidence filter
+  llkd        N rows by strategy need, then LLKD's teacher-confidence filter (SQL, before training)
+  llkd-trainer the random rows; LLKD selects inside the trainer, batch by batch (student.selection llkd)
   ta          the random rows, TA weighting only
   llkd+ta     N rows by strategy need, LLKD's filter, TA weighting
   all         every pool row, weight 1 (the teacher budget is the whole pool)
@@ -43,21 +44,23 @@ from potstill.config import Curation, load_config  # noqa: E402
 from potstill.curation import curate  # noqa: E402
 from potstill.selection import budget_ranking  # noqa: E402
 
-# arm -> (budget strategy or None for the whole pool, select.sql switches or None for none)
+# arm -> (budget strategy or None for the whole pool, select.sql switches or None for none,
+#         student settings of the arm)
 ARMS = {
-    "random": ("random", None),
-    "confidence": ("random", {"llkd": True, "ta_weighting": False, "need_scale": 0.0}),
-    "llkd": ("need", {"llkd": True, "ta_weighting": False, "need_scale": 0.0}),
-    "ta": ("random", {"llkd": False, "ta_weighting": True}),
-    "llkd+ta": ("need", {"llkd": True, "ta_weighting": True, "need_scale": 0.0}),
-    "all": (None, None),
-    "gold": (None, None),
+    "random": ("random", None, []),
+    "confidence": ("random", {"llkd": True, "ta_weighting": False, "need_scale": 0.0}, []),
+    "llkd": ("need", {"llkd": True, "ta_weighting": False, "need_scale": 0.0}, []),
+    "llkd-trainer": ("random", None, ["student.selection=llkd"]),
+    "ta": ("random", {"llkd": False, "ta_weighting": True}, []),
+    "llkd+ta": ("need", {"llkd": True, "ta_weighting": True, "need_scale": 0.0}, []),
+    "all": (None, None, []),
+    "gold": (None, None, []),
 }
 
 
 def arm_rows(table: pa.Table, arm: str, n: int, seed: int, labels: list[str]) -> tuple[pa.Table, int]:
     """The rows an arm trains on, and the teacher calls it spent."""
-    strategy, switches = ARMS[arm]
+    strategy, switches, _ = ARMS[arm]
     is_seed = pc.equal(table["source"], "seed")
     if arm == "gold":
         return table.filter(is_seed), 0
@@ -138,14 +141,15 @@ def main(argv: list[str] | None = None) -> int:
             rows, calls = arm_rows(table, arm, n, seed, labels)
             folder = write_version(rows, work / "arms" / f"{arm}-s{seed}", labels, arm)
             out = work / "students" / f"{arm}-s{seed}"
+            settings = ARMS[arm][2] + args.train_set
             if (out / "metrics.json").is_file() and (out / "arm.json").read_text() == \
-                    json.dumps(args.train_set):  # a rerun reuses finished students
+                    json.dumps(settings):  # a rerun reuses finished students
                 m = json.loads((out / "metrics.json").read_text())
             else:
-                scfg = load_config(args.config, overrides + args.set + args.train_set
+                scfg = load_config(args.config, overrides + args.set + settings
                                    + [f"student.seed={seed}"])
                 m = train(folder, scfg, out, train_on="seed" if arm == "gold" else "all")
-                (out / "arm.json").write_text(json.dumps(args.train_set))
+                (out / "arm.json").write_text(json.dumps(settings))
             weights = rows["weight"].to_pylist()
             results.setdefault(arm, []).append({
                 "seed": seed, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
