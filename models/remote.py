@@ -133,18 +133,23 @@ class OpenAITeacher(TeacherBase):
     def _answer(self, prompt: tuple[int, ...]) -> np.ndarray:
         key = (prompt, self._memo_key)
         with self._memo_lock:
-            if key in self._memo:
-                return self._memo[key]
-        if self.approximate:
-            out = self._top_logprobs(list(prompt))
-        elif self.endpoint.exact_method == "prompt_logprobs":
-            out = self._prompt_logprobs(list(prompt))
-        else:
-            out = self._next_token(list(prompt))
-        with self._memo_lock:
-            self._memo[key] = out
-            while len(self._memo) > MEMO_ROWS:
-                self._memo.popitem(last=False)
+            out = self._memo.get(key)
+        if out is None:
+            try:
+                if self.approximate:
+                    out = self._top_logprobs(list(prompt))
+                elif self.endpoint.exact_method == "prompt_logprobs":
+                    out = self._prompt_logprobs(list(prompt))
+                else:
+                    out = self._next_token(list(prompt))
+            except RequestRejected as err:  # would fail again: the batch's retries re-send nothing
+                out = err
+            with self._memo_lock:
+                self._memo[key] = out
+                while len(self._memo) > MEMO_ROWS:
+                    self._memo.popitem(last=False)
+        if isinstance(out, BaseException):
+            raise out
         return out
 
     def _completions(self, prompts: list[list[int]], **params) -> list[dict]:
@@ -287,7 +292,7 @@ def preflight(endpoint: "Endpoint", tokenizer_path: str) -> "Endpoint":
         except RequestRejected as err:
             if err.status in (401, 403):
                 where = (f"the server refused the key in ${e.api_key_env}" if e.api_key_env else
-                         "the server wants an API key: set it")
+                         "the server wants an API key: name the variable that holds it")
                 raise ConfigError(f"teacher.endpoint.api_key_env: {where} (HTTP {err.status})") from None
             raise ConfigError(f"teacher.endpoint.base_url: {e.base_url}/models answered HTTP "
                               f"{err.status}: is base_url the API root (ending in /v1)?") from None
