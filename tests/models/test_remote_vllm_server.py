@@ -20,15 +20,8 @@ what is asserted is that the manifest says so and every row's outside mass is in
 """
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import numpy as np
-import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -40,6 +33,7 @@ else:
 
 from beam_pipelines.cli import main
 from models.registry import resolve_model
+from models.vllm_server import LocalServer
 from potstill.config import ConfigError, Endpoint
 
 pytestmark = pytest.mark.slow
@@ -50,12 +44,6 @@ PROB_ATOL = 1e-3
 SERVED = "smol-teacher"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def smol() -> str:
     return resolve_model("smollm2-135m-instruct").path
@@ -63,56 +51,12 @@ def smol() -> str:
 
 @pytest.fixture(scope="module")
 def server(smol, tmp_path_factory):
-    """`vllm serve` on loopback; yields its /v1 base URL. Its own process group, stopped whole."""
-    port = _free_port()
+    """`vllm serve` on loopback (models/vllm_server.py); yields its /v1 base URL. Leaving stops
+    the server and everything under it, and fails if any process is left."""
     log_path = tmp_path_factory.mktemp("vllm-serve") / "serve.log"
-    env = dict(os.environ, VLLM_NO_USAGE_STATS="1", VLLM_CPU_KVCACHE_SPACE="1",
-               VLLM_LOGGING_LEVEL="WARNING")
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", smol,
-           "--served-model-name", SERVED, "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", "float32", "--max-model-len", "2048", "--block-size", "32",
-           "--enforce-eager"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + 600
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited {proc.returncode}: {log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/models", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"vllm serve not ready in 600 s: {log_path.read_text()[-3000:]}")
-            time.sleep(2)
-        yield base
-    finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (API server, engine core, worker), SIGKILL to
-    whatever is still there after 60 s; then nothing of it may be left."""
-    try:
-        family = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    for sig, wait_s in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
-        for p in family:
-            try:
-                p.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
-        _, family = psutil.wait_procs(family, timeout=wait_s)
-        if not family:
-            break
-    proc.wait(10)
-    assert family == [], f"vllm serve left processes behind: {family}"
+    with LocalServer(smol, SERVED, log_path=str(log_path)) as srv:
+        yield srv.base_url
+    assert srv.proc is None
 
 
 @pytest.fixture(scope="module")
