@@ -44,10 +44,9 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
     records.check_input_files(cfg)  # a whole-file problem stops the job before any model loads
     models = {role: resolve_model(name) for role, name in job.model_roles(cfg).items()}
     if cfg.teacher.backend == "openai":  # a wrong URL, key, model or scoring stops the job here
-        from models.remote import preflight
+        from models.remote_endpoint import resolved_config
 
-        endpoint = preflight(cfg.teacher.endpoint, models["teacher"].path)
-        cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"endpoint": endpoint})})
+        cfg = resolved_config(cfg, models["teacher"].path)
     with versions.dataset_lock(cfg.output_root, cfg.dataset):  # one run per dataset at a time
         for leftover in versions.remove_leftovers(cfg.output_root, cfg.dataset):
             log.info("removed %s (left by a run that did not finish)", leftover)

@@ -12,7 +12,9 @@ reports:
   teacher.store_hits, teacher.prompt_tokens (of those calls, counted with its tokenizer),
   audit.calls      the seed rows the audit scores in-process first (not through the store)
   estimate         seconds, from timing `--sample N` rows on the loaded teacher (0: no sample)
-  cost             null: no priced (remote) backend exists yet
+  cost             a remote teacher (backend openai): requests, prompt and completion tokens
+                   of those calls, and USD with teacher.endpoint.price_per_million (null
+                   for in-process backends)
   prompt           one rendered prompt, and whether an identical version already exists.
 Generated rows cannot be planned without running the generator: with generation on, the
 plan says so and counts at most `per_label x labels` more teacher calls.
@@ -26,6 +28,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from models.backends import answer_identity
 from models.registry import ensure_offline, resolve_model
 from models.requests import encode_request
 from models.teacher_setup import TeacherSetup
@@ -80,18 +83,23 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
     curation.check_settings(cfg.curation)
     records.check_input_files(cfg)
     models = {role: resolve_model(name) for role, name in job.model_roles(cfg).items()}
+    if cfg.teacher.backend == "openai":  # checked and resolved as `run` does (store keys)
+        from models.remote_endpoint import resolved_config
+
+        cfg = resolved_config(cfg, models["teacher"].path)
     fingerprint_plan = job.plan(cfg, models)
     existing = job.existing_version(cfg, fingerprint_plan)
     teacher = models["teacher"]
+    identity = answer_identity(cfg.teacher, teacher.sha256)  # what the store keys start from
 
     rows, rejected = read_rows(cfg)
     unique, filtered = dedup(rows)
     seeds = [r for r in unique if r.source == "seed"]
     setup = TeacherSetup.from_config(cfg, teacher.path, rows.get("seed", []),
-                                     model_sha256=teacher.sha256)
+                                     model_sha256=identity)
     lt = setup.prompter()
-    requests = {r.id: encode_request(lt, teacher.sha256, r.model_input) for r in unique}
-    known = store_keys(cfg, teacher.sha256)
+    requests = {r.id: encode_request(lt, identity, r.model_input) for r in unique}
+    known = store_keys(cfg, identity)
     # The audit runs first, in-process, through the same store: its answers (the seed rows,
     # and content-free inputs for contextual calibration) are hits for the graph afterwards.
     audit_inputs = [r.model_input for r in rows.get("seed", [])]
@@ -99,7 +107,7 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
         audit_inputs += list(cfg.teacher.content_free_inputs)
     if not rows.get("seed") and cfg.teacher.calibration == "none":
         audit_inputs = []
-    audit_requests = [encode_request(lt, teacher.sha256, t) for t in audit_inputs]
+    audit_requests = [encode_request(lt, identity, t) for t in audit_inputs]
     audit_sent = [q for q in audit_requests if q.key not in known]
     known |= {q.key for q in audit_requests}
     missing = [r for r in unique if requests[r.id].key not in known]
@@ -142,9 +150,20 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
                   "prompt_tokens": sum(q.prompt_tokens for q in audit_sent),
                   "note": "the seed rows (and content-free inputs), scored in-process first"},
         "estimate": estimate,
-        "cost": None,
+        "cost": remote_cost(cfg, lt, [requests[r.id].prompt_tokens for r in sent] +
+                            [q.prompt_tokens for q in audit_sent]),
         "prompt": prompt,
     }
+
+
+def remote_cost(cfg: Config, lt, prompt_tokens: list[int]) -> dict | None:
+    """The remote teacher's requests, tokens and (priced) USD for the calls planned; None for
+    an in-process backend (its cost is the machine's time: `estimate`)."""
+    if cfg.teacher.backend != "openai":
+        return None
+    from models.remote import cost_estimate
+
+    return cost_estimate(cfg.teacher.endpoint, lt.teacher, prompt_tokens)
 
 
 def timed_sample(setup: TeacherSetup, sample: list, calls: int) -> dict:
@@ -173,6 +192,11 @@ def format_plan(p: dict) -> str:
     if "seconds" in e:
         lines.append(f"  estimated {e['seconds']} s at {e['rows_per_second']} rows/s "
                      f"(timed on {e['sample_rows']} rows)")
+    if p.get("cost"):
+        c = p["cost"]
+        lines.append(f"  remote teacher ({c['scoring']}): {c['requests']} requests, {c['prompt_tokens']} "
+                     f"prompt + {c['completion_tokens']} completion tokens"
+                     + (f", ~${c['usd']:.4f}" if "usd" in c else " (no teacher.endpoint.price_per_million)"))
     lines.append(f"  identical version: {p['existing_version'] or 'none'}")
     return "\n".join(lines)
 

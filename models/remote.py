@@ -24,18 +24,17 @@ Scoring (`teacher.endpoint.scoring`):
   do not cover is `teacher_outside_mass` (per row). Only the answer's first token is seen, so
   labels sharing a first token cannot be told apart, and a multi-token form counts at its first
   token's probability.
-- `auto`: exact when the server accepts it, top_logprobs otherwise (decided by `preflight`).
+- `auto`: exact when the server accepts it, top_logprobs otherwise (models/remote_endpoint.py).
 
 Every row is one or two HTTP requests, `max_concurrency` in flight (models/remote_http.py: rate
 limits, retries, usage counts). Answers are kept per prompt while the object lives, so a batch
 retried or split after one row failed (models/requests.py) re-sends only the rows not answered.
-`preflight` checks base_url, the key, the model name and the scoring on the driver, before the
-pool is sent, and names the setting at fault.
+models/remote_endpoint.py checks base_url, the key, the model name and the scoring on the
+driver, before the pool is sent, and names the setting at fault.
 """
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Sequence
@@ -43,9 +42,9 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from models.generate import Generation, Sampling
-from models.remote_http import Client, RemoteError, RequestRejected, first_error
+from models.remote_endpoint import make_client, preflight
+from models.remote_http import RemoteError, RequestRejected, first_error
 from models.teacher import TeacherBase
-from potstill.config import ConfigError
 
 if TYPE_CHECKING:
     from potstill.config import Endpoint
@@ -54,25 +53,6 @@ MAX_IDS_PER_REQUEST = 128   # vLLM's limit on logprob_token_ids
 FLOOR_LOGPROB = -1e4        # a candidate given no probability (finite: sums and softmax stay defined)
 MEMO_ROWS = 4096
 _SENTINEL = "\x00POTSTILL_CONTENT\x00"
-
-
-def api_key(endpoint: "Endpoint") -> str | None:
-    """The key from the environment variable named by `api_key_env` (never from the config)."""
-    if not endpoint.api_key_env:
-        return None
-    key = os.environ.get(endpoint.api_key_env)
-    if not key:
-        raise ConfigError(f"teacher.endpoint.api_key_env: the environment variable "
-                          f"{endpoint.api_key_env} is not set (or empty)")
-    return key
-
-
-def make_client(endpoint: "Endpoint", **overrides) -> Client:
-    e = endpoint
-    kwargs = dict(timeout_s=e.timeout_s, max_retries=e.max_retries, backoff_s=e.backoff_s,
-                  max_backoff_s=e.max_backoff_s, max_concurrency=e.max_concurrency,
-                  requests_per_minute=e.requests_per_minute, tokens_per_minute=e.tokens_per_minute)
-    return Client(e.base_url, api_key(e), **{**kwargs, **overrides})
 
 
 def _norm(s: str) -> str:
@@ -279,89 +259,26 @@ class OpenAIGenerator:
         self.client.close()
 
 
-def preflight(endpoint: "Endpoint", tokenizer_path: str) -> "Endpoint":
-    """Check the endpoint before any row is sent; the endpoint with `scoring` (and, for exact,
-    `exact_method`) resolved. Every problem is a ConfigError naming the setting."""
-    from transformers import AutoTokenizer
-
-    e = endpoint
-    client = make_client(e, max_retries=min(e.max_retries, 2), max_concurrency=1)
-    try:
-        try:
-            listed = client.get("/models")
-        except RequestRejected as err:
-            if err.status in (401, 403):
-                where = (f"the server refused the key in ${e.api_key_env}" if e.api_key_env else
-                         "the server wants an API key: name the variable that holds it")
-                raise ConfigError(f"teacher.endpoint.api_key_env: {where} (HTTP {err.status})") from None
-            raise ConfigError(f"teacher.endpoint.base_url: {e.base_url}/models answered HTTP "
-                              f"{err.status}: is base_url the API root (ending in /v1)?") from None
-        except RemoteError as err:
-            raise ConfigError(f"teacher.endpoint.base_url: cannot reach {e.base_url}: {err}") from None
-        served = [m.get("id") for m in listed.get("data") or [] if isinstance(m, dict)]
-        if served and e.model not in served:
-            raise ConfigError(f"teacher.endpoint.model: {e.model!r} is not served at "
-                              f"{e.base_url} (it serves: {', '.join(map(str, served[:20]))})")
-        tok = AutoTokenizer.from_pretrained(tokenizer_path)
-        ids = tok("The answer is positive.", add_special_tokens=False)["input_ids"]
-        method = None
-        if e.scoring in ("exact", "auto"):
-            method = _exact_method(client, e, ids)
-            if method is None and e.scoring == "exact":
-                raise ConfigError(f"teacher.endpoint.scoring: exact needs candidate log-probs from "
-                                  f"{e.base_url}/completions (vLLM's logprob_token_ids or "
-                                  f"prompt_logprobs with token-id prompts); this server gives "
-                                  f"neither: use scoring: top_logprobs (approximate)")
-            if method is not None:
-                _check_tokenizer(client, e, tok)
-                return e.model_copy(update={"scoring": "exact", "exact_method": method})
-        try:
-            answer = client.post("/chat/completions", dict(
-                model=e.model, messages=[{"role": "user", "content": "Say yes."}], max_tokens=1,
-                temperature=0.0, logprobs=True, top_logprobs=e.top_logprobs))
-            answer["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
-        except (RemoteError, KeyError, IndexError, TypeError) as err:
-            raise ConfigError(f"teacher.endpoint.scoring: {e.base_url}/chat/completions gives no "
-                              f"top_logprobs ({type(err).__name__}: {err}); a teacher needs "
-                              f"log-probs") from None
-        return e.model_copy(update={"scoring": "top_logprobs"})
-    finally:
-        client.close()
-
-
-def _exact_method(client: Client, e: "Endpoint", ids: list[int]) -> str | None:
-    """The first exact method the server answers correctly, or None."""
-    tried = [e.exact_method] if e.exact_method != "auto" else ["logprob_token_ids", "prompt_logprobs"]
-    for method in tried:
-        params = (dict(logprobs=1, logprob_token_ids=[ids[-1]], return_tokens_as_token_ids=True)
-                  if method == "logprob_token_ids" else dict(prompt_logprobs=0))
-        try:
-            answer = client.post("/completions", dict(model=e.model, prompt=[ids], max_tokens=1,
-                                                      temperature=0.0, **params))
-            choice = answer["choices"][0]
-            if method == "logprob_token_ids":
-                ok = f"token_id:{ids[-1]}" in choice["logprobs"]["top_logprobs"][0]
-            else:
-                ok = str(ids[-1]) in choice["prompt_logprobs"][-1]
-        except (RemoteError, KeyError, IndexError, TypeError):
-            ok = False
-        if ok:
-            return method
-    return None
-
-
-def _check_tokenizer(client: Client, e: "Endpoint", tok) -> None:
-    """Exact scoring sends token ids: the served model must read them as the local tokenizer
-    wrote them. Checked on vLLM's /tokenize where the server has it."""
-    text = "Possible answers: negative, positive\n\nText:\nA fine film."
-    root = client.path[: -len("/v1")] if client.path.endswith("/v1") else client.path
-    try:
-        answer = client.post(f"{root}/tokenize", dict(model=e.model, prompt=text,
-                                                      add_special_tokens=False), root=True)
-    except RemoteError:
-        return  # no /tokenize: nothing to compare with
-    theirs = answer.get("tokens")
-    if theirs is not None and theirs != tok(text, add_special_tokens=False)["input_ids"]:
-        raise ConfigError("teacher.model: its tokenizer encodes differently from the served model "
-                          f"{e.model!r}; exact scoring sends token ids, so teacher.model must be "
-                          "the served model's folder (or use scoring: top_logprobs)")
+def cost_estimate(endpoint: "Endpoint", teacher: TeacherBase, prompt_tokens: Sequence[int]) -> dict:
+    """Requests, tokens and (when priced) USD for scoring prompts of these lengths: exact
+    logprob_token_ids sends one request per node level of the candidates' trie, one prompt per
+    node; prompt_logprobs one prompt per candidate (the candidate appended); top_logprobs one
+    chat request (the chat template's tokens are counted as the local template renders them).
+    Every prompt bills one completion token."""
+    n = len(prompt_tokens)
+    if endpoint.scoring == "top_logprobs":
+        requests, prompts, tokens = n, n, sum(prompt_tokens)
+    elif endpoint.exact_method == "prompt_logprobs":
+        c = len(teacher.cand_ids)
+        requests, prompts = n, n * c
+        tokens = sum(prompt_tokens) * c + n * sum(map(len, teacher.cand_ids))
+    else:
+        deep = [p for p in teacher.trie if p]
+        requests, prompts = n * (1 + bool(deep)), n * (1 + len(deep))
+        tokens = sum(prompt_tokens) * (1 + len(deep)) + n * sum(map(len, deep))
+    out = {"requests": requests, "prompt_tokens": tokens, "completion_tokens": prompts,
+           "scoring": endpoint.scoring}
+    if endpoint.price_per_million is not None:
+        price = endpoint.price_per_million
+        out["usd"] = round((tokens * price.prompt + prompts * price.completion) / 1e6, 6)
+    return out

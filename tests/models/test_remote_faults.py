@@ -15,7 +15,8 @@ import torch
 
 from beam_pipelines.cli import main
 from fake_openai import FakeOpenAI, logprob
-from models.remote import OpenAITeacher, preflight
+from models.remote import OpenAITeacher
+from models.remote_endpoint import preflight
 from models.remote_http import Client, RemoteError, RequestRejected, TokenBucket
 from models.teacher import TeacherBase, normalise
 from potstill import store

@@ -189,7 +189,7 @@ def test_top_logprobs_through_chat_is_marked_approximate(server, hf_rows, rt, sm
 
 
 def test_an_unknown_model_stops_the_job_naming_the_setting(server, smol):
-    from models.remote import preflight
+    from models.remote_endpoint import preflight
 
     with pytest.raises(ConfigError, match=r"teacher\.endpoint\.model: 'gpt-nope' is not served"):
         preflight(Endpoint(base_url=server, model="gpt-nope"), smol)
