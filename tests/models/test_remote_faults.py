@@ -259,3 +259,20 @@ def test_concurrency_keeps_requests_in_flight(tiny_lm):
         finally:
             t.close()
     assert peak[0] >= 4  # several requests in flight at once (8 threads; the GIL is released)
+
+
+def test_the_plans_cost_is_what_the_run_is_billed(tmp_path, tiny_lm, capsys):
+    from beam_pipelines.plan import make_plan
+    from potstill.config import load_config
+
+    with FakeOpenAI() as server:
+        path = _config(tmp_path, tiny_lm, {"base_url": server.base_url, "scoring": "exact",
+                                           "price_per_million": {"prompt": 1.0, "completion": 2.0}})
+        planned = make_plan(load_config(path), sample=0)["cost"]
+        assert server.received["/v1/completions"] == 1  # the start-up probe only
+        assert main(["run", str(path)]) == 0
+        billed = json.loads((_version(capsys) / "manifest.json").read_text())["teacher_usage"]["remote"]
+    assert planned["requests"] == billed["requests"] > 0
+    assert planned["prompt_tokens"] == billed["prompt_tokens"]
+    assert planned["completion_tokens"] == billed["completion_tokens"]
+    assert billed["cost_usd"] > 0 and planned["usd"] == pytest.approx(billed["cost_usd"])
