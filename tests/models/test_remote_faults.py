@@ -276,3 +276,21 @@ def test_the_plans_cost_is_what_the_run_is_billed(tmp_path, tiny_lm, capsys):
     assert planned["prompt_tokens"] == billed["prompt_tokens"]
     assert planned["completion_tokens"] == billed["completion_tokens"]
     assert billed["cost_usd"] > 0 and planned["usd"] == pytest.approx(billed["cost_usd"])
+
+
+def test_generation_through_the_endpoint_gives_n_texts_per_prompt_seeded_per_prompt():
+    from models.generate import Sampling
+    from models.remote import OpenAIGenerator
+
+    with FakeOpenAI() as server:
+        gen = OpenAIGenerator("unused", engine=Endpoint(base_url=server.base_url, model="teacher"))
+        try:
+            convs = [[{"role": "user", "content": f"Write review {i}."}] for i in range(3)]
+            out = gen.generate(convs, Sampling(n=2, max_new_tokens=8, seed=7))
+            usage = gen.take_usage()
+        finally:
+            gen.close()
+    assert [len(g) for g in out] == [2, 2, 2]
+    seeds = {g[0].text.rsplit("seed ", 1)[1] for g in out}
+    assert len(seeds) == 3  # a seed per prompt, so a prompt's texts do not depend on its batch
+    assert usage["requests"] == 3 and usage["completion_tokens"] == 3 * 2 * 3
