@@ -79,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-in-process", action="store_true", help="only the remote passes")
     args = parser.parse_args(argv)
 
+    import logging
+
     import torch
 
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("models.remote_http").setLevel(logging.INFO)  # every retry, with its cause
     torch.set_num_threads(args.threads)
     path = resolve_model(args.model).path
     texts = rt_rows(args.rows, None)

@@ -2,7 +2,8 @@
 needs against a server fleet or a hosted API.
 
 - Concurrency: `Client.map` runs calls on a pool of `max_concurrency` threads; each thread keeps
-  its own keep-alive connection (stdlib `http.client`, no extra dependency).
+  its own keep-alive connection (stdlib `http.client`, no extra dependency), replaced after
+  `IDLE_RECONNECT_S` idle (a server may have closed it).
 - Rate limits: token buckets for requests and tokens per minute (`TokenBucket`), taken before a
   request is sent; a bucket holds ten seconds' worth, so a worker never bursts a minute at once.
 - Retries: 429 (waiting what Retry-After says), 408, 5xx, timeouts, dropped connections and
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+# A keep-alive connection idle this long is replaced before use: servers close idle ones
+# (uvicorn, under vLLM's server, after 5 s), and a request sent on a closed one fails.
+IDLE_RECONNECT_S = 4.0
 MAX_RETRY_AFTER_S = 600.0
 
 
@@ -182,7 +186,8 @@ class Client:
 
     def _connection(self, fresh: bool = False) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
-        if conn is None or fresh:
+        idle = time.monotonic() - getattr(self._local, "used", 0.0)
+        if conn is None or fresh or idle > IDLE_RECONNECT_S:
             if conn is not None:
                 conn.close()
                 with self._usage_lock:
@@ -206,6 +211,7 @@ class Client:
             conn.request(method, target, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
+            self._local.used = time.monotonic()
         except (socket.timeout, TimeoutError) as err:
             self._connection(fresh=True)
             raise _Retry("timeout", f"no answer within {self.timeout_s}s ({type(err).__name__})") from None
