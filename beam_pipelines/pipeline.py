@@ -82,9 +82,9 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
     staging = Path(cfg.output_root) / cfg.dataset / ".staging" / uuid.uuid4().hex[:12]
     staging.mkdir(parents=True)
     try:
+        audit_usage = usage.remote_counts(audit_report.pop("remote_usage", {}))
         throughput, extra = run_rounds(cfg, stages, staging, seeds, beam_args, test_pipeline,
-                                       driver_usage=Counter({f"remote_{k}": v for k, v in
-                                                            audit_report.pop("remote_usage", {}).items()}))
+                                       driver_usage=audit_usage)
         if cfg.saliency.enabled:  # the deletion test, on the driver (models/faithfulness.py)
             from models.faithfulness import manifest_entry
 

@@ -34,6 +34,12 @@ def teacher_counters(result) -> Counter:
     return out
 
 
+def remote_counts(usage: dict) -> Counter:
+    """A remote backend's own usage (`take_usage`, e.g. the audit's on the driver) as the
+    counters the teacher stage keeps (transforms.teacher.count_remote_usage)."""
+    return Counter({f"remote_{k}": v for k, v in usage.items()})
+
+
 def teacher_usage(counts: Counter, teacher=None) -> dict:
     """`teacher`: the `teacher` settings (the endpoint's scoring and prices), for a remote one."""
     out = {"rows": counts["rows_scored"] + counts["cache_hits"], "cache_hits": counts["cache_hits"],

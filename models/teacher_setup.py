@@ -182,10 +182,14 @@ class TeacherSetup:
         model itself (attribution) asks for "hf". Weights are shared per process."""
         kwargs = dict(self._kwargs(), batch_size=self.batch_size, dtype=self.dtype,
                       threads=self.threads)
-        teacher = load_scorer(self.model_path, list(self.labels), self.instruction,
-                              backend or self.backend, self.engine, **kwargs)
+        backend = backend or self.backend
+        teacher = load_scorer(self.model_path, list(self.labels), self.instruction, backend,
+                              self.engine, **kwargs)
+        # A remote teacher's store holds the served model's answers (models.backends.answer_identity):
+        # the local model that attribution asks for answers past it, unstored.
+        same = backend == self.backend or "openai" not in (backend, self.backend)
         return LabelledTeacher(teacher, self._selector(teacher), self.calibration,
-                               self.store_dir, self.model_sha256)
+                               self.store_dir if same else None, self.model_sha256)
 
     def _selector(self, teacher: TeacherBase) -> DemoSelector | None:
         fs = self.few_shot

@@ -28,10 +28,15 @@ TEXTS = [f"review number {i}: the film was {'good' if i % 2 else 'bad'} and {'lo
          for i in range(24)]
 
 
-def _config(tmp_path: Path, tiny_lm: str, endpoint: dict, **teacher) -> Path:
+def _config(tmp_path: Path, tiny_lm: str, endpoint: dict, seeds: int = 0, **teacher) -> Path:
     (tmp_path / "u.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    corpus = {"unlabeled": {"path": str(tmp_path / "u.jsonl")}}
+    if seeds:  # gold rows: the audit scores them on the driver first
+        (tmp_path / "s.jsonl").write_text("".join(
+            json.dumps({"text": f"gold review {i}", "label": LABELS[i % 2]}) + "\n" for i in range(seeds)))
+        corpus["seed"] = {"path": str(tmp_path / "s.jsonl")}
     cfg = {"dataset": "remote", "output_root": str(tmp_path / "out"), "task": {"labels": LABELS},
-           "corpus": {"unlabeled": {"path": str(tmp_path / "u.jsonl")}},
+           "corpus": corpus,
            "teacher": {"model": tiny_lm, "backend": "openai", "batch_size": 4, **teacher,
                        "endpoint": {"model": "teacher", "backoff_s": 0.01, "max_backoff_s": 0.05,
                                     **endpoint}}}
@@ -267,8 +272,11 @@ def test_the_plans_cost_is_what_the_run_is_billed(tmp_path, tiny_lm, capsys):
 
     with FakeOpenAI() as server:
         path = _config(tmp_path, tiny_lm, {"base_url": server.base_url, "scoring": "exact",
-                                           "price_per_million": {"prompt": 1.0, "completion": 2.0}})
-        planned = make_plan(load_config(path), sample=0)["cost"]
+                                           "price_per_million": {"prompt": 1.0, "completion": 2.0}},
+                       seeds=4)
+        plan = make_plan(load_config(path), sample=0)
+        planned = plan["cost"]
+        assert plan["audit"]["calls"] == 4  # the audit's requests (driver side) are priced too
         assert server.received["/v1/completions"] == 1  # the start-up probe only
         assert main(["run", str(path)]) == 0
         billed = json.loads((_version(capsys) / "manifest.json").read_text())["teacher_usage"]["remote"]
@@ -294,3 +302,16 @@ def test_generation_through_the_endpoint_gives_n_texts_per_prompt_seeded_per_pro
     seeds = {g[0].text.rsplit("seed ", 1)[1] for g in out}
     assert len(seeds) == 3  # a seed per prompt, so a prompt's texts do not depend on its batch
     assert usage["requests"] == 3 and usage["completion_tokens"] == 3 * 2 * 3
+
+
+def test_the_local_model_attribution_loads_never_reads_or_writes_the_remote_store(tiny_lm, tmp_path):
+    from models.teacher_setup import TeacherSetup
+
+    endpoint = Endpoint(base_url="http://127.0.0.1:9/v1", model="teacher", scoring="exact",
+                        exact_method="logprob_token_ids")
+    setup = TeacherSetup(tiny_lm, tuple(LABELS), backend="openai", engine=endpoint,
+                         store_dir=str(tmp_path / "store"), model_sha256="remote-identity")
+    local = setup.load(backend="hf")  # saliency and its deletion test need the weights
+    local.score(TEXTS[:2])
+    assert local.store_dir is None and not (tmp_path / "store").exists()
+    assert setup.load().store_dir == str(tmp_path / "store")
