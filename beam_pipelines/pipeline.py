@@ -23,6 +23,7 @@ from beam_pipelines import usage
 from beam_pipelines.graph import Round, Stages, beam_options, build
 from models import loading
 from models.audit import read_seed, tune_and_gate
+from models.backends import answer_identity
 from models.registry import ensure_offline, resolve_model
 from models.teacher_setup import TeacherSetup
 from potstill import contract, curation, job, records, store, versions
@@ -42,6 +43,10 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
     curation.check_settings(cfg.curation)  # a setting the chosen SQL never reads is an error
     records.check_input_files(cfg)  # a whole-file problem stops the job before any model loads
     models = {role: resolve_model(name) for role, name in job.model_roles(cfg).items()}
+    if cfg.teacher.backend == "openai":  # a wrong URL, key, model or scoring stops the job here
+        from models.remote_endpoint import resolved_config
+
+        cfg = resolved_config(cfg, models["teacher"].path)
     with versions.dataset_lock(cfg.output_root, cfg.dataset):  # one run per dataset at a time
         for leftover in versions.remove_leftovers(cfg.output_root, cfg.dataset):
             log.info("removed %s (left by a run that did not finish)", leftover)
@@ -57,9 +62,10 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
     """Audit, build the stages from one teacher setup, run the rounds, then curate, validate
     and publish (potstill.job.finish)."""
     seeds = read_seed(cfg)
-    store_dir = store.model_dir(cfg.output_root, plan.teacher.sha256)
+    identity = answer_identity(cfg.teacher, plan.teacher.sha256)  # what store keys start from
+    store_dir = store.model_dir(cfg.output_root, identity)
     setup, audit_report = audit_teacher(cfg, TeacherSetup.from_config(
-        cfg, plan.teacher.path, seeds, model_sha256=plan.teacher.sha256, store_dir=store_dir), seeds)
+        cfg, plan.teacher.path, seeds, model_sha256=identity, store_dir=store_dir), seeds)
     expected = plan.expected_rows(cfg)
     handler = TeacherModelHandler(setup, store_dir, retries=cfg.teacher.max_retries,
                                   expected_rows=expected)
@@ -76,7 +82,9 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
     staging = Path(cfg.output_root) / cfg.dataset / ".staging" / uuid.uuid4().hex[:12]
     staging.mkdir(parents=True)
     try:
-        throughput, extra = run_rounds(cfg, stages, staging, seeds, beam_args, test_pipeline)
+        audit_usage = usage.remote_counts(audit_report.pop("remote_usage", {}))
+        throughput, extra = run_rounds(cfg, stages, staging, seeds, beam_args, test_pipeline,
+                                       driver_usage=audit_usage)
         if cfg.saliency.enabled:  # the deletion test, on the driver (models/faithfulness.py)
             from models.faithfulness import manifest_entry
 
@@ -105,13 +113,15 @@ def generator_handler(cfg: Config, model_path: str) -> GeneratorModelHandler:
     sampling = Sampling(n=g.outputs_per_prompt, temperature=g.temperature, top_p=g.top_p,
                         max_new_tokens=g.max_new_tokens, seed=g.seed)
     return GeneratorModelHandler(model_path, sampling, dtype=t.dtype, threads=t.threads,
-                                 backend=t.backend, engine=t.vllm)  # the teacher's backend
+                                 backend=t.backend,  # the teacher's backend
+                                 engine=t.endpoint if t.backend == "openai" else t.vllm)
 
 
 def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
-               beam_args: list[str], test_pipeline=None) -> tuple[dict, dict]:
+               beam_args: list[str], test_pipeline=None,
+               driver_usage: Counter = Counter()) -> tuple[dict, dict]:
     """The graph once, or once per teacher-budget round; (teacher throughput, manifest extras
-    with `teacher_usage`).
+    with `teacher_usage`; `driver_usage`: remote requests the driver made, in the audit).
 
     With a budget, each round's chosen pool rows are read back from its staged scored shard
     (`selection_round`); between rounds the student is retrained (budget.retrain) on the seed
@@ -161,7 +171,7 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
                            "strategy": b.strategy, "rounds": rounds,
                            "note": "pool rows only: seed rows are scored once and not counted"}
     log.info("stage counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(stages_done.items())))
-    extra["teacher_usage"] = usage.teacher_usage(counts)
+    extra["teacher_usage"] = usage.teacher_usage(counts + driver_usage, cfg.teacher)
     log.info("teacher: %(rows)d rows answered, %(cache_hits)d from the store (calls saved), "
              "%(calls)d model calls, %(retries)d retries", extra["teacher_usage"])
     return usage.throughput(counts), extra

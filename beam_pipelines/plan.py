@@ -16,7 +16,9 @@ reports:
                    teacher.* counts the configured setup; a different chosen setup changes
                    the seed rows' and pool rows' prompts, not how many are sent.
   estimate         seconds, from timing `--sample N` rows on the loaded teacher (0: no sample)
-  cost             null: no priced (remote) backend exists yet
+  cost             a remote teacher (backend openai): requests, prompt and completion tokens
+                   of those calls, and USD with teacher.endpoint.price_per_million (null
+                   for in-process backends)
   prompt           one rendered prompt, and whether an identical version already exists.
 Generated rows cannot be planned without running the generator: with generation on, the
 plan says so and counts at most `per_label x labels` more teacher calls.
@@ -30,6 +32,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from models.backends import answer_identity
 from models.registry import ensure_offline, resolve_model
 from models.requests import encode_request
 from models.teacher_setup import TeacherSetup
@@ -84,18 +87,23 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
     curation.check_settings(cfg.curation)
     records.check_input_files(cfg)
     models = {role: resolve_model(name) for role, name in job.model_roles(cfg).items()}
+    if cfg.teacher.backend == "openai":  # checked and resolved as `run` does (store keys)
+        from models.remote_endpoint import resolved_config
+
+        cfg = resolved_config(cfg, models["teacher"].path)
     fingerprint_plan = job.plan(cfg, models)
     existing = job.existing_version(cfg, fingerprint_plan)
     teacher = models["teacher"]
+    identity = answer_identity(cfg.teacher, teacher.sha256)  # what the store keys start from
 
     rows, rejected = read_rows(cfg)
     unique, filtered = dedup(rows)
     seeds = [r for r in unique if r.source == "seed"]
     setup = TeacherSetup.from_config(cfg, teacher.path, rows.get("seed", []),
-                                     model_sha256=teacher.sha256)
+                                     model_sha256=identity)
     lt = setup.prompter()
-    requests = {r.id: encode_request(lt, teacher.sha256, r.model_input) for r in unique}
-    known = store_keys(cfg, teacher.sha256)
+    requests = {r.id: encode_request(lt, identity, r.model_input) for r in unique}
+    known = store_keys(cfg, identity)
     # The audit runs first, in-process, through the same store: its answers (the seed rows,
     # and content-free inputs for contextual calibration) are hits for the graph afterwards.
     audit_requests = audit_keys(cfg, lt, rows.get("seed", []))
@@ -142,7 +150,8 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
                   "note": "the audit's requests (the setup search's passes when it runs), "
                           "in-process first"},
         "estimate": estimate,
-        "cost": None,
+        "cost": remote_cost(cfg, lt, [requests[r.id].prompt_tokens for r in sent] +
+                            list(audit_sent.values())),
         "prompt": prompt,
     }
 
@@ -161,6 +170,16 @@ def audit_keys(cfg, lt, seeds: list) -> list[tuple[str, int]]:
     if "contextual" in cfg.teacher.calibration:
         inputs += list(cfg.teacher.content_free_inputs)
     return lt.request_keys(inputs, lt.demos(inputs) or [()] * len(inputs))
+
+
+def remote_cost(cfg: Config, lt, prompt_tokens: list[int]) -> dict | None:
+    """The remote teacher's requests, tokens and (priced) USD for the calls planned; None for
+    an in-process backend (its cost is the machine's time: `estimate`)."""
+    if cfg.teacher.backend != "openai":
+        return None
+    from models.remote import cost_estimate
+
+    return cost_estimate(cfg.teacher.endpoint, lt.teacher, prompt_tokens)
 
 
 def timed_sample(setup: TeacherSetup, sample: list, calls: int) -> dict:
@@ -189,6 +208,11 @@ def format_plan(p: dict) -> str:
     if "seconds" in e:
         lines.append(f"  estimated {e['seconds']} s at {e['rows_per_second']} rows/s "
                      f"(timed on {e['sample_rows']} rows)")
+    if p.get("cost"):
+        c = p["cost"]
+        lines.append(f"  remote teacher ({c['scoring']}): {c['requests']} requests, {c['prompt_tokens']} "
+                     f"prompt + {c['completion_tokens']} completion tokens"
+                     + (f", ~${c['usd']:.4f}" if "usd" in c else " (no teacher.endpoint.price_per_million)"))
     lines.append(f"  identical version: {p['existing_version'] or 'none'}")
     return "\n".join(lines)
 

@@ -2,7 +2,11 @@
 
 `teacher_usage` is the manifest's record of cost: rows answered, how many came from the teacher
 store (each one a call saved), the calls actually sent to a model (every retry attempt counted),
-retries, and prompt tokens sent. `throughput` is the model's rate, load time excluded.
+retries, and prompt tokens sent. With a remote teacher (`teacher.backend: openai`) it adds
+`remote`: HTTP requests (every attempt), retries by cause (429, 5xx, 408, timeout, connection,
+malformed JSON), requests given up, the tokens the server billed (generation included) and, with
+`teacher.endpoint.price_per_million`, their cost in USD. `throughput` is the model's rate, load
+time excluded.
 """
 from __future__ import annotations
 
@@ -23,17 +27,40 @@ def teacher_counters(result) -> Counter:
     except (NotImplementedError, AttributeError):  # some runners do not report metrics
         return out
     for c in metrics["counters"]:
-        if c.key.metric.name in COUNTERS:
+        if c.key.metric.name in COUNTERS or c.key.metric.name.startswith("remote_"):
             out[c.key.metric.name] += c.committed or 0
     out["micros"] += sum((d.committed.sum if d.committed else 0) for d in metrics["distributions"]
                          if d.key.metric.name == "inference_batch_latency_micro_secs")
     return out
 
 
-def teacher_usage(counts: Counter) -> dict:
-    return {"rows": counts["rows_scored"] + counts["cache_hits"], "cache_hits": counts["cache_hits"],
-            "calls": counts["calls"], "retries": counts["retries"],
-            "prompt_tokens": counts["prompt_tokens"], "generated_tokens": 0}
+def remote_counts(usage: dict) -> Counter:
+    """A remote backend's own usage (`take_usage`, e.g. the audit's on the driver) as the
+    counters the teacher stage keeps (transforms.teacher.count_remote_usage)."""
+    return Counter({f"remote_{k}": v for k, v in usage.items()})
+
+
+def teacher_usage(counts: Counter, teacher=None) -> dict:
+    """`teacher`: the `teacher` settings (the endpoint's scoring and prices), for a remote one."""
+    out = {"rows": counts["rows_scored"] + counts["cache_hits"], "cache_hits": counts["cache_hits"],
+           "calls": counts["calls"], "retries": counts["retries"],
+           "prompt_tokens": counts["prompt_tokens"],
+           "generated_tokens": counts["remote_completion_tokens"]}
+    if teacher is not None and teacher.backend == "openai":
+        e = teacher.endpoint
+        remote = {k[len("remote_"):]: v for k, v in sorted(counts.items()) if k.startswith("remote_")}
+        remote = {"requests": 0, "retries": 0, "failed_requests": 0, "prompt_tokens": 0,
+                  "completion_tokens": 0, **remote}
+        remote.update(model=e.model, scoring=e.scoring, approximate=e.scoring == "top_logprobs")
+        if remote["approximate"]:
+            remote["note"] = ("label_probs are approximate: from the top-k log-probs of the "
+                              "answer's first token (README: Remote teachers)")
+        if e.price_per_million is not None:
+            remote["cost_usd"] = round((remote["prompt_tokens"] * e.price_per_million.prompt +
+                                        remote["completion_tokens"] * e.price_per_million.completion)
+                                       / 1e6, 6)
+        out["remote"] = remote
+    return out
 
 
 def throughput(counts: Counter) -> dict:

@@ -143,6 +143,8 @@ def tune_and_gate(cfg: Config, setup: TeacherSetup, seeds: list[Record]
         report["search"] = tuning.report(result, gold, labels)
         pred = result.cv_pred
     report["teacher_usage"] = {"calls": lt.calls, "cache_hits": lt.cache_hits}
+    if hasattr(lt.teacher, "take_usage"):  # a remote teacher's requests (models/remote.py)
+        report["remote_usage"] = dict(lt.teacher.take_usage())
     report["store_keys"] = sorted(set(lt.used_keys))  # into teacher_keys.parquet, not the manifest
     lt.close()  # a vLLM engine ends here (the workers build their own); HF weights stay shared
     if not judged:

@@ -86,6 +86,13 @@ class TeacherBase:
         self.cand_ids = [self._ids(self.prompt.answer_prefix + s) for _, s in verb.candidates]
         if any(not ids for ids in self.cand_ids):
             raise ValueError("a label or verbalizer tokenises to nothing; check task.labels")
+        # The candidates' token trie: for each answer prefix, the next tokens to score after it
+        # and (candidate, token) pairs to add them to (backends that ask a server for the next
+        # token's log-probs send one request per node).
+        self.trie: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        for c, ids in enumerate(self.cand_ids):
+            for j, tok in enumerate(ids):
+                self.trie.setdefault(tuple(ids[:j]), []).append((c, tok))
         # The canonical answer per label (what attribution explains).
         self.label_ids = [self._ids(self.prompt.answer_prefix + a) for a in verb.answers]
         pad = self.tokenizer.pad_token_id

@@ -25,7 +25,7 @@ from models.prompts import Demo
 from models.teacher import TeacherBase
 
 if TYPE_CHECKING:
-    from potstill.config import Config, FewShot, VLLMEngine
+    from potstill.config import Config, Endpoint, FewShot, VLLMEngine
     from potstill.records import Record
 
 
@@ -34,7 +34,7 @@ class LabelledTeacher:
     """The teacher plus what every row's scoring needs: demonstrations and calibration. With a
     `store_dir` every answer is looked up in the teacher store first and every new one is
     appended to it (potstill/store.py); `calls` and `cache_hits` count what that saved."""
-    teacher: TeacherBase          # HFTeacher or models.vllm_backend.VLLMTeacher
+    teacher: TeacherBase          # HFTeacher, VLLMTeacher or models.remote.OpenAITeacher
     selector: DemoSelector | None
     calibration: Calibration
     store_dir: str | None = None
@@ -138,7 +138,7 @@ class TeacherSetup:
     max_input_tokens: int = 512
     dtype: str = "float32"
     threads: int | None = None
-    engine: "VLLMEngine | None" = None
+    engine: "VLLMEngine | Endpoint | None" = None   # the backend's settings (vllm / openai)
     few_shot: "FewShot | None" = None
     embedder_path: str | None = None            # resolved once, for few_shot.selection=similar
     demo_pool: tuple[tuple[str, str], ...] = ()  # (model input, gold label) of the seed rows
@@ -156,9 +156,12 @@ class TeacherSetup:
             from models.registry import resolve_model
 
             embedder = resolve_model(t.few_shot.embedder).path
+        engine, batch_size = t.vllm, t.batch_size
+        if t.backend == "openai":  # a canonical batch keeps max_concurrency requests in flight
+            engine, batch_size = t.endpoint, max(t.batch_size, t.endpoint.max_concurrency)
         return cls(model_path, tuple(cfg.task.labels), cfg.task.instruction, t.backend,
-                   t.prompt_style, t.verbalizers, t.batch_size, t.max_input_tokens, t.dtype,
-                   t.threads, t.vllm, t.few_shot, embedder,
+                   t.prompt_style, t.verbalizers, batch_size, t.max_input_tokens, t.dtype,
+                   t.threads, engine, t.few_shot, embedder,
                    tuple((r.model_input, r.gold_label) for r in seeds), calibration, model_sha256,
                    store_dir)
 
@@ -190,10 +193,14 @@ class TeacherSetup:
         model itself (attribution) asks for "hf". Weights are shared per process."""
         kwargs = dict(self._kwargs(), batch_size=self.batch_size, dtype=self.dtype,
                       threads=self.threads)
-        teacher = load_scorer(self.model_path, list(self.labels), self.instruction,
-                              backend or self.backend, self.engine, **kwargs)
+        backend = backend or self.backend
+        teacher = load_scorer(self.model_path, list(self.labels), self.instruction, backend,
+                              self.engine, **kwargs)
+        # A remote teacher's store holds the served model's answers (models.backends.answer_identity):
+        # the local model that attribution asks for answers past it, unstored.
+        same = backend == self.backend or "openai" not in (backend, self.backend)
         return LabelledTeacher(teacher, self._selector(teacher), self.calibration,
-                               self.store_dir, self.model_sha256)
+                               self.store_dir if same else None, self.model_sha256)
 
     def _selector(self, teacher: TeacherBase) -> DemoSelector | None:
         fs = self.few_shot

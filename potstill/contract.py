@@ -48,6 +48,10 @@ def _saliency(cfg: "Config") -> bool:
     return cfg.saliency.enabled
 
 
+def _remote(cfg: "Config") -> bool:
+    return cfg.teacher.backend == "openai"
+
+
 # Columns every published row has, in this order.
 CORE_COLUMNS: tuple[Column, ...] = (
     Column("id", pa.string(), False, "Stable content hash of the normalised text (16 hex chars)."),
@@ -89,6 +93,10 @@ OPTIONAL_COLUMNS: tuple[Column, ...] = (
     Column("label_probs_raw", pa.list_(pa.float32()), True,
            "The teacher's distribution before calibration (when teacher.calibration is on).",
            enabled_by=_calibrated),
+    Column("teacher_outside_mass", pa.float32(), True,
+           "Remote teacher: probability the teacher gave to answers outside every label's "
+           "surface forms, 1 - their sum (approximate with top_logprobs scoring).",
+           enabled_by=_remote),
     Column("intended_label", pa.string(), True,
            "Generated rows: the label the generator was asked to write for (null on other rows); "
            "agreement with teacher_label is a quality signal.",
@@ -133,7 +141,7 @@ def optional_columns(cfg: "Config") -> list[str]:
 
 
 _TEACHER = ("label_probs", "teacher_label", "teacher_confidence", "teacher_entropy",
-            "teacher_margin", "label_probs_raw")
+            "teacher_margin", "label_probs_raw", "teacher_outside_mass")
 _CARRIED = ("rationale", "rationale_scores", "student_label", "student_confidence",
             "student_entropy", "student_consistency", "selection_round", "filter_reason")
 

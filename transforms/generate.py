@@ -35,6 +35,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from models.generate import (Generation, HFGenerator, PromptSpec, Sampling, build_prompts,
                              format_messages, parse_output)
 from models.backends import load_generator
+from transforms.teacher import count_remote_usage
 from models.text_filters import (DuplicateGuard, Reference, TextRules, Verdict, check_text,
                                  corpus_scripts, example_overlap, minhash)
 from potstill.records import Record, stable_id
@@ -107,6 +108,7 @@ class GeneratorModelHandler(ModelHandler[GenerationBatch, PredictionResult, HFGe
             start = time.perf_counter()
             sampling = replace(self.sampling, seed=b.seed)
             gens = model.generate([list(c) for c in b.conversations], sampling)
+            count_remote_usage(model)  # generation through a remote endpoint counts as teacher usage
             n = sum(len(g) for g in gens)
             Metrics.counter("potstill", "generated_outputs").inc(n)
             log.info("generator: batch %d, %d outputs in %.1fs", b.index, n, time.perf_counter() - start)

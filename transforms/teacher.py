@@ -83,6 +83,16 @@ def canonical_batches(group, batch_size: int) -> Iterable[tuple[Record, ...]]:
         yield tuple(ordered[start:start + batch_size])
 
 
+def count_remote_usage(backend) -> None:
+    """A remote backend's HTTP requests, retries and billed tokens since the last call, into
+    Beam counters (`remote_*`, read by beam_pipelines/usage.py). Counted here, in the bundle's
+    thread: the backend's own threads have no Beam metrics context."""
+    take = getattr(backend, "take_usage", None)
+    if take is not None:
+        for name, value in take().items():
+            Metrics.counter(NAMESPACE, f"remote_{name}").inc(int(value))
+
+
 class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
     """Loads the teacher once per worker (the driver's `TeacherSetup`; weights shared with the
     other stages of the process) and answers canonical batches (one element = one batch): each
@@ -121,6 +131,7 @@ class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
         Metrics.counter(NAMESPACE, "calls").inc(done.calls)
         Metrics.counter(NAMESPACE, "retries").inc(done.retries)
         Metrics.counter(NAMESPACE, "prompt_tokens").inc(sum(q.prompt_tokens for q in requests))
+        count_remote_usage(model.teacher)
         self._progress(len(batch), time.perf_counter() - start)
         out = []
         for record, result in zip(batch, done.results):
@@ -155,6 +166,9 @@ class Scores(beam.DoFn):
         (stats,) = label_stats(calibrated, labels)
         if self.keep_raw:
             stats["label_probs_raw"] = normalise(raw)[0].astype("float32").tolist()
+        if self.teacher_setup.backend == "openai":  # contract: teacher_outside_mass
+            covered = float(np.exp(np.asarray(record.value("raw_candidates"), dtype=np.float64)).sum())
+            stats["teacher_outside_mass"] = min(1.0, max(0.0, 1.0 - covered))
         yield record.with_values(**stats)
 
 

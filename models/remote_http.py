@@ -1,0 +1,262 @@
+"""HTTP for remote teachers: one JSON client per worker, with the request discipline a batch job
+needs against a server fleet or a hosted API.
+
+- Concurrency: `Client.map` runs calls on a pool of `max_concurrency` threads; each thread keeps
+  its own keep-alive connection (stdlib `http.client`, no extra dependency), replaced after
+  `IDLE_RECONNECT_S` idle (a server may have closed it).
+- Rate limits: token buckets for requests and tokens per minute (`TokenBucket`), taken before a
+  request is sent; a bucket holds ten seconds' worth, so a worker never bursts a minute at once.
+- Retries: 429 (waiting what Retry-After says), 408, 5xx, timeouts, dropped connections and
+  malformed JSON are retried up to `max_retries` times with exponential backoff and jitter
+  (`backoff_s` * 2^attempt, capped at `max_backoff_s`, times a random factor in [0.5, 1]); any
+  other 4xx fails at once (`RequestRejected`): sending it again would fail again.
+- Usage: every attempt, retry (by cause), failure and the tokens the server reports are counted
+  in `usage` (thread-safe); the caller moves them to Beam counters with `take_usage`.
+
+The API key is held by the client only, sent as a bearer header, and never part of a message,
+an exception or a log line (`redact` removes it from anything echoed back by a server).
+"""
+from __future__ import annotations
+
+import email.utils
+import http.client
+import json
+import logging
+import random
+import socket
+import ssl
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Sequence, TypeVar
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+# A keep-alive connection idle this long is replaced before use: servers close idle ones
+# (uvicorn, under vLLM's server, after 5 s), and a request sent on a closed one fails.
+IDLE_RECONNECT_S = 4.0
+MAX_RETRY_AFTER_S = 600.0
+
+
+class RemoteError(RuntimeError):
+    """A request that failed after its retries (or at once, for a 4xx)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class RequestRejected(RemoteError):
+    """A 4xx other than 408/429: the same request would fail again, so it is not retried."""
+
+
+class _Retry(Exception):
+    def __init__(self, cause: str, detail: str, wait_s: float | None = None):
+        super().__init__(detail)
+        self.cause, self.wait_s = cause, wait_s
+
+
+class TokenBucket:
+    """`rate_per_minute` units per minute, at most ten seconds' worth saved up. `take(n)` waits
+    until n units are there; a request larger than the bucket waits for a full bucket and
+    leaves it in debt, so the long-run rate still holds."""
+
+    def __init__(self, rate_per_minute: float, clock=time.monotonic, sleep=time.sleep):
+        self.rate = rate_per_minute / 60.0
+        self.capacity = max(1.0, self.rate * 10)
+        self.level, self.clock, self.sleep = self.capacity, clock, sleep
+        self.last = clock()
+        self.lock = threading.Lock()
+
+    def take(self, n: float = 1.0) -> float:
+        """Take n units; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            with self.lock:
+                now = self.clock()
+                self.level = min(self.capacity, self.level + (now - self.last) * self.rate)
+                self.last = now
+                need = min(n, self.capacity)
+                if self.level >= need:
+                    self.level -= n
+                    return waited
+                wait = (need - self.level) / self.rate
+            self.sleep(wait)
+            waited += wait
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """Retry-After in seconds: a number, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+class Client:
+    """JSON over HTTP to one base URL (e.g. http://host:8000/v1), see the module docstring."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, *, timeout_s: float = 60.0,
+                 max_retries: int = 5, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
+                 max_concurrency: int = 8, requests_per_minute: float | None = None,
+                 tokens_per_minute: float | None = None, sleep: Callable[[float], None] = time.sleep):
+        url = urlsplit(base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("base_url must be http(s)://host[:port][/path]")
+        self.base_url, self.scheme, self.host = base_url.rstrip("/"), url.scheme, url.hostname
+        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.path = url.path.rstrip("/")
+        self._key = api_key
+        self.timeout_s, self.max_retries = timeout_s, max_retries
+        self.backoff_s, self.max_backoff_s, self.sleep = backoff_s, max_backoff_s, sleep
+        self.max_concurrency = max_concurrency
+        self.requests = TokenBucket(requests_per_minute, sleep=sleep) if requests_per_minute else None
+        self.tokens = TokenBucket(tokens_per_minute, sleep=sleep) if tokens_per_minute else None
+        self.usage: Counter = Counter()
+        self._usage_lock = threading.Lock()
+        self._local = threading.local()
+        self._conns: list[http.client.HTTPConnection] = []  # every thread's, closed by close()
+        self._pool: ThreadPoolExecutor | None = None
+
+    # --- usage --------------------------------------------------------------------------------
+    def count(self, **amounts: float) -> None:
+        with self._usage_lock:
+            self.usage.update({k: v for k, v in amounts.items() if v})
+
+    def take_usage(self) -> Counter:
+        """The usage counted since the last call (and reset it)."""
+        with self._usage_lock:
+            out, self.usage = self.usage, Counter()
+        return out
+
+    def redact(self, text: str) -> str:
+        return text.replace(self._key, "[api key]") if self._key else text
+
+    # --- requests -----------------------------------------------------------------------------
+    def post(self, path: str, payload: dict, tokens: int = 0, *, root: bool = False) -> dict:
+        """POST `payload` to base_url + `path` (the server root + `path` with `root`: vLLM's
+        /tokenize); the parsed JSON answer. `tokens`: the request's estimated tokens (prompt +
+        completion), taken from the tokens-per-minute bucket."""
+        return self._call("POST", path, payload, tokens, root=root)
+
+    def get(self, path: str, *, root: bool = False) -> dict:
+        """GET base_url + `path` (the server root + `path` with `root`)."""
+        return self._call("GET", path, None, 0, root=root)
+
+    def _call(self, method: str, path: str, payload: dict | None, tokens: int, root: bool = False) -> dict:
+        body = None if payload is None else json.dumps(payload).encode()
+        target = path if root else self.path + path
+        for attempt in range(self.max_retries + 1):
+            if self.requests:
+                self.requests.take(1)
+            if self.tokens and tokens:
+                self.tokens.take(tokens)
+            self.count(requests=1)
+            try:
+                answer = self._once(method, target, body)
+                usage = answer.get("usage") or {}
+                self.count(prompt_tokens=usage.get("prompt_tokens") or 0,
+                           completion_tokens=usage.get("completion_tokens") or 0)
+                return answer
+            except _Retry as retry:
+                if attempt == self.max_retries:
+                    self.count(failed_requests=1)
+                    raise RemoteError(f"{method} {target}: {retry} (gave up after "
+                                      f"{self.max_retries} retries)") from None
+                self.count(retries=1, **{f"retries_{retry.cause}": 1})
+                delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
+                if retry.wait_s is not None:
+                    delay = max(delay, min(retry.wait_s, MAX_RETRY_AFTER_S))
+                log.info("remote teacher: %s %s: %s; retry %d in %.2fs", method, target, retry,
+                         attempt + 1, delay)
+                self.sleep(delay)
+            except RequestRejected:
+                self.count(failed_requests=1, rejected_requests=1)
+                raise
+        raise AssertionError("unreachable")
+
+    def _connection(self, fresh: bool = False) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        idle = time.monotonic() - getattr(self._local, "used", 0.0)
+        if conn is None or fresh or idle > IDLE_RECONNECT_S:
+            if conn is not None:
+                conn.close()
+                with self._usage_lock:
+                    self._conns = [c for c in self._conns if c is not conn]
+            if self.scheme == "https":
+                conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout_s,
+                                                   context=ssl.create_default_context())
+            else:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+            self._local.conn = conn
+            with self._usage_lock:
+                self._conns.append(conn)
+        return conn
+
+    def _once(self, method: str, target: str, body: bytes | None) -> dict:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        conn = self._connection()
+        try:
+            conn.request(method, target, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            self._local.used = time.monotonic()
+        except (socket.timeout, TimeoutError) as err:
+            self._connection(fresh=True)
+            raise _Retry("timeout", f"no answer within {self.timeout_s}s ({type(err).__name__})") from None
+        except (ConnectionError, http.client.HTTPException, OSError) as err:
+            self._connection(fresh=True)
+            if isinstance(err, ssl.SSLCertVerificationError):
+                raise RequestRejected(f"{method} {target}: TLS certificate refused: {err}") from None
+            raise _Retry("connection", f"connection failed ({type(err).__name__}: {err})") from None
+        if resp.status >= 400:
+            text = self.redact(data[:300].decode("utf-8", "replace"))
+            if resp.status in RETRY_STATUS:
+                cause = "429" if resp.status == 429 else ("5xx" if resp.status >= 500 else "408")
+                raise _Retry(cause, f"HTTP {resp.status}: {text}", retry_after_s(resp.getheader("Retry-After")))
+            raise RequestRejected(f"{method} {target}: HTTP {resp.status}: {text}", resp.status)
+        try:
+            answer = json.loads(data)
+            if not isinstance(answer, dict):
+                raise ValueError("not a JSON object")
+            return answer
+        except ValueError as err:
+            self._connection(fresh=True)  # the stream may be out of step
+            raise _Retry("malformed", f"malformed JSON ({err})") from None
+
+    # --- concurrency --------------------------------------------------------------------------
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R | BaseException]:
+        """fn over items, `max_concurrency` at a time; per item its result or its exception."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="remote-teacher")
+
+        def guarded(item):
+            try:
+                return fn(item)
+            except Exception as err:  # noqa: BLE001 -- handed back per item
+                return err
+        return list(self._pool.map(guarded, items))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        with self._usage_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+
+
+def first_error(results: Iterable) -> BaseException | None:
+    return next((r for r in results if isinstance(r, BaseException)), None)
