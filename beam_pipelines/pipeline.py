@@ -19,7 +19,7 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from beam_pipelines import usage
+from beam_pipelines import runners, usage
 from beam_pipelines.graph import Round, Stages, beam_options, build
 from models import loading
 from models.audit import read_seed, tune_and_gate
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> Path:
     """Run the job for a validated config; returns the published (or identical existing) version."""
     ensure_offline()
+    beam_args = runners.resolve(cfg, beam_args or [])  # a stage the runner cannot run stops here
     curation.check_settings(cfg.curation)  # a setting the chosen SQL never reads is an error
     records.check_input_files(cfg)  # a whole-file problem stops the job before any model loads
     models = {role: resolve_model(name) for role, name in job.model_roles(cfg).items()}
