@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> Path:
     """Run the job for a validated config; returns the published (or identical existing) version."""
     ensure_offline()
-    beam_args = runners.resolve(cfg, beam_args or [])  # a stage the runner cannot run stops here
+    beam_args = runners.resolve(beam_args or [])
+    if not runners.reports_metrics(beam_args):
+        log.warning("runner %s reports no Beam metrics: the manifest's teacher_usage will say "
+                    "reported: false, and throughput is left empty", runners.runner_name(beam_args))
     curation.check_settings(cfg.curation)  # a setting the chosen SQL never reads is an error
     records.check_input_files(cfg)  # a whole-file problem stops the job before any model loads
     models = {role: resolve_model(name) for role, name in job.model_roles(cfg).items()}
@@ -162,6 +165,9 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
                            "strategy": b.strategy, "rounds": rounds,
                            "note": "pool rows only: seed rows are scored once and not counted"}
     log.info("stage counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(stages_done.items())))
+    if not runners.reports_metrics(beam_args):
+        extra["teacher_usage"] = dict(runners.NO_METRICS)
+        return usage.throughput(counts), extra
     extra["teacher_usage"] = usage.teacher_usage(counts)
     log.info("teacher: %(rows)d rows answered, %(cache_hits)d from the store (calls saved), "
              "%(calls)d model calls, %(retries)d retries", extra["teacher_usage"])

@@ -1,15 +1,16 @@
-"""Which runner the job runs on, and what each cannot run: checked before any model loads.
+"""Which runner the job runs on, and what it lacks: said at start, before any model loads.
 
 `--runner=DaskRunner` (or Beam's full class name) becomes potstill's fixed DaskRunner
-(beam_pipelines/dask_runner.py). A stage a runner cannot run stops the job at start, naming the
-stage and the runner, instead of failing (or losing rows) halfway through.
+(beam_pipelines/dask_runner.py). Every stage runs on it (the tests run the default job and a
+teacher budget in two rounds, whose chosen rows are a side input, and compare them with the
+DirectRunner's); what it does not do is report Beam metrics, so the manifest's teacher usage
+is marked unreported instead of showing zeros, and the job says so when it starts.
 """
 from __future__ import annotations
 
-from potstill.config import Config, ConfigError
-
 DASK = "beam_pipelines.dask_runner.DaskRunner"
 _DASK_NAMES = {"dask", "daskrunner", "apache_beam.runners.dask.dask_runner.daskrunner", DASK.lower()}
+NO_METRICS = {"reported": False, "why": "the runner reports no Beam metrics (DaskRunner)"}
 
 
 def runner_name(beam_args: list[str]) -> str | None:
@@ -27,27 +28,12 @@ def is_dask(beam_args: list[str]) -> bool:
     return (runner_name(beam_args) or "").lower() in _DASK_NAMES
 
 
-def unsupported_stages(cfg: Config, beam_args: list[str]) -> list[str]:
-    """The stages of this config the chosen runner cannot run, each with the reason."""
-    if not is_dask(beam_args):
-        return []
-    out = []
-    if cfg.generation.enabled:
-        out.append("generation (its prompts read the seed and corpus pools as side inputs, which "
-                   "DaskRunner evaluates inside worker tasks)")
-    if cfg.budget.teacher_calls is not None:
-        out.append("budget (the rows chosen for the teacher are a side input)")
-    return out
+def reports_metrics(beam_args: list[str]) -> bool:
+    return not is_dask(beam_args)
 
 
-def resolve(cfg: Config, beam_args: list[str]) -> list[str]:
-    """The runner flags to use: Beam's DaskRunner swapped for potstill's; raises ConfigError
-    naming each stage the runner cannot run."""
-    stages = unsupported_stages(cfg, beam_args)
-    if stages:
-        raise ConfigError(f"runner {runner_name(beam_args)} cannot run these stages of the config: "
-                          + "; ".join(stages) + ". Switch them off or use another runner "
-                          "(DirectRunner, Dataflow, Flink, Spark).")
+def resolve(beam_args: list[str]) -> list[str]:
+    """The runner flags to use: Beam's DaskRunner swapped for potstill's."""
     if not is_dask(beam_args):
         return list(beam_args)
     out, skip = [], False
