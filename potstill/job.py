@@ -6,6 +6,7 @@ resolves the models and passes them in.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import subprocess
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 import potstill
 from potstill import contract, curation, expectations, store, versions
 from potstill.config import Config
-from potstill.records import expand, iter_rows
+from potstill.records import expand, file_format, iter_rows
 from potstill.report import write_version_report
 
 log = logging.getLogger(__name__)
@@ -68,16 +69,41 @@ class Plan:
         return rows
 
 
+class _Hashing(io.RawIOBase):
+    """A read-only stream that hashes and counts every byte read through it."""
+
+    def __init__(self, raw):
+        self.raw, self.sha, self.size = raw, hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.raw.read(len(buffer))
+        buffer[:len(data)] = data
+        self.sha.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def drain(self) -> None:
+        while self.readinto(bytearray(1 << 20)):
+            pass
+
+
 def _file_digest(path: str) -> dict:
-    """SHA-256, size and row count of one input file (rows feed the progress estimate)."""
-    h, size = hashlib.sha256(), 0
+    """SHA-256, size and row count of one input file (rows feed the progress estimate), in one
+    pass over its bytes: the rows are parsed from the stream being hashed; a Parquet file's
+    count is in its footer."""
     with fsspec.open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    with fsspec.open(path, "rb") as fh:
-        rows = sum(1 for _ in iter_rows(fh, path))
-    return {"path": path, "sha256": h.hexdigest(), "bytes": size, "rows": rows}
+        if file_format(path) == "parquet":
+            rows = pq.ParquetFile(fh).metadata.num_rows
+            fh.seek(0)
+            stream = _Hashing(fh)
+        else:
+            stream = _Hashing(fh)
+            rows = sum(1 for _ in iter_rows(io.BufferedReader(stream, 1 << 20), path))
+        stream.drain()  # whatever the parser left unread still counts in the hash
+    return {"path": path, "sha256": stream.sha.hexdigest(), "bytes": stream.size, "rows": rows}
 
 
 def code_version() -> str:
@@ -151,9 +177,9 @@ def _register(con: duckdb.DuckDBPyConnection, view: str, staging: Path, name: st
 
 
 def write_query(con: duckdb.DuckDBPyConnection, sql: str, schema: pa.Schema, path: Path,
-                batch_rows: int = BATCH_ROWS) -> None:
+                batch_rows: int | None = None) -> None:
     """Stream a query's rows into one Parquet file of `schema`, a batch at a time."""
-    reader = con.sql(sql).to_arrow_reader(batch_rows)
+    reader = con.sql(sql).to_arrow_reader(batch_rows or BATCH_ROWS)
     with pq.ParquetWriter(path, schema) as writer:
         for batch in reader:
             writer.write_table(contract.conform(pa.Table.from_batches([batch]), schema))
