@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 ROLES = ("teacher", "generator", "student", "ta")
 BATCH_ROWS = 50_000       # rows per batch written to a version's files
-DUCKDB_MEMORY = "1GB"     # the curation's buffer; past it DuckDB spills under the staging folder
+DUCKDB_MEMORY = "256MB"   # the curation's buffer; past it DuckDB spills under the staging folder
 
 
 @dataclass(frozen=True)
