@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -152,6 +153,8 @@ def after_graph_child(rows: int, work: Path) -> dict:
     for stage in AFTER:
         _wrap(stages, *stage)
     staging = work / f"staged-{rows}"
+    for left in [staging / "version", *staging.glob("curation.duckdb*")]:  # an earlier run's
+        shutil.rmtree(left) if left.is_dir() else left.unlink()
     cfg = parse_config({"dataset": f"after-{rows}", "output_root": str(work / f"after-out-{time.time_ns()}"),
                         "task": {"labels": ["negative", "positive"]},
                         "corpus": {"unlabeled": {"path": str(work / "u.parquet")}},
