@@ -84,7 +84,8 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
         if cfg.saliency.enabled:  # the deletion test, on the driver (models/faithfulness.py)
             from models.faithfulness import manifest_entry
 
-            scored = job.read_staged(staging, "scored", contract.scored_schema(contract.optional_columns(cfg)))
+            scored = _staged_scored(cfg, staging, columns=["id", "text", "choices", "rationale",
+                                                           "teacher_label", "gold_label"])
             extra["saliency"] = manifest_entry(setup, cfg.saliency, scored)
         driver_keys = audit_report.pop("store_keys", [])
         return job.finish(cfg, plan, staging, audit_report, throughput=throughput, extra=extra,
@@ -179,13 +180,14 @@ def split_budget(calls: int, rounds: int) -> list[int]:
     return [calls // rounds + (1 if r < calls % rounds else 0) for r in range(rounds)]
 
 
-def _staged_scored(cfg: Config, staging: Path, pattern: str = "scored"):
-    return job.read_staged(staging, pattern, contract.scored_schema(contract.optional_columns(cfg)))
+def _staged_scored(cfg: Config, staging: Path, pattern: str = "scored", columns=None):
+    return job.read_staged(staging, pattern, contract.scored_schema(contract.optional_columns(cfg)),
+                           columns)
 
 
 def chosen_ids(cfg: Config, staging: Path, index: int) -> list[str]:
     """The pool rows round `index` sent to the teacher, from its staged scored shard."""
-    rows = _staged_scored(cfg, staging, f"scored-r{index}-").select(["id", "source"]).to_pylist()
+    rows = _staged_scored(cfg, staging, f"scored-r{index}-", ["id", "source"]).to_pylist()
     return [r["id"] for r in rows if r["source"] != "seed"]
 
 
@@ -194,9 +196,8 @@ def retrain_student(cfg: Config, staging: Path, seeds: list[Record], out_dir: Pa
     from models.signals import train_student
     from potstill.records import model_input
 
-    scored = _staged_scored(cfg, staging)
-    rows = [r for r in scored.select(["text", "label_probs", "source"] + (
-        ["choices"] if "choices" in scored.column_names else [])).to_pylist() if r["source"] != "seed"]
+    scored = _staged_scored(cfg, staging, columns=["text", "label_probs", "source", "choices"])
+    rows = [r for r in scored.to_pylist() if r["source"] != "seed"]
     labelled = [(model_input(r["text"], r.get("choices")), r["label_probs"]) for r in rows]
     train_student(cfg, seeds, labelled, out_dir, seed=cfg.signals.seed)
     return {"seed_rows": len(seeds), "teacher_rows": len(labelled)}

@@ -159,10 +159,14 @@ def staged_files(staging: Path, name: str) -> list[str]:
     return sorted(str(p) for p in staging.glob(f"{name}*.parquet"))
 
 
-def read_staged(staging: Path, name: str, schema: pa.Schema) -> pa.Table:
-    """Every staged shard of `name` as one table (the driver's small reads: budget rounds,
-    the saliency sample); the publish path streams instead (`finish`)."""
-    tables = [pq.read_table(f, schema=schema) for f in staged_files(staging, name)]
+def read_staged(staging: Path, name: str, schema: pa.Schema,
+                columns: Sequence[str] | None = None) -> pa.Table:
+    """The staged shards of `name` as one table, only `columns` when given (the driver's own
+    reads: budget rounds, the student's retraining, the saliency sample); the publish path
+    streams instead (`finish`)."""
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns if c in schema.names])
+    tables = [pq.read_table(f, schema=schema, columns=schema.names) for f in staged_files(staging, name)]
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
