@@ -22,6 +22,7 @@ GE is imported lazily because its import alone takes seconds.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -290,6 +291,8 @@ def validate_chunks(chunks: Iterable[pa.Table], labels: Sequence[str], min_rows:
         outcome = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
             suite, result_format="SUMMARY")
         parts.append([_summarise(r) for r in outcome.results])
+        del table, frame, outcome
+        gc.collect()  # GE's objects hold the frame in cycles: free each chunk before the next
 
     results, failures = [], []
     for per_chunk in zip(*parts):
