@@ -6,7 +6,9 @@ wrote an empty file with it. Writing from a plain DoFn needs nothing but ParDo, 
 runs on every runner. Each file is written under a temporary name and then renamed (as the
 teacher store's segments are: potstill/store.py), and named by the SHA-256 of its bytes: a
 bundle a runner retries with the same rows overwrites its own file instead of adding a second
-copy, and a reader never sees half a file. The DoFn yields each file's row count, so a last step
+copy, and a reader never sees half a file. Two different bundles cannot share a name: their
+rows carry unique ids (scored, keys) or input references (rejected), and the duplicates a
+filtered shard repeats are emitted by one DoFn call, so they travel in one bundle. The DoFn yields each file's row count, so a last step
 can depend on every writer (`Done` in beam_pipelines/graph.py).
 """
 from __future__ import annotations
