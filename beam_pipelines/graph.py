@@ -21,6 +21,7 @@ from transforms.read import ReadSplit
 from transforms.saliency import AddRationales, SaliencyModelHandler
 from transforms.signals import SelectForTeacher, StudentModelHandler, TAModelHandler
 from transforms.teacher import ScoreWithTeacher
+from transforms.write import WriteShards
 
 
 @dataclass(frozen=True)
@@ -114,14 +115,15 @@ def build(p: beam.Pipeline, cfg: Config, stages: Stages, staging: str, round: Ro
 
     def write(pcolls, name, schema, to_row=None):
         rows = pcolls | f"All{name.title()}" >> beam.Flatten(pipeline=p)
-        if to_row is not None:
-            rows = rows | f"{name.title()}Rows" >> beam.Map(to_row, labels)
-        return rows | f"Write{name.title()}" >> beam.io.WriteToParquet(
-            f"{staging}/{name}-r{round.index}", schema, file_name_suffix=".parquet")
+        return rows | f"Write{name.title()}" >> WriteShards(staging, f"{name}-r{round.index}", schema,
+                                                             to_row, labels)
 
     optional = contract.optional_columns(cfg)
-    write([rows], "scored", contract.scored_schema(optional), contract.row)
     keys = rows | "StoreKeys" >> beam.Map(lambda r: {"key": r.value("request").key})
-    write([keys], "keys", store.KEYS_SCHEMA)  # the store entries this version needs (potstill gc)
-    write(rejected, "rejected", contract.REJECTED_SCHEMA)
-    write(filtered, "filtered", contract.filtered_schema(optional), contract.row)
+    written = [write([rows], "scored", contract.scored_schema(optional), contract.row),
+               write([keys], "keys", store.KEYS_SCHEMA),  # the store entries this version needs
+               write(rejected, "rejected", contract.REJECTED_SCHEMA),
+               write(filtered, "filtered", contract.filtered_schema(optional), contract.row)]
+    # One last step that depends on every writer: a runner that computes only the graph's
+    # final leaf (Beam's DaskRunner) still runs them all.
+    written | "AllWritten" >> beam.Flatten(pipeline=p) | "Done" >> beam.Map(lambda n: n)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from beam_pipelines import usage
+from beam_pipelines import runners, usage
 from beam_pipelines.graph import Round, Stages, beam_options, build
 from models import loading
 from models.audit import read_seed, tune_and_gate
@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> Path:
     """Run the job for a validated config; returns the published (or identical existing) version."""
     ensure_offline()
+    beam_args = runners.resolve(beam_args or [])
+    if not runners.reports_metrics(beam_args):
+        log.warning("runner %s reports no Beam metrics: the manifest's teacher_usage will say "
+                    "reported: false, and throughput is left empty", runners.runner_name(beam_args))
     curation.check_settings(cfg.curation)  # a setting the chosen SQL never reads is an error
     records.check_input_files(cfg)  # a whole-file problem stops the job before any model loads
     models = {role: resolve_model(name) for role, name in job.model_roles(cfg).items()}
@@ -88,7 +92,8 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
         if cfg.saliency.enabled:  # the deletion test, on the driver (models/faithfulness.py)
             from models.faithfulness import manifest_entry
 
-            scored = job.read_staged(staging, "scored", contract.scored_schema(contract.optional_columns(cfg)))
+            scored = _staged_scored(cfg, staging, columns=["id", "text", "choices", "rationale",
+                                                           "teacher_label", "gold_label"])
             extra["saliency"] = manifest_entry(setup, cfg.saliency, scored)
         driver_keys = audit_report.pop("store_keys", [])
         return job.finish(cfg, plan, staging, audit_report, throughput=throughput, extra=extra,
@@ -171,6 +176,9 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
                            "strategy": b.strategy, "rounds": rounds,
                            "note": "pool rows only: seed rows are scored once and not counted"}
     log.info("stage counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(stages_done.items())))
+    if not runners.reports_metrics(beam_args):
+        extra["teacher_usage"] = dict(runners.NO_METRICS)
+        return usage.throughput(counts), extra
     extra["teacher_usage"] = usage.teacher_usage(counts + driver_usage, cfg.teacher)
     log.info("teacher: %(rows)d rows answered, %(cache_hits)d from the store (calls saved), "
              "%(calls)d model calls, %(retries)d retries", extra["teacher_usage"])
@@ -182,13 +190,14 @@ def split_budget(calls: int, rounds: int) -> list[int]:
     return [calls // rounds + (1 if r < calls % rounds else 0) for r in range(rounds)]
 
 
-def _staged_scored(cfg: Config, staging: Path, pattern: str = "scored"):
-    return job.read_staged(staging, pattern, contract.scored_schema(contract.optional_columns(cfg)))
+def _staged_scored(cfg: Config, staging: Path, pattern: str = "scored", columns=None):
+    return job.read_staged(staging, pattern, contract.scored_schema(contract.optional_columns(cfg)),
+                           columns)
 
 
 def chosen_ids(cfg: Config, staging: Path, index: int) -> list[str]:
     """The pool rows round `index` sent to the teacher, from its staged scored shard."""
-    rows = _staged_scored(cfg, staging, f"scored-r{index}-").select(["id", "source"]).to_pylist()
+    rows = _staged_scored(cfg, staging, f"scored-r{index}-", ["id", "source"]).to_pylist()
     return [r["id"] for r in rows if r["source"] != "seed"]
 
 
@@ -197,9 +206,8 @@ def retrain_student(cfg: Config, staging: Path, seeds: list[Record], out_dir: Pa
     from models.signals import train_student
     from potstill.records import model_input
 
-    scored = _staged_scored(cfg, staging)
-    rows = [r for r in scored.select(["text", "label_probs", "source"] + (
-        ["choices"] if "choices" in scored.column_names else [])).to_pylist() if r["source"] != "seed"]
+    scored = _staged_scored(cfg, staging, columns=["text", "label_probs", "source", "choices"])
+    rows = [r for r in scored.to_pylist() if r["source"] != "seed"]
     labelled = [(model_input(r["text"], r.get("choices")), r["label_probs"]) for r in rows]
     train_student(cfg, seeds, labelled, out_dir, seed=cfg.signals.seed)
     return {"seed_rows": len(seeds), "teacher_rows": len(labelled)}

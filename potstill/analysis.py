@@ -123,10 +123,12 @@ def _manifest_table(con: duckdb.DuckDBPyConnection, manifest: Mapping[str, Any])
 
 
 def open_tables(*, data: Sequence[str] | pa.Table, filtered: Sequence[str] | pa.Table,
-                rejected: Sequence[str] | pa.Table,
-                manifest: Mapping[str, Any]) -> duckdb.DuckDBPyConnection:
+                rejected: Sequence[str] | pa.Table, manifest: Mapping[str, Any],
+                load: bool = True) -> duckdb.DuckDBPyConnection:
     """A read-only connection with the four tables, loaded into memory from Parquet paths or
-    Arrow tables; then external access is off and the configuration locked (module docstring)."""
+    Arrow tables; then external access is off and the configuration locked (module docstring).
+    `load=False` (potstill's own queries only, e.g. the report): views that read the Parquet
+    files as each query runs, so memory does not grow with the version; nothing is locked."""
     # No temp directory: DuckDB keeps its temp directory writable even with external access
     # off (measured: with the default `.tmp`, or /tmp, COPY into it still works).
     con = duckdb.connect(":memory:", config={
@@ -138,12 +140,15 @@ def open_tables(*, data: Sequence[str] | pa.Table, filtered: Sequence[str] | pa.
                 con.register("_source", source)
                 con.execute(f"create table {name} as select * from _source")
                 con.unregister("_source")
-            else:
+            elif load:
                 # File names are bound too, so a folder name can never change the query.
                 con.execute(f"create table {name} as select * from read_parquet($paths)",
                             {"paths": [str(p) for p in source]})
+            else:
+                con.sql("select * from read_parquet($paths)",
+                        params={"paths": [str(p) for p in source]}).create_view(name)
         _manifest_table(con, manifest)
-        for setting in _READ_ONLY:
+        for setting in _READ_ONLY if load else ():
             con.execute(setting)
     except BaseException:
         con.close()
@@ -151,14 +156,14 @@ def open_tables(*, data: Sequence[str] | pa.Table, filtered: Sequence[str] | pa.
     return con
 
 
-def open_version(version_dir: str | os.PathLike) -> duckdb.DuckDBPyConnection:
+def open_version(version_dir: str | os.PathLike, load: bool = True) -> duckdb.DuckDBPyConnection:
     vdir = Path(version_dir)
     data = sorted(str(p) for p in (vdir / "data").glob("*.parquet"))
     if not data:
         raise AnalysisError(f"{vdir} has no data/*.parquet")
     return open_tables(data=data, filtered=[str(vdir / "filtered.parquet")],
                        rejected=[str(vdir / "rejected.parquet")],
-                       manifest=versions.read_manifest(vdir))
+                       manifest=versions.read_manifest(vdir), load=load)
 
 
 def analysis_dir() -> Path:

@@ -22,7 +22,6 @@ from typing import Any, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from potstill import contract
@@ -121,20 +120,22 @@ def _register_staged(con: duckdb.DuckDBPyConnection, staged: Sequence[str] | pa.
     con.sql("select * from read_parquet($paths)", params={"paths": paths}).create_view("staged")
 
 
-def _check_output(out: pa.Table, staged_rows: int, path: Path) -> None:
+def _check_output(con: duckdb.DuckDBPyConnection, staged_rows: int, path: Path) -> None:
+    """The materialised `curated` table has every contract column and one row per staged row."""
+    columns = [r[0] for r in con.execute("select column_name from (describe curated)").fetchall()]
     wanted = contract.column_names(contract.SCORED_SCHEMA) + [contract.FILTER_REASON.name]
-    missing = [c for c in wanted if c not in out.column_names]
+    missing = [c for c in wanted if c not in columns]
     if missing:
         raise ValueError(f"curation query {path} output is missing columns: {', '.join(missing)}")
-    if out.num_rows != staged_rows:
+    rows = con.execute("select count(*) from curated").fetchall()[0][0]
+    if rows != staged_rows:
         raise ValueError(
-            f"curation query {path} returned {out.num_rows} rows for {staged_rows} staged rows: "
+            f"curation query {path} returned {rows} rows for {staged_rows} staged rows: "
             "it must return every staged row and mark dropped ones with filter_reason")
 
 
-def curate(staged: Sequence[str] | pa.Table, labels: Sequence[str],
-           curation_cfg: Curation | Mapping[str, Any]) -> CurationResult:
-    """Run the configured curation query over staged Parquet paths (or an Arrow table)."""
+def _query(curation_cfg: Curation | Mapping[str, Any], labels: Sequence[str]) -> tuple[Path, str, dict]:
+    """The configured query, its text and the parameters it binds."""
     cfg = _validated(curation_cfg)
     path, sql = load_query(cfg.query)
     available = {"min_confidence": cfg.min_confidence, "max_per_label": cfg.max_per_label,
@@ -149,26 +150,44 @@ def curate(staged: Sequence[str] | pa.Table, labels: Sequence[str],
         raise ValueError(f"curation query {path} uses unknown parameters: "
                          f"{', '.join('$' + p for p in unknown)} (known: "
                          f"{', '.join('$' + p for p in available)})")
-    params = {p: available[p] for p in used}
+    return path, sql, {p: available[p] for p in used}
 
+
+def run_query(con: duckdb.DuckDBPyConnection, labels: Sequence[str],
+              curation_cfg: Curation | Mapping[str, Any]) -> CurationResult:
+    """Run the configured query over the view `staged` into the table `curated`
+    (DuckDB spills it to disk when it outgrows memory) and check it; `published` and
+    `filtered` of the result are left None: read them with `CURATED_*` below."""
+    path, sql, params = _query(curation_cfg, labels)
+    staged_rows = con.execute("select count(*) from staged").fetchall()[0][0]
+    try:
+        con.sql(sql, params=params).create("curated")
+    except duckdb.BinderException as err:  # e.g. select.sql over a run without signals
+        raise ValueError(f"curation query {path} does not fit the staged columns: {err} "
+                         "(sql/select.sql needs signals.enabled)") from None
+    _check_output(con, staged_rows, path)
+    return CurationResult(published=None, filtered=None, sql=sql, params=params,
+                          query_path=str(path))
+
+
+# The split of `curated`, ordered as published (by id, whatever a custom query does).
+CURATED_PUBLISHED = "select * from curated where filter_reason is null order by id"
+CURATED_FILTERED = "select * from curated where filter_reason is not null order by id"
+
+
+def curate(staged: Sequence[str] | pa.Table, labels: Sequence[str],
+           curation_cfg: Curation | Mapping[str, Any]) -> CurationResult:
+    """Run the configured curation query over staged Parquet paths (or an Arrow table), in
+    memory (the job streams instead: potstill/job.py)."""
     con = duckdb.connect(":memory:")
     try:
         _register_staged(con, staged)
-        staged_rows = con.sql("select count(*) from staged").fetchall()[0][0]
-        try:
-            out = con.sql(sql, params=params).to_arrow_table()
-        except duckdb.BinderException as err:  # e.g. select.sql over a run without signals
-            raise ValueError(f"curation query {path} does not fit the staged columns: {err} "
-                             "(sql/select.sql needs signals.enabled)") from None
+        result = run_query(con, labels, curation_cfg)
+        published = con.sql(CURATED_PUBLISHED).to_arrow_table()
+        filtered = con.sql(CURATED_FILTERED).to_arrow_table()
     finally:
         con.close()
-
-    _check_output(out, staged_rows, path)
-    # Sorted here as well, so the order holds whatever a custom query does.
-    out = out.sort_by([("id", "ascending")])
-    kept = pc.is_null(out[contract.FILTER_REASON.name])
-    optional = contract.optional_present(out)
-    return CurationResult(
-        published=contract.conform(out.filter(kept), contract.scored_schema(optional)),
-        filtered=contract.conform(out.filter(pc.invert(kept)), contract.filtered_schema(optional)),
-        sql=sql, params=params, query_path=str(path))
+    optional = contract.optional_present(published)
+    result.published = contract.conform(published, contract.scored_schema(optional))
+    result.filtered = contract.conform(filtered, contract.filtered_schema(optional))
+    return result

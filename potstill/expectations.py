@@ -22,12 +22,14 @@ GE is imported lazily because its import alone takes seconds.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -115,27 +117,44 @@ def _probs_helpers(table: pa.Table) -> dict[str, np.ndarray]:
     return {"_probs_len": length, "_probs_sum": total, "_probs_min": low}
 
 
-def _label_share(table: pa.Table, min_rows: int) -> np.ndarray:
-    """Per teacher-labelled row, the share of such rows with its label (NaN elsewhere)."""
-    share = np.full(table.num_rows, np.nan)
+def label_counts(table: pa.Table) -> Counter:
+    """Teacher-labelled rows (source != seed) per label."""
     if not {"label", "source"} <= set(table.column_names):
+        return Counter()
+    return Counter(str(l) for l, src in zip(table["label"].to_pylist(), table["source"].to_pylist())
+                   if src != "seed")
+
+
+def label_shares(counts: Counter, min_rows: int) -> dict[str, float] | None:
+    """Each label's share of the teacher-labelled rows; None under `min_rows` such rows."""
+    total = sum(counts.values())
+    if total < max(min_rows, 1):
+        return None
+    return {label: n / total for label, n in counts.items()}
+
+
+def _label_share(table: pa.Table, shares: dict[str, float] | None) -> np.ndarray:
+    """Per teacher-labelled row, its label's share (NaN elsewhere, and everywhere without shares)."""
+    share = np.full(table.num_rows, np.nan)
+    if shares is None or not {"label", "source"} <= set(table.column_names):
         return share
-    labels = np.asarray(table["label"].to_pylist(), dtype=object)
-    taught = np.asarray([s != "seed" for s in table["source"].to_pylist()], dtype=bool)
-    if taught.sum() < max(min_rows, 1):
-        return share
-    values, counts = np.unique(labels[taught].astype(str), return_counts=True)
-    by_label = dict(zip(values, counts / taught.sum()))
-    share[taught] = [by_label[str(l)] for l in labels[taught]]
+    for i, (label, src) in enumerate(zip(table["label"].to_pylist(), table["source"].to_pylist())):
+        if src != "seed":
+            share[i] = shares[str(label)]
     return share
 
 
-def validation_frame(table: pa.Table, label_share_min_rows: int = 30):
-    """The pandas frame GE validates: the table's columns plus the helper columns."""
+def validation_frame(table: pa.Table, label_share_min_rows: int = 30,
+                     shares: dict[str, float] | None | str = "table"):
+    """The pandas frame GE validates: the table's columns plus the helper columns. `shares`:
+    the label shares of the whole version when `table` is one chunk of it ("table": this
+    table's own)."""
+    if shares == "table":
+        shares = label_shares(label_counts(table), label_share_min_rows)
     df = table.to_pandas()
     for name, values in _probs_helpers(table).items():
         df[name] = values
-    df["_label_share"] = _label_share(table, label_share_min_rows)
+    df["_label_share"] = _label_share(table, shares)
     return df
 
 
@@ -217,6 +236,36 @@ def validate(table: pa.Table, labels: Sequence[str], min_rows: int,
              max_label_share: float | None = None, label_share_min_rows: int = 30) -> ValidationReport:
     """Validate a table against the contract suite; never raises for bad data, only reports.
     `max_label_share` (None = off) and `label_share_min_rows` are validation.* (module docstring)."""
+    return validate_chunks([table], labels, min_rows, max_label_share,
+                           label_shares(label_counts(table), label_share_min_rows))
+
+
+def validate_file(path, labels: Sequence[str], min_rows: int, max_label_share: float | None = None,
+                  label_share_min_rows: int = 30, chunk_rows: int = 100_000) -> ValidationReport:
+    """Validate a published Parquet file `chunk_rows` rows at a time (memory stays flat): the
+    label shares come from a first pass over two columns; the per-chunk results are merged,
+    the row count summed, and an id repeated across a chunk boundary (the file is sorted by
+    id) counted as a duplicate."""
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(path)
+    counts: Counter = Counter()
+    for batch in f.iter_batches(chunk_rows, columns=["label", "source"]):
+        counts += label_counts(pa.Table.from_batches([batch]))
+
+    def chunks():
+        if f.metadata.num_rows == 0:  # the suite still runs: columns, row count
+            yield f.schema_arrow.empty_table()
+        for batch in f.iter_batches(chunk_rows):
+            yield pa.Table.from_batches([batch])
+
+    return validate_chunks(chunks(), labels, min_rows, max_label_share,
+                           label_shares(counts, label_share_min_rows))
+
+
+def validate_chunks(chunks: Iterable[pa.Table], labels: Sequence[str], min_rows: int,
+                    max_label_share: float | None, shares: dict[str, float] | None) -> ValidationReport:
+    """The suite over each chunk of one version (`shares`: its label shares), merged."""
     gx = _gx()
     from great_expectations.data_context.types.base import (
         DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig)
@@ -229,17 +278,54 @@ def validate(table: pa.Table, labels: Sequence[str], min_rows: int,
     batch_def = (context.data_sources.add_pandas("potstill")
                  .add_dataframe_asset("published")
                  .add_batch_definition_whole_dataframe("all"))
-    suite = context.suites.add(gx.ExpectationSuite(
-        name="potstill_published", expectations=build_suite(labels, min_rows, contract.optional_present(table),
-                                                              max_label_share)))
-    frame = validation_frame(table, label_share_min_rows)
-    batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
-    outcome = batch.validate(suite, result_format="SUMMARY")
+    suite, parts, boundary_dups, last_id = None, [], 0, None
+    for table in chunks:
+        if suite is None:
+            suite = context.suites.add(gx.ExpectationSuite(
+                name="potstill_published", expectations=build_suite(
+                    labels, min_rows, contract.optional_present(table), max_label_share)))
+        if table.num_rows and "id" in table.column_names:
+            boundary_dups += last_id is not None and table["id"][0].as_py() == last_id
+            last_id = table["id"][-1].as_py()
+        frame = validation_frame(table, shares=shares)
+        outcome = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
+            suite, result_format="SUMMARY")
+        parts.append([_summarise(r) for r in outcome.results])
+        del table, frame, outcome
+        gc.collect()  # GE's objects hold the frame in cycles: free each chunk before the next
 
     results, failures = [], []
-    for r in outcome.results:
-        summary, failure = _summarise(r)
+    for per_chunk in zip(*parts):
+        summary, failure = _merge(list(per_chunk), boundary_dups)
         results.append(summary)
         if failure:
             failures.append(failure)
-    return ValidationReport(success=bool(outcome.success), failures=failures, results=results)
+    return ValidationReport(success=not failures, failures=failures, results=results)
+
+
+def _merge(parts: list[tuple[dict, dict | None]], boundary_dups: int) -> tuple[dict, dict | None]:
+    """One expectation's results over the chunks of a version, as if validated whole."""
+    summary, failure = parts[0]
+    dups = boundary_dups if (summary["expectation"] == "expect_column_values_to_be_unique"
+                             and summary["column"] == "id") else 0
+    if len(parts) == 1 and not dups:
+        return summary, failure
+    summary = dict(summary)
+    if summary["expectation"] == "expect_table_row_count_to_be_between":
+        rows, kw = sum(s["observed_value"] for s, _ in parts), summary["kwargs"]
+        ok = rows >= (kw.get("min_value") or 0) and (kw.get("max_value") is None or rows <= kw["max_value"])
+        summary.update(observed_value=rows, success=ok)
+        return summary, None if ok else {"expectation": summary["expectation"], "column": None,
+                                         "unexpected_count": None,
+                                         "detail": f"observed {rows!r}, expected {kw}"}
+    counts = [s["unexpected_count"] for s, _ in parts if s["unexpected_count"] is not None]
+    unexpected = sum(counts) + 2 * dups if counts or dups else None
+    failed = [f for _, f in parts if f]
+    summary.update(success=not failed and not dups, unexpected_count=unexpected)
+    if summary["success"]:
+        return summary, None
+    first = dict(failed[0]) if failed else {"expectation": summary["expectation"],
+                                            "column": summary["column"],
+                                            "detail": f"{dups} id(s) repeated across chunks"}
+    first["unexpected_count"] = unexpected
+    return summary, first

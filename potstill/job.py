@@ -6,14 +6,15 @@ resolves the models and passes them in.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import subprocess
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import duckdb
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,13 +22,15 @@ import pyarrow.parquet as pq
 import potstill
 from potstill import contract, curation, expectations, store, versions
 from potstill.config import Config
-from potstill.records import expand, iter_rows
+from potstill.records import expand, file_format, iter_rows
 from potstill.report import write_version_report
 
 log = logging.getLogger(__name__)
 
 
 ROLES = ("teacher", "generator", "student", "ta")
+BATCH_ROWS = 50_000       # rows per batch written to a version's files
+DUCKDB_MEMORY = "256MB"   # the curation's buffer; past it DuckDB spills under the staging folder
 
 
 @dataclass(frozen=True)
@@ -66,16 +69,41 @@ class Plan:
         return rows
 
 
+class _Hashing(io.RawIOBase):
+    """A read-only stream that hashes and counts every byte read through it."""
+
+    def __init__(self, raw):
+        self.raw, self.sha, self.size = raw, hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.raw.read(len(buffer))
+        buffer[:len(data)] = data
+        self.sha.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def drain(self) -> None:
+        while self.readinto(bytearray(1 << 20)):
+            pass
+
+
 def _file_digest(path: str) -> dict:
-    """SHA-256, size and row count of one input file (rows feed the progress estimate)."""
-    h, size = hashlib.sha256(), 0
+    """SHA-256, size and row count of one input file (rows feed the progress estimate), in one
+    pass over its bytes: the rows are parsed from the stream being hashed; a Parquet file's
+    count is in its footer."""
     with fsspec.open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    with fsspec.open(path, "rb") as fh:
-        rows = sum(1 for _ in iter_rows(fh, path))
-    return {"path": path, "sha256": h.hexdigest(), "bytes": size, "rows": rows}
+        if file_format(path) == "parquet":
+            rows = pq.ParquetFile(fh).metadata.num_rows
+            fh.seek(0)
+            stream = _Hashing(fh)
+        else:
+            stream = _Hashing(fh)
+            rows = sum(1 for _ in iter_rows(io.BufferedReader(stream, 1 << 20), path))
+        stream.drain()  # whatever the parser left unread still counts in the hash
+    return {"path": path, "sha256": stream.sha.hexdigest(), "bytes": stream.size, "rows": rows}
 
 
 def code_version() -> str:
@@ -127,30 +155,100 @@ def existing_version(cfg: Config, plan: Plan) -> Path | None:
     return versions.find_by_fingerprint(cfg.output_root, cfg.dataset, plan.fingerprint)
 
 
-def read_staged(staging: Path, name: str, schema: pa.Schema) -> pa.Table:
-    files = sorted(str(p) for p in staging.glob(f"{name}*.parquet"))
-    tables = [pq.read_table(f, schema=schema) for f in files]
+def staged_files(staging: Path, name: str) -> list[str]:
+    return sorted(str(p) for p in staging.glob(f"{name}*.parquet"))
+
+
+def read_staged(staging: Path, name: str, schema: pa.Schema,
+                columns: Sequence[str] | None = None) -> pa.Table:
+    """The staged shards of `name` as one table, only `columns` when given (the driver's own
+    reads: budget rounds, the student's retraining, the saliency sample); the publish path
+    streams instead (`finish`)."""
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns if c in schema.names])
+    tables = [pq.read_table(f, schema=schema, columns=schema.names) for f in staged_files(staging, name)]
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
-def counts(scored, early_filtered, rejected, published, filtered) -> dict:
+def _register(con: duckdb.DuckDBPyConnection, view: str, staging: Path, name: str,
+              schema: pa.Schema) -> None:
+    """A view over the staged shards of `name` (none: an empty table of `schema`)."""
+    files = staged_files(staging, name)
+    if files:  # the path list is bound: file names never become SQL text
+        con.sql("select * from read_parquet($paths)", params={"paths": files}).create_view(view)
+    else:
+        con.register(view, schema.empty_table())
+
+
+def write_query(con: duckdb.DuckDBPyConnection, sql: str, schema: pa.Schema, path: Path,
+                batch_rows: int | None = None) -> None:
+    """Stream a query's rows into one Parquet file of `schema`, a batch at a time."""
+    reader = con.sql(sql).to_arrow_reader(batch_rows or BATCH_ROWS)
+    with pq.ParquetWriter(path, schema) as writer:
+        for batch in reader:
+            writer.write_table(contract.conform(pa.Table.from_batches([batch]), schema))
+
+
+def _columns(schema: pa.Schema) -> str:
+    return ", ".join(f'"{name}"' for name in contract.column_names(schema))
+
+
+def _by(con: duckdb.DuckDBPyConnection, sql: str) -> dict:
+    return dict(sorted(con.execute(sql).fetchall()))
+
+
+def counts(con: duckdb.DuckDBPyConnection) -> dict:
     """Rows read (staged scored + filtered before the teacher + rejected) against where they went
     (published + every filtered row + rejected); curation splits the staged rows, so a row it
-    filters is read once, as staged."""
-    def by(table, column):
-        return dict(sorted(Counter(table[column].to_pylist()).items()))
-
-    read = Counter(scored["source"].to_pylist()) + Counter(early_filtered["source"].to_pylist()) \
-        + Counter(rejected["source"].to_pylist())
-    out = {"read": dict(sorted(read.items())), "rejected": by(rejected, "reason"),
-           "filtered": by(filtered, "filter_reason"), "published": by(published, "source")}
-    total = sum(read.values())
-    accounted = published.num_rows + filtered.num_rows + rejected.num_rows
-    if total != accounted:  # a bug, never bad input: refuse to publish a version that loses rows
-        raise AssertionError(f"row counts do not reconcile: read {total}, accounted {accounted}")
-    out["totals"] = {"read": total, "published": published.num_rows,
-                     "rejected": rejected.num_rows, "filtered": filtered.num_rows}
+    filters is read once, as staged. Over the views of `finish`, in SQL."""
+    out = {"read": _by(con, "select source, count(*) from (select source from staged union all "
+                            "select source from early_filtered union all select source from rejected) "
+                            "group by source"),
+           "rejected": _by(con, "select reason, count(*) from rejected group by reason"),
+           "filtered": _by(con, "select filter_reason, count(*) from all_filtered group by filter_reason"),
+           "published": _by(con, "select source, count(*) from curated where filter_reason is null "
+                                 "group by source")}
+    total = sum(out["read"].values())
+    published, filtered, rejected = (sum(out[k].values()) for k in ("published", "filtered", "rejected"))
+    if total != published + filtered + rejected:  # a bug, never bad input: refuse to publish a version that loses rows
+        raise AssertionError(f"row counts do not reconcile: read {total}, "
+                             f"accounted {published + filtered + rejected}")
+    out["totals"] = {"read": total, "published": published, "rejected": rejected, "filtered": filtered}
     return out
+
+
+def prepare_version(cfg: Config, staging: Path, out: Path, driver_keys: Sequence[str] = ()):
+    """Curate the staged shards with DuckDB and stream the version's files into `out` (laid out
+    as a version: versions.DATA_FILES); returns (curation result, counts). Nothing here holds a
+    whole table: DuckDB reads the shards, keeps the curated rows in its own database under the
+    staging folder (spilling to disk past `DUCKDB_MEMORY`) and the files are written by batch."""
+    optional = contract.optional_columns(cfg)
+    scored, filtered = contract.scored_schema(optional), contract.filtered_schema(optional)
+    (out / "data").mkdir(parents=True)
+    con = duckdb.connect(str(staging / "curation.duckdb"))
+    try:
+        con.execute(f"set memory_limit = '{DUCKDB_MEMORY}'")
+        _register(con, "staged", staging, "scored", scored)
+        _register(con, "early_filtered", staging, "filtered", filtered)
+        _register(con, "rejected", staging, "rejected", contract.REJECTED_SCHEMA)
+        _register(con, "staged_keys", staging, "keys", store.KEYS_SCHEMA)
+        con.register("driver_keys", pa.table({"key": list(driver_keys)}, schema=store.KEYS_SCHEMA))
+        curated = curation.run_query(con, cfg.task.labels, cfg.curation)
+        # Filtered before the teacher first, then by the curation (as staged, by id).
+        con.execute(f"create view all_filtered as select {_columns(filtered)}, 0 as _part from "
+                    f"early_filtered union all select {_columns(filtered)}, 1 from curated "
+                    "where filter_reason is not null")
+        write_query(con, curation.CURATED_PUBLISHED, scored, out / versions.DATA_FILE)
+        write_query(con, "select * from all_filtered order by _part, id, filter_reason, source, text",
+                    filtered, out / "filtered.parquet")
+        write_query(con, "select * from rejected order by source, input_ref, reason, detail",
+                    contract.REJECTED_SCHEMA, out / "rejected.parquet")
+        write_query(con, "select distinct key from (select key from staged_keys union all "
+                         "select key from driver_keys) order by key",
+                    store.KEYS_SCHEMA, out / "teacher_keys.parquet")
+        return curated, counts(con)
+    finally:
+        con.close()
 
 
 def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
@@ -158,22 +256,16 @@ def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
            driver_keys: Sequence[str] = ()) -> Path:
     """Curate, validate and publish the staged shards; a failed suite publishes nothing.
     `driver_keys`: teacher-store keys the driver's own scoring used (the audit)."""
-    optional = contract.optional_columns(cfg)
-    scored = read_staged(staging, "scored", contract.scored_schema(optional))
-    early_filtered = read_staged(staging, "filtered", contract.filtered_schema(optional))
-    rejected = read_staged(staging, "rejected", contract.REJECTED_SCHEMA)
-    labels = cfg.task.labels
-
-    curated = curation.curate(scored, labels, cfg.curation)
-    filtered = pa.concat_tables([early_filtered, curated.filtered])
-    published = curated.published
+    out = staging / "version"
+    curated, row_counts = prepare_version(cfg, staging, out, driver_keys)
     v = cfg.validation
-    report = expectations.validate(published, labels, v.min_rows, v.max_label_share, v.label_share_min_rows)
+    report = expectations.validate_file(out / versions.DATA_FILE, cfg.task.labels, v.min_rows,
+                                        v.max_label_share, v.label_share_min_rows, v.chunk_rows)
     report.raise_if_failed()
 
     manifest = {
         "dataset": cfg.dataset,
-        "labels": labels,
+        "labels": cfg.task.labels,
         "fingerprint": plan.fingerprint,
         "config": cfg.model_dump(mode="json"),
         "config_digest": cfg.digest(),
@@ -181,17 +273,14 @@ def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
         "inputs": plan.inputs,
         "models": {role: {"name": m.name, "source": m.source, "sha256": m.sha256}
                    for role, m in plan.models.items()},
-        "counts": counts(scored, early_filtered, rejected, published, filtered),
+        "counts": row_counts,
         "teacher_audit": teacher_audit,
         "throughput": throughput or {},
         "curation": {"query": curated.query_path, "sql": curated.sql, "params": curated.params},
         "validation": {"success": report.success, "results": report.results},
         **(extra or {}),
     }
-    keys = read_staged(staging, "keys", store.KEYS_SCHEMA)["key"].to_pylist() + list(driver_keys)
-    path = versions.publish(cfg.output_root, cfg.dataset, published=published,
-                            filtered=filtered, rejected=rejected, manifest=manifest,
-                            render=write_version_report,
-                            teacher_keys=pa.table({"key": sorted(set(keys))}, schema=store.KEYS_SCHEMA))
+    path = versions.publish(cfg.output_root, cfg.dataset, manifest=manifest, prepared=out,
+                            render=write_version_report)
     log.info("published %s: %s", path, manifest["counts"]["totals"])
     return path

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 from typing import Sequence
 
+import numpy as np
+
 COLORS = {"published": "#2b8a3e", "scored": "#a5d8ff", "filtered": "#f59f00",
           "rejected": "#e03131", "read": "#1c7ed6", "ideal": "#868e96", "bar": "#1c7ed6"}
 _PALETTE = ["#1c7ed6", "#2b8a3e", "#f59f00", "#e03131", "#7048e8", "#0c8599", "#e8590c",
@@ -64,7 +66,8 @@ def confidence_histogram(published: Sequence[float], filtered: Sequence[float],
     """Stacked histogram of teacher_confidence: published vs curated-out rows."""
     fig, ax = _figure()
     edges = [i / bins for i in range(bins + 1)]
-    ax.hist([list(published), list(filtered)], bins=edges, stacked=True,
+    ax.hist([np.asarray(published, dtype=float), np.asarray(filtered, dtype=float)], bins=edges,
+            stacked=True,
             color=[COLORS["published"], COLORS["filtered"]],
             label=["published", "filtered by curation"])
     if threshold is not None:

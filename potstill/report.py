@@ -168,9 +168,10 @@ def _labels(ctx: Context) -> str:
 
 
 def _confidence(ctx: Context) -> str:
-    published = [r[0] for r in ctx.con.sql("select teacher_confidence from data").fetchall()]
-    filtered = [r[0] for r in ctx.con.sql("select teacher_confidence from filtered "
-                                          "where teacher_confidence is not null").fetchall()]
+    # numpy columns, not a Python float per row
+    published = ctx.con.sql("select teacher_confidence from data").fetchnumpy()["teacher_confidence"]
+    filtered = ctx.con.sql("select teacher_confidence from filtered "
+                           "where teacher_confidence is not null").fetchnumpy()["teacher_confidence"]
     m = ctx.manifest
     threshold = ((m.get("curation") or {}).get("params") or {}).get("min_confidence")
     if threshold is None:
@@ -329,7 +330,7 @@ def render(version_dir: str | os.PathLike, students: Sequence[tuple[str, dict]] 
            links: dict[str, str] | None = None) -> str:
     vdir = Path(version_dir)
     manifest = versions.read_manifest(vdir)
-    con = analysis.open_version(vdir)
+    con = analysis.open_version(vdir, load=False)  # our queries: read as they run, not loaded
     try:
         ctx = Context(vdir, manifest, con, links or {}, list(students))
         body = "".join(f"<section>{_safe(s, ctx)}</section>" for s in SECTIONS)

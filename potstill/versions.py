@@ -95,6 +95,18 @@ def _write(tmp: Path, published: pa.Table, filtered: pa.Table, rejected: pa.Tabl
         pq.write_table(table, tmp / rel)
 
 
+DATA_FILES = (DATA_FILE, Path("filtered.parquet"), Path("rejected.parquet"), Path("teacher_keys.parquet"))
+
+
+def _move_prepared(tmp: Path, prepared: Path) -> None:
+    """Files written (streamed) elsewhere on the same filesystem move in: no copy, no table in
+    memory. The data, filtered and rejected files must be there; teacher keys may be."""
+    (tmp / "data").mkdir()
+    for rel in DATA_FILES:
+        if (prepared / rel).is_file() or rel.name != "teacher_keys.parquet":
+            os.replace(prepared / rel, tmp / rel)
+
+
 def _make_read_only(root: Path) -> None:
     for dirpath, dirnames, filenames in os.walk(root):
         for name in filenames:
@@ -105,11 +117,12 @@ def _make_read_only(root: Path) -> None:
     os.chmod(root, 0o555)
 
 
-def publish(output_root: str | os.PathLike, dataset: str, *, published: pa.Table,
-            filtered: pa.Table, rejected: pa.Table, manifest: dict[str, Any],
-            render: Callable[[Path], Any] | None = None,
-            teacher_keys: pa.Table | None = None) -> Path:
-    """Write a new version atomically and return its folder.
+def publish(output_root: str | os.PathLike, dataset: str, *, manifest: dict[str, Any],
+            published: pa.Table | None = None, filtered: pa.Table | None = None,
+            rejected: pa.Table | None = None, render: Callable[[Path], Any] | None = None,
+            teacher_keys: pa.Table | None = None, prepared: Path | None = None) -> Path:
+    """Write a new version atomically and return its folder: from tables, or from the files of
+    a `prepared` folder laid out as a version (`DATA_FILES`; potstill.job streams them there).
 
     The keys `version`, `parent_version`, `dataset` and `created_at` are set here and override
     the same keys in `manifest`, so lineage always describes where the files really are.
@@ -123,7 +136,10 @@ def publish(output_root: str | os.PathLike, dataset: str, *, published: pa.Table
     tmp = ds_dir / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        _write(tmp, published, filtered, rejected, teacher_keys)
+        if prepared is not None:
+            _move_prepared(tmp, Path(prepared))
+        else:
+            _write(tmp, published, filtered, rejected, teacher_keys)
         created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for _ in range(_MAX_TRIES):
             nums = _numbers(ds_dir)

@@ -1,0 +1,237 @@
+"""Memory and time at scale: the whole job on a synthetic corpus of N rows with a tiny random
+teacher; peak RSS of the run and wall time (and RSS) per stage.
+
+    python benchmarks/scale.py --rows 10000 100000 1000000 [--work runs/scale] [--threads 1]
+        [--runner-args "--direct_num_workers=2 --direct_running_mode=multi_processing"]
+    python benchmarks/scale.py --after-graph --rows 10000 100000 1000000 [--code DIR]
+
+--after-graph measures everything after the Beam graph alone (`potstill.job.finish`: curation,
+files, gate, counts, publish, report) on N synthetic staged rows written as the graph writes
+them (50,000-row shards, plus filtered and rejected shards), without a model; `--code DIR`
+runs it with another checkout's potstill (e.g. the code before streaming) for comparison.
+
+Each size runs in a fresh child process (so one size's memory cannot leak into the next), on
+the default in-process DirectRunner unless --runner-args says otherwise. The corpus is unique
+short synthetic reviews in one Parquet file, 20 gold seed rows; the teacher is the tests' tiny
+random Llama (tests/tiny_models.py, saved once as a local HF folder under --work), torch
+threads 1. The stages are timed by wrapping the functions the driver calls (plan, audit, the
+Beam graph, prepare_version = DuckDB curation + streamed files, validate_file = the GE gate in
+chunks, publish = move in + card + report); `peak_rss_mb` is the child's maximum resident set
+(getrusage) once the stage has ended, `rss_mb` its resident set then. Beam worker processes
+(multi-process runners) are not in the child's figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = (("plan", "potstill.job", "plan"), ("audit", "beam_pipelines.pipeline", "audit_teacher"),
+          ("beam_graph", "beam_pipelines.pipeline", "run_rounds"),
+          ("curate_and_write", "potstill.job", "prepare_version"),
+          ("validate", "potstill.expectations", "validate_file"),
+          ("publish_and_report", "potstill.versions", "publish"))
+# After the graph: the streaming stages, and the whole-table ones of older code (--code).
+AFTER = STAGES[3:] + (("curate_whole_table", "potstill.curation", "curate"),
+                      ("validate_whole_table", "potstill.expectations", "validate"))
+WORDS = ("good bad dull fine great awful plot acting score pacing dialogue cast story ending "
+         "music scene film movie director camera").split()
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_corpus(folder: Path, rows: int) -> tuple[str, str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    unl = folder / f"unlabeled-{rows}.parquet"
+    if not unl.exists():
+        n = len(WORDS)
+        texts = [f"review {i}: the {WORDS[i % n]} was {WORDS[(i // n) % n]} and {WORDS[(i // n // n) % n]}"
+                 for i in range(rows)]
+        pq.write_table(pa.table({"text": texts}), unl, row_group_size=100_000)
+    seed = folder / "seed.jsonl"
+    seed.write_text("".join(json.dumps({"text": f"gold {i} {WORDS[i]}", "label": ("negative", "positive")[i % 2]})
+                            + "\n" for i in range(20)))
+    return str(unl), str(seed)
+
+
+def child(rows: int, work: Path, threads: int, runner_args: list[str]) -> dict:
+    """One run, in this (fresh) process: per-stage seconds and memory."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import torch
+
+    torch.set_num_threads(threads)
+    from tiny_models import build_tiny_lm
+
+    model = work / "tiny-lm"
+    if not (model / "config.json").exists():
+        build_tiny_lm(model)
+    unl, seed = write_corpus(work / "corpus", rows)
+    stages: dict[str, dict] = {}
+    for stage in STAGES:
+        _wrap(stages, *stage)
+    from beam_pipelines.pipeline import run
+    from potstill.config import parse_config
+
+    cfg = parse_config({
+        "dataset": f"scale-{rows}", "output_root": str(work / f"out-{rows}-{time.time_ns()}"),
+        "task": {"labels": ["negative", "positive"]},
+        "corpus": {"unlabeled": {"path": unl}, "seed": {"path": seed, "label_field": "label"}},
+        "teacher": {"model": str(model), "batch_size": 64, "threads": threads}})
+    start = time.perf_counter()
+    version = run(cfg, runner_args)
+    wall = time.perf_counter() - start
+    manifest = json.loads((version / "manifest.json").read_text())
+    return {"rows": rows, "wall_seconds": round(wall, 1), "peak_rss_mb": round(_peak_mb()),
+            "published": manifest["counts"]["totals"]["published"], "stages": stages}
+
+
+def write_staged(staging: Path, rows: int, shard_rows: int = 50_000) -> None:
+    """N scored rows (valid for the gate, confidences spread so curation filters some), 1% more
+    filtered before the teacher and 1% rejected, in shards like the graph's writers make."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from potstill import contract
+
+    staging.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for start in range(0, rows, shard_rows):
+        n = min(shard_rows, rows - start)
+        conf = rng.uniform(0.5, 1.0, n).astype(np.float32)
+        first = rng.integers(0, 2, n)
+        probs = np.where(first[:, None] == 0, np.stack([conf, 1 - conf], 1), np.stack([1 - conf, conf], 1))
+        labels = np.array(["negative", "positive"])[first]
+        ent = -(conf * np.log(conf) + (1 - conf) * np.log(np.clip(1 - conf, 1e-9, 1)))
+        ids = [f"{i:012x}" for i in range(start, start + n)]
+        cols = {"id": ids, "text": [f"synthetic review {i} with some words in it" for i in range(start, start + n)],
+                "label": labels, "label_probs": list(probs), "teacher_label": labels,
+                "teacher_confidence": conf, "teacher_entropy": ent.astype(np.float32),
+                "teacher_margin": (2 * conf - 1).astype(np.float32), "gold_label": [None] * n,
+                "source": ["corpus"] * n, "weight": np.ones(n, np.float32)}
+        table = pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in contract.SCORED_SCHEMA},
+                         schema=contract.SCORED_SCHEMA)
+        pq.write_table(table, staging / f"scored-r1-{start:09d}.parquet")
+        pq.write_table(pa.table({"key": [f"k{i}" for i in range(start, start + n)]}),
+                       staging / f"keys-r1-{start:09d}.parquet")
+        extra = max(1, n // 100)
+        dup = table.slice(0, extra).append_column("filter_reason", pa.array(["duplicate"] * extra))
+        pq.write_table(dup.cast(contract.FILTERED_SCHEMA), staging / f"filtered-r1-{start:09d}.parquet")
+        rej = pa.table({"source": ["corpus"] * extra, "input_ref": [f"u.parquet:{start + i}" for i in range(extra)],
+                        "reason": ["empty_text"] * extra, "detail": [None] * extra, "raw": [None] * extra},
+                       schema=contract.REJECTED_SCHEMA)
+        pq.write_table(rej, staging / f"rejected-r1-{start:09d}.parquet")
+
+
+def after_graph_child(rows: int, work: Path) -> dict:
+    """`job.finish` alone on staged shards written beforehand (by the parent)."""
+    from types import SimpleNamespace
+
+    import potstill.job as job
+    from potstill.config import parse_config
+
+    stages: dict[str, dict] = {}
+    for stage in AFTER:
+        _wrap(stages, *stage)
+    staging = work / f"staged-{rows}"
+    for left in [staging / "version", *staging.glob("curation.duckdb*")]:  # an earlier run's
+        shutil.rmtree(left) if left.is_dir() else left.unlink()
+    cfg = parse_config({"dataset": f"after-{rows}", "output_root": str(work / f"after-out-{time.time_ns()}"),
+                        "task": {"labels": ["negative", "positive"]},
+                        "corpus": {"unlabeled": {"path": str(work / "u.parquet")}},
+                        "teacher": {"model": "tiny"}, "curation": {"min_confidence": 0.6}})
+    model = SimpleNamespace(name="tiny", source="synthetic", sha256="0" * 64)
+    plan = job.Plan({"unlabeled": []}, "bench", f"bench-{time.time_ns()}", {"teacher": model})
+    before = _rss_mb()
+    start = time.perf_counter()
+    version = job.finish(cfg, plan, staging, {})
+    wall = time.perf_counter() - start
+    manifest = json.loads((version / "manifest.json").read_text())
+    return {"rows": rows, "wall_seconds": round(wall, 1), "rss_before_mb": round(before),
+            "peak_rss_mb": round(_peak_mb()), "published": manifest["counts"]["totals"]["published"],
+            "stages": stages}
+
+
+def _wrap(stages: dict, name: str, module: str, attr: str) -> None:
+    """Time one function the driver calls (replaced on its module), and the memory after it."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    fn = getattr(mod, attr, None)
+    if fn is None:  # an older checkout (--code) without this stage
+        return
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            stages[name] = {"seconds": round(time.perf_counter() - start, 2),
+                            "rss_mb": round(_rss_mb()), "peak_rss_mb": round(_peak_mb())}
+    setattr(mod, attr, wrapper)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--work", default="runs/scale")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runner-args", default="")
+    ap.add_argument("--after-graph", action="store_true", help="time job.finish alone (docstring)")
+    ap.add_argument("--code", default=str(ROOT), help="the checkout whose potstill runs (--after-graph)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    work = Path(args.work).resolve()
+    if args.child:
+        result = after_graph_child(args.rows[0], work) if args.after_graph else \
+            child(args.rows[0], work, args.threads, args.runner_args.split())
+        print("RESULT " + json.dumps(result))
+        return
+    results = []
+    for rows in args.rows:
+        if args.after_graph and not (work / f"staged-{rows}").is_dir():
+            write_staged(work / f"staged-{rows}", rows)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([args.code, os.environ.get("PYTHONPATH", "")])}
+        out = subprocess.run([sys.executable, __file__, "--child", "--rows", str(rows), "--work", str(work),
+                              "--threads", str(args.threads), "--runner-args", args.runner_args]
+                             + (["--after-graph"] if args.after_graph else []),
+                             env=env, capture_output=True, text=True)
+        line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if line is None:
+            sys.exit(f"the run with {rows} rows failed:\n{out.stderr[-3000:]}")
+        results.append(json.loads(line[len("RESULT "):]))
+        print(json.dumps(results[-1]), flush=True)
+    print_table(results, AFTER if args.after_graph else STAGES)
+
+
+def print_table(results: list[dict], stages=STAGES) -> None:
+    names = [s[0] for s in stages]
+    print("\n| rows | peak RSS (MB) | wall (s) | " + " | ".join(f"{n} s (RSS MB)" for n in names) + " |")
+    print("|---|---|---|" + "---|" * len(names))
+    for r in results:
+        cells = [f"{r['stages'][n]['seconds']} ({r['stages'][n]['rss_mb']})" if n in r["stages"] else "-"
+                 for n in names]
+        print(f"| {r['rows']:,} | {r['peak_rss_mb']:,} | {r['wall_seconds']} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
