@@ -47,7 +47,7 @@ import numpy as np
 import pyarrow as pa
 
 from potstill import versions
-from potstill.curation import query_parameters, sql_dir
+from potstill.curation import lock_down, query_parameters, read_only_refusal, sql_dir
 
 ROOT_ENV = "POTSTILL_OUTPUT_ROOT"
 _DEFAULT = re.compile(r"^\s*--\s*@param\s+\$([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\S+)", re.M)
@@ -60,13 +60,6 @@ class AnalysisError(ValueError):
 
 class QueryRefused(AnalysisError):
     """User SQL that the read-only analyst connection does not run; the message names it."""
-
-
-# One read-only query: what DuckDB's parser calls SELECT (FROM, WITH, VALUES, DESCRIBE, SHOW,
-# SUMMARIZE, UNPIVOT), EXPLAIN, or MULTI (a single PIVOT, which DuckDB expands itself).
-_QUERY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN,
-                duckdb.StatementType.MULTI}
-_READ_ONLY = ("SET enable_external_access = false", "SET lock_configuration = true")
 
 
 def default_root() -> str:
@@ -148,8 +141,8 @@ def open_tables(*, data: Sequence[str] | pa.Table, filtered: Sequence[str] | pa.
                 con.sql("select * from read_parquet($paths)",
                         params={"paths": [str(p) for p in source]}).create_view(name)
         _manifest_table(con, manifest)
-        for setting in _READ_ONLY if load else ():
-            con.execute(setting)
+        if load:
+            lock_down(con, [])
     except BaseException:
         con.close()
         raise
@@ -224,18 +217,12 @@ def bind(sql: str, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 
 def check_query(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Refuse SQL that is not exactly one read-only query, by DuckDB's own parser (comments
-    and string literals are the parser's business, not ours)."""
-    statements = con.extract_statements(sql)
-    kinds = [s.type.name for s in statements]
-    if len(statements) != 1:
-        raise QueryRefused(f"refused: the SQL holds {len(statements)} statements "
-                           f"({', '.join(kinds) or 'none'}); potstill query runs exactly one "
-                           "read-only query")
-    if statements[0].type not in _QUERY_TYPES:
-        raise QueryRefused(f"refused: {kinds[0]} statement; potstill query runs one read-only "
-                           "query (SELECT, FROM, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT, "
-                           "EXPLAIN) and versions are immutable")
+    """Refuse SQL that is not exactly one read-only query (potstill/curation.py decides)."""
+    refusal = read_only_refusal(con, sql)
+    if refusal:
+        raise QueryRefused(f"refused: {refusal}; potstill query runs exactly one read-only query "
+                           "(SELECT, FROM, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT, EXPLAIN) "
+                           "and versions are immutable")
 
 
 def execute(con: duckdb.DuckDBPyConnection, sql: str,

@@ -90,6 +90,8 @@ def check_settings(curation_cfg: Curation | Mapping[str, Any]) -> None:
     it reads."""
     path, sql = load_query(_validated(curation_cfg).query)
     _refuse_unused_settings(curation_cfg, query_parameters(sql), path)
+    with duckdb.connect(":memory:") as con:
+        _refuse_writes(con, sql, path)
 
 
 def _refuse_unused_settings(given: Curation | Mapping[str, Any], used: list[str], path: Path) -> None:
@@ -153,18 +155,62 @@ def _query(curation_cfg: Curation | Mapping[str, Any], labels: Sequence[str]) ->
     return path, sql, {p: available[p] for p in used}
 
 
+# One read-only query: what DuckDB's parser calls SELECT (FROM, WITH, VALUES, DESCRIBE, SHOW,
+# SUMMARIZE, UNPIVOT), EXPLAIN, or MULTI (a single PIVOT, which DuckDB expands itself).
+READ_ONLY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN,
+                   duckdb.StatementType.MULTI}
+
+
+def read_only_refusal(con: duckdb.DuckDBPyConnection, sql: str) -> str | None:
+    """Why `sql` is not exactly one read-only query, by DuckDB's own parser (comments and
+    string literals are the parser's business, not ours); None when it is one."""
+    statements = con.extract_statements(sql)
+    kinds = [s.type.name for s in statements]
+    if len(statements) != 1:
+        return f"the SQL holds {len(statements)} statements ({', '.join(kinds) or 'none'})"
+    if statements[0].type not in READ_ONLY_TYPES:
+        return f"{kinds[0]} statement"
+    return None
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, readable: Sequence[str | Path]) -> None:
+    """From here on `con` reads files only under the `readable` folders, loads no extension and
+    its settings cannot be changed back (DuckDB's own switches): user SQL run on it can read
+    the tables and views already there, and nothing else on the machine."""
+    con.execute("SET allowed_directories = $dirs",
+                {"dirs": [str(Path(d).resolve()).rstrip("/") + "/" for d in readable]})
+    for setting in ("SET autoinstall_known_extensions = false",
+                    "SET autoload_known_extensions = false",
+                    "SET enable_external_access = false", "SET lock_configuration = true"):
+        con.execute(setting)
+
+
+def _refuse_writes(con: duckdb.DuckDBPyConnection, sql: str, path: Path) -> None:
+    refusal = read_only_refusal(con, sql)
+    if refusal:
+        raise ConfigError(f"curation query {path} refused: {refusal}; a curation query is one "
+                          "SELECT over `staged` that returns every row (dropped ones marked with "
+                          "filter_reason)")
+
+
 def run_query(con: duckdb.DuckDBPyConnection, labels: Sequence[str],
               curation_cfg: Curation | Mapping[str, Any]) -> CurationResult:
-    """Run the configured query over the view `staged` into the table `curated`
-    (DuckDB spills it to disk when it outgrows memory) and check it; `published` and
+    """Run the configured query (one SELECT: anything else is refused) over the view `staged`
+    into the table `curated` (DuckDB spills it to disk when it outgrows memory) and check it;
+    callers `lock_down` the connection first, so the query reads nothing else; `published` and
     `filtered` of the result are left None: read them with `CURATED_*` below."""
     path, sql, params = _query(curation_cfg, labels)
+    _refuse_writes(con, sql, path)
     staged_rows = con.execute("select count(*) from staged").fetchall()[0][0]
     try:
         con.sql(sql, params=params).create("curated")
     except duckdb.BinderException as err:  # e.g. select.sql over a run without signals
         raise ValueError(f"curation query {path} does not fit the staged columns: {err} "
                          "(sql/select.sql needs signals.enabled)") from None
+    except duckdb.PermissionException as err:  # a file outside the staged rows, an extension
+        raise ValueError(f"curation query {path} refused: it reads outside the staged rows "
+                         f"({err}); the teacher's answers are kept in the store, so a rerun with "
+                         "a fixed query costs no teacher call") from None
     _check_output(con, staged_rows, path)
     return CurationResult(published=None, filtered=None, sql=sql, params=params,
                           query_path=str(path))
@@ -182,6 +228,8 @@ def curate(staged: Sequence[str] | pa.Table, labels: Sequence[str],
     con = duckdb.connect(":memory:")
     try:
         _register_staged(con, staged)
+        paths = [] if isinstance(staged, pa.Table) else [staged] if isinstance(staged, str) else staged
+        lock_down(con, sorted({str(Path(p).parent) for p in paths}))
         result = run_query(con, labels, curation_cfg)
         published = con.sql(CURATED_PUBLISHED).to_arrow_table()
         filtered = con.sql(CURATED_FILTERED).to_arrow_table()

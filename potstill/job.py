@@ -233,6 +233,7 @@ def prepare_version(cfg: Config, staging: Path, out: Path, driver_keys: Sequence
         _register(con, "rejected", staging, "rejected", contract.REJECTED_SCHEMA)
         _register(con, "staged_keys", staging, "keys", store.KEYS_SCHEMA)
         con.register("driver_keys", pa.table({"key": list(driver_keys)}, schema=store.KEYS_SCHEMA))
+        curation.lock_down(con, [staging])  # the user's curation SQL reads the staged rows only
         curated = curation.run_query(con, cfg.task.labels, cfg.curation)
         # Filtered before the teacher first, then by the curation (as staged, by id).
         con.execute(f"create view all_filtered as select {_columns(filtered)}, 0 as _part from "
