@@ -90,7 +90,7 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
     setup = TeacherSetup.from_config(cfg, teacher.path, rows.get("seed", []),
                                      model_sha256=teacher.sha256)
     lt = setup.prompter()
-    requests = {r.id: encode_request(lt, teacher.sha256, r.model_input) for r in unique}
+    requests = {r.id: encode_request(lt, setup.model_sha256, r.model_input) for r in unique}
     known = store_keys(cfg, teacher.sha256)
     # The audit runs first, in-process, through the same store: its answers (the seed rows,
     # and content-free inputs for contextual calibration) are hits for the graph afterwards.
@@ -99,7 +99,7 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
         audit_inputs += list(cfg.teacher.content_free_inputs)
     if not rows.get("seed") and cfg.teacher.calibration == "none":
         audit_inputs = []
-    audit_requests = [encode_request(lt, teacher.sha256, t) for t in audit_inputs]
+    audit_requests = [encode_request(lt, setup.model_sha256, t) for t in audit_inputs]
     audit_sent = [q for q in audit_requests if q.key not in known]
     known |= {q.key for q in audit_requests}
     missing = [r for r in unique if requests[r.id].key not in known]
