@@ -139,7 +139,9 @@ class TeacherSetup:
     @classmethod
     def from_config(cls, cfg: "Config", model_path: str, seeds: Sequence["Record"] = (),
                     calibration: Calibration = Calibration(), model_sha256: str = "",
-                    store_dir: str | None = None) -> "TeacherSetup":
+                    store_dir: str | None = None, threads: int | None = None) -> "TeacherSetup":
+        """`threads`: torch threads per worker when the config leaves teacher.threads unset
+        (the driver's share of the cores: beam_pipelines/threads.py)."""
         from potstill.store import answer_source
 
         t = cfg.teacher
@@ -150,7 +152,7 @@ class TeacherSetup:
             embedder = resolve_model(t.few_shot.embedder).path
         return cls(model_path, tuple(cfg.task.labels), cfg.task.instruction, t.backend,
                    t.prompt_style, t.verbalizers, t.batch_size, t.max_input_tokens, t.dtype,
-                   t.threads, t.vllm, t.few_shot, embedder,
+                   t.threads or threads, t.vllm, t.few_shot, embedder,
                    tuple((r.model_input, r.gold_label) for r in seeds), calibration,
                    answer_source(model_sha256, scoring_dtype(t)), store_dir)
 
