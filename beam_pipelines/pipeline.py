@@ -32,7 +32,7 @@ from potstill.records import Record
 from transforms.generate import GeneratorModelHandler
 from transforms.saliency import SaliencyModelHandler
 from transforms.signals import TAModelHandler
-from transforms.teacher import ScoreWithTeacher, TeacherModelHandler
+from transforms.teacher import ScoreWithTeacher, TeacherModelHandler, partitions
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
     stages = Stages(
         teacher=ScoreWithTeacher(handler, store.segments(store_dir),
                                  keep_raw="label_probs_raw" in contract.optional_columns(cfg),
-                                 partitions=expected // (cfg.teacher.batch_size * 32) + 1),
+                                 partitions=partitions(expected, cfg.teacher.batch_size)),
         saliency=SaliencyModelHandler(setup, cfg.saliency, expected) if cfg.saliency.enabled else None,
         generator=generator_handler(cfg, plan.generator.path, threads) if plan.generator else None,
         ta=TAModelHandler(setup.for_assistant(plan.ta.path), cfg.signals.ta_batch_size, expected)
