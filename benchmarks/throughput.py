@@ -5,7 +5,7 @@ R8 news articles, cut at 512 tokens); 1 and 2 worker processes (torch threads = 
 
     python benchmarks/throughput.py [--model qwen2.5-0.5b-instruct] [--short-rows 32]
         [--long-rows 8] [--workers 1 2] [--methods naive hf-fp32 hf-int8 vllm] [--batch 8]
-        [--agree-rows 500] [--json OUT]
+        [--agree-rows 500 [--agree-threads N]] [--json OUT]
 
 - naive: what a hand-written labeller does: per row, the whole prompt, `generate` of the answer
   (greedy, batch 1, no shared prefix cache, up to 4 tokens past the longest label), parsed back
@@ -123,7 +123,7 @@ def worker(rank: int, workers: int, threads: int, args, corpora: dict, barrier, 
 
     torch.set_num_threads(threads)
     path = resolve_model(args.model).path
-    vllm = None
+    encoded = {}
     for corpus, (labels, instruction, texts) in corpora.items():
         mine = texts[rank::workers]
         common = dict(batch_size=args.batch, threads=threads, max_input_tokens=512)
@@ -131,37 +131,37 @@ def worker(rank: int, workers: int, threads: int, args, corpora: dict, barrier, 
         if "hf-int8" in args.methods:
             teachers["hf-int8"] = HFTeacher(path, labels, instruction, dtype="int8", **common)
         fp32 = teachers["hf-fp32"]
-        encoded = [fp32.encode(t) for t in mine]
-        own = statistics.mean(len(e.ids) for e in encoded)
-        flops = forward_flops(fp32.model.config, own, len(fp32.prefix_ids))
+        encoded[corpus] = rows = [fp32.encode(t) for t in mine]
+        own = statistics.mean(len(e.ids) for e in rows)
+
         def ours(teacher):
-            scores = teacher.label_scores(torch.from_numpy(teacher.score_encoded(encoded)))
+            scores = teacher.label_scores(torch.from_numpy(teacher.score_encoded(rows)))
             return [labels[i] for i in scores.numpy().argmax(1)]
 
         runs = {name: (lambda t=t: ours(t)) for name, t in teachers.items()}
         runs["naive"] = lambda: naive_labels(fp32, mine, labels)
         for name in [m for m in args.methods if m in runs]:
-            teacher = fp32 if name == "naive" else teachers[name]
-            teacher.score_encoded(encoded[:2])  # warm-up: first-call allocations, kernels
+            (fp32 if name == "naive" else teachers[name]).score_encoded(rows[:2])  # warm-up
             barrier.wait()
             start = time.perf_counter()
             got = runs[name]()
             results.put((corpus, name, rank, len(mine), time.perf_counter() - start, got))
-        shapes = layer_shapes(fp32.model.config)
+        flops = forward_flops(fp32.model.config, own, len(fp32.prefix_ids))
         for dtype in ("float32", "int8"):
             barrier.wait()
-            rate = gemm_rate(shapes, max(1, round(args.batch * own)), dtype)
+            rate = gemm_rate(layer_shapes(fp32.model.config), max(1, round(args.batch * own)), dtype)
             results.put((corpus, f"ceiling-{dtype}", rank, flops, rate, None))
-        if "vllm" in args.methods and workers == 1:
+        del teachers
+    if "vllm" in args.methods and workers == 1:  # last: vLLM binds this process's threads
+        vllm = None
+        for corpus, (labels, instruction, _) in corpora.items():
             vllm = vllm_teacher(vllm, path, labels, instruction, threads)
-            vllm.score_encoded(encoded[:2])
+            vllm.score_encoded(encoded[corpus][:2])
             vllm.engine.reset_prefix_cache()
             start = time.perf_counter()
-            scores = vllm.label_scores(torch.from_numpy(vllm.score_encoded(encoded))).numpy()
-            results.put((corpus, "vllm", rank, len(mine), time.perf_counter() - start,
+            scores = vllm.label_scores(torch.from_numpy(vllm.score_encoded(encoded[corpus]))).numpy()
+            results.put((corpus, "vllm", rank, len(encoded[corpus]), time.perf_counter() - start,
                          [labels[i] for i in scores.argmax(1)]))
-        del teachers
-    if vllm is not None:
         vllm.close()
 
 
@@ -208,14 +208,14 @@ def padding(tokenizer_path: str, texts: list[str], batch: int) -> dict:
             "p90_tokens": lengths[int(len(lengths) * 0.9)]}
 
 
-def agreement(path: str, n: int, batch: int) -> dict:
-    """Float32 vs int8 labels on `n` reviews, in this process (all cores)."""
+def agreement(path: str, n: int, batch: int, threads: int | None = None) -> dict:
+    """Float32 vs int8 labels on `n` reviews, in this process (all cores unless `threads`)."""
     from models.teacher import HFTeacher
 
     texts = corpus_texts("rt")[:n]
     out = {}
     for dtype in ("float32", "int8"):
-        teacher = HFTeacher(path, SHORT[0], SHORT[1], batch_size=batch, dtype=dtype)
+        teacher = HFTeacher(path, SHORT[0], SHORT[1], batch_size=batch, dtype=dtype, threads=threads)
         start = time.perf_counter()
         out[dtype] = teacher.score_labels(texts).argmax(1)
         out[f"{dtype}_rows_per_s"] = len(texts) / (time.perf_counter() - start)
@@ -269,11 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-rows", type=int, default=8)
     parser.add_argument("--long-min-tokens", type=int, default=400,
                         help="long rows: R8 articles of at least this many tokens (cut at 512)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2],
+                        help="worker processes per table part; none: no table")
     parser.add_argument("--methods", nargs="+", default=["naive", "hf-fp32", "hf-int8", "vllm"],
                         choices=["naive", "hf-fp32", "hf-int8", "vllm"])
     parser.add_argument("--batch", type=int, default=8, help="teacher.batch_size")
     parser.add_argument("--agree-rows", type=int, default=0, help="float32 vs int8 labels on N reviews")
+    parser.add_argument("--agree-threads", type=int, default=None, help="torch threads for --agree-rows")
     parser.add_argument("--json", default=None, help="write the figures here too")
     args = parser.parse_args(argv)
     if "hf-fp32" not in args.methods:
@@ -329,9 +331,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{pad['p90_tokens']} row tokens; {pad['partitions']} partitions): canonical batches "
           f"{pad['canonical']:.3f} padded/real tokens, batches in arrival order {pad['arrival_order']:.3f}")
     if args.agree_rows:
-        summary["agreement"] = agree = agreement(path, args.agree_rows, args.batch)
+        summary["agreement"] = agree = agreement(path, args.agree_rows, args.batch, args.agree_threads)
         print(f"int8 vs float32 on {agree['rows']} reviews: labels agree on {agree['agree']:.1%} "
-              f"({agree['float32_rows_per_s']:.2f} vs {agree['int8_rows_per_s']:.2f} rows/s, all cores)")
+              f"({agree['float32_rows_per_s']:.2f} vs {agree['int8_rows_per_s']:.2f} rows/s, "
+              f"{args.agree_threads or os.cpu_count()} threads)")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1, default=float))
     return 0
