@@ -21,6 +21,7 @@ import apache_beam as beam
 
 from beam_pipelines import runners, usage
 from beam_pipelines.graph import Round, Stages, beam_options, build
+from beam_pipelines.threads import torch_threads
 from models import loading
 from models.audit import read_seed, tune_and_gate
 from models.backends import answer_identity
@@ -32,7 +33,7 @@ from potstill.records import Record
 from transforms.generate import GeneratorModelHandler
 from transforms.saliency import SaliencyModelHandler
 from transforms.signals import TAModelHandler
-from transforms.teacher import ScoreWithTeacher, TeacherModelHandler
+from transforms.teacher import ScoreWithTeacher, TeacherModelHandler, partitions
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +69,19 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
     seeds = read_seed(cfg)
     identity = answer_identity(cfg.teacher, plan.teacher.sha256)  # what store keys start from
     store_dir = store.model_dir(cfg.output_root, identity)
+    threads = torch_threads(cfg.teacher.threads, beam_args)  # cores / worker processes
     setup, audit_report = audit_teacher(cfg, TeacherSetup.from_config(
-        cfg, plan.teacher.path, seeds, model_sha256=identity, store_dir=store_dir), seeds)
+        cfg, plan.teacher.path, seeds, model_sha256=identity, store_dir=store_dir,
+        threads=threads), seeds)
     expected = plan.expected_rows(cfg)
     handler = TeacherModelHandler(setup, store_dir, retries=cfg.teacher.max_retries,
                                   expected_rows=expected)
     stages = Stages(
         teacher=ScoreWithTeacher(handler, store.segments(store_dir),
                                  keep_raw="label_probs_raw" in contract.optional_columns(cfg),
-                                 partitions=expected // (cfg.teacher.batch_size * 32) + 1),
+                                 partitions=partitions(expected, cfg.teacher.batch_size)),
         saliency=SaliencyModelHandler(setup, cfg.saliency, expected) if cfg.saliency.enabled else None,
-        generator=generator_handler(cfg, plan.generator.path) if plan.generator else None,
+        generator=generator_handler(cfg, plan.generator.path, threads) if plan.generator else None,
         ta=TAModelHandler(setup.for_assistant(plan.ta.path), cfg.signals.ta_batch_size, expected)
         if plan.ta else None,
         expected_rows=expected)
@@ -111,13 +114,13 @@ def audit_teacher(cfg: Config, setup: TeacherSetup, seeds: list[Record]) -> tupl
     return tune_and_gate(cfg, setup, seeds)
 
 
-def generator_handler(cfg: Config, model_path: str) -> GeneratorModelHandler:
+def generator_handler(cfg: Config, model_path: str, threads: int | None = None) -> GeneratorModelHandler:
     from models.generate import Sampling
 
     g, t = cfg.generation, cfg.teacher
     sampling = Sampling(n=g.outputs_per_prompt, temperature=g.temperature, top_p=g.top_p,
                         max_new_tokens=g.max_new_tokens, seed=g.seed)
-    return GeneratorModelHandler(model_path, sampling, dtype=t.dtype, threads=t.threads,
+    return GeneratorModelHandler(model_path, sampling, dtype=t.dtype, threads=threads or t.threads,
                                  backend=t.backend,  # the teacher's backend
                                  engine=t.endpoint if t.backend == "openai" else t.vllm)
 

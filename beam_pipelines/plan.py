@@ -102,7 +102,7 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
     setup = TeacherSetup.from_config(cfg, teacher.path, rows.get("seed", []),
                                      model_sha256=identity)
     lt = setup.prompter()
-    requests = {r.id: encode_request(lt, identity, r.model_input) for r in unique}
+    requests = {r.id: encode_request(lt, setup.model_sha256, r.model_input) for r in unique}
     known = store_keys(cfg, identity)
     # The audit runs first, in-process, through the same store: its answers (the seed rows,
     # and content-free inputs for contextual calibration) are hits for the graph afterwards.

@@ -55,11 +55,17 @@ def _close(obj: object) -> None:
 
 
 def causal_lm(path: str, dtype: str = "float32"):
-    """A transformers causal LM in eval mode, shared per (path, dtype)."""
+    """A transformers causal LM in eval mode, shared per (path, dtype). `int8`: loaded in float32,
+    then the decoder's linear layers quantised (models/int8.py; the LM head stays float32)."""
     def load():
         import torch
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
-    return shared(("causal_lm", path, dtype), load)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32 if dtype == "int8" else getattr(torch, dtype)).eval()
+        if dtype == "int8":
+            from models.int8 import quantize_linear
 
+            quantize_linear(model.base_model)
+        return model
+    return shared(("causal_lm", path, dtype), load)

@@ -143,13 +143,17 @@ class TeacherSetup:
     embedder_path: str | None = None            # resolved once, for few_shot.selection=similar
     demo_pool: tuple[tuple[str, str], ...] = ()  # (model input, gold label) of the seed rows
     calibration: Calibration = field(default_factory=Calibration)
-    model_sha256: str = ""                       # the weights' SHA-256: part of every store key
+    model_sha256: str = ""                       # store.answer_source: weights SHA-256 (+ dtype)
     store_dir: str | None = None                 # the teacher store for in-process scoring
 
     @classmethod
     def from_config(cls, cfg: "Config", model_path: str, seeds: Sequence["Record"] = (),
                     calibration: Calibration = Calibration(), model_sha256: str = "",
-                    store_dir: str | None = None) -> "TeacherSetup":
+                    store_dir: str | None = None, threads: int | None = None) -> "TeacherSetup":
+        """`threads`: torch threads per worker when the config leaves teacher.threads unset
+        (the driver's share of the cores: beam_pipelines/threads.py)."""
+        from potstill.store import answer_source
+
         t = cfg.teacher
         embedder = None
         if t.few_shot.k and seeds and t.few_shot.selection == "similar":
@@ -161,9 +165,9 @@ class TeacherSetup:
             engine, batch_size = t.endpoint, max(t.batch_size, t.endpoint.max_concurrency)
         return cls(model_path, tuple(cfg.task.labels), cfg.task.instruction, t.backend,
                    t.prompt_style, t.verbalizers, batch_size, t.max_input_tokens, t.dtype,
-                   t.threads, engine, t.few_shot, embedder,
-                   tuple((r.model_input, r.gold_label) for r in seeds), calibration, model_sha256,
-                   store_dir)
+                   t.threads or threads, engine, t.few_shot, embedder,
+                   tuple((r.model_input, r.gold_label) for r in seeds), calibration,
+                   answer_source(model_sha256, scoring_dtype(t)), store_dir)
 
     def with_calibration(self, calibration: Calibration) -> "TeacherSetup":
         return replace(self, calibration=calibration)
@@ -215,3 +219,10 @@ class TeacherSetup:
         answers = dict(zip(self.labels, teacher.prompt.verbalizer.answers))
         texts, gold = zip(*self.demo_pool)
         return DemoSelector(list(texts), list(gold), answers, fs.k, fs.selection, embed, fs.seed)
+
+
+def scoring_dtype(teacher) -> str:
+    """The dtype the teacher's label scores are computed in (`teacher.vllm.dtype` on vLLM)."""
+    if teacher.backend == "vllm" and teacher.vllm.dtype:
+        return teacher.vllm.dtype
+    return teacher.dtype

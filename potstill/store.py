@@ -44,6 +44,15 @@ def request_key(model_sha256: str, prompt_ids: Sequence[int], candidates: Sequen
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def answer_source(model_sha256: str, dtype: str = "float32") -> str:
+    """What a teacher's numbers come from, as the first part of its request keys: the weights'
+    SHA-256, plus the dtype they run in when it is not float32 (int8 or bfloat16 answers are
+    never served for a float32 request, nor the reverse; float32 keys stay what they were)."""
+    if dtype == "float32" or not model_sha256 or model_sha256.endswith(f":{dtype}"):
+        return model_sha256  # idempotent: a setup rebuilt from a setup keeps its source
+    return f"{model_sha256}:{dtype}"
+
+
 def root(output_root: str) -> str:
     return f"{str(output_root).rstrip('/')}/{STORE_DIR}"
 

@@ -1,0 +1,100 @@
+"""teacher.dtype int8 (models/int8.py): close to float32, on the layer and on a crafted batch."""
+import numpy as np
+import pytest
+import torch
+
+from models.int8 import Int8Linear, quantize_linear
+from models.teacher import HFTeacher, normalise
+from models.teacher_setup import TeacherSetup
+from potstill.config import ConfigError, parse_config
+from potstill.store import answer_source
+
+LABELS = ["negative", "positive", "sci.space", "very positive"]  # 1- and multi-token labels
+# A crafted batch: short and long rows (padding inside the batch), repeated words, one row
+# that is only the prompt's own vocabulary.
+TEXTS = ["the movie was good", "a bad film with terrible pacing and awful dialogue",
+         "good", "the acting was great but the pacing was bad and the dialogue awful " * 3,
+         "bad bad bad", "Possible answers: negative, positive", "great acting", "awful"]
+BASE = {"dataset": "d", "task": {"labels": ["a", "b"]}, "corpus": {"unlabeled": {"path": "u.jsonl"}}}
+
+
+def test_int8_linear_matches_float_linear_within_quantisation_error():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    x = torch.randn(2, 5, 64)
+    x[0, 1] *= 40  # an outlier token: per-token scales keep it from drowning the others
+    exact, approx = linear(x), Int8Linear(linear)(x)
+    assert approx.shape == exact.shape and approx.dtype == exact.dtype
+    rel = (approx - exact).norm(dim=-1) / exact.norm(dim=-1)
+    assert rel.max() < 0.02
+    assert Int8Linear(linear).weight_t.dtype == torch.int8
+
+
+def test_quantize_linear_replaces_every_linear_layer():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(),
+                                torch.nn.Sequential(torch.nn.Linear(8, 4, bias=False)))
+    quantize_linear(model)
+    assert [type(m).__name__ for m in model.modules() if "Linear" in type(m).__name__] == \
+        ["Int8Linear", "Int8Linear"]
+
+
+@pytest.fixture(scope="module")
+def sharp_lm(tiny_lm, tmp_path_factory) -> str:
+    """The tiny Llama with larger random weights (std 0.3, seed 2): its labels depend on the text, with
+    clear margins on most rows, so that quantisation errors would show (at the default init
+    every row gets the same label at p ~ 0.99)."""
+    import shutil
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() == 2:
+                weight.normal_(0, 0.3)
+    folder = tmp_path_factory.mktemp("sharp-lm")
+    model.save_pretrained(folder)
+    for f in Path(tiny_lm).iterdir():
+        if not (folder / f.name).exists():
+            shutil.copy(f, folder / f.name)
+    return str(folder)
+
+
+def test_int8_scoring_agrees_with_float32_on_a_crafted_batch(sharp_lm):
+    fp32 = HFTeacher(sharp_lm, LABELS, batch_size=3)
+    int8 = HFTeacher(sharp_lm, LABELS, batch_size=3, dtype="int8")
+    assert any(isinstance(m, Int8Linear) for m in int8.model.modules())
+    assert not any(isinstance(m, Int8Linear) for m in fp32.model.modules())  # not shared
+    assert isinstance(int8.model.lm_head, torch.nn.Linear)  # the head stays float32
+    p32, p8 = normalise(fp32.score_labels(TEXTS)), normalise(int8.score_labels(TEXTS))
+    assert len(set(p32.argmax(1))) > 1  # the batch is not one label everywhere
+    assert np.abs(p32 - p8).max() < 0.1
+    top2 = np.sort(p32, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 0.1  # only a near-tie may flip
+    assert clear.sum() >= len(TEXTS) // 2
+    assert (p32.argmax(1) == p8.argmax(1))[clear].all()
+    assert not np.array_equal(p32, p8)  # int8 really ran
+
+
+def test_int8_is_refused_with_vllm_and_with_saliency_naming_the_setting():
+    assert parse_config({**BASE, "teacher": {"dtype": "int8"}}).teacher.dtype == "int8"
+    with pytest.raises(ConfigError, match=r"teacher\.dtype=int8 is for teacher\.backend=hf"):
+        parse_config({**BASE, "teacher": {"dtype": "int8", "backend": "vllm"}})
+    with pytest.raises(ConfigError, match=r"teacher\.dtype=int8 cannot run saliency\.enabled"):
+        parse_config({**BASE, "teacher": {"dtype": "int8"}, "saliency": {"enabled": True}})
+
+
+def test_int8_answers_are_stored_under_other_keys_than_float32(tiny_lm):
+    sha = "ab" * 32
+    keys = {}
+    for dtype in ("float32", "int8", "bfloat16"):
+        cfg = parse_config({**BASE, "teacher": {"dtype": dtype}})
+        setup = TeacherSetup.from_config(cfg, tiny_lm, model_sha256=sha)
+        keys[dtype] = setup.model_sha256
+    assert keys["float32"] == sha  # float32 keys are what they always were
+    assert len(set(keys.values())) == 3
+    vllm = parse_config({**BASE, "teacher": {"backend": "vllm", "vllm": {"dtype": "bfloat16"}}})
+    assert TeacherSetup.from_config(vllm, tiny_lm, model_sha256=sha).model_sha256 == keys["bfloat16"]
+    assert answer_source("", "int8") == ""  # no weights digest (the TA): nothing is stored
