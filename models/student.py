@@ -122,8 +122,9 @@ def length_batches(tokenizer, texts, batch_size: int, max_length: int):
 
 
 def embeddings(model: StudentClassifier, texts: list[str], batch_size: int = 64,
-               max_length: int = 128) -> np.ndarray:
-    """The encoder's mean-pooled, L2-normalised embeddings (no head, no dropout), in text order."""
+               max_length: int = 128, normalise: bool = True) -> np.ndarray:
+    """The encoder's mean-pooled embeddings (no head, no dropout), in text order; L2-normalised
+    unless `normalise` is False (then exactly the head's input in `forward`)."""
     out = np.zeros((len(texts), model.encoder.config.hidden_size), dtype=np.float32)
     was_training = model.training
     model.eval()
@@ -133,7 +134,7 @@ def embeddings(model: StudentClassifier, texts: list[str], batch_size: int = 64,
                 hidden = model.encoder(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+                out[idx] = (torch.nn.functional.normalize(pooled, dim=-1) if normalise else pooled).numpy()
     finally:
         model.train(was_training)
     return out

@@ -50,21 +50,28 @@ def kd_targets(probs: np.ndarray, temperature: float) -> np.ndarray:
     return q / q.sum(axis=1, keepdims=True)
 
 
+def row_losses(logits: torch.Tensor, targets: torch.Tensor, label_idx: torch.Tensor,
+               is_seed: torch.Tensor, temperature: float, seed_weight: float) -> torch.Tensor:
+    """l_i per row, as in the module docstring."""
+    t = temperature
+    kd = t * t * (torch.xlogy(targets, targets) - targets * F.log_softmax(logits / t, dim=-1)).sum(-1)
+    ce = seed_weight * F.cross_entropy(logits, label_idx, reduction="none")
+    return torch.where(is_seed, ce, kd)
+
+
 def batch_loss(logits: torch.Tensor, targets: torch.Tensor, label_idx: torch.Tensor,
                is_seed: torch.Tensor, weight: torch.Tensor, temperature: float,
                seed_weight: float) -> torch.Tensor:
     """sum(w * l) / sum(w) with l as in the module docstring."""
-    t = temperature
-    kd = t * t * (torch.xlogy(targets, targets) - targets * F.log_softmax(logits / t, dim=-1)).sum(-1)
-    ce = seed_weight * F.cross_entropy(logits, label_idx, reduction="none")
-    per_row = torch.where(is_seed, ce, kd)
+    per_row = row_losses(logits, targets, label_idx, is_seed, temperature, seed_weight)
     return (weight * per_row).sum() / weight.sum()
 
 
 def recipe_targets(model: StudentClassifier, texts: list[str], probs: np.ndarray,
                    teacher: np.ndarray, label_idx: np.ndarray, is_seed: np.ndarray,
-                   cfg: Config) -> tuple[np.ndarray, dict]:
-    """The training targets per `student.recipe` and the record of the decision."""
+                   cfg: Config, features: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """The training targets per `student.recipe` and the record of the decision; `features`,
+    when given, are the encoder's mean-pooled outputs of `texts` (saves a pass)."""
     from models import trust
 
     s = cfg.student
@@ -75,7 +82,10 @@ def recipe_targets(model: StudentClassifier, texts: list[str], probs: np.ndarray
     if measured.sum() < 2 or not pool.any():
         return probs, {"recipe": "kd", "why": f"{int(measured.sum())} gold seed rows with teacher "
                        f"scores and {int(pool.sum())} pool rows: nothing to decide trust from or apply it to"}
-    x = embeddings(model, texts, batch_size=max(s.batch_size, 64), max_length=s.max_length)
+    if features is None:
+        x = embeddings(model, texts, batch_size=max(s.batch_size, 64), max_length=s.max_length)
+    else:
+        x = features / np.clip(np.linalg.norm(features, axis=1, keepdims=True), 1e-12, None)
     mixed, report = trust.decide(x[measured], label_idx[measured], teacher[measured], x[pool],
                                  probs[pool], cfg.task.labels, s.trust_strength, s.probe_c,
                                  s.probe_folds, s.seed)
@@ -202,10 +212,15 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
         if data["rationales"] is None:
             raise TrainerError("student.input=text+rationale: the dataset has no rationale column")
         texts = with_rationale(texts, [r for r, k in zip(data["rationales"], keep) if k], tokenizer)
-    probs, recipe = data["probs"][keep], None
+    probs, recipe, head = data["probs"][keep], None, None
+    features = None
+    if s.encoder == "frozen":  # models/head.py: one encoder pass, the head fitted on its outputs
+        from models.head import frozen_features
+
+        features = frozen_features(model, texts, s)
     if train_on == "all":  # the gold-only baseline has no teacher to trust
         probs, recipe = recipe_targets(model, texts, probs, data["teacher_probs"][keep],
-                                       data["label_idx"][keep], data["is_seed"][keep], cfg)
+                                       data["label_idx"][keep], data["is_seed"][keep], cfg, features)
         log(f"recipe {recipe['recipe']}: {recipe['why']}")
     selector = None
     if s.selection == "llkd" and train_on == "all":
@@ -213,8 +228,18 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
 
         selector = LLKDSelector(len(cfg.task.labels), s.llkd_momentum, s.llkd_confidence_scale,
                                 s.llkd_need_scale)
-    epochs, epoch_losses, seconds = fit(model, texts, probs, data["label_idx"][keep],
-                                        data["is_seed"][keep], data["weight"][keep], s, rng, selector)
+    if features is not None:
+        from models.head import train_head
+
+        head = train_head(model, features, kd_targets(probs, s.temperature), data["label_idx"][keep],
+                          data["is_seed"][keep], data["weight"][keep], s)
+        log(f"frozen encoder: head fitted with C={head['c']} (cross-validated), "
+            f"train loss {head['train_loss']:.4f}")
+        epochs, epoch_losses, seconds = 0, [head["train_loss"]], head["seconds"]
+    else:
+        epochs, epoch_losses, seconds = fit(model, texts, probs, data["label_idx"][keep],
+                                            data["is_seed"][keep], data["weight"][keep], s, rng,
+                                            selector)
 
     # evaluate on the held-out test split, then save model, metrics and the resolved config
     metrics = score(model, tokenizer, cfg, test_texts, test_y)
@@ -228,6 +253,8 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
                    epochs=epochs, seconds=round(seconds, 3), train_loss=epoch_losses)
     if recipe is not None:
         metrics["recipe"] = recipe
+    if head is not None:
+        metrics["head"] = head
     if selector is not None:
         metrics["selection"] = selector.summary(cfg.task.labels)
     out = Path(out_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from potstill.config_stages import _Strict
 
@@ -52,6 +52,14 @@ class Audit(_Strict):
 
 class Student(_Strict):
     model: str = "all-minilm-l6-v2"
+    encoder: Literal["finetune", "frozen"] = Field(
+        "finetune", description="finetune: train encoder and head; frozen: one encoder pass, then "
+        "only the label head, fitted with a cross-validated L2 penalty (models/head.py): fast, "
+        "for large encoders on a CPU")
+    head_c: list[float] = Field([0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], min_length=1,
+                                description="frozen: inverse L2 strengths the head's "
+                                "cross-validation picks from")
+    head_folds: int = Field(5, ge=2, description="frozen: cross-validation folds for head_c")
     epochs: int = Field(4, ge=1)
     min_steps: int = Field(100, ge=0, description="more epochs for small sets until this many updates")
     batch_size: int = Field(32, ge=1)
@@ -81,6 +89,21 @@ class Student(_Strict):
                                    "entropy >= scale x its class's moving average; 0 = off")
     llkd_warmup_share: float = Field(0.1, ge=0, le=1, description="llkd: share of steps that "
                                      "train on every row while the averages settle")
+
+    @field_validator("head_c")
+    @classmethod
+    def _positive_c(cls, cs: list[float]) -> list[float]:
+        if any(c <= 0 for c in cs):
+            raise ValueError("head_c values must be > 0")
+        return cs
+
+    @model_validator(mode="after")
+    def _selection_needs_batches(self):
+        if self.encoder == "frozen" and self.selection == "llkd":
+            raise ValueError("selection=llkd selects rows per training batch as the encoder is "
+                             "fine-tuned; with encoder=frozen the head is fitted in one pass: "
+                             "use selection=none, or encoder=finetune")
+        return self
 
 
 class Validation(_Strict):
