@@ -88,7 +88,7 @@ def recipe_targets(model: StudentClassifier, texts: list[str], probs: np.ndarray
         x = features / np.clip(np.linalg.norm(features, axis=1, keepdims=True), 1e-12, None)
     mixed, report = trust.decide(x[measured], label_idx[measured], teacher[measured], x[pool],
                                  probs[pool], cfg.task.labels, s.trust_strength, s.probe_c,
-                                 s.probe_folds, s.seed)
+                                 s.probe_folds, s.seed, s.trust_pooling)
     out = probs.copy()
     out[pool] = mixed
     return out, report

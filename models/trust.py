@@ -21,13 +21,26 @@ distribution q_i (claim g_i = argmax q_i; G fitted on all seed rows):
     tau_i    = lift_T,t_i / (lift_T,t_i + lift_G,g_i)    (1/2 when both lifts are 0)
     target_i = tau_i * p_i + (1 - tau_i) * q_i
 So a teacher is followed where its claim carries more information than the gold rows' own, and
-the gold rows' classifier is followed where it does not.
+the gold rows' classifier is followed where it does not. That ratio (`student.trust_pooling:
+ratio`) mixes even when the seed rows leave little doubt which source is better (a teacher right
+on 14 of 16 claims against a classifier right on 13 of 22 still gives the classifier a quarter
+of the weight), which softens a strong teacher's targets. The default,
+`student.trust_pooling: superiority`, weighs by how sure the seed rows are instead:
+    prec_s,c ~ Beta(TP_s,c + a * base_c, P_s,c - TP_s,c + a * (1 - base_c))
+               (the posterior of the precision under a prior of mean base_c worth a rows; its
+                mean is prec_s,c above), L_s,c = clip((prec_s,c - base_c) / (1 - base_c), 0, 1)
+    tau(t, g) = Pr(L_T,t > L_G,g) + Pr(L_T,t = L_G,g) / 2     (T and G independent)
+    target_i  = tau(t_i, g_i) * p_i + (1 - tau(t_i, g_i)) * q_i
+estimated from `TRUST_DRAWS` paired draws (fixed seed: the same rows give the same targets). A
+class absent from the seed rows (base_c = 0) or the only one (base_c = 1) has L = 0 for both.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from models.metrics import classification_metrics
+
+TRUST_DRAWS = 4000
 
 
 def folds_of(gold: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -94,21 +107,59 @@ def mix(teacher: np.ndarray, gold_clf: np.ndarray, lift_t: np.ndarray, lift_g: n
     return tau[:, None] * teacher + (1 - tau[:, None]) * gold_clf, tau
 
 
+def lift_draws(gold: np.ndarray, pred: np.ndarray, n_labels: int, strength: float,
+               rng: np.random.Generator, draws: int = TRUST_DRAWS) -> np.ndarray:
+    """[n_labels, draws] samples of L_c from the posterior of each claim's precision (module
+    docstring, superiority)."""
+    n = len(gold)
+    out = np.zeros((n_labels, draws))
+    for c in range(n_labels):
+        base = float((gold == c).sum()) / n if n else 0.0
+        if not 0 < base < 1:
+            continue
+        said = pred == c
+        tp, p = int((said & (gold == c)).sum()), int(said.sum())
+        prec = rng.beta(tp + strength * base, p - tp + strength * (1 - base), draws)
+        out[c] = np.clip((prec - base) / (1 - base), 0, 1)
+    return out
+
+
+def superiority(draws_t: np.ndarray, draws_g: np.ndarray) -> np.ndarray:
+    """tau[t, g] = Pr(L_T,t > L_G,g) + Pr(L_T,t = L_G,g) / 2 over paired draws."""
+    t, g = draws_t[:, None, :], draws_g[None, :, :]
+    return (t > g).mean(-1) + 0.5 * (t == g).mean(-1)
+
+
+def mix_by_claims(teacher: np.ndarray, gold_clf: np.ndarray, tau: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, tau per row) with tau looked up by (teacher claim, classifier claim)."""
+    row_tau = tau[teacher.argmax(1), gold_clf.argmax(1)] if len(teacher) else np.zeros(0)
+    return row_tau[:, None] * teacher + (1 - row_tau[:, None]) * gold_clf, row_tau
+
+
 def decide(seed_x: np.ndarray, seed_y: np.ndarray, seed_teacher: np.ndarray, pool_x: np.ndarray,
            pool_teacher: np.ndarray, labels: list[str], strength: float, c: float, folds: int,
-           seed: int = 0) -> tuple[np.ndarray, dict]:
+           seed: int = 0, pooling: str = "superiority") -> tuple[np.ndarray, dict]:
     """Mixed targets for the pool rows and the record of what was decided and why."""
     k = len(labels)
     oof = out_of_fold(seed_x, seed_y, k, folds, c, seed)
     lift_t, table_t = lifts(seed_y, seed_teacher.argmax(1), k, strength)
     lift_g, table_g = lifts(seed_y, oof.argmax(1), k, strength)
     gold_clf = fit_gold_classifier(seed_x, seed_y, k, c)(pool_x) if len(pool_x) else np.zeros((0, k))
-    targets, tau = mix(pool_teacher, gold_clf, lift_t, lift_g)
+    tau_by_claims = None
+    if pooling == "superiority":
+        rng = np.random.default_rng(seed)
+        tau_by_claims = superiority(lift_draws(seed_y, seed_teacher.argmax(1), k, strength, rng),
+                                    lift_draws(seed_y, oof.argmax(1), k, strength, rng))
+        targets, tau = mix_by_claims(pool_teacher, gold_clf, tau_by_claims)
+    else:
+        targets, tau = mix(pool_teacher, gold_clf, lift_t, lift_g)
     flipped = float((targets.argmax(1) != pool_teacher.argmax(1)).mean()) if len(tau) else 0.0
     teacher_m = classification_metrics(seed_y, seed_teacher.argmax(1), labels)
     gold_m = classification_metrics(seed_y, oof.argmax(1), labels)
     report = {
         "recipe": "trust",
+        "pooling": pooling,
         "seed_rows": int(len(seed_y)),
         "teacher_on_seeds": {"accuracy": teacher_m["accuracy"], "macro_f1": teacher_m["macro_f1"]},
         "gold_classifier_cv": {"accuracy": gold_m["accuracy"], "macro_f1": gold_m["macro_f1"],
@@ -119,6 +170,10 @@ def decide(seed_x: np.ndarray, seed_y: np.ndarray, seed_teacher: np.ndarray, poo
         "share_relabelled": round(flipped, 4),
         "why": _why(labels, lift_t, lift_g),
     }
+    if tau_by_claims is not None:  # teacher claim -> classifier claim -> teacher weight
+        report["teacher_weight_by_claims"] = {
+            labels[t]: {labels[g]: round(float(tau_by_claims[t, g]), 4) for g in range(k)}
+            for t in range(k)}
     return targets, report
 
 

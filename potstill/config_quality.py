@@ -74,6 +74,9 @@ class Student(_Strict):
     recipe: Literal["trust", "kd"] = Field(
         "trust", description="trust: mix the teacher's distribution with a gold-rows classifier's, "
         "weighted by how much the seed rows say each deserves (models/trust.py); kd: label_probs as is")
+    trust_pooling: Literal["superiority", "ratio"] = Field(
+        "superiority", description="trust: the teacher's weight on a row is the probability that its "
+        "claim is the more informative one (superiority) or the ratio of the two lifts (ratio)")
     trust_strength: float = Field(2.0, gt=0, description="trust: pseudo-rows pulling each class's "
                                   "precision toward its base rate")
     probe_c: float = Field(1.0, gt=0, description="trust: inverse L2 strength of the gold-rows "
