@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from potstill.config_quality import Audit, AuditSearch, Student, Validation  # noqa: F401 (re-exported)
+from potstill.config_quality import WARM_UP_FIELDS, Audit, AuditSearch, Student, Validation  # noqa: F401 (re-exported)
 from potstill.config_stages import Budget, Generation, Saliency, Signals, _Strict  # noqa: F401
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -304,13 +304,13 @@ class Config(_Strict):
 
     def digest(self) -> str:
         """Hash of everything that changes the published data: not where it is written, and not
-        the student's training settings, unless the warm-up student's signals (signals.enabled)
-        make them part of the data."""
+        the student's training settings, except, with signals.enabled, those the warm-up
+        student's signals depend on (WARM_UP_FIELDS)."""
         remote = self.teacher.backend == "openai"  # other backends never read the endpoint
         exclude: dict = {"output_root": True,
                          "teacher": {"endpoint": ENDPOINT_OPERATIONAL if remote else True}}
-        if not self.signals.enabled:
-            exclude["student"] = True
+        student = set(type(self.student).model_fields) - set(WARM_UP_FIELDS)
+        exclude["student"] = True if not self.signals.enabled else student
         payload = self.model_dump(mode="json", exclude=exclude)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

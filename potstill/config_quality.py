@@ -50,6 +50,12 @@ class Audit(_Strict):
     search: AuditSearch = AuditSearch()
 
 
+# The student settings the warm-up student (models/signals.py: fine-tuned with trainer.fit, no
+# recipe, no selection) reads: with signals.enabled they change the published data, the rest never do.
+WARM_UP_FIELDS = ("model", "epochs", "min_steps", "batch_size", "learning_rate", "max_length",
+                  "temperature", "seed_weight")
+
+
 class Student(_Strict):
     model: str = "all-minilm-l6-v2"
     encoder: Literal["finetune", "frozen"] = Field(

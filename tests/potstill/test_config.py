@@ -86,3 +86,15 @@ def test_default_output_root_shadows_no_importable_package(monkeypatch):
         import yaml
 
         assert not Path(yaml.safe_load(cfg.read_text())["output_root"]).name.isidentifier(), cfg
+
+
+def test_digest_with_signals_holds_only_the_student_settings_the_warm_up_student_reads():
+    signals = {**BASE, "signals": {"enabled": True},
+               "corpus": {"unlabeled": {"path": "u.jsonl"}, "seed": {"path": "s.jsonl", "label_field": "label"}}}
+    base = parse_config(signals).digest()
+    for training_only in ({"recipe": "kd"}, {"encoder": "frozen"}, {"trust_pooling": "ratio"},
+                          {"seed": 7}, {"threads": 1}):
+        assert parse_config({**signals, "student": training_only}).digest() == base, training_only
+    for warm_up in ({"epochs": 9}, {"model": "other"}, {"learning_rate": 1e-3}):
+        assert parse_config({**signals, "student": warm_up}).digest() != base, warm_up
+    assert parse_config({**BASE, "student": {"epochs": 9}}).digest() == parse_config(BASE).digest()
