@@ -2,7 +2,8 @@
 verdict, and students: gold rows only vs the default recipe (student.recipe trust) vs plain KD.
 
     python benchmarks/never_loses.py configs/rt-sentiment.yaml --work runs/nl-rt \
-        [--seeds 0 1 2] [--threads 1] [--set audit.search.few_shot_k=[0] ...]
+        [--seeds 0 1 2] [--threads 1] [--set audit.search.few_shot_k=[0] ...] \
+        [--tag mpnet --student-set student.model=all-mpnet-base-v2 --student-set student.encoder=frozen]
 
 Steps, each result cached under WORK so a rerun continues where it stopped:
   1. teacher on the config's test split, configured setup (audit.search.enabled=false) and the
@@ -115,6 +116,11 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--teacher-only", action="store_true",
                         help="stop after the teacher before/after tuning and the gate's verdict")
+    parser.add_argument("--student-set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override for the students only (the teacher runs and the version are "
+                             "reused), e.g. student.model=all-mpnet-base-v2 student.encoder=frozen")
+    parser.add_argument("--tag", default=None,
+                        help="keep these students under WORK/students/TAG (another student setup)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.work).resolve()
@@ -144,8 +150,8 @@ def main(argv=None) -> int:
     results: dict[str, list[dict]] = {}
     for seed in args.seeds:  # seed by seed, so an interrupted run still compares the arms
         for name, (train_on, extra) in arms.items():
-            out = work / "students" / f"{name.split()[0]}-s{seed}"
-            s_cfg = load_config(config, base + extra + [f"student.seed={seed}"])
+            out = work / "students" / (args.tag or "") / f"{name.split()[0]}-s{seed}"
+            s_cfg = load_config(config, base + args.student_set + extra + [f"student.seed={seed}"])
             results.setdefault(name, []).append(cached(
                 out / "result.json", lambda: train(version, s_cfg, out, train_on=train_on)))
 
@@ -159,12 +165,12 @@ def main(argv=None) -> int:
     for name, runs in results.items():
         rows.append((f"student {name}", ms([r["accuracy"] for r in runs]),
                      ms([r["macro_f1"] for r in runs]), ""))
-    print(f"\n{config}: {len(args.seeds)} student seeds; gate on the tuned teacher: "
+    print(f"\n{config}: {len(args.seeds)} student seeds {' '.join(args.student_set)}; gate on the tuned teacher: "
           f"{'weak: ' + '; '.join(after['seed_audit']['gate'].get('reasons') or []) if (after['seed_audit']['gate'] or {}).get('weak') else 'passed'}\n")
     print("| model | test accuracy | test macro-F1 | seed-row accuracy |\n|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(str(x) for x in r) + " |")
-    (work / "summary.json").write_text(json.dumps({"before": before, "after": after,
+    (work / (f"summary-{args.tag}.json" if args.tag else "summary.json")).write_text(json.dumps({"before": before, "after": after,
                                                    "students": results}, indent=1, default=str))
     return 0
 
