@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import potstill
-from potstill import contract, curation, expectations, store, versions
+from potstill import contract, curation, expectations, memory, store, versions
 from potstill.config import Config
 from potstill.records import HashingReader, expand, file_format, iter_rows, parquet_footer
 from potstill.report import write_version_report
@@ -238,9 +238,11 @@ def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
     `driver_keys`: teacher-store keys the driver's own scoring used (the audit)."""
     out = staging / "version"
     curated, row_counts = prepare_version(cfg, staging, out, driver_keys)
+    memory.release()  # each stage starts from what is live, not the last one's high-water mark
     v = cfg.validation
     report = expectations.validate_file(out / versions.DATA_FILE, cfg.task.labels, v.min_rows,
                                         v.max_label_share, v.label_share_min_rows, v.chunk_rows)
+    memory.release()
     report.raise_if_failed()
 
     manifest = {
