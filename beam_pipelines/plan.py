@@ -2,7 +2,8 @@
 without calling the teacher on the pool.
 
 It reads and validates every split and deduplicates exactly as the graph does (the same
-`Record`s, `transforms.dedup.choose` and the test-leak guard), encodes every row's teacher
+`Record`s, `transforms.dedup.choose` and the test-leak guard), each file in one pass over its
+bytes that also hashes it for the fingerprint (`records.read_file`), encodes every row's teacher
 request with the teacher's tokenizer and prompt (`TeacherSetup.prompter()`: no weights), looks
 each request key up in the teacher store (potstill/store.py) and applies the budget. What it
 reports:
@@ -38,25 +39,33 @@ from models.requests import encode_request
 from models.teacher_setup import TeacherSetup
 from potstill import curation, job, records, store
 from potstill.config import Config
-from potstill.records import Bounds, read_split
+from potstill.records import Bounds, expand, read_file
 from transforms.dedup import choose
 
 log = logging.getLogger(__name__)
 
 
-def read_rows(cfg: Config):
-    """(records per split, rejections per split), read and validated as the graph reads them."""
+def read_rows(cfg: Config) -> tuple[dict, dict, dict]:
+    """(records per split, rejections per split, file digests per corpus split), read and
+    validated as the graph reads them; each file is hashed by the same pass that parses it
+    (`records.read_file`). The files were checked as a whole first (`check_input_files`)."""
     labels, bounds = cfg.task.labels, Bounds(cfg.records.min_chars, cfg.records.max_chars)
-    out, rejected = {}, {}
+    out, rejected, digests = {}, {}, {}
     for split, source in (("unlabeled", "corpus"), ("seed", "seed"), ("test", "test")):
         src = getattr(cfg.corpus, split)
         if src is None:
             continue
         label_field = None if split == "unlabeled" else src.label_field
-        out[source], rejected[source] = read_split(
-            src.path, source=source, text_field=src.text_field, label_field=label_field,
-            labels=labels, bounds=bounds, choices_field=src.choices_field, encoding=src.encoding)
-    return out, rejected
+        out[source], rejected[source], digests[split] = [], [], []
+        for file in expand(src.path):
+            got, bad, digest = read_file(
+                file, source=source, text_field=src.text_field, label_field=label_field,
+                labels=labels, bounds=bounds, choices_field=src.choices_field,
+                encoding=src.encoding)
+            out[source] += got
+            rejected[source] += bad
+            digests[split].append(digest)
+    return out, rejected, digests
 
 
 def dedup(rows: dict) -> tuple[list, Counter]:
@@ -91,12 +100,12 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
         from models.remote_endpoint import resolved_config
 
         cfg = resolved_config(cfg, models["teacher"].path)
-    fingerprint_plan = job.plan(cfg, models)
+    rows, rejected, digests = read_rows(cfg)  # one pass over each file: rows and its hash
+    fingerprint_plan = job.plan(cfg, models, digests)
     existing = job.existing_version(cfg, fingerprint_plan)
     teacher = models["teacher"]
     identity = answer_identity(cfg.teacher, teacher.sha256)  # what the store keys start from
 
-    rows, rejected = read_rows(cfg)
     unique, filtered = dedup(rows)
     seeds = [r for r in unique if r.source == "seed"]
     setup = TeacherSetup.from_config(cfg, teacher.path, rows.get("seed", []),

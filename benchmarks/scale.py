@@ -4,6 +4,7 @@ teacher; peak RSS of the run and wall time (and RSS) per stage.
     python benchmarks/scale.py --rows 10000 100000 1000000 [--work runs/scale] [--threads 1]
         [--runner-args "--direct_num_workers=2 --direct_running_mode=multi_processing"]
     python benchmarks/scale.py --after-graph --rows 10000 100000 1000000 [--code DIR]
+        [--chunk-rows N]
 
 --after-graph measures everything after the Beam graph alone (`potstill.job.finish`: curation,
 files, gate, counts, publish, report) on N synthetic staged rows written as the graph writes
@@ -142,8 +143,9 @@ def write_staged(staging: Path, rows: int, shard_rows: int = 50_000) -> None:
         pq.write_table(rej, staging / f"rejected-r1-{start:09d}.parquet")
 
 
-def after_graph_child(rows: int, work: Path) -> dict:
-    """`job.finish` alone on staged shards written beforehand (by the parent)."""
+def after_graph_child(rows: int, work: Path, chunk_rows: int | None = None) -> dict:
+    """`job.finish` alone on staged shards written beforehand (by the parent); `chunk_rows`:
+    the gate's validation.chunk_rows (None: the default)."""
     from types import SimpleNamespace
 
     import potstill.job as job
@@ -154,11 +156,15 @@ def after_graph_child(rows: int, work: Path) -> dict:
         _wrap(stages, *stage)
     staging = work / f"staged-{rows}"
     for left in [staging / "version", *staging.glob("curation.duckdb*")]:  # an earlier run's
-        shutil.rmtree(left) if left.is_dir() else left.unlink()
+        if left.is_dir():
+            shutil.rmtree(left)
+        elif left.exists():
+            left.unlink()
     cfg = parse_config({"dataset": f"after-{rows}", "output_root": str(work / f"after-out-{time.time_ns()}"),
                         "task": {"labels": ["negative", "positive"]},
                         "corpus": {"unlabeled": {"path": str(work / "u.parquet")}},
-                        "teacher": {"model": "tiny"}, "curation": {"min_confidence": 0.6}})
+                        "teacher": {"model": "tiny"}, "curation": {"min_confidence": 0.6},
+                        "validation": {"chunk_rows": chunk_rows} if chunk_rows else {}})
     model = SimpleNamespace(name="tiny", source="synthetic", sha256="0" * 64)
     plan = job.Plan({"unlabeled": []}, "bench", f"bench-{time.time_ns()}", {"teacher": model})
     before = _rss_mb()
@@ -197,12 +203,13 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runner-args", default="")
     ap.add_argument("--after-graph", action="store_true", help="time job.finish alone (docstring)")
+    ap.add_argument("--chunk-rows", type=int, help="validation.chunk_rows (--after-graph)")
     ap.add_argument("--code", default=str(ROOT), help="the checkout whose potstill runs (--after-graph)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     work = Path(args.work).resolve()
     if args.child:
-        result = after_graph_child(args.rows[0], work) if args.after_graph else \
+        result = after_graph_child(args.rows[0], work, args.chunk_rows) if args.after_graph else \
             child(args.rows[0], work, args.threads, args.runner_args.split())
         print("RESULT " + json.dumps(result))
         return
@@ -213,7 +220,8 @@ def main(argv=None) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([args.code, os.environ.get("PYTHONPATH", "")])}
         out = subprocess.run([sys.executable, __file__, "--child", "--rows", str(rows), "--work", str(work),
                               "--threads", str(args.threads), "--runner-args", args.runner_args]
-                             + (["--after-graph"] if args.after_graph else []),
+                             + (["--after-graph"] if args.after_graph else [])
+                             + (["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []),
                              env=env, capture_output=True, text=True)
         line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:

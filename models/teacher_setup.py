@@ -222,7 +222,12 @@ class TeacherSetup:
 
 
 def scoring_dtype(teacher) -> str:
-    """The dtype the teacher's label scores are computed in (`teacher.vllm.dtype` on vLLM)."""
+    """The dtype the teacher's label scores are computed in (`teacher.vllm.dtype` on vLLM; int8:
+    the scheme's tag, models/int8.py `SCHEME`, so another int8 scheme's answers are not reused)."""
     if teacher.backend == "vllm" and teacher.vllm.dtype:
         return teacher.vllm.dtype
+    if teacher.dtype == "int8":
+        from models.int8 import SCHEME
+
+        return SCHEME
     return teacher.dtype

@@ -355,7 +355,7 @@ def label_issues(version_dir: str | os.PathLike, all_rows: bool = False) -> pa.T
 
     vdir = Path(version_dir)
     labels = versions.read_manifest(vdir).get("labels") or []
-    con = open_version(vdir)
+    con = open_version(vdir, load=False)  # reads the seed rows only, not the whole version
     try:
         seed = con.sql("select id, gold_label, teacher_label, teacher_confidence, label_probs, "
                        "text from data where source = 'seed' and gold_label is not null "

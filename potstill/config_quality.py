@@ -123,5 +123,5 @@ class Validation(_Strict):
         "the default guard: it stops a teacher with ~zero recall on a class before labelling)")
     label_share_min_rows: int = Field(30, ge=1, description="the share is checked from this many "
                                       "teacher-labelled rows on")
-    chunk_rows: int = Field(100_000, ge=1, description="rows the gate validates at a time: memory "
+    chunk_rows: int = Field(50_000, ge=1, description="rows the gate validates at a time: memory "
                             "stays flat however many rows a version publishes")

@@ -22,7 +22,6 @@ GE is imported lazily because its import alone takes seconds.
 """
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import math
@@ -35,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from potstill import contract
+from potstill import contract, memory
 
 HELPER_COLUMNS = ("_probs_len", "_probs_sum", "_probs_min", "_label_share")
 PROBS_SUM_TOLERANCE = 1e-3
@@ -241,7 +240,7 @@ def validate(table: pa.Table, labels: Sequence[str], min_rows: int,
 
 
 def validate_file(path, labels: Sequence[str], min_rows: int, max_label_share: float | None = None,
-                  label_share_min_rows: int = 30, chunk_rows: int = 100_000) -> ValidationReport:
+                  label_share_min_rows: int = 30, chunk_rows: int = 50_000) -> ValidationReport:
     """Validate a published Parquet file `chunk_rows` rows at a time (memory stays flat): the
     label shares come from a first pass over two columns; the per-chunk results are merged,
     the row count summed, and an id repeated across a chunk boundary (the file is sorted by
@@ -292,7 +291,7 @@ def validate_chunks(chunks: Iterable[pa.Table], labels: Sequence[str], min_rows:
             suite, result_format="SUMMARY")
         parts.append([_summarise(r) for r in outcome.results])
         del table, frame, outcome
-        gc.collect()  # GE's objects hold the frame in cycles: free each chunk before the next
+        memory.release()  # GE's objects hold the frame in cycles: free each chunk before the next
 
     results, failures = [], []
     for per_chunk in zip(*parts):

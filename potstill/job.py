@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import potstill
-from potstill import contract, curation, expectations, store, versions
+from potstill import contract, curation, expectations, memory, store, versions
 from potstill.config import Config
-from potstill.records import expand, file_format, iter_rows
+from potstill.records import HashingReader, expand, file_format, iter_rows, parquet_footer
 from potstill.report import write_version_report
 
 log = logging.getLogger(__name__)
@@ -69,41 +69,19 @@ class Plan:
         return rows
 
 
-class _Hashing(io.RawIOBase):
-    """A read-only stream that hashes and counts every byte read through it."""
-
-    def __init__(self, raw):
-        self.raw, self.sha, self.size = raw, hashlib.sha256(), 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self.raw.read(len(buffer))
-        buffer[:len(data)] = data
-        self.sha.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def drain(self) -> None:
-        while self.readinto(bytearray(1 << 20)):
-            pass
-
-
 def _file_digest(path: str) -> dict:
     """SHA-256, size and row count of one input file (rows feed the progress estimate), in one
     pass over its bytes: the rows are parsed from the stream being hashed; a Parquet file's
     count is in its footer."""
     with fsspec.open(path, "rb") as fh:
         if file_format(path) == "parquet":
-            rows = pq.ParquetFile(fh).metadata.num_rows
-            fh.seek(0)
-            stream = _Hashing(fh)
+            rows = parquet_footer(fh).num_rows
+            stream = HashingReader(fh)
         else:
-            stream = _Hashing(fh)
+            stream = HashingReader(fh)
             rows = sum(1 for _ in iter_rows(io.BufferedReader(stream, 1 << 20), path))
         stream.drain()  # whatever the parser left unread still counts in the hash
-    return {"path": path, "sha256": stream.sha.hexdigest(), "bytes": stream.size, "rows": rows}
+    return {"path": path, "sha256": stream.sha.hexdigest(), "bytes": stream.hashed, "rows": rows}
 
 
 def code_version() -> str:
@@ -130,14 +108,15 @@ def model_roles(cfg: Config) -> dict[str, str]:
     return roles
 
 
-def plan(cfg: Config, models: Mapping[str, Any]) -> Plan:
+def plan(cfg: Config, models: Mapping[str, Any],
+         inputs: Mapping[str, list[dict]] | None = None) -> Plan:
     """Hash every input file; the fingerprint identifies the would-be version. `models` maps
-    each of `model_roles(cfg)` to its resolved model (anything with name, source, sha256)."""
-    inputs = {}
-    for split in ("unlabeled", "seed", "test"):
-        src = getattr(cfg.corpus, split)
-        if src is not None:
-            inputs[split] = [_file_digest(p) for p in expand(src.path)]
+    each of `model_roles(cfg)` to its resolved model (anything with name, source, sha256);
+    `inputs` (split -> digests) when a reader hashed the files already (`potstill plan`)."""
+    if inputs is None:
+        inputs = {split: [_file_digest(p) for p in expand(src.path)]
+                  for split in ("unlabeled", "seed", "test")
+                  if (src := getattr(cfg.corpus, split)) is not None}
     code = code_version()
     _, sql = curation.load_query(cfg.curation.query)  # its text, not its path: an edit counts
     payload = {"config": cfg.digest(), "teacher": models["teacher"].sha256,
@@ -148,7 +127,7 @@ def plan(cfg: Config, models: Mapping[str, Any]) -> Plan:
         if role in models:
             payload[role] = models[role].sha256
     fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    return Plan(inputs, code, fingerprint, dict(models))
+    return Plan(dict(inputs), code, fingerprint, dict(models))
 
 
 def existing_version(cfg: Config, plan: Plan) -> Path | None:
@@ -259,9 +238,11 @@ def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
     `driver_keys`: teacher-store keys the driver's own scoring used (the audit)."""
     out = staging / "version"
     curated, row_counts = prepare_version(cfg, staging, out, driver_keys)
+    memory.release()  # each stage starts from what is live, not the last one's high-water mark
     v = cfg.validation
     report = expectations.validate_file(out / versions.DATA_FILE, cfg.task.labels, v.min_rows,
                                         v.max_label_share, v.label_share_min_rows, v.chunk_rows)
+    memory.release()
     report.raise_if_failed()
 
     manifest = {

@@ -18,6 +18,8 @@ import bz2
 import codecs
 import csv
 import gzip
+import hashlib
+import io
 import json
 from typing import IO, Any, Iterable, Iterator
 
@@ -45,6 +47,64 @@ class Row(dict):
     def __init__(self, fields: dict, raw: str | None = None):
         super().__init__(fields)
         self.raw = raw
+
+
+class HashingReader(io.RawIOBase):
+    """A read-only view of a binary file that hashes (SHA-256) its bytes in file order as a
+    parser reads through it, so one pass over the bytes both parses and hashes the file.
+
+    Bytes the parser seeks over are read and hashed on the way (Parquet skips its 4-byte magic);
+    bytes it reads again are not hashed twice; `drain()` hashes whatever it left unread, after
+    which `hashed` is the file's size and `sha` its digest."""
+
+    def __init__(self, raw):
+        self.raw, self.sha = raw, hashlib.sha256()
+        self.hashed = 0  # bytes [0, hashed) are in `sha`
+        self.pos = 0     # where the parser reads next
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self.raw.seekable()
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.pos = self.raw.seek(offset, whence)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        if self.pos > self.hashed:  # a gap the parser skipped: hash it on the way
+            self._hash_gap()
+        data = self.raw.read(len(buffer))
+        buffer[:len(data)] = data
+        self._hash(memoryview(data)[max(0, self.hashed - self.pos):])
+        self.pos += len(data)
+        return len(data)
+
+    def _hash_gap(self) -> None:
+        """Read and hash the bytes [hashed, pos), then stand at `pos` again."""
+        self.raw.seek(self.hashed)
+        while self.hashed < self.pos:
+            data = self.raw.read(min(self.pos - self.hashed, 1 << 20))
+            if not data:
+                break
+            self._hash(data)
+        self.raw.seek(self.pos)
+
+    def _hash(self, data) -> None:
+        """Hash `data`, the bytes at `hashed` onwards."""
+        self.sha.update(data)
+        self.hashed += len(data)
+
+    def drain(self) -> None:
+        """Read and hash from the last hashed byte to the end of the file."""
+        if self.pos != self.hashed:
+            self.seek(self.hashed)
+        while self.readinto(bytearray(1 << 20)):
+            pass
 
 
 def file_format(path: str) -> str:
@@ -196,9 +256,24 @@ def _csv_rows(lines, delimiter: str) -> Iterator[tuple[int, Row | Malformed]]:
             yield number, Row(dict(zip(header, cells + [None] * (len(header) - len(cells)))), raw)
 
 
-def parquet_rows(fileobj: IO[bytes]) -> Iterator[tuple[int, Row | Malformed]]:
+def parquet_footer(fileobj: IO[bytes]) -> pq.FileMetaData:
+    """A Parquet file's metadata, reading only its footer (the metadata, its 4-byte length and
+    the magic `PAR1` at the end); pyarrow alone would read the last 64 KiB. Leaves the file at 0."""
+    size = fileobj.seek(0, io.SEEK_END)
+    fileobj.seek(size - 8)
+    end = fileobj.read(8)
+    length = int.from_bytes(end[:4], "little")
+    fileobj.seek(size - 8 - length)
+    metadata = fileobj.read(length)
+    fileobj.seek(0)
+    return pq.read_metadata(pa.BufferReader(b"PAR1" + metadata + end))
+
+
+def parquet_rows(fileobj: IO[bytes], footer: pq.FileMetaData | None = None
+                 ) -> Iterator[tuple[int, Row | Malformed]]:
+    """Rows in file order; with the `footer` already read the pages are the only bytes read."""
     row = 0
-    for batch in pq.ParquetFile(fileobj).iter_batches(batch_size=4096):
+    for batch in pq.ParquetFile(fileobj, metadata=footer).iter_batches(batch_size=4096):
         try:
             items = batch.to_pylist()
         except UnicodeDecodeError:  # a string column holding bytes that are not UTF-8
@@ -227,12 +302,13 @@ def _parquet_row(one: pa.RecordBatch) -> dict | Malformed:
                      raw=json.dumps(values, ensure_ascii=False, default=str))
 
 
-def iter_rows(fileobj: IO[bytes], path: str, encoding: str = "utf-8"
-              ) -> Iterator[tuple[int, Row | Malformed]]:
-    """Yield (line or row number, parsed row or Malformed) for every record of one file."""
+def iter_rows(fileobj: IO[bytes], path: str, encoding: str = "utf-8",
+              footer: pq.FileMetaData | None = None) -> Iterator[tuple[int, Row | Malformed]]:
+    """Yield (line or row number, parsed row or Malformed) for every record of one file (a
+    Parquet file's `footer` when it was read already)."""
     fmt = file_format(path)
     if fmt == "parquet":
-        yield from parquet_rows(fileobj)
+        yield from parquet_rows(fileobj, footer)
         return
     lines = decoded_lines(decompressed(fileobj, path), encoding)
     if fmt == "jsonl":

@@ -20,9 +20,10 @@ import zlib
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable, Sequence
 
-from potstill.readers import (Malformed, Row, check_encoding, compression,  # noqa: F401
-                              csv_delimiter, csv_records, decoded_lines, decompressed,
-                              file_format, iter_rows, jsonl_rows)
+from potstill.readers import (HashingReader, Malformed, Row, check_encoding,  # noqa: F401
+                              compression, csv_delimiter, csv_records, decoded_lines,
+                              decompressed, file_format, iter_rows, jsonl_rows,
+                              parquet_footer)
 
 FORMATS = ("parquet", "jsonl", "csv")
 _WS = re.compile(r"\s+")
@@ -338,21 +339,44 @@ def read_split(path: str, *, source: str, text_field: str, label_field: str | No
                labels: Iterable[str] | None = None, bounds: Bounds = Bounds(),
                choices_field: str | None = None, encoding: str = "utf-8"
                ) -> tuple[list[Record], list[Rejection]]:
-    """Read and validate a whole split in-process (the trainer's test split, small inputs)."""
+    """Read and validate a whole split in-process (the trainer's test split, small inputs),
+    each file checked as a whole first (`check_file`)."""
+    records, rejected = [], []
+    required = [f for f in (text_field, label_field, choices_field) if f]
+    for file in expand(path):
+        check_file(file, required, encoding)
+        got, bad, _ = read_file(file, source=source, text_field=text_field, label_field=label_field,
+                                labels=labels, bounds=bounds, choices_field=choices_field,
+                                encoding=encoding)
+        records += got
+        rejected += bad
+    return records, rejected
+
+
+def read_file(file: str, *, source: str, text_field: str, label_field: str | None = None,
+              labels: Iterable[str] | None = None, bounds: Bounds = Bounds(),
+              choices_field: str | None = None, encoding: str = "utf-8"
+              ) -> tuple[list[Record], list[Rejection], dict]:
+    """Read, validate and hash one input file in one pass over its bytes: its records, its
+    rejections and its digest {path, sha256, bytes, rows} (what `potstill.job.plan`
+    fingerprints), the rows parsed from the very reads that hash them. A Parquet file's footer
+    (its schema) is read first, then its pages once, in file order."""
     import fsspec
 
     records, rejected = [], []
     labels = list(labels or [])
-    required = [f for f in (text_field, label_field, choices_field) if f]
-    for file in expand(path):
-        check_file(file, required, encoding)
-        with fsspec.open(file, "rb") as fh:
-            for row, raw in iter_rows(fh, file, encoding):
-                out = validate(raw, source=source, input_ref=f"{file}:{row}", text_field=text_field,
-                               label_field=label_field, labels=labels, bounds=bounds,
-                               choices_field=choices_field)
-                (records if isinstance(out, Record) else rejected).append(out)
-    return records, rejected
+    with fsspec.open(file, "rb") as fh:
+        footer = parquet_footer(fh) if file_format(file) == "parquet" else None
+        stream = HashingReader(fh)
+        for row, raw in iter_rows(stream, file, encoding, footer):
+            out = validate(raw, source=source, input_ref=f"{file}:{row}", text_field=text_field,
+                           label_field=label_field, labels=labels, bounds=bounds,
+                           choices_field=choices_field)
+            (records if isinstance(out, Record) else rejected).append(out)
+        stream.drain()  # whatever the parser left unread (a Parquet footer) still counts
+    digest = {"path": file, "sha256": stream.sha.hexdigest(), "bytes": stream.hashed,
+              "rows": len(records) + len(rejected)}
+    return records, rejected, digest
 
 
 def read_configured(cfg, split: str) -> tuple[list[Record], list[Rejection]]:
