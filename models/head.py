@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from models.student import StudentClassifier, embeddings
-from models.trainer import row_losses
+from models.losses import row_losses
 from models.trust import folds_of
 
 

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from models.losses import row_losses
 from models.metrics import classification_metrics
 from models.rationale_input import compute_test_rationales, with_rationale
 from models.registry import ensure_offline, resolve_model
@@ -48,15 +48,6 @@ def kd_targets(probs: np.ndarray, temperature: float) -> np.ndarray:
     """p^(1/T) renormalised per row."""
     q = np.power(np.clip(probs, 0.0, None), 1.0 / temperature)
     return q / q.sum(axis=1, keepdims=True)
-
-
-def row_losses(logits: torch.Tensor, targets: torch.Tensor, label_idx: torch.Tensor,
-               is_seed: torch.Tensor, temperature: float, seed_weight: float) -> torch.Tensor:
-    """l_i per row, as in the module docstring."""
-    t = temperature
-    kd = t * t * (torch.xlogy(targets, targets) - targets * F.log_softmax(logits / t, dim=-1)).sum(-1)
-    ce = seed_weight * F.cross_entropy(logits, label_idx, reduction="none")
-    return torch.where(is_seed, ce, kd)
 
 
 def batch_loss(logits: torch.Tensor, targets: torch.Tensor, label_idx: torch.Tensor,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.head import choose_c, fit_linear
-from models.trainer import row_losses
+from models.losses import row_losses
 from potstill.config import ConfigError, parse_config
 
 
