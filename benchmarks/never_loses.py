@@ -106,6 +106,36 @@ def build_20ng(work: Path) -> Path:
     return config
 
 
+def gold_only(config: Path, overrides: list[str], out: Path, seeds: list[int]) -> int:
+    """Gold-only students on a version holding only the seed rows (no teacher is loaded)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from models.trainer import train
+    from potstill.records import read_configured
+
+    cfg = load_config(config, overrides)
+    labels = cfg.task.labels
+    seeds_rows, _ = read_configured(cfg, "seed")
+    version = out / "seed-only"
+    (version / "data").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([
+        {"id": r.id, "text": r.text, "label": r.gold_label, "gold_label": r.gold_label,
+         "label_probs": [float(l == r.gold_label) for l in labels], "source": "seed", "weight": 1.0}
+        for r in seeds_rows]), version / "data" / "part-0.parquet")
+    (version / "manifest.json").write_text(json.dumps({"labels": labels, "version": "seed-only"}))
+    acc = []
+    for seed in seeds:
+        folder = out / f"gold-only-s{seed}"
+        s_cfg = load_config(config, overrides + [f"student.seed={seed}"])
+        m = cached(folder / "result.json", lambda: train(version, s_cfg, folder, train_on="seed"))
+        acc.append(m["accuracy"])
+        print(json.dumps({"seed": seed, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}))
+    sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+    print(f"gold-only student: {statistics.mean(acc):.3f} ± {sd:.3f} over seeds {seeds}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?")
@@ -116,6 +146,9 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--teacher-only", action="store_true",
                         help="stop after the teacher before/after tuning and the gate's verdict")
+    parser.add_argument("--gold-only", action="store_true",
+                        help="no teacher at all: train the gold-only students on a version of the "
+                             "seed rows alone (what a user has when the gate stops the job)")
     parser.add_argument("--student-set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override for the students only (the teacher runs and the version are "
                              "reused), e.g. student.model=all-mpnet-base-v2 student.encoder=frozen")
@@ -128,6 +161,10 @@ def main(argv=None) -> int:
     base = [f"teacher.threads={args.threads}", f"student.threads={args.threads}",
             "audit.on_weak_teacher=continue", f"output_root={work / 'datasets'}", *args.set]
     cfg = load_config(config, base)
+
+    if args.gold_only:
+        return gold_only(config, base + args.student_set, work / "students" / (args.tag or ""),
+                         args.seeds)
 
     before = cached(work / "teacher_before.json", lambda: teacher_on_test(
         load_config(config, base + ["audit.search.enabled=false"])))
