@@ -24,8 +24,8 @@ import time
 import numpy as np
 import torch
 
-from models.student import StudentClassifier, embeddings
 from models.losses import row_losses
+from models.student import StudentClassifier, embeddings
 from models.trust import folds_of
 
 
