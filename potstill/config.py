@@ -169,8 +169,9 @@ class Teacher(_Strict):
     batch_size: int = Field(8, ge=1, description="rows per forward pass")
     max_input_tokens: int = Field(512, ge=8, description="text tokens kept per row (the rest is cut)")
     dtype: Literal["float32", "bfloat16", "int8"] = Field(
-        "float32", description="int8 (hf backend): int8 linear layers (models/int8.py), ~4x "
-        "float32 on short texts on a CPU, labels = float32 on 98% of rows (README Performance); "
+        "float32", description="int8 (hf backend): two-term int8 linear layers (models/int8.py), "
+        "~1.9-2.5x float32 on short texts on a CPU, labels = float32 on 500 of 500 reviews (README "
+        "Performance); "
         "bfloat16 where the CPU or GPU has it")
     threads: int | None = Field(None, ge=1, description="torch threads per worker; default: all cores / workers")
     max_retries: int = Field(2, ge=0, description="retries of a failed teacher batch (backoff from "
