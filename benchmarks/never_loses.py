@@ -152,6 +152,9 @@ def main(argv=None) -> int:
     parser.add_argument("--student-set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override for the students only (the teacher runs and the version are "
                              "reused), e.g. student.model=all-mpnet-base-v2 student.encoder=frozen")
+    parser.add_argument("--arms", nargs="+", choices=["gold-only", "default", "kd"],
+                        default=["gold-only", "default", "kd"],
+                        help="the students to train (e.g. only `default` for a recipe setting)")
     parser.add_argument("--tag", default=None,
                         help="keep these students under WORK/students/TAG (another student setup)")
     args = parser.parse_args(argv)
@@ -182,8 +185,9 @@ def main(argv=None) -> int:
 
     from models.trainer import train
 
-    arms = {"gold-only": ("seed", []), "default (trust)": ("all", []),
-            "kd": ("all", ["student.recipe=kd"])}
+    arms = {name: arm for name, arm in {"gold-only": ("seed", []), "default (trust)": ("all", []),
+                                        "kd": ("all", ["student.recipe=kd"])}.items()
+            if name.split()[0] in args.arms}
     results: dict[str, list[dict]] = {}
     for seed in args.seeds:  # seed by seed, so an interrupted run still compares the arms
         for name, (train_on, extra) in arms.items():
