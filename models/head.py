@@ -24,6 +24,7 @@ import time
 import numpy as np
 import torch
 
+from models import embed_cache
 from models.losses import row_losses
 from models.student import StudentClassifier, embeddings
 from models.trust import folds_of
@@ -72,10 +73,20 @@ def choose_c(x, targets, label_idx, is_seed, weight, grid: list[float], folds: i
     return min(scores, key=scores.get), {str(c): round(v, 4) for c, v in scores.items()}
 
 
-def frozen_features(model: StudentClassifier, texts: list[str], s) -> np.ndarray:
-    """x_i: the head's input in `forward` (mean pooled, not normalised), one encoder pass."""
-    return embeddings(model, texts, batch_size=max(s.batch_size, 64), max_length=s.max_length,
-                      normalise=False)
+def pretrained_features(model: StudentClassifier, spec, texts: list[str], s
+                        ) -> tuple[np.ndarray, dict | None]:
+    """x_i: the encoder's mean-pooled outputs of `texts` (the head's input in `forward`, not
+    normalised), read from and kept in the embedding cache (models/embed_cache.py) when
+    `student.embedding_cache` is on, with the record of what was read and embedded (else None).
+    The encoder must still be the pretrained one `spec` (ResolvedModel) names: call it before
+    fine-tuning, or for a frozen encoder."""
+    def compute(rows: list[str]) -> np.ndarray:
+        return embeddings(model, rows, batch_size=max(s.batch_size, 64), max_length=s.max_length,
+                          normalise=False)
+    if not s.embedding_cache:
+        return compute(texts), None
+    key = embed_cache.encoder_key(spec.sha256, spec.path, s.max_length)
+    return embed_cache.cached(texts, key, model.encoder.config.hidden_size, compute)
 
 
 def train_head(model: StudentClassifier, features: np.ndarray, targets: np.ndarray,

@@ -29,6 +29,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +61,11 @@ def batch_loss(logits: torch.Tensor, targets: torch.Tensor, label_idx: torch.Ten
 
 def recipe_targets(model: StudentClassifier, texts: list[str], probs: np.ndarray,
                    teacher: np.ndarray, label_idx: np.ndarray, is_seed: np.ndarray,
-                   cfg: Config, features: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+                   cfg: Config, features: np.ndarray | None = None,
+                   embed: Callable[[list[str]], np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
     """The training targets per `student.recipe` and the record of the decision; `features`,
-    when given, are the encoder's mean-pooled outputs of `texts` (saves a pass)."""
+    when given, are the pretrained encoder's mean-pooled outputs of `texts` (saves a pass), else
+    `embed(texts)` gives them when needed (else one pass of `model`'s encoder)."""
     from models import trust
 
     s = cfg.student
@@ -74,9 +77,9 @@ def recipe_targets(model: StudentClassifier, texts: list[str], probs: np.ndarray
         return probs, {"recipe": "kd", "why": f"{int(measured.sum())} gold seed rows with teacher "
                        f"scores and {int(pool.sum())} pool rows: nothing to decide trust from or apply it to"}
     if features is None:
-        x = embeddings(model, texts, batch_size=max(s.batch_size, 64), max_length=s.max_length)
-    else:
-        x = features / np.clip(np.linalg.norm(features, axis=1, keepdims=True), 1e-12, None)
+        features = embed(texts) if embed else embeddings(
+            model, texts, batch_size=max(s.batch_size, 64), max_length=s.max_length, normalise=False)
+    x = features / np.clip(np.linalg.norm(features, axis=1, keepdims=True), 1e-12, None)
     mixed, report = trust.decide(x[measured], label_idx[measured], teacher[measured], x[pool],
                                  probs[pool], cfg.task.labels, s.trust_strength, s.probe_c,
                                  s.probe_folds, s.seed, s.trust_pooling)
@@ -157,10 +160,17 @@ def fit(model: StudentClassifier, texts: list[str], probs: np.ndarray, label_idx
     return epochs, epoch_losses, time.perf_counter() - t_train
 
 
-def score(model, tokenizer, cfg: Config, texts: list[str], y: np.ndarray, with_probs: bool = False):
-    """Test metrics (and, with `with_probs`, the probabilities they came from)."""
-    probs = predict_proba(model, tokenizer, texts, batch_size=max(cfg.student.batch_size, 64),
-                          max_length=cfg.student.max_length, progress="evaluate (student)")
+def score(model, tokenizer, cfg: Config, texts: list[str], y: np.ndarray, with_probs: bool = False,
+          features: np.ndarray | None = None):
+    """Test metrics (and, with `with_probs`, the probabilities they came from); `features`, when
+    given, are the encoder's mean-pooled outputs of `texts` (a frozen encoder's, from the cache):
+    only the head runs."""
+    if features is not None:
+        with torch.inference_mode():
+            probs = torch.softmax(model.head(torch.as_tensor(features)).float(), dim=-1).numpy()
+    else:
+        probs = predict_proba(model, tokenizer, texts, batch_size=max(cfg.student.batch_size, 64),
+                              max_length=cfg.student.max_length, progress="evaluate (student)")
     metrics = classification_metrics(y, probs.argmax(axis=1), cfg.task.labels, probs=probs)
     return (metrics, probs) if with_probs else metrics
 
@@ -204,14 +214,26 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
             raise TrainerError("student.input=text+rationale: the dataset has no rationale column")
         texts = with_rationale(texts, [r for r, k in zip(data["rationales"], keep) if k], tokenizer)
     probs, recipe, head = data["probs"][keep], None, None
-    features = None
-    if s.encoder == "frozen":  # models/head.py: one encoder pass, the head fitted on its outputs
-        from models.head import frozen_features
+    cache_use: dict[str, dict] = {}
 
-        features = frozen_features(model, texts, s)
+    def pretrained(rows: list[str], part: str) -> np.ndarray:
+        """The PRETRAINED encoder's outputs of `rows` (models/embed_cache.py when enabled):
+        called before fine-tuning changes it, or for a frozen encoder."""
+        from models.head import pretrained_features
+
+        x, record = pretrained_features(model, spec, rows, s)
+        if record is not None:
+            cache_use[part] = record
+            log(f"embedding cache ({part}): {record['from_cache']} of {record['rows']} rows read, "
+                f"{record['embedded']} embedded")
+        return x
+
+    frozen = s.encoder == "frozen"  # models/head.py: one encoder pass, the head fitted on its outputs
+    features = pretrained(texts, "train") if frozen else None
     if train_on == "all":  # the gold-only baseline has no teacher to trust
         probs, recipe = recipe_targets(model, texts, probs, data["teacher_probs"][keep],
-                                       data["label_idx"][keep], data["is_seed"][keep], cfg, features)
+                                       data["label_idx"][keep], data["is_seed"][keep], cfg, features,
+                                       embed=lambda rows: pretrained(rows, "train"))
         log(f"recipe {recipe['recipe']}: {recipe['why']}")
     selector = None
     if s.selection == "llkd" and train_on == "all":
@@ -233,11 +255,14 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
                                             selector)
 
     # evaluate on the held-out test split, then save model, metrics and the resolved config
-    metrics = score(model, tokenizer, cfg, test_texts, test_y)
+    metrics = score(model, tokenizer, cfg, test_texts, test_y,
+                    features=pretrained(test_texts, "test") if frozen else None)
     if s.input == "text+rationale":  # primary metrics on text+rationale, as trained
         rationales, cost = compute_test_rationales(cfg, test_texts, manifest, cache_dir=out_dir)
-        metrics = {**score(model, tokenizer, cfg, with_rationale(test_texts, rationales, tokenizer),
-                           test_y), "text_only": metrics, **cost}
+        test_in = with_rationale(test_texts, rationales, tokenizer)
+        metrics = {**score(model, tokenizer, cfg, test_in, test_y,
+                           features=pretrained(test_in, "test") if frozen else None),
+                   "text_only": metrics, **cost}
     log(f"test accuracy {metrics['accuracy']:.4f} macro_f1 {metrics['macro_f1']:.4f} n {metrics['n']}")
     metrics.update(n_test_rejected=n_rejected, train_on=train_on, train_rows=n,
                    dataset=str(Path(dataset_dir).resolve()), dataset_version=manifest.get("version"),
@@ -246,6 +271,8 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
         metrics["recipe"] = recipe
     if head is not None:
         metrics["head"] = head
+    if cache_use:
+        metrics["embedding_cache"] = cache_use
     if selector is not None:
         metrics["selection"] = selector.summary(cfg.task.labels)
     out = Path(out_dir)

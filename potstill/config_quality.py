@@ -66,6 +66,10 @@ class Student(_Strict):
                                 description="frozen: inverse L2 strengths the head's "
                                 "cross-validation picks from")
     head_folds: int = Field(5, ge=2, description="frozen: cross-validation folds for head_c")
+    embedding_cache: bool = Field(
+        True, description="keep the pretrained encoder's outputs under $POTSTILL_CACHE/embeddings "
+        "(models/embed_cache.py): a frozen student, and the trust recipe's gold-rows classifier, "
+        "never embed the same text twice across runs")
     epochs: int = Field(4, ge=1)
     min_steps: int = Field(100, ge=0, description="more epochs for small sets until this many updates")
     batch_size: int = Field(32, ge=1)

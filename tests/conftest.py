@@ -11,6 +11,12 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: runs a real packaged model (still run in CI)")
 
 
+@pytest.fixture(autouse=True)
+def _own_embedding_cache(tmp_path, monkeypatch):
+    """Each test starts with an empty embedding cache (models/embed_cache.py) of its own."""
+    monkeypatch.setenv("POTSTILL_EMBEDDING_CACHE", str(tmp_path / "embedding-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory) -> str:
     """A 2-layer random Llama with a byte-level BPE tokenizer and a chat template, on disk."""
