@@ -261,7 +261,7 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
         rationales, cost = compute_test_rationales(cfg, test_texts, manifest, cache_dir=out_dir)
         test_in = with_rationale(test_texts, rationales, tokenizer)
         metrics = {**score(model, tokenizer, cfg, test_in, test_y,
-                           features=pretrained(test_in, "test") if frozen else None),
+                           features=pretrained(test_in, "test+rationale") if frozen else None),
                    "text_only": metrics, **cost}
     log(f"test accuracy {metrics['accuracy']:.4f} macro_f1 {metrics['macro_f1']:.4f} n {metrics['n']}")
     metrics.update(n_test_rejected=n_rejected, train_on=train_on, train_rows=n,
