@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
@@ -64,18 +65,20 @@ def _read(folder: Path, wanted: set[bytes], width: int) -> dict[bytes, np.ndarra
         try:
             table = pq.read_table(path)
             keys = table.column("text_sha256").to_pylist()
-            vectors = table.column("vector")
+            vectors = table.column("vector").combine_chunks()
         except (OSError, KeyError, pa.ArrowException) as err:
             log.warning("embedding cache: skipping unreadable %s (%s)", path, err)
             continue
         take = [i for i, k in enumerate(keys) if k in wanted and k not in found]
         if not take:
             continue
-        block = np.asarray(vectors.take(take).to_pylist(), dtype=np.float32)
-        if block.ndim != 2 or block.shape[1] != width:
+        chosen = vectors.take(take)
+        lengths = pc.list_value_length(chosen).to_numpy(zero_copy_only=False)
+        if chosen.null_count or (lengths != width).any():
             log.warning("embedding cache: skipping %s: vectors of width %s, the encoder's is %d",
-                        path, block.shape[1:] or "?", width)
+                        path, sorted(set(lengths.tolist())) or "?", width)
             continue
+        block = chosen.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, width)
         found.update(zip((keys[i] for i in take), block))
     return found
 

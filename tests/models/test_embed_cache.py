@@ -91,3 +91,19 @@ def test_a_frozen_student_trained_again_reads_every_vector_and_fits_the_same_hea
     np.testing.assert_allclose(c.head.weight.detach().numpy(), a.head.weight.detach().numpy(),
                                rtol=1e-4, atol=1e-6)
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["embedding_cache"] == reused
+
+
+def test_a_file_with_ragged_vectors_is_skipped_not_fatal(tmp_path, caplog):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "k").mkdir()
+    pq.write_table(pa.table({"text_sha256": pa.array([embed_cache.text_key("a"), embed_cache.text_key("bb")],
+                                                     pa.binary(32)),
+                             "vector": pa.array([[1.0, 2.0, 3.0, 4.0], [1.0]], pa.list_(pa.float32()))}),
+                   tmp_path / "k" / "part-ragged.parquet")
+    enc = Counting()
+    with caplog.at_level(logging.WARNING, logger="models.embed_cache"):
+        out, rec = embed_cache.cached(["a", "bb"], "k", 4, enc, root=tmp_path)
+    assert rec["embedded"] == 2 and enc.seen == ["a", "bb"] and "part-ragged.parquet" in caplog.text
+    np.testing.assert_array_equal(out, enc(["a", "bb"]))
