@@ -12,7 +12,7 @@ import torch
 torch.set_num_threads(1)
 from models.embed import Embedder
 from models.registry import resolve_model
-from models.trust import fit_gold_classifier
+from models.trust import choose_c, fit_gold_classifier
 from models.audit import read_seed
 from potstill.config import load_config
 from potstill.records import read_configured
@@ -22,5 +22,6 @@ seeds = read_seed(cfg); test, _ = read_configured(cfg, "test")
 emb = Embedder(resolve_model(cfg.student.model).path, max_length=cfg.student.max_length)
 x, y = emb([r.model_input for r in seeds]), np.array([labels.index(r.gold_label) for r in seeds])
 tx, ty = emb([r.model_input for r in test]), np.array([labels.index(r.gold_label) for r in test])
-pred = fit_gold_classifier(x, y, len(labels), cfg.student.probe_c)(tx).argmax(1)
-print(f"{sys.argv[1]}: gold-rows classifier test accuracy {(pred == ty).mean():.3f} on {len(ty)} rows")
+c, _, _ = choose_c(x, y, len(labels), cfg.student.probe_c, cfg.student.probe_folds)
+pred = fit_gold_classifier(x, y, len(labels), c)(tx).argmax(1)
+print(f"{sys.argv[1]}: gold-rows classifier (C={c}) test accuracy {(pred == ty).mean():.3f} on {len(ty)} rows")

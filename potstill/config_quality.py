@@ -44,8 +44,9 @@ class Audit(_Strict):
     min_class_support: int = Field(3, ge=1, description="classes with fewer gold rows are not judged on recall")
     compare_gold: bool = Field(True, description="gate: compare with a classifier on the student "
                                "encoder's embeddings of the gold rows (cross-validated)")
-    gold_margin: float = Field(0.0, ge=0, le=1, description="weak when the teacher's macro-F1 is below "
-                               "the gold-rows classifier's minus this")
+    gold_margin: float = Field(0.02, ge=0, le=1, description="weak when the teacher's macro-F1 is "
+                               "below the gold-rows classifier's minus this (both are estimates "
+                               "from the same few seed rows)")
     folds: int = Field(5, ge=2, description="cross-validation folds over the seed rows")
     search: AuditSearch = AuditSearch()
 
@@ -89,8 +90,10 @@ class Student(_Strict):
         "claim is the more informative one (superiority) or the ratio of the two lifts (ratio)")
     trust_strength: float = Field(2.0, gt=0, description="trust: pseudo-rows pulling each class's "
                                   "precision toward its base rate")
-    probe_c: float = Field(1.0, gt=0, description="trust: inverse L2 strength of the gold-rows "
-                           "logistic regression")
+    probe_c: list[float] = Field(
+        [0.3, 1.0, 3.0, 10.0, 30.0, 100.0], min_length=1, description="trust and the gate: inverse "
+        "L2 strengths of the gold-rows logistic regression; the one whose out-of-fold predictions "
+        "on the seed rows have the lowest log-loss is used (one value: that one)")
     probe_folds: int = Field(5, ge=2, description="trust: folds for the gold classifier's own precision")
     selection: Literal["none", "llkd"] = Field(
         "none", description="llkd: per-batch selection inside the training loop (models/llkd.py)")
@@ -103,11 +106,16 @@ class Student(_Strict):
     llkd_warmup_share: float = Field(0.1, ge=0, le=1, description="llkd: share of steps that "
                                      "train on every row while the averages settle")
 
-    @field_validator("head_c")
+    @field_validator("probe_c", mode="before")
     @classmethod
-    def _positive_c(cls, cs: list[float]) -> list[float]:
+    def _one_c_is_a_grid_of_one(cls, cs):
+        return [cs] if isinstance(cs, (int, float)) and not isinstance(cs, bool) else cs
+
+    @field_validator("head_c", "probe_c")
+    @classmethod
+    def _positive_c(cls, cs: list[float], info) -> list[float]:
         if any(c <= 0 for c in cs):
-            raise ValueError("head_c values must be > 0")
+            raise ValueError(f"{info.field_name} values must be > 0")
         return cs
 
     @model_validator(mode="after")

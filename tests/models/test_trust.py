@@ -129,3 +129,37 @@ def test_superiority_without_information_is_an_even_mix_and_repeatable():
     again, _ = decide(*args)
     np.testing.assert_array_equal(first, again)
     assert report["pooling"] == "superiority" and set(report["teacher_weight_by_claims"]) == {"a", "b"}
+
+
+def test_the_gold_classifier_c_is_the_one_with_the_lowest_out_of_fold_log_loss():
+    """Separable seed rows: a weak penalty (large C) gives confident, right probabilities and is
+    picked over C = 1, whose distribution would flatten the targets; labels that are noise: the
+    strongest penalty (smallest C) is picked."""
+    from models.trust import choose_c, out_of_fold
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 6)
+    x = np.eye(4)[y] + rng.normal(0, 0.15, (24, 4))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    grid = [0.3, 1.0, 10.0, 100.0]
+    c, oof, losses = choose_c(x, y, 4, grid, folds=3)
+    assert c > 1.0 and losses[c] == min(losses.values()) and set(losses) == set(grid)
+    np.testing.assert_allclose(oof, out_of_fold(x, y, 4, 3, c))
+    assert oof.max(1).mean() > out_of_fold(x, y, 4, 3, 1.0).max(1).mean() + 0.2
+    assert (oof.argmax(1) == y).all()
+
+    noise = rng.permutation(y)
+    c_noise, _, _ = choose_c(rng.normal(0, 1, (24, 4)), noise, 4, grid, folds=3)
+    assert c_noise == 0.3
+    assert choose_c(x, y, 4, 3.0, folds=3)[0] == 3.0    # one value: that one
+
+
+def test_probe_c_takes_one_value_or_a_grid():
+    from potstill.config import parse_config
+
+    def student(**kw):
+        return parse_config({"dataset": "d", "task": {"labels": ["a", "b"]}, "student": kw,
+                             "corpus": {"unlabeled": {"path": "x"}}}).student
+    assert student(probe_c=2.0).probe_c == [2.0] and len(student().probe_c) > 1
+    with pytest.raises(ValueError, match="probe_c values must be > 0"):
+        student(probe_c=[1.0, -1.0])
