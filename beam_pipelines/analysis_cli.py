@@ -10,8 +10,8 @@
 
 R defaults to $POTSTILL_OUTPUT_ROOT, else ./potstill-datasets; a version argument with a slash is the
 path of a version folder. Results go to stdout (an aligned table by default) or, with --out,
-to that file, whose path is then printed. The logic lives in potstill.analysis and
-potstill.report; this module only parses arguments and prints.
+to that file, whose path is then printed. The logic lives in potstill.reports.analysis and
+potstill.reports.report; this module only parses arguments and prints.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ import sys
 import duckdb
 import pyarrow as pa
 
-from potstill import analysis, export, tables, versions
+from potstill.reports import analysis, tables
+from potstill.publish import export, versions
 
 COMMANDS = ("versions", "diff", "query", "label-issues", "report", "export")
 
@@ -147,7 +148,7 @@ def _run(args) -> None:
     elif args.command == "label-issues":
         table = analysis.label_issues(analysis.locate(root, args.version), all_rows=args.all)
     else:  # report
-        from potstill.report import write_report
+        from potstill.reports.report import write_report
 
         if args.out is None:
             raise analysis.AnalysisError("potstill report needs --out FILE (versions are read-only)")

@@ -1,4 +1,4 @@
-"""The `potstill` command line (also `python -m beam_pipelines`).
+"""The `potstill` command line (also `python -m potstill`).
 
     potstill run CONFIG.yaml [--set key.path=value ...] [--max-teacher-calls N] [-- BEAM_ARGS]
     potstill train --dataset VERSION_DIR --config CONFIG.yaml --out DIR [--train-on all|seed]
@@ -21,8 +21,8 @@ import logging
 import sys
 import traceback
 
-from beam_pipelines import analysis_cli
-from potstill.config import ConfigError, load_config
+from potstill.beam_pipelines import analysis_cli
+from potstill.config.core import ConfigError, load_config
 
 log = logging.getLogger("potstill")
 
@@ -36,7 +36,7 @@ def _split_beam_args(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def run(argv: list[str] | None = None, test_pipeline=None) -> str:
     """`potstill run`: the testable entry point (Beam's examples' `run(argv, test_pipeline)`)."""
-    from beam_pipelines.pipeline import run as run_pipeline
+    from potstill.beam_pipelines.pipeline import run as run_pipeline
 
     ours, beam_args = _split_beam_args(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(prog="potstill run")
@@ -47,7 +47,7 @@ def run(argv: list[str] | None = None, test_pipeline=None) -> str:
     args = parser.parse_args(ours)
     cfg = load_config(args.config, args.set)
     if args.max_teacher_calls is not None:
-        from beam_pipelines.plan import make_plan
+        from potstill.beam_pipelines.plan import make_plan
 
         p = make_plan(cfg, sample=0)
         need = p["teacher"]["calls"] + p["audit"]["calls"]
@@ -62,7 +62,7 @@ def run(argv: list[str] | None = None, test_pipeline=None) -> str:
 def _plan(args) -> dict:
     from pathlib import Path
 
-    from beam_pipelines.plan import format_plan, make_plan, write_plan
+    from potstill.beam_pipelines.plan import format_plan, make_plan, write_plan
 
     cfg = load_config(args.config, args.set)
     p = make_plan(cfg, sample=args.sample)
@@ -73,7 +73,7 @@ def _plan(args) -> dict:
 
 
 def _train(args) -> dict:
-    from models.trainer import parse_compare, train
+    from potstill.models.student.trainer import parse_compare, train
 
     cfg = load_config(args.config, args.set)
     metrics = train(args.dataset, cfg, args.out, train_on=args.train_on,
@@ -84,10 +84,10 @@ def _train(args) -> dict:
 
 def _student_report(dataset_dir: str, out_dir: str, compare: list[str] = ()) -> None:
     """OUT/report.html: the version's report plus this student's metrics and those it is
-    compared with (`--compare NAME=PATH`: the gold-only student, the teacher) (potstill.report)."""
+    compared with (`--compare NAME=PATH`: the gold-only student, the teacher) (potstill.reports.report)."""
     from pathlib import Path
 
-    from potstill.report import REPORT, write_report
+    from potstill.reports.report import REPORT, write_report
 
     try:
         others = [c.partition("=")[2] for c in compare]
@@ -101,11 +101,11 @@ def _evaluate(args) -> dict:
 
     cfg = load_config(args.config, args.set)
     if args.model == "teacher":
-        from models.evaluate import evaluate_teacher
+        from potstill.models.quality.evaluate import evaluate_teacher
 
         result = evaluate_teacher(cfg)
     else:
-        from models.trainer import evaluate
+        from potstill.models.student.trainer import evaluate
 
         result = evaluate(args.model, cfg, predictions=args.predictions)
     if args.out:  # e.g. the teacher's test metrics, for `train --compare` and `report --student`
@@ -157,7 +157,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _gc(args) -> dict:
     """`potstill gc`: under the dataset's lock, so no run of it is in progress."""
-    from potstill import analysis, store, versions
+    from potstill.reports import analysis
+    from potstill import store
+    from potstill.publish import versions
 
     root = args.root if args.root is not None else analysis.default_root()
     with versions.dataset_lock(root, args.dataset):
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"potstill: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - a failed suite is named; anything else is a bug
-        from potstill.expectations import ValidationFailed
+        from potstill.publish.expectations import ValidationFailed
 
         if isinstance(err, ValidationFailed):
             print(f"potstill: validation failed, nothing was published:\n{err}", file=sys.stderr)

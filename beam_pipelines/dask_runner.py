@@ -15,7 +15,7 @@ so at start and marks the manifest's teacher usage unreported: beam_pipelines/ru
 inputs are computed inside worker tasks (through a worker client), as in Beam's.
 
 Select it with `--runner=DaskRunner` (potstill swaps Beam's class for this one) or its full
-name, `beam_pipelines.dask_runner.DaskRunner`; `--dask_client_address=tcp://HOST:8786` names
+name, `potstill.beam_pipelines.dask_runner.DaskRunner`; `--dask_client_address=tcp://HOST:8786` names
 the scheduler.
 """
 from __future__ import annotations

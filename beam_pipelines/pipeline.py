@@ -19,21 +19,23 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from beam_pipelines import runners, usage
-from beam_pipelines.graph import Round, Stages, beam_options, build
-from beam_pipelines.threads import torch_threads
-from models import loading
-from models.audit import read_seed, tune_and_gate
-from models.backends import answer_identity
-from models.registry import ensure_offline, resolve_model
-from models.teacher_setup import TeacherSetup
-from potstill import contract, curation, job, records, store, versions
-from potstill.config import Config
-from potstill.records import Record
-from transforms.generate import GeneratorModelHandler
-from transforms.saliency import SaliencyModelHandler
-from transforms.signals import TAModelHandler
-from transforms.teacher import ScoreWithTeacher, TeacherModelHandler, partitions
+from potstill.beam_pipelines import runners, usage
+from potstill.beam_pipelines.graph import Round, Stages, beam_options, build
+from potstill.beam_pipelines.threads import torch_threads
+from potstill.models import loading
+from potstill.models.quality.audit import read_seed, tune_and_gate
+from potstill.models.teacher.backends import answer_identity
+from potstill.models.registry import ensure_offline, resolve_model
+from potstill.models.teacher.teacher_setup import TeacherSetup
+from potstill.publish import contract, curation, versions
+from potstill import job, store
+from potstill.rows import records
+from potstill.config.core import Config
+from potstill.rows.records import Record
+from potstill.transforms.generate import GeneratorModelHandler
+from potstill.transforms.saliency import SaliencyModelHandler
+from potstill.transforms.signals import TAModelHandler
+from potstill.transforms.teacher import ScoreWithTeacher, TeacherModelHandler, partitions
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
     records.check_input_files(cfg)  # a whole-file problem stops the job before any model loads
     models = {role: resolve_model(name) for role, name in job.model_roles(cfg).items()}
     if cfg.teacher.backend == "openai":  # a wrong URL, key, model or scoring stops the job here
-        from models.remote_endpoint import resolved_config
+        from potstill.models.teacher.remote_endpoint import resolved_config
 
         cfg = resolved_config(cfg, models["teacher"].path)
     with versions.dataset_lock(cfg.output_root, cfg.dataset):  # one run per dataset at a time
@@ -92,8 +94,8 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
         audit_usage = usage.remote_counts(audit_report.pop("remote_usage", {}))
         throughput, extra = run_rounds(cfg, stages, staging, seeds, beam_args, test_pipeline,
                                        driver_usage=audit_usage)
-        if cfg.saliency.enabled:  # the deletion test, on the driver (models/faithfulness.py)
-            from models.faithfulness import manifest_entry
+        if cfg.saliency.enabled:  # the deletion test, on the driver (models/saliency/faithfulness.py)
+            from potstill.models.saliency.faithfulness import manifest_entry
 
             scored = _staged_scored(cfg, staging, columns=["id", "text", "choices", "rationale",
                                                            "teacher_label", "gold_label"])
@@ -107,7 +109,7 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
 
 
 def audit_teacher(cfg: Config, setup: TeacherSetup, seeds: list[Record]) -> tuple[TeacherSetup, dict]:
-    """Tune and audit the teacher on the gold rows in this process (models/audit.py
+    """Tune and audit the teacher on the gold rows in this process (models/quality/audit.py
     tune_and_gate: setup search, calibration, quality gate; answers come from the teacher store
     when it has them); a weak teacher stops the job here, before the pool is labelled. The
     chosen setup, with its calibration, goes to every stage."""
@@ -115,7 +117,7 @@ def audit_teacher(cfg: Config, setup: TeacherSetup, seeds: list[Record]) -> tupl
 
 
 def generator_handler(cfg: Config, model_path: str, threads: int | None = None) -> GeneratorModelHandler:
-    from models.generate import Sampling
+    from potstill.models.generation.generate import Sampling
 
     g, t = cfg.generation, cfg.teacher
     sampling = Sampling(n=g.outputs_per_prompt, temperature=g.temperature, top_p=g.top_p,
@@ -134,12 +136,12 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
     With a budget, each round's chosen pool rows are read back from its staged scored shard
     (`selection_round`); between rounds the student is retrained (budget.retrain) on the seed
     rows plus everything the teacher has labelled so far."""
-    from models.vllm_backend import closing_new_engines
+    from potstill.models.teacher.vllm_backend import closing_new_engines
 
     b, extra = cfg.budget, {}
     student_dir = None
     if cfg.signals.enabled:  # stage one: the warm-up student, on the gold seed rows
-        from models.signals import train_student
+        from potstill.models.student.signals import train_student
 
         student_dir = staging / "student-r1"
         log.info("training the warm-up student on %d seed rows", len(seeds))
@@ -206,8 +208,8 @@ def chosen_ids(cfg: Config, staging: Path, index: int) -> list[str]:
 
 def retrain_student(cfg: Config, staging: Path, seeds: list[Record], out_dir: Path) -> dict:
     """Stage one again, between budget rounds: seed rows plus every teacher-labelled pool row."""
-    from models.signals import train_student
-    from potstill.records import model_input
+    from potstill.models.student.signals import train_student
+    from potstill.rows.records import model_input
 
     scored = _staged_scored(cfg, staging, columns=["text", "label_probs", "source", "choices"])
     rows = [r for r in scored.to_pylist() if r["source"] != "seed"]

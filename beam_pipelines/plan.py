@@ -2,7 +2,7 @@
 without calling the teacher on the pool.
 
 It reads and validates every split and deduplicates exactly as the graph does (the same
-`Record`s, `transforms.dedup.choose` and the test-leak guard), each file in one pass over its
+`Record`s, `potstill.transforms.dedup.choose` and the test-leak guard), each file in one pass over its
 bytes that also hashes it for the fingerprint (`records.read_file`), encodes every row's teacher
 request with the teacher's tokenizer and prompt (`TeacherSetup.prompter()`: no weights), looks
 each request key up in the teacher store (potstill/store.py) and applies the budget. What it
@@ -12,7 +12,7 @@ reports:
                    lacks (with a budget: at most budget.teacher_calls pool rows, plus seed rows)
   teacher.store_hits, teacher.prompt_tokens (of those calls, counted with its tokenizer),
   audit.calls      requests the audit sends in-process first, through the store: the setup
-                   search's prompt passes (models/tuning.py, every (style, k) over the seed
+                   search's prompt passes (models/quality/tuning.py, every (style, k) over the seed
                    rows and content-free inputs) when it runs, else the configured prompt's.
                    teacher.* counts the configured setup; a different chosen setup changes
                    the seed rows' and pool rows' prompts, not how many are sent.
@@ -33,14 +33,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from models.backends import answer_identity
-from models.registry import ensure_offline, resolve_model
-from models.requests import encode_request
-from models.teacher_setup import TeacherSetup
-from potstill import curation, job, records, store
-from potstill.config import Config
-from potstill.records import Bounds, expand, read_file
-from transforms.dedup import choose
+from potstill.models.teacher.backends import answer_identity
+from potstill.models.registry import ensure_offline, resolve_model
+from potstill.models.teacher.requests import encode_request
+from potstill.models.teacher.teacher_setup import TeacherSetup
+from potstill.publish import curation
+from potstill import job, store
+from potstill.rows import records
+from potstill.config.core import Config
+from potstill.rows.records import Bounds, expand, read_file
+from potstill.transforms.dedup import choose
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,7 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
     records.check_input_files(cfg)
     models = {role: resolve_model(name) for role, name in job.model_roles(cfg).items()}
     if cfg.teacher.backend == "openai":  # checked and resolved as `run` does (store keys)
-        from models.remote_endpoint import resolved_config
+        from potstill.models.teacher.remote_endpoint import resolved_config
 
         cfg = resolved_config(cfg, models["teacher"].path)
     rows, rejected, digests = read_rows(cfg)  # one pass over each file: rows and its hash
@@ -166,10 +168,10 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
 
 
 def audit_keys(cfg, lt, seeds: list) -> list[tuple[str, int]]:
-    """(store key, prompt tokens) of the requests the audit makes (models/audit.py): the setup
+    """(store key, prompt tokens) of the requests the audit makes (models/quality/audit.py): the setup
     search's passes when it runs, else the configured prompt over the seed rows and the
     content-free inputs."""
-    from models import audit, tuning
+    from potstill.models.quality import audit, tuning
 
     if not seeds and cfg.teacher.calibration == "none":
         return []
@@ -186,7 +188,7 @@ def remote_cost(cfg: Config, lt, prompt_tokens: list[int]) -> dict | None:
     an in-process backend (its cost is the machine's time: `estimate`)."""
     if cfg.teacher.backend != "openai":
         return None
-    from models.remote import cost_estimate
+    from potstill.models.teacher.remote import cost_estimate
 
     return cost_estimate(cfg.teacher.endpoint, lt.teacher, prompt_tokens)
 

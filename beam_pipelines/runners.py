@@ -8,7 +8,7 @@ is marked unreported instead of showing zeros, and the job says so when it start
 """
 from __future__ import annotations
 
-DASK = "beam_pipelines.dask_runner.DaskRunner"
+DASK = "potstill.beam_pipelines.dask_runner.DaskRunner"
 _DASK_NAMES = {"dask", "daskrunner", "apache_beam.runners.dask.dask_runner.daskrunner", DASK.lower()}
 NO_METRICS = {"reported": False, "why": "the runner reports no Beam metrics (DaskRunner)"}
 

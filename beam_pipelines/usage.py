@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from transforms.teacher import NAMESPACE
+from potstill.transforms.teacher import NAMESPACE
 
 COUNTERS = ("calls", "cache_hits", "retries", "prompt_tokens", "rows_scored")
 
@@ -36,7 +36,7 @@ def teacher_counters(result) -> Counter:
 
 def remote_counts(usage: dict) -> Counter:
     """A remote backend's own usage (`take_usage`, e.g. the audit's on the driver) as the
-    counters the teacher stage keeps (transforms.teacher.count_remote_usage)."""
+    counters the teacher stage keeps (potstill.transforms.teacher.count_remote_usage)."""
     return Counter({f"remote_{k}": v for k, v in usage.items()})
 
 

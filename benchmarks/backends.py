@@ -3,7 +3,7 @@
     python benchmarks/backends.py [--model smollm2-135m-instruct] [--rows 200] [--repeats 3]
         [--batch 32] [--dtype float32] [--threads N] [--block-sizes 32 128] [--corpus DIR]
 
-Rows are Rotten Tomatoes reviews (beam_pipelines.demo_data; or --corpus, a folder with
+Rows are Rotten Tomatoes reviews (potstill.beam_pipelines.demo_data; or --corpus, a folder with
 unlabeled.parquet). Both teachers get the same prompt, labels and rows, fed in batches of
 --batch rows (what RunInference hands the handler: teacher.batch_size x 4 by default); one
 vLLM teacher per --block-sizes value (the prefix cache's granularity; default: the config's).
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from models.registry import resolve_model
-from models.teacher import HFTeacher, normalise
+from potstill.models.registry import resolve_model
+from potstill.models.teacher.hf import HFTeacher, normalise
 
 LABELS = ["negative", "positive"]
 INSTRUCTION = "Is the sentiment of this movie review negative or positive?"
@@ -34,7 +34,7 @@ INSTRUCTION = "Is the sentiment of this movie review negative or positive?"
 
 def rt_rows(n: int, corpus: str | None) -> list[str]:
     if corpus is None:
-        from beam_pipelines.demo_data import main
+        from potstill.beam_pipelines.demo_data import main
 
         corpus = tempfile.mkdtemp(prefix="potstill-bench-")
         main(["--out", corpus, "--seed-size", "2", "--unlabeled-size", str(n), "--test-size", "2"])
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", default=None, help="folder with unlabeled.parquet")
     args = parser.parse_args(argv)
 
-    from models.vllm_backend import VLLMTeacher
-    from potstill.config import VLLMEngine
+    from potstill.models.teacher.vllm_backend import VLLMTeacher
+    from potstill.config.core import VLLMEngine
 
     path = resolve_model(args.model).path
     texts = rt_rows(args.rows, args.corpus)

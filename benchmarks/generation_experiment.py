@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from beam_pipelines.demo import cli  # noqa: E402  (runs `python -m beam_pipelines ...`)
-from potstill.config import load_config  # noqa: E402
+from potstill.beam_pipelines.demo import cli  # noqa: E402  (runs `python -m potstill ...`)
+from potstill.config.core import load_config  # noqa: E402
 
 RT_PROMPT = "Write one new short movie review whose sentiment is {label}. Reply with the review only."
 

@@ -1,4 +1,4 @@
-"""The gold-rows classifier (LR on the student encoder's embeddings of the seed rows, models/trust.py) on
+"""The gold-rows classifier (LR on the student encoder's embeddings of the seed rows, models/quality/trust.py) on
 the test split: what the gold rows alone reach without fine-tuning.
 
     python benchmarks/gold_classifier.py CONFIG.yaml [key.path=value ...]
@@ -10,12 +10,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 torch.set_num_threads(1)
-from models.embed import Embedder
-from models.registry import resolve_model
-from models.trust import choose_c, fit_gold_classifier
-from models.audit import read_seed
-from potstill.config import load_config
-from potstill.records import read_configured
+from potstill.models.embed import Embedder
+from potstill.models.registry import resolve_model
+from potstill.models.quality.trust import choose_c, fit_gold_classifier
+from potstill.models.quality.audit import read_seed
+from potstill.config.core import load_config
+from potstill.rows.records import read_configured
 cfg = load_config(sys.argv[1], sys.argv[2:])
 labels = cfg.task.labels
 seeds = read_seed(cfg); test, _ = read_configured(cfg, "test")

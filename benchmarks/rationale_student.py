@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from beam_pipelines.pipeline import run  # noqa: E402
-from models.trainer import train  # noqa: E402
-from potstill.config import load_config  # noqa: E402
+from potstill.beam_pipelines.pipeline import run  # noqa: E402
+from potstill.models.student.trainer import train  # noqa: E402
+from potstill.config.core import load_config  # noqa: E402
 
 KEYS = ("accuracy", "macro_f1", "ece", "n")
 

@@ -5,10 +5,10 @@ in-process vLLM backend and the HF backend, on the same rows, in one run.
     python benchmarks/remote_teacher.py [--model smollm2-135m-instruct] [--rows 200]
         [--concurrency 1 8 32] [--batch 32] [--threads 1] [--base-url URL --served-name NAME]
 
-Rows are Rotten Tomatoes reviews (beam_pipelines.demo_data). Every teacher gets the same
+Rows are Rotten Tomatoes reviews (potstill.beam_pipelines.demo_data). Every teacher gets the same
 prompt, labels and rows in batches of --batch rows (what the handler gets per call), after one
 untimed warm-up batch (load and start-up excluded). Without --base-url the script starts
-`vllm serve` itself (models/vllm_server.py) after the in-process teachers are done, pinned to
+`vllm serve` itself (models/teacher/vllm_server.py) after the in-process teachers are done, pinned to
 --threads cores like them (VLLM_CPU_OMP_THREADS_BIND), with its prefix cache emptied before
 every pass (VLLM_SERVER_DEV_MODE's /reset_prefix_cache): a pipeline scores each row once.
 It prints rows/s, the ratio to HF, label agreement with HF and the largest probability gap.
@@ -26,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.backends import INSTRUCTION, LABELS, rt_rows  # noqa: E402
-from models.registry import resolve_model  # noqa: E402
-from models.teacher import HFTeacher, normalise  # noqa: E402
+from potstill.models.registry import resolve_model  # noqa: E402
+from potstill.models.teacher.hf import HFTeacher, normalise  # noqa: E402
 
 
 def timed(teacher, texts: list[str], batch: int) -> tuple[np.ndarray, float]:
@@ -48,8 +48,8 @@ def reset_server_cache(base_url: str) -> None:
 
 
 def remote_passes(path: str, base_url: str, served: str, texts, batch, concurrency, results):
-    from models.remote import OpenAITeacher
-    from potstill.config import Endpoint
+    from potstill.models.teacher.remote import OpenAITeacher
+    from potstill.config.core import Endpoint
 
     for c in concurrency:
         endpoint = Endpoint(base_url=base_url, model=served, scoring="exact", max_concurrency=c)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("models.remote_http").setLevel(logging.INFO)  # every retry, with its cause
+    logging.getLogger("potstill.models.teacher.remote_http").setLevel(logging.INFO)  # every retry, with its cause
     torch.set_num_threads(args.threads)
     path = resolve_model(args.model).path
     texts = rt_rows(args.rows, None)
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     out, seconds = timed(hf, texts, args.batch)
     results.append(("hf (in process)", out, seconds, {}))
     if not args.skip_in_process:
-        from models.vllm_backend import VLLMTeacher
-        from potstill.config import VLLMEngine
+        from potstill.models.teacher.vllm_backend import VLLMTeacher
+        from potstill.config.core import VLLMEngine
 
         vl = VLLMTeacher(path, LABELS, INSTRUCTION, threads=args.threads, engine=VLLMEngine())
         out, seconds = timed(vl, texts, args.batch)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.base_url:
         remote_passes(path, args.base_url, args.served_name, texts, args.batch, args.concurrency, results)
     else:
-        from models.vllm_server import LocalServer
+        from potstill.models.teacher.vllm_server import LocalServer
 
         cores = ",".join(str(i) for i in range(args.threads))
         env = {"VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_OMP_THREADS_BIND": cores}

@@ -8,7 +8,7 @@ Cost: per model, the same `--rows` demo rows are scored by the teacher (`score_l
 forward with the cached prompt prefix) and explained by every method, interleaved within each
 repeat, all in this one process; medians over `--repeats`. On a shared machine, compare ratios,
 not seconds. Faithfulness: every method explains the teacher's label on `--faithfulness-rows`
-other demo rows, then the deletion test of models/faithfulness.py runs on them (rows with no more
+other demo rows, then the deletion test of models/saliency/faithfulness.py runs on them (rows with no more
 words than top_k are skipped). Integrated gradients also reports its convergence: the median
 |captum delta| relative to |f(x) - f(baseline)|. Prints markdown; JSON per result to stderr.
 """
@@ -24,12 +24,12 @@ import warnings
 import numpy as np
 import pyarrow.parquet as pq
 
-from models.attribution import METHODS, Explainer
-from models.audit import build_teacher
-from models.calibration import Calibration
-from models.faithfulness import deletion_test
-from models.registry import resolve_model
-from potstill.config import load_config
+from potstill.models.saliency.attribution import METHODS, Explainer
+from potstill.models.quality.audit import build_teacher
+from potstill.models.teacher.calibration import Calibration
+from potstill.models.saliency.faithfulness import deletion_test
+from potstill.models.registry import resolve_model
+from potstill.config.core import load_config
 
 warnings.filterwarnings("ignore", message="Input Tensor")
 

@@ -34,14 +34,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = (("plan", "potstill.job", "plan"), ("audit", "beam_pipelines.pipeline", "audit_teacher"),
-          ("beam_graph", "beam_pipelines.pipeline", "run_rounds"),
+STAGES = (("plan", "potstill.job", "plan"), ("audit", "potstill.beam_pipelines.pipeline", "audit_teacher"),
+          ("beam_graph", "potstill.beam_pipelines.pipeline", "run_rounds"),
           ("curate_and_write", "potstill.job", "prepare_version"),
-          ("validate", "potstill.expectations", "validate_file"),
-          ("publish_and_report", "potstill.versions", "publish"))
+          ("validate", "potstill.publish.expectations", "validate_file"),
+          ("publish_and_report", "potstill.publish.versions", "publish"))
 # After the graph: the streaming stages, and the whole-table ones of older code (--code).
-AFTER = STAGES[3:] + (("curate_whole_table", "potstill.curation", "curate"),
-                      ("validate_whole_table", "potstill.expectations", "validate"))
+AFTER = STAGES[3:] + (("curate_whole_table", "potstill.publish.curation", "curate"),
+                      ("validate_whole_table", "potstill.publish.expectations", "validate"))
 WORDS = ("good bad dull fine great awful plot acting score pacing dialogue cast story ending "
          "music scene film movie director camera").split()
 
@@ -89,8 +89,8 @@ def child(rows: int, work: Path, threads: int, runner_args: list[str]) -> dict:
     stages: dict[str, dict] = {}
     for stage in STAGES:
         _wrap(stages, *stage)
-    from beam_pipelines.pipeline import run
-    from potstill.config import parse_config
+    from potstill.beam_pipelines.pipeline import run
+    from potstill.config.core import parse_config
 
     cfg = parse_config({
         "dataset": f"scale-{rows}", "output_root": str(work / f"out-{rows}-{time.time_ns()}"),
@@ -112,7 +112,7 @@ def write_staged(staging: Path, rows: int, shard_rows: int = 50_000) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from potstill import contract
+    from potstill.publish import contract
 
     staging.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -149,7 +149,7 @@ def after_graph_child(rows: int, work: Path, chunk_rows: int | None = None) -> d
     from types import SimpleNamespace
 
     import potstill.job as job
-    from potstill.config import parse_config
+    from potstill.config.core import parse_config
 
     stages: dict[str, dict] = {}
     for stage in AFTER:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.llkd_experiment import hidden_labels, pool_label_accuracy, write_version  # noqa: E402
-from potstill.config import load_config  # noqa: E402
+from potstill.config.core import load_config  # noqa: E402
 
 
 def oracle_rows(table: pa.Table, gold: dict[str, str], labels: list[str]) -> tuple[pa.Table, int]:
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    from models.trainer import train
+    from potstill.models.student.trainer import train
 
     work, version = Path(args.work).resolve(), Path(args.version)
     labels = json.loads((version / "manifest.json").read_text())["labels"]

@@ -3,7 +3,7 @@
     python benchmarks/student_export.py --student runs/rt/student --config configs/rt-sentiment.yaml
 
 Prints, over the config's test rows (batched and padded like `potstill evaluate`): label
-agreement and the largest logit difference of (a) the faithful export (models/hf_export.py:
+agreement and the largest logit difference of (a) the faithful export (models/student/hf_export.py:
 one appended layer computes the masked mean pooling and the head) and (b) the naive one (the
 encoder's [CLS] pooler with our head as BERT's classifier), each against the student.
 """
@@ -14,10 +14,10 @@ import json
 
 import torch
 
-from models import hf_export
-from models.student import length_batches, load_student
-from models.trainer import read_test
-from potstill.config import load_config
+from potstill.models.student import hf_export
+from potstill.models.student.student import length_batches, load_student
+from potstill.models.student.trainer import read_test
+from potstill.config.core import load_config
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ import argparse
 import json
 import sys
 
-from models.evaluate import evaluate_teacher
-from potstill.config import load_config
+from potstill.models.quality.evaluate import evaluate_teacher
+from potstill.config.core import load_config
 
 SETTINGS = {
     "zero-shot": {"teacher.few_shot.k": 0, "teacher.calibration": "none"},

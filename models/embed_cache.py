@@ -10,7 +10,7 @@ kept under `$POTSTILL_CACHE/embeddings/` (`~/.cache/potstill` when unset) and re
            anything that changes the vectors changes the folder
   folder   <root>/<key>/part-<uuid>.parquet, columns text_sha256 (SHA-256 of the text as fed,
            32 bytes) and vector (float32 list, the unnormalised mean-pooled last hidden state,
-           exactly `models.student.embeddings(..., normalise=False)`)
+           exactly `potstill.models.student.student.embeddings(..., normalise=False)`)
   writes   each run that embeds new texts writes them as ONE new file under a temporary name,
            then renames it: concurrent runs never clobber each other, a crash leaves no half
            file, and a text in two files is harmless (the vectors are the same)
@@ -40,7 +40,7 @@ SHAPING_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "voca
 
 
 def default_root() -> Path:
-    from models.registry import default_cache_dir
+    from potstill.models.registry import default_cache_dir
 
     return Path(os.environ.get("POTSTILL_EMBEDDING_CACHE") or Path(default_cache_dir()) / "embeddings")
 

@@ -64,7 +64,7 @@ def causal_lm(path: str, dtype: str = "float32"):
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch.float32 if dtype == "int8" else getattr(torch, dtype)).eval()
         if dtype == "int8":
-            from models.int8 import quantize_linear
+            from potstill.models.int8 import quantize_linear
 
             quantize_linear(model.base_model)
         return model

@@ -1,2 +1,16 @@
-"""potstill core: the config, the column contract, input records, curation and publishing."""
+"""potstill: knowledge-distillation datasets from unlabeled text, as a Beam batch job.
+
+This is the only import name the package installs. Its floors, lowest first (a module imports
+its own floor and the ones below, never one above; tests/test_layers.py checks it):
+
+- the library, in this folder: `config/` (the typed config), `rows/` (reading and validating
+  input rows), `store` (the teacher store), `publish/` (the column contract, curation,
+  validation, versions), `reports/` (report.html and the read side), `job` (the library side of
+  a run), plus `progress` and `memory`;
+- `potstill.models` (the card's `models/` folder): everything about models, without Beam;
+- `potstill.transforms` (`transforms/`): thin Beam wrappers;
+- `potstill.beam_pipelines` (`beam_pipelines/`): the driver and the CLI.
+
+`potstill.sql` (`sql/`) holds the queries. `python -m potstill` is the `potstill` command.
+"""
 __version__ = "0.1.0"

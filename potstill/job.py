@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import potstill
-from potstill import contract, curation, expectations, memory, store, versions
-from potstill.config import Config
-from potstill.records import HashingReader, expand, file_format, iter_rows, parquet_footer
-from potstill.report import write_version_report
+from potstill.publish import contract, curation, expectations, versions
+from potstill import memory, store
+from potstill.config.core import Config
+from potstill.rows.records import HashingReader, expand, file_format, iter_rows, parquet_footer
+from potstill.reports.report import write_version_report
 
 log = logging.getLogger(__name__)
 

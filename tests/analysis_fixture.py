@@ -19,7 +19,7 @@ import math
 
 import pyarrow as pa
 
-from potstill import contract, versions
+from potstill.publish import contract, versions
 
 LABELS = ["negative", "positive"]
 SEED = [("s1", "positive", "positive", 0.93), ("s2", "positive", "positive", 0.84),

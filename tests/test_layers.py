@@ -1,20 +1,55 @@
-"""The layer contract: potstill/ < models/ < transforms/ < beam_pipelines/, and no import cycles.
+"""The layer contract: the library < potstill.models < potstill.transforms < potstill.beam_pipelines,
+rooms inside each layer on floors, and no import cycles.
 
 Every `import` and `from ... import` in the source tree (at any depth: lazy imports count) is
-read with `ast`; a module may import its own layer and the ones below, never one above, and the
-module graph inside the project has no cycle.
+read with `ast`; a module may import its own room, the rooms on lower floors, never a room on
+its own floor or above, and the module graph inside the project has no cycle. The card's folders
+(`models/`, `transforms/`, `beam_pipelines/`, `sql/`) are installed as `potstill.<folder>`: no
+module imports them by their bare names.
+
+`python tests/test_layers.py [ROOT]` prints the house: rooms, floors, arrows, modules per folder.
 """
 import ast
+import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ["potstill", "models", "transforms", "beam_pipelines"]  # lowest first
+CARD_FOLDERS = ["models", "transforms", "beam_pipelines", "sql"]
+ENTRY_POINTS = {"potstill.__main__"}  # above every floor: `python -m potstill`
+
+# Floors, lowest first; rooms on one floor are siblings and may not import each other. A module
+# belongs to the longest room name it starts with.
+FLOORS = [
+    ["potstill", "potstill.progress", "potstill.memory", "potstill.store"],
+    ["potstill.rows"],
+    ["potstill.config"],
+    ["potstill.publish"],
+    ["potstill.reports"],
+    ["potstill.job"],
+    ["potstill.models"],
+    ["potstill.models.generation"],
+    ["potstill.models.teacher"],
+    ["potstill.models.quality", "potstill.models.saliency"],
+    ["potstill.models.student"],
+    ["potstill.transforms"],
+    ["potstill.beam_pipelines"],
+]
+LAYERS = ["potstill", "potstill.models", "potstill.transforms", "potstill.beam_pipelines"]  # lowest first
+MAX_MODULES_PER_FOLDER = 15
 
 
-def project_imports(path: Path) -> set[str]:
-    """Dotted names of the project modules `path` imports."""
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[0] in CARD_FOLDERS:
+        parts.insert(0, "potstill")
+    return ".".join(parts).removesuffix(".__init__")
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every dotted name `path` imports (modules and the names taken from them)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -22,25 +57,78 @@ def project_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             found |= {f"{node.module}.{a.name}" for a in node.names}
-    return {name for name in found if name.split(".")[0] in LAYERS}
+    return found
 
 
-def modules() -> dict[str, set[str]]:
-    graph = {}
-    for layer in LAYERS:
-        for path in sorted((ROOT / layer).rglob("*.py")):
-            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-            graph[name] = project_imports(path)
-    # keep edges to modules only (`from models import audit` names the module models.audit)
-    return {m: {i for i in imports if i in graph} for m, imports in graph.items()}
+def project_imports(path: Path) -> set[str]:
+    """Dotted names of the project modules `path` imports."""
+    return {name for name in imported_names(path) if name.split(".")[0] == "potstill"}
+
+
+def source_files(root: Path = ROOT) -> list[Path]:
+    return sorted(p for top in ["potstill", *CARD_FOLDERS] for p in (root / top).rglob("*.py"))
+
+
+def modules(root: Path = ROOT) -> dict[str, set[str]]:
+    graph = {module_name(p, root): project_imports(p) for p in source_files(root)}
+    # keep edges to modules only (`from potstill.models.quality import audit` names a module)
+    return {m: {i for i in imports if i in graph and i != m} for m, imports in graph.items()}
+
+
+def room_of(module: str) -> str:
+    rooms = [r for floor in FLOORS for r in floor if module == r or module.startswith(r + ".")]
+    return max(rooms, key=len)
+
+
+def floor_of(module: str) -> int:
+    room = room_of(module)
+    return next(i for i, floor in enumerate(FLOORS) if room in floor)
+
+
+def layer_of(module: str) -> str:
+    return max((layer for layer in LAYERS if module == layer or module.startswith(layer + ".")), key=len)
 
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_no_module_imports_a_layer_above_its_own(layer):
     above = LAYERS[LAYERS.index(layer) + 1:]
-    bad = sorted(f"{m} imports {i}" for m, imports in modules().items() if m.split(".")[0] == layer
-                 for i in imports if i.split(".")[0] in above)
+    bad = sorted(f"{m} imports {i}" for m, imports in modules().items()
+                 if m not in ENTRY_POINTS and layer_of(m) == layer
+                 for i in imports if layer_of(i) in above)
     assert not bad, "layer contract broken:\n" + "\n".join(bad)
+
+
+def test_no_room_imports_a_room_on_its_floor_or_above():
+    bad = sorted(f"{m} ({room_of(m)}) imports {i} ({room_of(i)})"
+                 for m, imports in modules().items() if m not in ENTRY_POINTS
+                 for i in imports
+                 if room_of(i) != room_of(m) and floor_of(i) >= floor_of(m))
+    assert not bad, "room floors broken:\n" + "\n".join(bad)
+
+
+def test_every_module_has_a_room_and_every_room_says_what_it_owns():
+    for m in modules():
+        assert m in ENTRY_POINTS or room_of(m), m
+    for floor in FLOORS:
+        for room in floor:
+            init = (ROOT / room.replace(".", "/") / "__init__.py")
+            card = ROOT / "/".join(room.split(".")[1:]) / "__init__.py"
+            path = init if init.exists() else card
+            if path.exists():  # a room may be one module (potstill.store)
+                assert ast.get_docstring(ast.parse(path.read_text())), f"{path} has no docstring"
+
+
+def test_no_folder_holds_more_than_15_modules():
+    per_folder = Counter(p.parent for p in source_files() if p.name != "__init__.py")
+    crowded = {str(f.relative_to(ROOT)): n for f, n in per_folder.items() if n > MAX_MODULES_PER_FOLDER}
+    assert not crowded, crowded
+
+
+def test_the_card_folders_are_never_imported_by_their_bare_names():
+    files = source_files() + sorted((ROOT / "tests").rglob("*.py")) + sorted((ROOT / "benchmarks").rglob("*.py"))
+    bad = sorted(f"{p.relative_to(ROOT)} imports {name}" for p in files for name in imported_names(p)
+                 if name.split(".")[0] in CARD_FOLDERS)
+    assert not bad, "\n".join(bad)
 
 
 def test_no_import_cycles():
@@ -61,8 +149,51 @@ def test_no_import_cycles():
 
 
 def test_the_contract_catches_a_violation(tmp_path, monkeypatch):
-    """The checker itself: a potstill module importing models is reported."""
+    """The checker itself: a library module importing models is reported, and so is a sibling
+    room on the same floor."""
     fake = tmp_path / "potstill"
     fake.mkdir()
-    (fake / "bad.py").write_text("def f():\n    from models.teacher import HFTeacher\n")
-    assert project_imports(fake / "bad.py") == {"models.teacher", "models.teacher.HFTeacher"}
+    (fake / "bad.py").write_text("def f():\n    from potstill.models.teacher.hf import HFTeacher\n")
+    assert project_imports(fake / "bad.py") == {"potstill.models.teacher.hf", "potstill.models.teacher.hf.HFTeacher"}
+    assert layer_of("potstill.bad") == "potstill" and layer_of("potstill.models.teacher.hf") == "potstill.models"
+    assert floor_of("potstill.models.quality.gate") == floor_of("potstill.models.saliency.attribution")
+    assert room_of("potstill.models.registry") == "potstill.models"
+
+
+# --- the house, measured --------------------------------------------------------------------------
+
+def house(root: Path) -> dict:
+    """Rooms (folders), floors (longest import chain between rooms), arrows (room -> room and
+    module -> module edges), modules per folder: of any checkout, old layout or new."""
+    files = [p for top in ["potstill", *CARD_FOLDERS] if (root / top).exists() for p in (root / top).rglob("*.py")]
+    names = {p: ".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__") for p in files}
+    known = set(names.values())
+
+    def resolve(name):  # a bare card-folder name (old layout) or potstill.<folder>... (new layout)
+        for cand in (name, name.removeprefix("potstill.")):
+            if cand in known:
+                return cand
+        if name.startswith("potstill.") and name.split(".")[1] in CARD_FOLDERS:
+            return name.removeprefix("potstill.") if name.removeprefix("potstill.") in known else None
+        return None
+
+    folder = {m: str(p.parent.relative_to(root)) for p, m in names.items()}
+    edges = {(m, r) for p, m in names.items() for n in imported_names(p) if (r := resolve(n)) and r != m}
+    room_edges = {(folder[a], folder[b]) for a, b in edges if folder[a] != folder[b]}
+    rooms = sorted(set(folder.values()))
+    floor: dict[str, int] = {}
+
+    def height(room, seen=()):
+        if room not in floor:
+            below = [b for a, b in room_edges if a == room and b not in seen]
+            floor[room] = 1 + max((height(b, seen + (room,)) for b in below), default=0)
+        return floor[room]
+    per_folder = Counter(folder[m] for p, m in names.items() if p.name != "__init__.py")
+    return {"rooms": len(rooms), "floors": max(map(height, rooms)), "room_arrows": len(room_edges),
+            "module_arrows": len(edges), "modules_per_folder": dict(sorted(per_folder.items()))}
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(house(Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else ROOT), indent=1))

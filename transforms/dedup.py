@@ -4,7 +4,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from potstill.records import Record
+from potstill.rows.records import Record
 
 FILTERED = "filtered"
 _PRIORITY = {"seed": 0, "corpus": 1, "generated": 2}

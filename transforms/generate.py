@@ -32,13 +32,13 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from models.generate import (Generation, HFGenerator, PromptSpec, Sampling, build_prompts,
+from potstill.models.generation.generate import (Generation, HFGenerator, PromptSpec, Sampling, build_prompts,
                              format_messages, parse_output)
-from models.backends import load_generator
-from transforms.teacher import count_remote_usage
-from models.text_filters import (DuplicateGuard, Reference, TextRules, Verdict, check_text,
+from potstill.models.teacher.backends import load_generator
+from potstill.transforms.teacher import count_remote_usage
+from potstill.models.generation.text_filters import (DuplicateGuard, Reference, TextRules, Verdict, check_text,
                                  corpus_scripts, example_overlap, minhash)
-from potstill.records import Record, stable_id
+from potstill.rows.records import Record, stable_id
 
 log = logging.getLogger(__name__)
 REJECTED = "rejected"

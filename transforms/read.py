@@ -8,7 +8,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
 
-from potstill.records import Bounds, Rejection, file_format, iter_rows, validate
+from potstill.rows.records import Bounds, Rejection, file_format, iter_rows, validate
 
 REJECTED = "rejected"
 

@@ -1,7 +1,7 @@
 """Saliency rationales inside Beam's RunInference, with our own ModelHandler.
 
 Records the teacher has scored come in; the same records leave with `rationale` and
-`rationale_scores` added (models/attribution.py says how they are computed). A batch whose
+`rationale_scores` added (models/saliency/attribution.py says how they are computed). A batch whose
 attribution fails keeps its rows, with both columns null, and is counted (`saliency_failed`):
 rationales are optional, the teacher's labels are not lost over them.
 """
@@ -15,11 +15,11 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from models.attribution import Explainer, explained_labels
-from models.teacher_setup import TeacherSetup
-from potstill.config import Saliency
-from potstill.records import Record
-from transforms.progress import StageProgress
+from potstill.models.saliency.attribution import Explainer, explained_labels
+from potstill.models.teacher.teacher_setup import TeacherSetup
+from potstill.config.core import Saliency
+from potstill.rows.records import Record
+from potstill.transforms.progress import StageProgress
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Student and TA signals, and the teacher-budget selection, as Beam transforms over Records.
 
-The signals travel on each Record (`Record.values`) to the writer, where `potstill.contract.row`
-turns them into contract columns (models/signals.py has the formulas). A batch a model cannot
+The signals travel on each Record (`Record.values`) to the writer, where `potstill.publish.contract.row`
+turns them into contract columns (models/student/signals.py has the formulas). A batch a model cannot
 score keeps its rows, without that signal, and is counted (`student_failed`, `ta_failed`):
 signals are advisory, the rows are not lost over them.
 """
@@ -16,17 +16,17 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from models.signals import student_signals
-from models.teacher_setup import TeacherSetup
-from potstill.config import Budget, Signals
-from potstill.records import Record
-from transforms.progress import StageProgress
+from potstill.models.student.signals import student_signals
+from potstill.models.teacher.teacher_setup import TeacherSetup
+from potstill.config.core import Budget, Signals
+from potstill.rows.records import Record
+from potstill.transforms.progress import StageProgress
 
 log = logging.getLogger(__name__)
 
 
 class StudentModelHandler(ModelHandler[Record, Record, Any]):
-    """Loads a saved student (models/student.py) once per worker and adds its four columns."""
+    """Loads a saved student (models/student/student.py) once per worker and adds its four columns."""
 
     def __init__(self, student_dir: str, labels: Sequence[str], settings: Signals,
                  max_length: int = 128, threads: int | None = None, expected_rows: int | None = None):
@@ -37,7 +37,7 @@ class StudentModelHandler(ModelHandler[Record, Record, Any]):
 
     def load_model(self):
         import torch
-        from models.student import load_student
+        from potstill.models.student.student import load_student
 
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -66,7 +66,7 @@ class StudentModelHandler(ModelHandler[Record, Record, Any]):
 class TAModelHandler(ModelHandler[Record, Record, Any]):
     """Loads the teaching-assistant LM once per worker (the teacher's setup narrowed by
     `TeacherSetup.for_assistant`); adds its label distribution `ta_probs`, read out at the
-    teacher's and the student's labels when the row is written (potstill.contract.row)."""
+    teacher's and the student's labels when the row is written (potstill.publish.contract.row)."""
 
     def __init__(self, setup: TeacherSetup, batch_size: int = 16, expected_rows: int | None = None):
         super().__init__()
@@ -83,7 +83,7 @@ class TAModelHandler(ModelHandler[Record, Record, Any]):
         return {"min_batch_size": 1, "max_batch_size": self.batch_size * 4}
 
     def run_inference(self, batch: Sequence[Record], model, inference_args=None) -> Iterable[Record]:
-        from models.teacher import normalise
+        from potstill.models.teacher.hf import normalise
 
         start = time.perf_counter()
         try:
@@ -106,7 +106,7 @@ def _candidate(record: Record) -> dict:
 
 
 def _choose(candidates: list[dict], n: int, strategy: str, seed: int, n_labels: int) -> frozenset:
-    from potstill.selection import budget_ranking
+    from potstill.publish.selection import budget_ranking
 
     schema = pa.schema([("id", pa.string()), ("student_label", pa.string()),
                         ("student_entropy", pa.float64()), ("student_consistency", pa.float64())])

@@ -24,12 +24,12 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from models.requests import Request, answer_in_halves, encode_request
-from models.teacher import label_stats, normalise
-from models.teacher_setup import LabelledTeacher, TeacherSetup
+from potstill.models.teacher.requests import Request, answer_in_halves, encode_request
+from potstill.models.teacher.hf import label_stats, normalise
+from potstill.models.teacher.teacher_setup import LabelledTeacher, TeacherSetup
 from potstill import store
-from transforms.progress import StageProgress
-from potstill.records import Record
+from potstill.transforms.progress import StageProgress
+from potstill.rows.records import Record
 
 log = logging.getLogger(__name__)
 NAMESPACE = "potstill_teacher"
@@ -110,7 +110,7 @@ class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
     """Loads the teacher once per worker (the driver's `TeacherSetup`; weights shared with the
     other stages of the process) and answers canonical batches (one element = one batch): each
     answered batch is appended to the teacher store before the rows move on, so a crash loses
-    at most the batch in flight. Failed batches are retried, then split (models/requests.py)."""
+    at most the batch in flight. Failed batches are retried, then split (models/teacher/requests.py)."""
 
     def __init__(self, setup: TeacherSetup, store_dir: str, *, retries: int = 2,
                  backoff_s: float = 0.5, expected_rows: int | None = None,

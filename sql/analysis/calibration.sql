@@ -2,7 +2,7 @@
 --
 -- Each seed row's teacher_confidence (max label probability) falls in one of $buckets
 -- equal-width buckets over [0, 1]: bucket b holds (b/$buckets, (b+1)/$buckets], bucket 0 also
--- holds 0 (the same rule as models.metrics.expected_calibration_error, so with 10 buckets
+-- holds 0 (the same rule as potstill.models.metrics.expected_calibration_error, so with 10 buckets
 -- `ece` equals the manifest's teacher_audit.ece). A row is correct when teacher_label =
 -- gold_label. ECE = sum over buckets of n/N * |accuracy - mean_confidence|. This is the
 -- table behind the report's reliability diagram.

@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from beam_pipelines.cli import main
+from potstill.beam_pipelines.cli import main
 
 
 def write_config(tmp_path, tiny_lm, **extra) -> Path:
@@ -62,7 +62,7 @@ def test_a_bug_exits_1_with_a_traceback_that_says_so(tmp_path, tiny_lm, capsys, 
 
 
 def test_run_ends_with_a_summary_of_the_stage_counters(tmp_path, tiny_lm, caplog):
-    with caplog.at_level("INFO", logger="beam_pipelines.pipeline"):
+    with caplog.at_level("INFO", logger="potstill.beam_pipelines.pipeline"):
         assert main(["run", str(write_config(tmp_path, tiny_lm))]) == 0
     summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stage counters:")]
     assert len(summary) == 1 and "read_corpus=2" in summary[0]

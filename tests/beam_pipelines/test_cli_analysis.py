@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import analysis_fixture as fx
-from beam_pipelines.cli import main
+from potstill.beam_pipelines.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +134,8 @@ def test_report_command_with_student(root, capsys, tmp_path):
 def test_a_real_run_publishes_its_report(tmp_path, tiny_lm, capsys):
     """The job's finish() passes the report hook to publish: a pipeline-made version has one."""
     from apache_beam.testing.test_pipeline import TestPipeline
-    from beam_pipelines.pipeline import run
-    from potstill.config import parse_config
+    from potstill.beam_pipelines.pipeline import run
+    from potstill.config.core import parse_config
 
     rows = [{"text": t} for t in ("a good film", "a bad film", "great acting", "dull plot")]
     (tmp_path / "u.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -8,9 +8,9 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
 import hostile_corpus as hc
-from beam_pipelines.cli import main
-from beam_pipelines.pipeline import run
-from potstill.config import parse_config
+from potstill.beam_pipelines.cli import main
+from potstill.beam_pipelines.pipeline import run
+from potstill.config.core import parse_config
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 
 import yaml
 
-from beam_pipelines.cli import main
+from potstill.beam_pipelines.cli import main
 from test_pipeline import config  # noqa: F401 - the fixture: a tiny teacher, hostile rows
 
 

@@ -12,8 +12,8 @@ import duckdb
 import pytest
 
 import analysis_fixture as fx
-from beam_pipelines.cli import main
-from potstill import analysis
+from potstill.beam_pipelines.cli import main
+from potstill.reports import analysis
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import json
 import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
-from beam_pipelines.pipeline import run
-from potstill.config import parse_config
-from potstill.records import Record, validate, with_choices
+from potstill.beam_pipelines.pipeline import run
+from potstill.config.core import parse_config
+from potstill.rows.records import Record, validate, with_choices
 
 ROWS = [
     {"q": "Which is a planet?", "options": ["Mars", "The Moon", "The Sun"], "answer": "A"},
@@ -53,7 +53,7 @@ def test_job_scores_only_each_rows_own_letters(tmp_path, tiny_lm):
 
 def test_choices_field_must_match_the_task_kind():
     import pytest
-    from potstill.config import ConfigError
+    from potstill.config.core import ConfigError
 
     with pytest.raises(ConfigError, match="choices_field"):
         parse_config({"dataset": "mc", "task": {"kind": "multiple_choice", "labels": ["A", "B"]},

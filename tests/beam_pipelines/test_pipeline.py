@@ -5,9 +5,9 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
-from beam_pipelines.pipeline import run
-from potstill.config import parse_config
-from potstill.contract import FILTERED_SCHEMA, PUBLISHED_SCHEMA, REJECTED_SCHEMA
+from potstill.beam_pipelines.pipeline import run
+from potstill.config.core import parse_config
+from potstill.publish.contract import FILTERED_SCHEMA, PUBLISHED_SCHEMA, REJECTED_SCHEMA
 
 UNLABELED = [
     {"text": "the movie was good"},
@@ -102,7 +102,7 @@ def with_teacher(config, **teacher):
 
 
 def test_calibrated_few_shot_teacher_keeps_raw_probs_and_audits(config):
-    from potstill.config import FewShot
+    from potstill.config.core import FewShot
 
     cfg = with_teacher(config, calibration="contextual+temperature",
                        few_shot=FewShot(k=1, selection="fixed"))
@@ -117,7 +117,7 @@ def test_calibrated_few_shot_teacher_keeps_raw_probs_and_audits(config):
 
 
 def test_audit_below_min_accuracy_stops_before_labelling(config, tmp_path):
-    from models.audit import AuditFailed
+    from potstill.models.quality.audit import AuditFailed
 
     cfg = config.model_copy(update={"audit": config.audit.model_copy(update={"min_accuracy": 1.0})})
     cfg = with_teacher(cfg, model=config.teacher.model)

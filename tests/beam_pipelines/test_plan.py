@@ -5,10 +5,10 @@ import pyarrow.parquet as pq
 import yaml
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
-from beam_pipelines.cli import main
-from beam_pipelines.pipeline import run
-from beam_pipelines.plan import make_plan
-from potstill.config import parse_config
+from potstill.beam_pipelines.cli import main
+from potstill.beam_pipelines.pipeline import run
+from potstill.beam_pipelines.plan import make_plan
+from potstill.config.core import parse_config
 from test_pipeline import config  # noqa: F401 - the fixture: a tiny teacher, hostile rows
 
 
@@ -67,7 +67,7 @@ def test_plan_cli_writes_json_and_run_refuses_over_the_cap(config, tmp_path, cap
 
 
 def test_plan_counts_the_setup_search_s_requests(config):  # noqa: F811
-    """With enough gold rows the audit searches teacher setups (models/tuning.py): one prompt pass
+    """With enough gold rows the audit searches teacher setups (models/quality/tuning.py): one prompt pass
     per (style, k) over the seed rows and content-free inputs. The plan counts every one of them."""
     given = config.model_dump(mode="json", exclude_unset=True)  # set values are never searched
     audit = {"min_seed_rows": 2, "folds": 2, "on_weak_teacher": "continue", "compare_gold": False}

@@ -9,10 +9,10 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
 
-from beam_pipelines import runners
-from beam_pipelines.pipeline import run
-from potstill.config import parse_config
-from transforms.write import WriteShards
+from potstill.beam_pipelines import runners
+from potstill.beam_pipelines.pipeline import run
+from potstill.config.core import parse_config
+from potstill.transforms.write import WriteShards
 
 pytestmark = pytest.mark.slow  # starts a scheduler and worker processes
 

@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
-from beam_pipelines.pipeline import run, split_budget
-from potstill.config import ConfigError, parse_config
-from potstill.contract import SIGNAL_COLUMNS
+from potstill.beam_pipelines.pipeline import run, split_budget
+from potstill.config.core import ConfigError, parse_config
+from potstill.publish.contract import SIGNAL_COLUMNS
 
 POOL = [f"the {noun} was {adj}" for noun in ("film", "plot", "cast", "score")
         for adj in ("good", "bad", "dull")]          # 12 distinct rows

@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from beam_pipelines.pipeline import run
+from potstill.beam_pipelines.pipeline import run
 from potstill import store
-from potstill.config import load_config
+from potstill.config.core import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = "good bad fine dull great awful film plot acting music pacing story".split()
@@ -47,7 +47,7 @@ def data_bytes(version: Path) -> bytes:
 
 def cli(config: Path, *args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "beam_pipelines", "run", str(config), *args],
+    return subprocess.Popen([sys.executable, "-m", "potstill", "run", str(config), *args],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, **kwargs)
 
@@ -91,7 +91,7 @@ def test_two_fresh_runs_publish_identical_bytes(tmp_path, tiny_lm):
 
 
 def test_a_poisoned_row_is_the_only_one_rejected(tmp_path, tiny_lm, monkeypatch):
-    from models.teacher import HFTeacher
+    from potstill.models.teacher.hf import HFTeacher
 
     score = HFTeacher.score_encoded
 
@@ -166,7 +166,7 @@ def test_two_concurrent_identical_runs_publish_one_version(tmp_path, tiny_lm):
 
 
 def test_gc_removes_only_store_entries_no_version_needs(tmp_path, tiny_lm, capsys):
-    from beam_pipelines.cli import main
+    from potstill.beam_pipelines.cli import main
 
     path = write_config(tmp_path, tiny_lm)
     version = run(load_config(path))

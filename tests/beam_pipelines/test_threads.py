@@ -1,7 +1,7 @@
 """Torch threads per worker: cores / worker processes, whatever the runner flags."""
 import pytest
 
-from beam_pipelines.threads import torch_threads
+from potstill.beam_pipelines.threads import torch_threads
 
 
 @pytest.mark.parametrize("args, cores, expected", [
@@ -25,8 +25,8 @@ def test_configured_threads_win():
 
 
 def test_the_teacher_setup_takes_the_share_unless_the_config_sets_threads(tiny_lm):
-    from models.teacher_setup import TeacherSetup
-    from potstill.config import parse_config
+    from potstill.models.teacher.teacher_setup import TeacherSetup
+    from potstill.config.core import parse_config
 
     base = {"dataset": "d", "task": {"labels": ["a", "b"]}, "corpus": {"unlabeled": {"path": "u.jsonl"}}}
     share = torch_threads(None, ["--direct_num_workers=2"], cores=2)

@@ -6,13 +6,13 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from potstill.contract import PUBLISHED_SCHEMA
+from potstill.publish.contract import PUBLISHED_SCHEMA
 
 pytestmark = pytest.mark.slow
 
 
 def potstill(*args, cwd):
-    proc = subprocess.run([sys.executable, "-m", "beam_pipelines", *args], cwd=cwd,
+    proc = subprocess.run([sys.executable, "-m", "potstill", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()[-1]
@@ -21,7 +21,7 @@ def potstill(*args, cwd):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("rt")
-    subprocess.run([sys.executable, "-m", "beam_pipelines.demo_data", "--out", str(root / "data"),
+    subprocess.run([sys.executable, "-m", "potstill.beam_pipelines.demo_data", "--out", str(root / "data"),
                     "--seed-size", "8", "--unlabeled-size", "32", "--test-size", "16"], check=True)
     with open(root / "data" / "unlabeled.jsonl", "w") as fh:  # bad rows beside the good ones
         fh.write('{"text": ""}\n{"text": 3}\n{broken\n')

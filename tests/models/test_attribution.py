@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.attribution import (Explainer, explained_labels, merge_to_words, tokens_in_span, top_k,
+from potstill.models.saliency.attribution import (Explainer, explained_labels, merge_to_words, tokens_in_span, top_k,
                                 word_spans)
-from models.audit import LabelledTeacher
-from models.calibration import Calibration
-from models.demos import DemoSelector
-from models.faithfulness import deletion_cases, deletion_test, locate, sample_rows, without
-from models.prompts import Demo
-from models.teacher import HFTeacher
+from potstill.models.quality.audit import LabelledTeacher
+from potstill.models.teacher.calibration import Calibration
+from potstill.models.teacher.demos import DemoSelector
+from potstill.models.saliency.faithfulness import deletion_cases, deletion_test, locate, sample_rows, without
+from potstill.models.teacher.prompts import Demo
+from potstill.models.teacher.hf import HFTeacher
 
 LABELS = ["negative", "positive", "sci.space", "very positive"]  # 1- and multi-token answers
 TEXTS = ["the movie was good", "a bad film with terrible pacing and awful dialogue", "good"]
@@ -176,7 +176,7 @@ def test_deletion_test_on_a_crafted_teacher():
 
 @pytest.mark.slow
 def test_smollm2_rationales_on_real_rows():
-    from models.registry import resolve_model
+    from potstill.models.registry import resolve_model
 
     teacher = HFTeacher(resolve_model("smollm2-135m-instruct").path, ["negative", "positive"],
                         "Is the sentiment of this movie review negative or positive?")

@@ -6,8 +6,8 @@ import logging
 import numpy as np
 import pytest
 
-from models import embed_cache
-from potstill.config import parse_config
+from potstill.models import embed_cache
+from potstill.config.core import parse_config
 
 
 class Counting:
@@ -46,7 +46,7 @@ def test_unreadable_or_wrong_width_files_are_skipped_and_recomputed(tmp_path, ca
     embed_cache.cached(["zz"], "k3", 3, narrow, root=tmp_path)
     for f in (tmp_path / "k3").glob("part-*.parquet"):         # a 3-wide file among 4-wide ones
         f.rename(tmp_path / "k" / "part-narrow.parquet")
-    with caplog.at_level(logging.WARNING, logger="models.embed_cache"):
+    with caplog.at_level(logging.WARNING, logger="potstill.models.embed_cache"):
         again, rec = embed_cache.cached(["a", "bb", "zz"], "k", 4, enc, root=tmp_path)
     assert rec["from_cache"] == 2 and rec["embedded"] == 1 and enc.seen[-1] == "zz"
     np.testing.assert_array_equal(again[:2], good)
@@ -66,8 +66,8 @@ def test_the_key_changes_with_whatever_changes_the_vectors(tmp_path):
 
 
 def test_a_frozen_student_trained_again_reads_every_vector_and_fits_the_same_head(tmp_path, tiny_bert):
-    from models.student import load_student
-    from models.trainer import train
+    from potstill.models.student.student import load_student
+    from potstill.models.student.trainer import train
     from test_trainer import raw_config, write_version
 
     dataset = write_version(tmp_path / "v1")
@@ -103,7 +103,7 @@ def test_a_file_with_ragged_vectors_is_skipped_not_fatal(tmp_path, caplog):
                              "vector": pa.array([[1.0, 2.0, 3.0, 4.0], [1.0]], pa.list_(pa.float32()))}),
                    tmp_path / "k" / "part-ragged.parquet")
     enc = Counting()
-    with caplog.at_level(logging.WARNING, logger="models.embed_cache"):
+    with caplog.at_level(logging.WARNING, logger="potstill.models.embed_cache"):
         out, rec = embed_cache.cached(["a", "bb"], "k", 4, enc, root=tmp_path)
     assert rec["embedded"] == 2 and enc.seen == ["a", "bb"] and "part-ragged.parquet" in caplog.text
     np.testing.assert_array_equal(out, enc(["a", "bb"]))

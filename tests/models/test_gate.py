@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from potstill.config import parse_config
+from potstill.config.core import parse_config
 
 LABELS = ["negative", "positive"]
 # 10 negative, 2 positive: a teacher must beat 10/12 = 0.833 to be better than the majority.
@@ -28,7 +28,7 @@ def raw_config(tmp_path, teacher, student, **audit):
 
 
 def test_judge_names_the_numbers():
-    from models.gate import judge
+    from potstill.models.quality.gate import judge
 
     cfg = parse_config({"dataset": "d", "task": {"labels": ["ham", "spam"]},
                         "corpus": {"unlabeled": {"path": "x"}}})
@@ -43,9 +43,9 @@ def test_judge_names_the_numbers():
 
 
 def test_gate_stops_a_teacher_below_the_majority_class(tiny_lm, tiny_bert, tmp_path):
-    from models.audit import read_seed, tune_and_gate
-    from models.teacher_setup import TeacherSetup
-    from models.gate import WeakTeacher
+    from potstill.models.quality.audit import read_seed, tune_and_gate
+    from potstill.models.teacher.teacher_setup import TeacherSetup
+    from potstill.models.quality.gate import WeakTeacher
 
     cfg = parse_config(raw_config(tmp_path, tiny_lm, tiny_bert))
     with pytest.raises(WeakTeacher, match=r"no better than always answering the majority class "
@@ -54,8 +54,8 @@ def test_gate_stops_a_teacher_below_the_majority_class(tiny_lm, tiny_bert, tmp_p
 
 
 def test_warn_and_continue_label_anyway_and_record_it(tiny_lm, tiny_bert, tmp_path, caplog):
-    from models.audit import read_seed, tune_and_gate
-    from models.teacher_setup import TeacherSetup
+    from potstill.models.quality.audit import read_seed, tune_and_gate
+    from potstill.models.teacher.teacher_setup import TeacherSetup
 
     for action in ("warn", "continue"):
         cfg = parse_config(raw_config(tmp_path, tiny_lm, tiny_bert, on_weak_teacher=action))
@@ -68,8 +68,8 @@ def test_warn_and_continue_label_anyway_and_record_it(tiny_lm, tiny_bert, tmp_pa
 
 
 def test_too_few_gold_rows_are_not_judged(tiny_lm, tiny_bert, tmp_path):
-    from models.audit import read_seed, tune_and_gate
-    from models.teacher_setup import TeacherSetup
+    from potstill.models.quality.audit import read_seed, tune_and_gate
+    from potstill.models.teacher.teacher_setup import TeacherSetup
 
     cfg = parse_config(raw_config(tmp_path, tiny_lm, tiny_bert, min_seed_rows=20))
     setup = TeacherSetup.from_config(cfg, tiny_lm, read_seed(cfg))
@@ -79,7 +79,7 @@ def test_too_few_gold_rows_are_not_judged(tiny_lm, tiny_bert, tmp_path):
 
 
 def test_cli_exits_2_before_labelling_the_pool(tiny_lm, tiny_bert, tmp_path, capsys):
-    from beam_pipelines.cli import main
+    from potstill.beam_pipelines.cli import main
 
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(raw_config(tmp_path, tiny_lm, tiny_bert)))

@@ -1,7 +1,7 @@
 """Prompt formatting, output parsing (hand-written outputs) and the HF generation backend."""
 import pytest
 
-from models.generate import (DEFAULT_REQUEST, HFGenerator, PromptSpec, Sampling, build_prompts,
+from potstill.models.generation.generate import (DEFAULT_REQUEST, HFGenerator, PromptSpec, Sampling, build_prompts,
                              format_messages, parse_output, render_prompt)
 
 LABELS = ["negative", "positive"]

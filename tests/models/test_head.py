@@ -1,4 +1,4 @@
-"""The frozen-encoder student (models/head.py): the head's fit, its cross-validated penalty, and
+"""The frozen-encoder student (models/student/head.py): the head's fit, its cross-validated penalty, and
 the trainer's `student.encoder: frozen` path end to end on a tiny random BERT."""
 import json
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.head import choose_c, fit_linear
-from models.losses import row_losses
-from potstill.config import ConfigError, parse_config
+from potstill.models.student.head import choose_c, fit_linear
+from potstill.models.student.losses import row_losses
+from potstill.config.core import ConfigError, parse_config
 
 
 def tensors(x, y, n_labels, seed_rows=0):
@@ -50,8 +50,8 @@ def test_cross_validation_penalises_noise_and_lets_signal_through():
 
 
 def test_frozen_training_fits_only_the_head_and_the_saved_student_predicts_as_fitted(tmp_path, tiny_bert):
-    from models.student import load_student, predict_proba
-    from models.trainer import new_student, train
+    from potstill.models.student.student import load_student, predict_proba
+    from potstill.models.student.trainer import new_student, train
     from test_trainer import raw_config, toy_rows, write_version
 
     dataset = write_version(tmp_path / "v1")

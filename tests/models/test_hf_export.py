@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from models import hf_export
-from models.student import load_student
+from potstill.models.student import hf_export
+from potstill.models.student.student import load_student
 from test_trainer import LABELS, raw_config, toy_rows, write_version
 
 SCRIPT = r"""
@@ -44,7 +44,7 @@ def _cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def trained(tmp_path, tiny_bert, capsys):
-    from beam_pipelines.cli import main
+    from potstill.beam_pipelines.cli import main
 
     dataset = write_version(tmp_path / "v1")
     raw = raw_config(tmp_path, tiny_bert, n_test=40)
@@ -56,7 +56,7 @@ def trained(tmp_path, tiny_bert, capsys):
 
 
 def test_standard_model_reproduces_evaluate_without_potstill(trained, capsys):
-    from beam_pipelines.cli import main
+    from potstill.beam_pipelines.cli import main
 
     tmp = trained
     preds = tmp / "predictions.jsonl"

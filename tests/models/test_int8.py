@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.int8 import RESIDUAL, Int8Linear, _split, quantize_linear
-from models.teacher import HFTeacher, normalise
-from models.teacher_setup import TeacherSetup
-from potstill.config import ConfigError, parse_config
+from potstill.models.int8 import RESIDUAL, Int8Linear, _split, quantize_linear
+from potstill.models.teacher.hf import HFTeacher, normalise
+from potstill.models.teacher.teacher_setup import TeacherSetup
+from potstill.config.core import ConfigError, parse_config
 from potstill.store import answer_source
 
 LABELS = ["negative", "positive", "sci.space", "very positive"]  # 1- and multi-token labels

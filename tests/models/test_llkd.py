@@ -1,7 +1,7 @@
 """student.selection: llkd keeps and drops the rows a hand-worked batch says."""
 import numpy as np
 
-from models.llkd import LLKDSelector
+from potstill.models.student.llkd import LLKDSelector
 
 
 def test_hand_worked_batches():
@@ -35,8 +35,8 @@ def test_warm_up_only_updates():
 
 
 def test_trainer_selects_per_batch(tmp_path, tiny_bert, monkeypatch):
-    from models.trainer import train
-    from potstill.config import parse_config
+    from potstill.models.student.trainer import train
+    from potstill.config.core import parse_config
     from test_trainer import raw_config, write_version
 
     monkeypatch.setenv("POTSTILL_CACHE", str(tmp_path / "cache"))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.metrics import classification_metrics, expected_calibration_error
+from potstill.models.metrics import classification_metrics, expected_calibration_error
 
 ABC = ["a", "b", "c"]
 

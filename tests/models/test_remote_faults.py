@@ -13,14 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from beam_pipelines.cli import main
+from potstill.beam_pipelines.cli import main
 from fake_openai import FakeOpenAI, logprob
-from models.remote import OpenAITeacher
-from models.remote_endpoint import preflight
-from models.remote_http import Client, RemoteError, RequestRejected, TokenBucket
-from models.teacher import TeacherBase, normalise
+from potstill.models.teacher.remote import OpenAITeacher
+from potstill.models.teacher.remote_endpoint import preflight
+from potstill.models.teacher.remote_http import Client, RemoteError, RequestRejected, TokenBucket
+from potstill.models.teacher.hf import TeacherBase, normalise
 from potstill import store
-from potstill.config import ConfigError, Endpoint
+from potstill.config.core import ConfigError, Endpoint
 
 LABELS = ["negative", "positive"]
 KEY = "sk-test-0123456789-very-secret"
@@ -207,7 +207,7 @@ def test_retry_after_is_honoured_and_backoff_grows():
         client = Client(server.base_url, max_retries=3, backoff_s=0.01, max_backoff_s=1.0,
                         sleep=waits.append)
         # Retry-After from the fake is 0: check the header parsing with a real value too
-        from models.remote_http import retry_after_s
+        from potstill.models.teacher.remote_http import retry_after_s
         assert retry_after_s(server_429_wait) == 3.0
         client.post("/completions", {"model": "teacher", "prompt": [[1, 2]], "logprob_token_ids": [3]})
         client.close()
@@ -267,8 +267,8 @@ def test_concurrency_keeps_requests_in_flight(tiny_lm):
 
 
 def test_the_plans_cost_is_what_the_run_is_billed(tmp_path, tiny_lm, capsys):
-    from beam_pipelines.plan import make_plan
-    from potstill.config import load_config
+    from potstill.beam_pipelines.plan import make_plan
+    from potstill.config.core import load_config
 
     with FakeOpenAI() as server:
         path = _config(tmp_path, tiny_lm, {"base_url": server.base_url, "scoring": "exact",
@@ -287,8 +287,8 @@ def test_the_plans_cost_is_what_the_run_is_billed(tmp_path, tiny_lm, capsys):
 
 
 def test_generation_through_the_endpoint_gives_n_texts_per_prompt_seeded_per_prompt():
-    from models.generate import Sampling
-    from models.remote import OpenAIGenerator
+    from potstill.models.generation.generate import Sampling
+    from potstill.models.teacher.remote import OpenAIGenerator
 
     with FakeOpenAI() as server:
         gen = OpenAIGenerator("unused", engine=Endpoint(base_url=server.base_url, model="teacher"))
@@ -305,7 +305,7 @@ def test_generation_through_the_endpoint_gives_n_texts_per_prompt_seeded_per_pro
 
 
 def test_the_local_model_attribution_loads_never_reads_or_writes_the_remote_store(tiny_lm, tmp_path):
-    from models.teacher_setup import TeacherSetup
+    from potstill.models.teacher.teacher_setup import TeacherSetup
 
     endpoint = Endpoint(base_url="http://127.0.0.1:9/v1", model="teacher", scoring="exact",
                         exact_method="logprob_token_ids")

@@ -30,10 +30,10 @@ from vllm_guard import require_vllm
 
 require_vllm()
 
-from beam_pipelines.cli import main
-from models.registry import resolve_model
-from models.vllm_server import LocalServer
-from potstill.config import ConfigError, Endpoint
+from potstill.beam_pipelines.cli import main
+from potstill.models.registry import resolve_model
+from potstill.models.teacher.vllm_server import LocalServer
+from potstill.config.core import ConfigError, Endpoint
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def smol() -> str:
 
 @pytest.fixture(scope="module")
 def server(smol, tmp_path_factory):
-    """`vllm serve` on loopback (models/vllm_server.py); yields its /v1 base URL. Leaving stops
+    """`vllm serve` on loopback (models/teacher/vllm_server.py); yields its /v1 base URL. Leaving stops
     the server and everything under it, and fails if any process is left."""
     log_path = tmp_path_factory.mktemp("vllm-serve") / "serve.log"
     with LocalServer(smol, SERVED, log_path=str(log_path)) as srv:
@@ -60,7 +60,7 @@ def server(smol, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
-    from beam_pipelines.demo_data import main as make
+    from potstill.beam_pipelines.demo_data import main as make
 
     out = tmp_path_factory.mktemp("rt")
     make(["--out", str(out), "--seed-size", "2", "--unlabeled-size", "50", "--test-size", "2"])
@@ -150,8 +150,8 @@ def test_exact_scoring_through_the_server_matches_the_hf_backend(server, hf_rows
 
 
 def test_prompt_logprobs_method_gives_the_same_scores(server, smol):
-    from models.remote import OpenAITeacher
-    from models.teacher import HFTeacher
+    from potstill.models.teacher.remote import OpenAITeacher
+    from potstill.models.teacher.hf import HFTeacher
 
     texts = ["a fine, moving film", "dull and far too long", "I loved every minute"]
     forms = {"positive": ["positive", "very good"], "negative": ["negative", "very bad"]}
@@ -190,7 +190,7 @@ def test_top_logprobs_through_chat_is_marked_approximate(server, hf_rows, rt, sm
 
 
 def test_an_unknown_model_stops_the_job_naming_the_setting(server, smol):
-    from models.remote_endpoint import preflight
+    from potstill.models.teacher.remote_endpoint import preflight
 
     with pytest.raises(ConfigError, match=r"teacher\.endpoint\.model: 'gpt-nope' is not served"):
         preflight(Endpoint(base_url=server, model="gpt-nope"), smol)

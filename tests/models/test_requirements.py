@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from models.registry import PACKAGED, pip_requirements
+from potstill.models.registry import PACKAGED, pip_requirements
 
 ROOT = Path(__file__).resolve().parents[2]
 

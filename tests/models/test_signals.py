@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from models.signals import student_signals, train_student
-from models.calibration import Calibration
-from models.teacher_setup import TeacherSetup
-from potstill.contract import row as contract_row
-from models.student import StudentClassifier, load_student, predict_proba
-from potstill.config import parse_config
-from potstill.records import Record
+from potstill.models.student.signals import student_signals, train_student
+from potstill.models.teacher.calibration import Calibration
+from potstill.models.teacher.teacher_setup import TeacherSetup
+from potstill.publish.contract import row as contract_row
+from potstill.models.student.student import StudentClassifier, load_student, predict_proba
+from potstill.config.core import parse_config
+from potstill.rows.records import Record
 
 LABELS = ["negative", "positive", "neutral"]
 TEXTS = ["good", "a rather long and winding text about a film that was fine", "bad film", "meh"]

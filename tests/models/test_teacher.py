@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.teacher import HFTeacher, label_stats
+from potstill.models.teacher.hf import HFTeacher, label_stats
 
 LABELS = ["negative", "positive", "sci.space", "very positive"]  # mixes 1- and multi-token labels
 TEXTS = ["the movie was good", "a bad film with terrible pacing and awful dialogue",
@@ -93,7 +93,7 @@ def test_letters_style_scores_letters(tiny_lm):
 
 
 def test_demonstrations_are_scored_in_the_prompt(tiny_lm):
-    from models.prompts import Demo
+    from potstill.models.teacher.prompts import Demo
 
     t = HFTeacher(tiny_lm, ["negative", "positive"], batch_size=2)
     demos = [[Demo("a bad film", "negative"), Demo("good", "positive")], [], [Demo("great", "positive")]]

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from models.calibration import Calibration, contextual_prior, fit_temperature
-from models.demos import DemoSelector
+from potstill.models.teacher.calibration import Calibration, contextual_prior, fit_temperature
+from potstill.models.teacher.demos import DemoSelector
 
 TEXTS = ["good film", "great film", "bad film", "awful film", "fine film"]
 GOLD = ["pos", "pos", "neg", "neg", "pos"]
@@ -61,8 +61,8 @@ def test_temperature_fit_softens_an_overconfident_teacher():
 def test_audit_without_calibration_reports_identical_raw_and_calibrated(tiny_lm, tmp_path):
     import json
 
-    from models.audit import audit, build_teacher, read_seed
-    from potstill.config import parse_config
+    from potstill.models.quality.audit import audit, build_teacher, read_seed
+    from potstill.config.core import parse_config
 
     seed = tmp_path / "s.jsonl"
     seed.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip(TEXTS, GOLD)))

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from models.text_filters import (DuplicateGuard, NearDupIndex, Reference, TextRules, check_text,
+from potstill.models.generation.text_filters import (DuplicateGuard, NearDupIndex, Reference, TextRules, check_text,
                                  corpus_scripts, example_overlap, minhash, repeated_ngram_ratio, tokens)
 
 RULES = TextRules(min_chars=10, max_chars=200, min_letter_share=0.5, max_repeated_ngram_ratio=0.3,

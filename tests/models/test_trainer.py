@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from models.student import StudentClassifier, load_student, predict_proba
-from models.trainer import TrainerError, batch_loss, evaluate, main, train
-from potstill.config import parse_config
+from potstill.models.student.student import StudentClassifier, load_student, predict_proba
+from potstill.models.student.trainer import TrainerError, batch_loss, evaluate, main, train
+from potstill.config.core import parse_config
 from tiny_models import minilm_folder
 
 LABELS = ["negative", "positive"]

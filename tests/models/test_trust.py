@@ -1,4 +1,4 @@
-"""The trust rule (models/trust.py) on hand-worked seed rows, and the trainer recording it."""
+"""The trust rule (models/quality/trust.py) on hand-worked seed rows, and the trainer recording it."""
 import json
 
 import numpy as np
@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from models.trust import decide, lifts, mix
+from potstill.models.quality.trust import decide, lifts, mix
 
 A, B, C = 0, 1, 2
 GOLD = np.array([A] * 4 + [B] * 4 + [C] * 4)
@@ -57,8 +57,8 @@ def test_decide_reports_what_and_why():
 
 
 def test_trainer_records_the_recipe(tmp_path, tiny_bert, monkeypatch):
-    from models.trainer import train
-    from potstill.config import parse_config
+    from potstill.models.student.trainer import train
+    from potstill.config.core import parse_config
     from test_trainer import raw_config, toy_rows
 
     monkeypatch.setenv("POTSTILL_CACHE", str(tmp_path / "cache"))
@@ -91,7 +91,7 @@ def test_trainer_records_the_recipe(tmp_path, tiny_bert, monkeypatch):
 def test_superiority_follows_a_teacher_the_seeds_clearly_prefer():
     """The 1.5B teacher's measured case: right on 14 of 16 claims per class, against a gold-rows
     classifier right on 13 of 22 "negative" and 7 of 10 "positive" claims."""
-    from models.trust import lift_draws, superiority
+    from potstill.models.quality.trust import lift_draws, superiority
 
     gold = np.array([0] * 16 + [1] * 16)
     teacher = np.array([0] * 14 + [1] * 2 + [0] * 2 + [1] * 14)
@@ -105,7 +105,7 @@ def test_superiority_follows_a_teacher_the_seeds_clearly_prefer():
 
 
 def test_superiority_gives_a_class_the_teacher_always_gets_wrong_little_weight():
-    from models.trust import lift_draws, superiority
+    from potstill.models.quality.trust import lift_draws, superiority
 
     pred = np.array([B] * 4 + [A] * 4 + [C] * 4)         # "A" only ever said of B rows
     rng = np.random.default_rng(0)
@@ -115,7 +115,7 @@ def test_superiority_gives_a_class_the_teacher_always_gets_wrong_little_weight()
 
 
 def test_superiority_without_information_is_an_even_mix_and_repeatable():
-    from models.trust import lift_draws, superiority
+    from potstill.models.quality.trust import lift_draws, superiority
 
     gold = np.array([0] * 6 + [1] * 6)
     always_zero = np.zeros(12, dtype=int)                  # says nothing about anything
@@ -135,7 +135,7 @@ def test_the_gold_classifier_c_is_the_one_with_the_lowest_out_of_fold_log_loss()
     """Separable seed rows: a weak penalty (large C) gives confident, right probabilities and is
     picked over C = 1, whose distribution would flatten the targets; labels that are noise: the
     strongest penalty (smallest C) is picked."""
-    from models.trust import choose_c, out_of_fold
+    from potstill.models.quality.trust import choose_c, out_of_fold
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 6)
@@ -155,7 +155,7 @@ def test_the_gold_classifier_c_is_the_one_with_the_lowest_out_of_fold_log_loss()
 
 
 def test_probe_c_takes_one_value_or_a_grid():
-    from potstill.config import parse_config
+    from potstill.config.core import parse_config
 
     def student(**kw):
         return parse_config({"dataset": "d", "task": {"labels": ["a", "b"]}, "student": kw,

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from models.teacher import TeacherBase
-from potstill.config import parse_config
+from potstill.models.teacher.hf import TeacherBase
+from potstill.config.core import parse_config
 
 LABELS = ["business", "sports"]
 TOPICS = {"business": ["shares fell", "the bank merged", "profits rose", "a new ceo", "the market",
@@ -52,8 +52,8 @@ def config(tmp_path, **overrides):
 
 
 def test_search_picks_the_case_variants_that_fix_an_always_one_class_teacher(tiny_lm, tmp_path):
-    from models.audit import read_seed
-    from models.tuning import search
+    from potstill.models.quality.audit import read_seed
+    from potstill.models.quality.tuning import search
 
     cfg = config(tmp_path)
     seeds = read_seed(cfg)
@@ -71,8 +71,8 @@ def test_search_picks_the_case_variants_that_fix_an_always_one_class_teacher(tin
 
 
 def test_explicit_teacher_settings_are_not_searched(tiny_lm, tmp_path):
-    from models.audit import read_seed
-    from models.tuning import grid, search
+    from potstill.models.quality.audit import read_seed
+    from potstill.models.quality.tuning import grid, search
 
     cfg = config(tmp_path, teacher={"calibration": "none", "verbalizers": {"sports": ["sports"]}})
     styles, ks, verbs, cals = grid(cfg)
@@ -82,7 +82,7 @@ def test_explicit_teacher_settings_are_not_searched(tiny_lm, tmp_path):
 
 
 def test_alternatives_add_plain_words(tmp_path):
-    from models.tuning import verbalizer_forms
+    from potstill.models.quality.tuning import verbalizer_forms
 
     forms = verbalizer_forms(["ham", "spam"], "alternatives", {"ham": ["normal email"]})
     assert forms["ham"][0] == "ham" and "Normal email" in forms["ham"] and "Normal Email" in forms["ham"]
@@ -91,9 +91,9 @@ def test_alternatives_add_plain_words(tmp_path):
 
 
 def test_tune_and_gate_returns_the_tuned_teacher(tiny_lm, tmp_path, monkeypatch):
-    from models import audit
-    from models.calibration import Calibration
-    from models.teacher_setup import TeacherSetup
+    from potstill.models.quality import audit
+    from potstill.models.teacher.calibration import Calibration
+    from potstill.models.teacher.teacher_setup import TeacherSetup
 
     cfg = config(tmp_path)
     monkeypatch.setattr(TeacherSetup, "load", lambda self, backend=None: audit.LabelledTeacher(

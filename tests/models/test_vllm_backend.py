@@ -24,12 +24,12 @@ from vllm_guard import require_vllm
 
 require_vllm()
 
-from models.generate import Sampling
-from models.prompts import Demo
-from models.registry import resolve_model
-from models.teacher import HFTeacher, normalise
-from models.vllm_backend import VLLMGenerator, VLLMTeacher
-from potstill.config import VLLMEngine
+from potstill.models.generation.generate import Sampling
+from potstill.models.teacher.prompts import Demo
+from potstill.models.registry import resolve_model
+from potstill.models.teacher.hf import HFTeacher, normalise
+from potstill.models.teacher.vllm_backend import VLLMGenerator, VLLMTeacher
+from potstill.config.core import VLLMEngine
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def smol() -> str:
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
-    from beam_pipelines.demo_data import main
+    from potstill.beam_pipelines.demo_data import main
 
     out = tmp_path_factory.mktemp("rt")
     main(["--out", str(out), "--seed-size", "2", "--unlabeled-size", "50", "--test-size", "2"])
@@ -133,7 +133,7 @@ def test_engine_processes_end_with_the_object(smol):
 
 
 def _pipeline_config(rt, tmp_path, smol, in_process: bool):
-    from potstill.config import parse_config
+    from potstill.config.core import parse_config
 
     return parse_config({
         "dataset": "rt-vllm", "output_root": str(tmp_path / "out"),
@@ -154,8 +154,8 @@ def test_pipeline_run_leaves_no_vllm_process(rt, tmp_path, smol, in_process):
 
     from apache_beam.testing.test_pipeline import TestPipeline
 
-    from beam_pipelines.pipeline import run
-    from models import vllm_backend
+    from potstill.beam_pipelines.pipeline import run
+    from potstill.models.teacher import vllm_backend
 
     before, engines_before = _descendants(), set(vllm_backend._OPEN)
     version = run(_pipeline_config(rt, tmp_path, smol, in_process), test_pipeline=TestPipeline())

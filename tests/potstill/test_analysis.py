@@ -1,4 +1,4 @@
-"""potstill.analysis and sql/analysis/ on a hand-made version whose answers are known (see
+"""potstill.reports.analysis and sql/analysis/ on a hand-made version whose answers are known (see
 tests/analysis_fixture.py for the rows)."""
 import json
 import math
@@ -9,10 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import analysis_fixture as fx
-from models.metrics import expected_calibration_error
-from potstill import analysis, contract, tables
-from potstill.analysis import AnalysisError
-from potstill.versions import VersionError
+from potstill.models.metrics import expected_calibration_error
+from potstill.reports import analysis, tables
+from potstill.publish import contract
+from potstill.reports.analysis import AnalysisError
+from potstill.publish.versions import VersionError
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from potstill import card, contract, versions
+from potstill.publish import card, contract, versions
 
 LABELS = ["neg", "pos"]
 
@@ -88,7 +88,7 @@ print(json.dumps({{"names": train.features["label"].names,
 
 
 def _cli(capsys, *argv):
-    from beam_pipelines.cli import main
+    from potstill.beam_pipelines.cli import main
 
     code = main(list(argv))
     out, err = capsys.readouterr()

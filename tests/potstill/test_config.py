@@ -1,6 +1,6 @@
 import pytest
 
-from potstill.config import ConfigError, apply_overrides, load_config, parse_config
+from potstill.config.core import ConfigError, apply_overrides, load_config, parse_config
 
 BASE = {"dataset": "d", "task": {"labels": ["a", "b"]},
         "corpus": {"unlabeled": {"path": "u.jsonl"}}}
@@ -77,7 +77,7 @@ def test_default_output_root_shadows_no_importable_package(monkeypatch):
     # namespace package; a name with a hyphen can never be imported.
     from pathlib import Path
 
-    from potstill.analysis import ROOT_ENV, default_root
+    from potstill.reports.analysis import ROOT_ENV, default_root
 
     monkeypatch.delenv(ROOT_ENV, raising=False)
     for root in (parse_config(BASE).output_root, default_root()):

@@ -1,4 +1,4 @@
-"""sql/curate.sql through potstill.curation, on a few crafted staged rows."""
+"""sql/curate.sql through potstill.publish.curation, on a few crafted staged rows."""
 import math
 from collections import Counter
 
@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from potstill import contract
-from potstill.config import ConfigError, Curation
-from potstill.curation import curate, load_query, query_parameters
+from potstill.publish import contract
+from potstill.config.core import ConfigError, Curation
+from potstill.publish.curation import curate, load_query, query_parameters
 
 LABELS = ["neg", "pos"]
 

@@ -6,8 +6,8 @@ import time
 import pyarrow as pa
 import pytest
 
-from potstill import contract
-from potstill.expectations import (HELPER_COLUMNS, ValidationFailed, build_suite, validate,
+from potstill.publish import contract
+from potstill.publish.expectations import (HELPER_COLUMNS, ValidationFailed, build_suite, validate,
                                    validation_frame)
 
 LABELS = ["neg", "pos", "plot"]

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import hostile_corpus as hc
-from potstill.config import ConfigError, parse_config
-from potstill.records import (Bounds, InputFileError, MissingInputError, Record, check_file,
+from potstill.config.core import ConfigError, parse_config
+from potstill.rows.records import (Bounds, InputFileError, MissingInputError, Record, check_file,
                               check_input_files, iter_rows, read_split)
 
 LABELS = ["negative", "positive"]
@@ -291,13 +291,13 @@ def test_compressed_text_formats_read_normally(tmp_path):
 def test_the_cli_stops_before_any_model_loads(tmp_path, monkeypatch, capsys):
     """A file problem (here: an empty corpus, then a directory) exits 2 with one message naming
     the file, before the teacher is resolved, with no staging folder."""
-    import beam_pipelines.pipeline
-    from beam_pipelines.cli import main
+    import potstill.beam_pipelines.pipeline
+    from potstill.beam_pipelines.cli import main
 
     def no_models(*_):
         raise AssertionError("a model was resolved before the input files were checked")
 
-    monkeypatch.setattr(beam_pipelines.pipeline, "resolve_model", no_models)
+    monkeypatch.setattr(potstill.beam_pipelines.pipeline, "resolve_model", no_models)
     (tmp_path / "u.jsonl").write_text("\n")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(json.dumps({"dataset": "d", "output_root": "out", "task": {"labels": LABELS},

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from potstill.records import (Bounds, Malformed, Record, Rejection, iter_rows, normalise_text,
+from potstill.rows.records import (Bounds, Malformed, Record, Rejection, iter_rows, normalise_text,
                               read_split, stable_id, validate)
 
 LABELS = ["negative", "positive"]

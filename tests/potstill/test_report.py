@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 
 import analysis_fixture as fx
-from potstill import contract, plots, report, versions
+from potstill.publish import contract, versions
+from potstill.reports import plots, report
 
 PLOTS = ("funnel", "label-distribution", "confidence-histogram", "reliability")
 METRICS = {"accuracy": 0.81, "macro_f1": 0.8, "ece": 0.05, "n": 20, "train_on": "all",

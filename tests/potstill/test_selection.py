@@ -5,10 +5,10 @@ import math
 import pyarrow as pa
 import pytest
 
-from potstill import contract
-from potstill.config import Curation
-from potstill.curation import curate
-from potstill.selection import budget_ranking
+from potstill.publish import contract
+from potstill.config.core import Curation
+from potstill.publish.curation import curate
+from potstill.publish.selection import budget_ranking
 
 LABELS = ["neg", "pos"]
 LN2 = math.log(2)

@@ -13,10 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from potstill import contract, curation, job, memory, versions
-from potstill.config import parse_config
-from potstill.expectations import validate, validate_file
-from potstill.records import read_file
+from potstill.publish import contract, curation, versions
+from potstill import job, memory
+from potstill.config.core import parse_config
+from potstill.publish.expectations import validate, validate_file
+from potstill.rows.records import read_file
 from test_expectations import LABELS, make_row, table
 
 ROWS = [{"text": f"row {i} " + "x" * (i % 50)} for i in range(3000)]

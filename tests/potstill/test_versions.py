@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from potstill import contract, versions
-from potstill.versions import (VersionError, find_by_fingerprint, latest_version, list_versions,
+from potstill.publish import contract, versions
+from potstill.publish.versions import (VersionError, find_by_fingerprint, latest_version, list_versions,
                                publish, resolve_version)
 
 

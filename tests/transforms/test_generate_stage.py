@@ -9,13 +9,13 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 import apache_beam as beam
-from beam_pipelines.pipeline import generator_handler, run
-from models.generate import Generation, PromptSpec, Sampling
-from models.text_filters import Reference, TextRules, minhash
-from potstill.config import ConfigError, Generation as GenerationConfig, parse_config
-from potstill.contract import filtered_schema, scored_schema
-from potstill.records import Record, stable_id
-from transforms.generate import (REJECTED, Candidate, GenerateExamples, GenerationBatch,
+from potstill.beam_pipelines.pipeline import generator_handler, run
+from potstill.models.generation.generate import Generation, PromptSpec, Sampling
+from potstill.models.generation.text_filters import Reference, TextRules, minhash
+from potstill.config.core import ConfigError, Generation as GenerationConfig, parse_config
+from potstill.publish.contract import filtered_schema, scored_schema
+from potstill.rows.records import Record, stable_id
+from potstill.transforms.generate import (REJECTED, Candidate, GenerateExamples, GenerationBatch,
                                  drop_duplicates, failed_batches, make_batches, parse_and_check)
 
 LABELS = ["negative", "positive"]
@@ -211,7 +211,7 @@ def test_job_with_generation_reconciles_and_carries_intended_label(tmp_path, tin
 
 @pytest.mark.slow
 def test_smollm2_writes_a_handful_of_examples(tmp_path):
-    from models.registry import resolve_model
+    from potstill.models.registry import resolve_model
 
     path = resolve_model("smollm2-135m-instruct").path
     cfg = stage_config(tmp_path, path, per_label=2, outputs_per_prompt=1, batch_size=4,

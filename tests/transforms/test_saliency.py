@@ -8,13 +8,13 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that
 
 import apache_beam as beam
-from beam_pipelines.pipeline import run
-from models.faithfulness import locate
-from models.teacher_setup import TeacherSetup
-from potstill.config import ConfigError, parse_config
-from potstill.contract import row, scored_schema
-from potstill.records import Record
-from transforms.saliency import AddRationales, SaliencyModelHandler
+from potstill.beam_pipelines.pipeline import run
+from potstill.models.saliency.faithfulness import locate
+from potstill.models.teacher.teacher_setup import TeacherSetup
+from potstill.config.core import ConfigError, parse_config
+from potstill.publish.contract import row, scored_schema
+from potstill.rows.records import Record
+from potstill.transforms.saliency import AddRationales, SaliencyModelHandler
 
 LABELS = ["negative", "positive"]
 
@@ -64,9 +64,9 @@ def test_stage_adds_rationales_to_scored_rows(tmp_path, tiny_lm, method):
 
 
 def test_gold_rationales_explain_the_gold_label(tmp_path, tiny_lm):
-    from models.attribution import Explainer
-    from models.audit import build_teacher
-    from transforms.saliency import explain_records
+    from potstill.models.saliency.attribution import Explainer
+    from potstill.models.quality.audit import build_teacher
+    from potstill.transforms.saliency import explain_records
 
     cfg = config(tmp_path, tiny_lm, method="input_x_gradient")
     ex = Explainer(build_teacher(cfg, tiny_lm, []), "input_x_gradient", top_k=2)
@@ -90,11 +90,11 @@ def test_a_failed_batch_keeps_its_rows_without_rationale(tmp_path, tiny_lm):
 
 
 def test_a_vllm_teacher_is_explained_with_the_same_weights_in_torch(tmp_path, tiny_lm, caplog):
-    from models.teacher import HFTeacher
+    from potstill.models.teacher.hf import HFTeacher
 
     cfg = parse_config({**config(tmp_path, tiny_lm).model_dump(mode="json"),
                         "teacher": {"model": tiny_lm, "backend": "vllm"}})
-    with caplog.at_level("INFO", logger="transforms.saliency"):
+    with caplog.at_level("INFO", logger="potstill.transforms.saliency"):
         explainer = handler(cfg, tiny_lm).load_model()
     assert isinstance(explainer.teacher, HFTeacher)
     assert "no gradients" in caplog.text and "in torch" in caplog.text
@@ -128,7 +128,7 @@ def test_job_publishes_rationales_and_the_deletion_test(tmp_path, tiny_lm):
 
 def test_with_saliency_the_teacher_is_loaded_once_per_process(tmp_path, tiny_lm):
     """The audit, the teacher stage, the saliency stage and the faithfulness test share weights."""
-    from models import loading
+    from potstill.models import loading
 
     (tmp_path / "u.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in
                                               ["the movie was good", "a bad film with terrible pacing"]))

@@ -2,7 +2,7 @@
 more than one line per interval."""
 import logging
 
-from transforms.progress import StageProgress
+from potstill.transforms.progress import StageProgress
 
 
 def test_progress_lines_are_rate_limited_and_carry_rate_and_eta(caplog):

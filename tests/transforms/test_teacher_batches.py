@@ -2,9 +2,9 @@
 the same batches whatever order the rows arrive in."""
 import random
 
-from models.requests import Request
-from potstill.records import Record
-from transforms.teacher import batch_group, canonical_batches, padding_waste, partitions
+from potstill.models.teacher.requests import Request
+from potstill.rows.records import Record
+from potstill.transforms.teacher import batch_group, canonical_batches, padding_waste, partitions
 
 
 def long_tailed(n: int, seed: int = 0) -> list[Record]:

@@ -1,0 +1,254 @@
+"""The teacher setup search on the gold seed rows, before the pool is labelled.
+
+Candidates are the setups potstill already has: prompt style, few-shot k, verbalizer (the exact
+label strings; their case variants summed, since instruct models tend to answer "Business" where
+the label is "business"; plain-language alternatives the user gives in
+`audit.search.alternatives`, summed with the label's own forms) and contextual calibration on or
+off. `teacher.*` settings the config sets explicitly (pydantic's `model_fields_set`) stay fixed.
+
+Cost: the model runs once per prompt setup (style, k) over the seed rows and the content-free
+inputs. Every verbalizer shows the label itself first, so the prompt text is the same for all of
+them; one pass scores the union of their surface forms, and each verbalizer's label scores are a
+log-sum-exp over its own columns. Calibration variants are applied to those scores. Nothing is
+fitted on the seed rows (demonstrations are leave-one-out), so each candidate's predictions on
+every seed row are out of sample for that candidate.
+
+Choice: the best macro-F1 over all seed rows; ties keep the earlier candidate (the configured
+values come first in every grid). Picking the best of many candidates flatters it, so the search
+itself is cross-validated too: on each of `audit.folds` folds the best candidate on the other
+folds predicts the held-out fold, and those predictions give the tuned teacher's honest figures
+(`cv`), the ones the gate judges.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from scipy.special import logsumexp
+
+from potstill.models.teacher.calibration import Calibration, contextual_prior
+from potstill.models.teacher.demos import DemoSelector
+from potstill.models.metrics import classification_metrics
+from potstill.models.quality.trust import folds_of
+from potstill.config.core import Config
+from potstill.rows.records import Record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    style: str
+    k: int
+    verbalizer: str                         # exact | cased | alternatives | configured
+    forms: dict[str, list[str]] | None      # surface forms per label (None: the label itself)
+    calibration: str                        # none | contextual (what decides the arg-max)
+    raw: np.ndarray = field(repr=False)     # label log-probs on the seed rows [n, L]
+    prior: tuple[float, ...] | None = None  # contextual prior, when calibration is contextual
+    macro_f1: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.style}/k={self.k}/{self.verbalizer}/{self.calibration}"
+
+    def logprobs(self) -> np.ndarray:
+        return Calibration(self.prior).apply(self.raw)
+
+
+@dataclass
+class SearchResult:
+    chosen: Candidate
+    candidates: list[Candidate]
+    cv_pred: np.ndarray                     # held-out predictions of the search itself
+    seconds: float
+    prompt_passes: int
+
+    def teacher_update(self, cfg: Config) -> dict:
+        """The cfg.teacher fields the search decided (explicitly set ones are unchanged)."""
+        t, c = cfg.teacher, self.chosen
+        calibration = t.calibration if "calibration" in t.model_fields_set else c.calibration
+        return {"prompt_style": c.style, "verbalizers": c.forms, "calibration": calibration,
+                "few_shot": t.few_shot.model_copy(update={"k": c.k})}
+
+
+def case_forms(word: str) -> list[str]:
+    """word, lowercase, Capitalised, UPPER, Title Case: the answers a model may give."""
+    return list(dict.fromkeys([word, word.lower(), word[:1].upper() + word[1:], word.upper(),
+                               word.title()]))
+
+
+def verbalizer_forms(labels: list[str], kind: str, alternatives: dict[str, list[str]]
+                     ) -> dict[str, list[str]] | None:
+    """Surface forms per label for a verbalizer kind; the label itself is always first, so the
+    prompt shows the same answer list for every kind."""
+    if kind == "exact":
+        return None
+    forms = {label: case_forms(label) for label in labels}
+    if kind == "alternatives":
+        for label in labels:
+            for alt in alternatives.get(label, []):
+                forms[label] = list(dict.fromkeys(forms[label] + case_forms(alt)))
+    return forms
+
+
+def grid(cfg: Config) -> tuple[list[str], list[int], list[tuple[str, dict | None]], list[str]]:
+    """(styles, ks, [(verbalizer kind, forms)], calibrations): the configured value first in
+    each, a `teacher.*` value the config sets explicitly the only one."""
+    t, s = cfg.teacher, cfg.audit.search
+    fixed = t.model_fields_set
+    first = lambda value, options: list(dict.fromkeys([value, *options]))  # noqa: E731
+    styles = [t.prompt_style] if "prompt_style" in fixed else first(t.prompt_style, s.prompt_styles)
+    k_fixed = "few_shot" in fixed and "k" in t.few_shot.model_fields_set
+    ks = [t.few_shot.k] if k_fixed else first(t.few_shot.k, s.few_shot_k)
+    labels = cfg.task.labels
+    if "verbalizers" in fixed or t.verbalizers:
+        verbs = [("configured", t.verbalizers)]
+    elif cfg.task.kind == "multiple_choice":
+        verbs = [("exact", None)]
+    else:
+        kinds = [k for k in s.verbalizers if k != "alternatives" or s.alternatives]
+        verbs = [(k, verbalizer_forms(labels, k, s.alternatives)) for k in kinds] or [("exact", None)]
+    mode = "contextual" if "contextual" in t.calibration else "none"
+    cals = [mode] if "calibration" in fixed else first(mode, s.calibration)
+    return styles, ks, verbs, cals
+
+
+def _union(verbs: list[tuple[str, dict | None]], labels: list[str]) -> dict[str, list[str]]:
+    return {l: list(dict.fromkeys([f for _, forms in verbs for f in ((forms or {}).get(l) or [l])]))
+            for l in labels}
+
+
+def _label_scores(cand: np.ndarray, candidates, forms: dict | None, labels: list[str]) -> np.ndarray:
+    """Label log-probs of one verbalizer from the union's candidate columns [n, C] -> [n, L]."""
+    out = np.full((cand.shape[0], len(labels)), -np.inf)
+    for i, label in enumerate(labels):
+        wanted = set((forms or {}).get(label) or [label])
+        cols = [c for c, (li, surface) in enumerate(candidates) if li == i and surface in wanted]
+        out[:, i] = logsumexp(cand[:, cols], axis=1)
+    return out
+
+
+@dataclass
+class Pass:
+    """One prompt setup (style, k) the search runs the model with, over the seed rows and the
+    content-free inputs; `verbs` are the verbalizers read off its candidate columns."""
+    style: str
+    k: int
+    variant: object                         # the TeacherBase behind this prompt
+    verbs: list[tuple[str, dict | None]]
+    demos: list | None                      # per seed row (k > 0)
+    cf_demos: list | None                   # per content-free input (k > 0)
+
+
+def passes(cfg: Config, teacher, seeds: list[Record], embed=None):
+    """The prompt passes the search makes, in order (no model call: `teacher` may be a prompter
+    without weights, which is how `potstill plan` counts the search's requests)."""
+    labels, t = cfg.task.labels, cfg.teacher
+    styles, ks, verbs, _ = grid(cfg)
+    texts = [r.model_input for r in seeds]
+    inputs = list(t.content_free_inputs)
+    for style in styles:
+        style_verbs = verbs if style == "labels" else [("exact", None)]  # letters are letters
+        variant = teacher.variant(style, _union(style_verbs, labels) if style == "labels" else None)
+        answers = dict(zip(labels, variant.prompt.verbalizer.answers))
+        for k in ks:
+            demos = cf_demos = None
+            if k:
+                selector = DemoSelector(texts, [r.gold_label for r in seeds], answers, k,
+                                        t.few_shot.selection, embed, t.few_shot.seed)
+                demos, cf_demos = selector.select(texts), selector.select(inputs)
+            yield Pass(style, k, variant, style_verbs, demos, cf_demos)
+
+
+def search(cfg: Config, teacher, seeds: list[Record], embed=None, store=None) -> SearchResult:
+    """Score every candidate setup on the seed rows with the loaded `teacher` (a TeacherBase;
+    prompt variants share its weights). `embed` is the demonstration embedder (k > 0, similar).
+    With `store` (a LabelledTeacher with a teacher store) raw answers are read from and written
+    to the store, and counted on it, like every other teacher request."""
+    labels = cfg.task.labels
+    _, _, _, cals = grid(cfg)
+    texts = [r.model_input for r in seeds]
+    gold = np.array([labels.index(r.gold_label) for r in seeds])
+    n_options = np.array([len(r.choices) if r.choices else len(labels) for r in seeds])
+    past_options = np.arange(len(labels))[None, :] >= n_options[:, None]
+    inputs = list(cfg.teacher.content_free_inputs)
+    start, n_passes, candidates = time.perf_counter(), 0, []
+    for p in passes(cfg, teacher, seeds, embed):
+        cand_index = p.variant.prompt.verbalizer.candidates
+        log.info("setup search: scoring %d seed rows with the %s prompt, k=%d", len(texts), p.style, p.k)
+        seed_cand = _candidates(p.variant, texts, p.demos, store)
+        cf_cand = _candidates(p.variant, inputs, p.cf_demos, store) if "contextual" in cals else None
+        n_passes += 1
+        for kind, forms in p.verbs:
+            raw = _label_scores(seed_cand, cand_index, forms, labels)
+            raw[past_options] = -np.inf
+            for cal in cals:
+                prior = (contextual_prior(_label_scores(cf_cand, cand_index, forms, labels))
+                         if cal == "contextual" else None)
+                c = Candidate(p.style, p.k, kind, forms, cal, raw, prior)
+                c.macro_f1 = _macro_f1(gold, c.logprobs().argmax(1), labels)
+                candidates.append(c)
+    best = _best(candidates, np.arange(len(gold)), gold, labels)
+    cv_pred = _cv_predictions(candidates, gold, labels, cfg.audit.folds, cfg.audit.search.seed)
+    return SearchResult(best, candidates, cv_pred, time.perf_counter() - start, n_passes)
+
+
+def search_requests(cfg: Config, prompter, seeds: list[Record], embed=None) -> list[tuple[str, int]]:
+    """(store key, prompt tokens) of every request the search makes, in order: what `search`
+    with `store=prompter`'s store would look up (a LabelledTeacher, weights not needed)."""
+    texts, inputs = [r.model_input for r in seeds], list(cfg.teacher.content_free_inputs)
+    contextual = "contextual" in grid(cfg)[3]
+    out = []
+    for p in passes(cfg, prompter.teacher, seeds, embed):
+        lt = replace(prompter, teacher=p.variant)
+        out += lt.request_keys(texts, p.demos or [()] * len(texts))
+        if contextual:
+            out += lt.request_keys(inputs, p.cf_demos or [()] * len(inputs))
+    return out
+
+
+def _candidates(variant, texts: list[str], demos, store) -> np.ndarray:
+    """Raw candidate log-probs [n, C], through the teacher store when there is one."""
+    if store is None or not getattr(store, "store_dir", None):
+        return variant.score_candidates(texts, demos)
+    lt = replace(store, teacher=variant)
+    cand = lt.stored_candidates(texts, demos or [()] * len(texts))
+    store.calls, store.cache_hits, store.used_keys = lt.calls, lt.cache_hits, lt.used_keys
+    store.store_index = lt.store_index  # the next variant reuses the index
+    return cand
+
+
+def _macro_f1(gold: np.ndarray, pred: np.ndarray, labels: list[str]) -> float:
+    return classification_metrics(gold, pred, labels)["macro_f1"] if len(gold) else 0.0
+
+
+def _best(candidates: list[Candidate], rows: np.ndarray, gold: np.ndarray, labels) -> Candidate:
+    best, best_f1 = candidates[0], -1.0
+    for c in candidates:  # strictly better only: ties keep the earlier (configured) setup
+        f1 = _macro_f1(gold[rows], c.logprobs()[rows].argmax(1), labels)
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = c, f1
+    return best
+
+
+def _cv_predictions(candidates, gold, labels, folds: int, seed: int) -> np.ndarray:
+    assign = folds_of(gold, min(folds, len(gold)), seed)
+    pred = np.zeros(len(gold), dtype=int)
+    for f in np.unique(assign):
+        train, held = np.flatnonzero(assign != f), np.flatnonzero(assign == f)
+        pred[held] = _best(candidates, train, gold, labels).logprobs()[held].argmax(1)
+    return pred
+
+
+def report(result: SearchResult, gold: np.ndarray, labels: list[str]) -> dict:
+    """The manifest's `teacher_audit.search`: every candidate's score, the choice, the CV figures."""
+    cv = classification_metrics(gold, result.cv_pred, labels)
+    return {"chosen": result.chosen.name, "criterion": "macro_f1 on the seed rows (ties: configured first)",
+            "candidates": [{"setup": c.name, "macro_f1": round(c.macro_f1, 4),
+                            "accuracy": round(float((c.logprobs().argmax(1) == gold).mean()), 4)}
+                           for c in result.candidates],
+            "cv": {**cv, "note": "the search itself cross-validated: on each fold, the best setup "
+                   "on the other folds predicts it"},
+            "seconds": round(result.seconds, 2), "prompt_passes": result.prompt_passes}

@@ -1,0 +1,88 @@
+"""Teacher requests as values: what a row asks the teacher (its encoded prompt and the key that
+identifies the answer), and how a batch of requests is answered when the model fails.
+
+`encode_request` needs the tokenizer and the demonstration selector only, no weights: the graph
+keys every row before it knows whether the teacher store already has the answer.
+
+`answer_in_halves`: a failed batch is retried (`retries` times, exponential backoff from
+`backoff_s`: transient errors such as a busy device or a dropped connection), then split in
+halves, each answered the same way, down to single rows; only a row that fails alone is given
+up, with its error. A poisoned row therefore costs its batch a few extra calls and loses only
+itself.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence, TypeVar
+
+import numpy as np
+
+from potstill.models.teacher.hf import _Encoded
+from potstill.models.teacher.teacher_setup import LabelledTeacher
+from potstill.store import request_key
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Request:
+    key: str                   # potstill.store.request_key: weights, prompt ids, candidates
+    shared: str | None         # the cached shared prompt part the row's ids follow, if any
+    ids: tuple[int, ...]       # the row's own prompt tokens (after the shared part)
+    prompt_tokens: int         # the whole prompt's length
+
+    @property
+    def encoded(self) -> _Encoded:
+        return _Encoded(list(self.ids), self.shared)
+
+
+def encode_request(lt: LabelledTeacher, model_sha256: str, model_input: str) -> Request:
+    """The request one row makes: its prompt (with the demonstrations the selector picks for it)
+    and the candidates, keyed by what determines the answer."""
+    demos = lt.demos([model_input])
+    encoded = lt.teacher.encode(model_input, demos[0] if demos else ())
+    prompt = lt.teacher.prompt_ids(encoded)
+    return Request(request_key(model_sha256, prompt, lt.teacher.cand_ids), encoded.shared,
+                   tuple(encoded.ids), len(prompt))
+
+
+@dataclass
+class Answered:
+    """What `answer_in_halves` did: per item its answer row or its error, and the calls made."""
+    results: list                # np.ndarray row, or the BaseException of a row given up
+    calls: int = 0               # rows sent to the model, every attempt counted
+    retries: int = 0             # attempts after a failure
+    batches: list = None         # (indices, answers) of every sub-batch answered, for the store
+
+
+def answer_in_halves(items: Sequence[T], score: Callable[[Sequence[T]], np.ndarray], *,
+                     retries: int = 2, backoff_s: float = 0.5,
+                     sleep: Callable[[float], None] = time.sleep) -> Answered:
+    out = Answered([None] * len(items), batches=[])
+
+    def attempt(idx: list[int]) -> None:
+        last: BaseException | None = None
+        for n in range(retries + 1):
+            if n:
+                out.retries += 1
+                sleep(backoff_s * 2 ** (n - 1))
+            out.calls += len(idx)
+            try:
+                answers = np.asarray(score([items[i] for i in idx]))
+            except Exception as err:  # noqa: BLE001 -- retried, split, then reported per row
+                last = err
+                continue
+            for i, a in zip(idx, answers):
+                out.results[i] = a
+            out.batches.append((idx, answers))
+            return
+        if len(idx) == 1:
+            out.results[idx[0]] = last
+            return
+        attempt(idx[: len(idx) // 2])
+        attempt(idx[len(idx) // 2:])
+
+    if items:
+        attempt(list(range(len(items))))
+    return out

@@ -1,0 +1,233 @@
+"""The teacher setup: everything that decides what the teacher says about a row, in one
+immutable value built once by the driver and handed to every stage that needs the teacher
+(label scoring, saliency, the faithfulness test) and, narrowed, to the teaching assistant.
+
+    TeacherSetup.from_config(cfg, model_path, seeds)    the configured prompt and demonstrations
+        .with_calibration(fitted)                      after the audit on the gold rows
+        .load() -> LabelledTeacher                     in a worker: weights shared per process
+
+`LabelledTeacher` is the loaded form: the backend (`HFTeacher` / `VLLMTeacher`), the
+demonstration selector and the calibration, with the one function that turns the backend's raw
+label log-probabilities into the calibrated distribution (`calibrate`), used by scoring,
+attribution and the faithfulness test alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+
+from potstill.models.teacher.backends import load_scorer
+from potstill.models.teacher.calibration import Calibration
+from potstill.models.teacher.demos import DemoSelector
+from potstill.models.teacher.prompts import Demo
+from potstill.models.teacher.hf import TeacherBase
+
+if TYPE_CHECKING:
+    from potstill.config.core import Config, Endpoint, FewShot, VLLMEngine
+    from potstill.rows.records import Record
+
+
+@dataclass
+class LabelledTeacher:
+    """The teacher plus what every row's scoring needs: demonstrations and calibration. With a
+    `store_dir` every answer is looked up in the teacher store first and every new one is
+    appended to it (potstill/store.py); `calls` and `cache_hits` count what that saved."""
+    teacher: TeacherBase          # HFTeacher, VLLMTeacher or potstill.models.teacher.remote.OpenAITeacher
+    selector: DemoSelector | None
+    calibration: Calibration
+    store_dir: str | None = None
+    model_sha256: str = ""
+    calls: int = 0
+    cache_hits: int = 0
+    used_keys: list = field(default_factory=list)   # store keys read or written
+    store_index: object = None                       # potstill.store.Index, built on first use
+
+    def stored_candidates(self, texts: Sequence[str], demos: Sequence[Sequence[Demo]]) -> np.ndarray:
+        """Raw candidate log-probabilities [n, C], from the store where it has them."""
+        from potstill import store
+
+        encoded = [self.teacher.encode(t, d) for t, d in zip(texts, demos)]
+        keyed = [self._key(e) for e in encoded]
+        keys = [k for k, _ in keyed]
+        self.used_keys += keys
+        if self.store_index is None:
+            self.store_index = store.Index(self.store_dir)
+        found = self.store_index.lookup(set(keys))
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        if missing:
+            answers = self.teacher.score_encoded([encoded[i] for i in missing])
+            store.write_segment(self.store_dir, [keys[i] for i in missing], answers,
+                                [keyed[i][1] for i in missing])
+            found.update((keys[i], a) for i, a in zip(missing, answers))
+        self.calls += len(missing)
+        self.cache_hits += len(keys) - len(missing)
+        return np.asarray([found[k] for k in keys], dtype=np.float64)
+
+    def request_keys(self, texts: Sequence[str], demos: Sequence[Sequence[Demo]]) -> list[tuple[str, int]]:
+        """(store key, prompt tokens) per text: what `stored_candidates` looks up (no weights)."""
+        return [self._key(self.teacher.encode(t, d)) for t, d in zip(texts, demos)]
+
+    def _key(self, encoded) -> tuple[str, int]:
+        from potstill import store
+
+        prompt = self.teacher.prompt_ids(encoded)
+        return store.request_key(self.model_sha256, prompt, self.teacher.cand_ids), len(prompt)
+
+    def demos(self, texts: Sequence[str]) -> list[list[Demo]] | None:
+        return self.selector.select(texts) if self.selector else None
+
+    def calibrate(self, raw, n_options=None):
+        """Raw label log-probabilities [n, L] -> calibrated ones: a multiple-choice row's letters
+        past its `n_options` get probability 0, then the calibration applies. numpy or torch
+        (differentiable) in, the same out."""
+        if n_options is not None:
+            letters = np.arange(raw.shape[1])[None, :] >= np.asarray(n_options)[:, None]
+            if isinstance(raw, np.ndarray):
+                raw = np.where(letters, -np.inf, raw)
+            else:
+                import torch
+
+                raw = raw.masked_fill(torch.from_numpy(letters), float("-inf"))
+        return raw, self.calibration.apply(raw)
+
+    def score(self, texts: list[str], n_options: list[int] | None = None,
+              demos: Sequence[Sequence[Demo]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(raw, calibrated) label log-probabilities, each [len(texts), L]. With `n_options`
+        (multiple choice) a row's letters past its own options get probability 0. `demos`
+        overrides the selector's choice (the faithfulness test keeps a row's demonstrations)."""
+        import torch
+
+        demos = self.demos(texts) if demos is None else demos
+        if self.store_dir:
+            cand = self.stored_candidates(texts, demos or [()] * len(texts))
+            raw = self.teacher.label_scores(torch.from_numpy(cand)).numpy()
+        else:
+            self.calls += len(texts)
+            raw = self.teacher.score_labels(texts, demos)
+        return self.calibrate(raw, n_options)
+
+    def from_candidates(self, cand: np.ndarray, n_options=None) -> tuple[np.ndarray, np.ndarray]:
+        """(raw, calibrated) label log-probabilities from raw candidate log-probabilities [n, C]
+        (what the teacher store keeps): the same sums, masks and calibration as `score`."""
+        import torch
+
+        return self.calibrate(self.teacher.label_scores(torch.from_numpy(np.asarray(cand))).numpy(),
+                              n_options)
+
+    def score_records(self, records: Sequence["Record"]) -> tuple[np.ndarray, np.ndarray]:
+        n_options = [len(r.choices) if r.choices else len(self.teacher.labels) for r in records]
+        return self.score([r.model_input for r in records], n_options)
+
+    def close(self) -> None:
+        """Release what the backend holds outside the shared weights."""
+        self.teacher.close()
+
+
+@dataclass(frozen=True)
+class TeacherSetup:
+    """How the teacher is set up; every field changes what it says, nothing else is in here."""
+    model_path: str
+    labels: tuple[str, ...]
+    instruction: str | None = None
+    backend: str = "hf"
+    prompt_style: str = "labels"
+    verbalizers: Mapping[str, Sequence[str]] | None = None
+    batch_size: int = 8
+    max_input_tokens: int = 512
+    dtype: str = "float32"
+    threads: int | None = None
+    engine: "VLLMEngine | Endpoint | None" = None   # the backend's settings (vllm / openai)
+    few_shot: "FewShot | None" = None
+    embedder_path: str | None = None            # resolved once, for few_shot.selection=similar
+    demo_pool: tuple[tuple[str, str], ...] = ()  # (model input, gold label) of the seed rows
+    calibration: Calibration = field(default_factory=Calibration)
+    model_sha256: str = ""                       # store.answer_source: weights SHA-256 (+ dtype)
+    store_dir: str | None = None                 # the teacher store for in-process scoring
+
+    @classmethod
+    def from_config(cls, cfg: "Config", model_path: str, seeds: Sequence["Record"] = (),
+                    calibration: Calibration = Calibration(), model_sha256: str = "",
+                    store_dir: str | None = None, threads: int | None = None) -> "TeacherSetup":
+        """`threads`: torch threads per worker when the config leaves teacher.threads unset
+        (the driver's share of the cores: beam_pipelines/threads.py)."""
+        from potstill.store import answer_source
+
+        t = cfg.teacher
+        embedder = None
+        if t.few_shot.k and seeds and t.few_shot.selection == "similar":
+            from potstill.models.registry import resolve_model
+
+            embedder = resolve_model(t.few_shot.embedder).path
+        engine, batch_size = t.vllm, t.batch_size
+        if t.backend == "openai":  # a canonical batch keeps max_concurrency requests in flight
+            engine, batch_size = t.endpoint, max(t.batch_size, t.endpoint.max_concurrency)
+        return cls(model_path, tuple(cfg.task.labels), cfg.task.instruction, t.backend,
+                   t.prompt_style, t.verbalizers, batch_size, t.max_input_tokens, t.dtype,
+                   t.threads or threads, engine, t.few_shot, embedder,
+                   tuple((r.model_input, r.gold_label) for r in seeds), calibration,
+                   answer_source(model_sha256, scoring_dtype(t)), store_dir)
+
+    def with_calibration(self, calibration: Calibration) -> "TeacherSetup":
+        return replace(self, calibration=calibration)
+
+    def for_assistant(self, model_path: str, batch_size: int | None = None) -> "TeacherSetup":
+        """The teaching assistant: the teacher's prompt and verbalizers on another (small) model,
+        zero-shot, uncalibrated, transformers backend (a second vLLM engine would only cost
+        memory)."""
+        return replace(self, model_path=model_path, backend="hf", few_shot=None, demo_pool=(),
+                       embedder_path=None, calibration=Calibration(), model_sha256="", store_dir=None,
+                       batch_size=batch_size or self.batch_size)
+
+    def _kwargs(self) -> dict:
+        return dict(style=self.prompt_style, verbalizers=self.verbalizers,
+                    max_input_tokens=self.max_input_tokens,
+                    demo_max_tokens=self.few_shot.max_tokens if self.few_shot else 128)
+
+    def prompter(self) -> LabelledTeacher:
+        """The teacher without weights: tokenizer, prompt, candidates, demonstrations and
+        calibration; enough to encode requests and to turn stored answers into labels."""
+        teacher = TeacherBase(self.model_path, list(self.labels), self.instruction, **self._kwargs())
+        return LabelledTeacher(teacher, self._selector(teacher), self.calibration,
+                               model_sha256=self.model_sha256)
+
+    def load(self, backend: str | None = None) -> LabelledTeacher:
+        """The teacher in this process. `backend` overrides the setup's: code that needs the torch
+        model itself (attribution) asks for "hf". Weights are shared per process."""
+        kwargs = dict(self._kwargs(), batch_size=self.batch_size, dtype=self.dtype,
+                      threads=self.threads)
+        backend = backend or self.backend
+        teacher = load_scorer(self.model_path, list(self.labels), self.instruction, backend,
+                              self.engine, **kwargs)
+        # A remote teacher's store holds the served model's answers (potstill.models.teacher.backends.answer_identity):
+        # the local model that attribution asks for answers past it, unstored.
+        same = backend == self.backend or "openai" not in (backend, self.backend)
+        return LabelledTeacher(teacher, self._selector(teacher), self.calibration,
+                               self.store_dir if same else None, self.model_sha256)
+
+    def _selector(self, teacher: TeacherBase) -> DemoSelector | None:
+        fs = self.few_shot
+        if not fs or not fs.k or not self.demo_pool:
+            return None
+        embed = None
+        if fs.selection == "similar":
+            from potstill.models.embed import Embedder
+            from potstill.models.loading import shared
+
+            embed = shared(("embedder", self.embedder_path), lambda: Embedder(self.embedder_path))
+        answers = dict(zip(self.labels, teacher.prompt.verbalizer.answers))
+        texts, gold = zip(*self.demo_pool)
+        return DemoSelector(list(texts), list(gold), answers, fs.k, fs.selection, embed, fs.seed)
+
+
+def scoring_dtype(teacher) -> str:
+    """The dtype the teacher's label scores are computed in (`teacher.vllm.dtype` on vLLM; int8:
+    the scheme's tag, models/int8.py `SCHEME`, so another int8 scheme's answers are not reused)."""
+    if teacher.backend == "vllm" and teacher.vllm.dtype:
+        return teacher.vllm.dtype
+    if teacher.dtype == "int8":
+        from potstill.models.int8 import SCHEME
+
+        return SCHEME
+    return teacher.dtype

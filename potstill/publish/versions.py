@@ -1,0 +1,257 @@
+"""Immutable dataset versions: OUTPUT_ROOT/DATASET/vN/, published all at once or not at all.
+
+Layout of one version:
+    vN/data/part-0.parquet   published rows   (contract.PUBLISHED_SCHEMA)
+    vN/filtered.parquet      curated-out rows (contract.FILTERED_SCHEMA, with filter_reason)
+    vN/rejected.parquet      bad input rows   (contract.REJECTED_SCHEMA, with reason)
+    vN/teacher_keys.parquet  the teacher-store entries the version was made from (potstill gc)
+    vN/manifest.json         lineage: version, parent_version, dataset, created_at + the caller's
+    vN/README.md             the dataset card (potstill.publish.card): `datasets.load_dataset(vN)` works
+    vN/report.html, vN/validation.{json,html}   written by the `render` hook (potstill.reports.report)
+
+Everything is written into a hidden `.tmp-<uuid>` folder next to the versions and then renamed
+to vN, so a reader sees either a complete version or none; a failure removes the temp folder.
+Two publishers racing for the same N are settled by the rename: the loser (the target exists
+and is not empty) recomputes N and its parent and tries again. Versions are then made
+read-only (0o444 files, 0o555 folders): nothing ever rewrites a published version, and the
+permissions make that visible (root ignores them, so it is a signal, not a lock).
+
+Manifest keys this module reads back: `fingerprint` (find_by_fingerprint), `config_digest`,
+`validation.success` and `created_at` (list_versions).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from potstill.publish import card, contract
+from potstill.config.core import NAME_RE
+
+_VERSION_RE = re.compile(r"^v([1-9][0-9]*)$")
+_MAX_TRIES = 5
+MANIFEST = "manifest.json"
+DATA_FILE = Path("data") / "part-0.parquet"
+
+
+class VersionError(ValueError):
+    """A bad dataset/version name, or one that does not exist; phrased for the user."""
+
+
+def _dataset_dir(output_root: str | os.PathLike, dataset: str) -> Path:
+    if not isinstance(dataset, str) or not NAME_RE.match(dataset):
+        raise VersionError(f"invalid dataset name {dataset!r}: "
+                           "must match [A-Za-z0-9][A-Za-z0-9._-]* (no slashes or spaces)")
+    return Path(output_root) / dataset
+
+
+def _numbers(ds_dir: Path, complete_only: bool = False) -> list[int]:
+    """Version numbers present, ascending; `.tmp-*` and other names are ignored.
+
+    Every vN folder blocks its number; only those with a manifest count as published.
+    """
+    if not ds_dir.is_dir():
+        return []
+    found = []
+    for p in ds_dir.iterdir():
+        m = _VERSION_RE.match(p.name)
+        if m and p.is_dir() and (not complete_only or (p / MANIFEST).is_file()):
+            found.append(int(m.group(1)))
+    return sorted(found)
+
+
+def read_manifest(version_dir: str | os.PathLike) -> dict[str, Any]:
+    return json.loads((Path(version_dir) / MANIFEST).read_text(encoding="utf-8"))
+
+
+def latest_version(output_root: str | os.PathLike, dataset: str) -> Path | None:
+    """The newest published version's folder, or None when the dataset has none."""
+    ds_dir = _dataset_dir(output_root, dataset)
+    nums = _numbers(ds_dir, complete_only=True)
+    return ds_dir / f"v{nums[-1]}" if nums else None
+
+
+def _write(tmp: Path, published: pa.Table, filtered: pa.Table, rejected: pa.Table,
+           teacher_keys: pa.Table | None = None) -> None:
+    # Conform first: a table that does not fit its schema fails before any file is written.
+    optional = contract.optional_present(published)
+    tables = {DATA_FILE: contract.conform(published, contract.scored_schema(optional)),
+              Path("filtered.parquet"): contract.conform(filtered, contract.filtered_schema(optional)),
+              Path("rejected.parquet"): contract.conform(rejected, contract.REJECTED_SCHEMA)}
+    if teacher_keys is not None:  # the teacher-store entries the version needs (potstill gc)
+        tables[Path("teacher_keys.parquet")] = teacher_keys
+    (tmp / "data").mkdir()
+    for rel, table in tables.items():
+        pq.write_table(table, tmp / rel)
+
+
+DATA_FILES = (DATA_FILE, Path("filtered.parquet"), Path("rejected.parquet"), Path("teacher_keys.parquet"))
+
+
+def _move_prepared(tmp: Path, prepared: Path) -> None:
+    """Files written (streamed) elsewhere on the same filesystem move in: no copy, no table in
+    memory. The data, filtered and rejected files must be there; teacher keys may be."""
+    (tmp / "data").mkdir()
+    for rel in DATA_FILES:
+        if (prepared / rel).is_file() or rel.name != "teacher_keys.parquet":
+            os.replace(prepared / rel, tmp / rel)
+
+
+def _make_read_only(root: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o444)
+    for dirpath, dirnames, _ in os.walk(root, topdown=False):
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o555)
+    os.chmod(root, 0o555)
+
+
+def publish(output_root: str | os.PathLike, dataset: str, *, manifest: dict[str, Any],
+            published: pa.Table | None = None, filtered: pa.Table | None = None,
+            rejected: pa.Table | None = None, render: Callable[[Path], Any] | None = None,
+            teacher_keys: pa.Table | None = None, prepared: Path | None = None) -> Path:
+    """Write a new version atomically and return its folder: from tables, or from the files of
+    a `prepared` folder laid out as a version (`DATA_FILES`; potstill.job streams them there).
+
+    The keys `version`, `parent_version`, `dataset` and `created_at` are set here and override
+    the same keys in `manifest`, so lineage always describes where the files really are.
+    The dataset card (README.md, potstill.publish.card) and then `render(folder)`, when given, are
+    written into the hidden folder once its data files and final manifest are, just before
+    the rename, so the files they add (report.html) are part of the version from the moment it
+    exists; if either raises, nothing is published.
+    """
+    ds_dir = _dataset_dir(output_root, dataset)
+    ds_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ds_dir / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        if prepared is not None:
+            _move_prepared(tmp, Path(prepared))
+        else:
+            _write(tmp, published, filtered, rejected, teacher_keys)
+        created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for _ in range(_MAX_TRIES):
+            nums = _numbers(ds_dir)
+            complete = _numbers(ds_dir, complete_only=True)
+            n = (nums[-1] if nums else 0) + 1
+            full = {**manifest, "version": f"v{n}", "dataset": dataset, "created_at": created_at,
+                    "parent_version": f"v{complete[-1]}" if complete else None}
+            (tmp / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n",
+                                        encoding="utf-8")
+            target = ds_dir / f"v{n}"
+            # os.rename replaces an EMPTY folder on POSIX, so check first; a non-empty one
+            # (another publisher's finished version) makes the rename itself fail.
+            if target.exists():
+                continue
+            card.write_card(tmp)
+            if render is not None:
+                render(tmp)
+            try:
+                os.rename(tmp, target)
+            except OSError as err:
+                if err.errno in (errno.EEXIST, errno.ENOTEMPTY) or isinstance(err, FileExistsError):
+                    continue
+                raise
+            _make_read_only(target)
+            return target
+        raise RuntimeError(f"could not claim a version number for {dataset} after "
+                           f"{_MAX_TRIES} tries: other publishers keep winning")
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def list_versions(output_root: str | os.PathLike, dataset: str) -> list[dict[str, Any]]:
+    """One summary row per published version, oldest first (for `potstill versions`)."""
+    ds_dir = _dataset_dir(output_root, dataset)
+    rows = []
+    for n in _numbers(ds_dir, complete_only=True):
+        vdir = ds_dir / f"v{n}"
+        m = read_manifest(vdir)
+        data = vdir / DATA_FILE
+        validation = m.get("validation") if isinstance(m.get("validation"), dict) else {}
+        rows.append({
+            "version": f"v{n}", "path": str(vdir),
+            "rows": pq.ParquetFile(data).metadata.num_rows if data.is_file() else None,
+            "created_at": m.get("created_at"), "parent_version": m.get("parent_version"),
+            "config_digest": m.get("config_digest"), "validation_success": validation.get("success"),
+        })
+    return rows
+
+
+def find_by_fingerprint(output_root: str | os.PathLike, dataset: str,
+                        fingerprint: str | None) -> Path | None:
+    """The newest version whose manifest has this `fingerprint` (to skip republishing)."""
+    if not fingerprint:
+        return None
+    ds_dir = _dataset_dir(output_root, dataset)
+    for n in reversed(_numbers(ds_dir, complete_only=True)):
+        if read_manifest(ds_dir / f"v{n}").get("fingerprint") == fingerprint:
+            return ds_dir / f"v{n}"
+    return None
+
+
+def resolve_version(output_root: str | os.PathLike, ref: str) -> Path:
+    """`DATASET` (its latest version) or `DATASET@vN` -> that version's folder."""
+    dataset, sep, version = ref.partition("@")
+    ds_dir = _dataset_dir(output_root, dataset)
+    if sep and not _VERSION_RE.match(version):
+        raise VersionError(f"invalid version {version!r} in {ref!r}: expected v1, v2, ...")
+    nums = _numbers(ds_dir, complete_only=True)
+    if not nums:
+        root = Path(output_root)
+        known = sorted(p.name for p in root.iterdir()
+                       if p.is_dir() and _numbers(p, True)) if root.is_dir() else []
+        raise VersionError(f"unknown dataset {dataset!r} under {root} "
+                           f"(datasets there: {', '.join(known) or 'none'})")
+    if not sep:
+        return ds_dir / f"v{nums[-1]}"
+    if int(version[1:]) not in nums:
+        raise VersionError(f"dataset {dataset!r} has no version {version} "
+                           f"(versions: {', '.join(f'v{n}' for n in nums)})")
+    return ds_dir / version
+
+
+@contextlib.contextmanager
+def dataset_lock(output_root: str | os.PathLike, dataset: str) -> Iterator[Path]:
+    """One run per dataset at a time: an exclusive lock on OUTPUT_ROOT/DATASET/.lock for the
+    whole run. A second run waits (and says so) until the first ends; the operating system
+    releases the lock of a killed run. Local and network filesystems with POSIX locks."""
+    import fcntl
+    import logging
+
+    ds_dir = _dataset_dir(output_root, dataset)
+    ds_dir.mkdir(parents=True, exist_ok=True)
+    with open(ds_dir / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.getLogger(__name__).info(
+                "another run of dataset %s is in progress (%s): waiting for it to finish",
+                dataset, ds_dir / ".lock")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield ds_dir
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def remove_leftovers(output_root: str | os.PathLike, dataset: str) -> list[str]:
+    """Staging folders and half-published `.tmp-*` versions of dead runs (call it holding
+    `dataset_lock`: no live run owns them then); returns what was removed."""
+    ds_dir = _dataset_dir(output_root, dataset)
+    found = [p for p in ds_dir.glob(".tmp-*")] + [p for p in (ds_dir / ".staging").glob("*")]
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return sorted(str(p) for p in found)
