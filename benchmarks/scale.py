@@ -14,7 +14,7 @@ runs it with another checkout's potstill (e.g. the code before streaming) for co
 Each size runs in a fresh child process (so one size's memory cannot leak into the next), on
 the default in-process DirectRunner unless --runner-args says otherwise. The corpus is unique
 short synthetic reviews in one Parquet file, 20 gold seed rows; the teacher is the tests' tiny
-random Llama (tests/tiny_models.py, saved once as a local HF folder under --work), torch
+random Llama (models/tiny.py, saved once as a local HF folder under --work), torch
 threads 1. The stages are timed by wrapping the functions the driver calls (plan, audit, the
 Beam graph, prepare_version = DuckDB curation + streamed files, validate_file = the GE gate in
 chunks, publish = move in + card + report); `peak_rss_mb` is the child's maximum resident set
@@ -76,11 +76,10 @@ def write_corpus(folder: Path, rows: int) -> tuple[str, str]:
 
 def child(rows: int, work: Path, threads: int, runner_args: list[str]) -> dict:
     """One run, in this (fresh) process: per-stage seconds and memory."""
-    sys.path.insert(0, str(ROOT / "tests"))
     import torch
 
     torch.set_num_threads(threads)
-    from tiny_models import build_tiny_lm
+    from potstill.models.tiny import build_tiny_lm
 
     model = work / "tiny-lm"
     if not (model / "config.json").exists():

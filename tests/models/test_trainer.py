@@ -12,7 +12,7 @@ import yaml
 from potstill.models.student.student import StudentClassifier, load_student, predict_proba
 from potstill.models.student.trainer import TrainerError, batch_loss, evaluate, main, train
 from potstill.config.core import parse_config
-from tiny_models import minilm_folder
+from potstill.models.tiny import minilm_folder
 
 LABELS = ["negative", "positive"]
 GOOD = ["good", "great", "lovely", "fine", "superb", "brilliant"]
