@@ -13,7 +13,7 @@ from potstill.publish.contract import markdown_table
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 CONFIG_DOC = (ROOT / "docs" / "config.md").read_text()
-COLUMNS_DOC = (ROOT / "README.md").read_text()
+COLUMNS_DOC = (ROOT / "docs" / "columns.md").read_text()
 
 # Config keys whose field has no description, whose section model no docstring and whose source
 # line no comment: the reference shows their type and default only. A new key must not join
@@ -72,6 +72,26 @@ def test_columns_doc_table_is_the_contract():
 
     assert markdown_table() in COLUMNS_DOC
     assert markdown_table(schema(OPTIONAL_COLUMNS)) in COLUMNS_DOC
+
+
+def test_columns_doc_rejected_table_is_the_contract():
+    from potstill.publish.contract import REJECTED_SCHEMA
+
+    assert markdown_table(REJECTED_SCHEMA) in COLUMNS_DOC
+
+
+def test_readme_points_to_the_reference():
+    for doc in ("docs/config.md", "docs/columns.md", "docs/cli.md"):
+        assert f"]({doc})" in README, f"README.md does not link {doc}"
+
+
+def test_readme_test_command_is_what_ci_runs():
+    tests_section = README.split("\n## Tests\n", 1)[1].split("\n## ", 1)[0]
+    assert tests_section.startswith("\n`make test` runs everything")
+    assert "CI runs `make test`" in tests_section
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert "make test" in [line.strip() for line in ci], ".ci/run no longer runs `make test`"
+    assert re.search(r"^test:", (ROOT / "Makefile").read_text(), re.M), "Makefile has no `test` target"
 
 
 def test_config_example_documents_every_config_block():
