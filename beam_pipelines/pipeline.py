@@ -145,7 +145,7 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
 
         student_dir = staging / "student-r1"
         log.info("training the warm-up student on %d seed rows", len(seeds))
-        train_student(cfg, seeds, [], student_dir, seed=cfg.signals.seed)
+        train_student(cfg.student, cfg.task.labels, seeds, [], student_dir, seed=cfg.signals.seed)
         extra["signals"] = {"warm_up": {"seed_rows": len(seeds), "teacher_rows": 0},
                             "ta_model": cfg.signals.ta_model}
     trained_on = extra.get("signals", {}).get("warm_up")
@@ -214,5 +214,5 @@ def retrain_student(cfg: Config, staging: Path, seeds: list[Record], out_dir: Pa
     scored = _staged_scored(cfg, staging, columns=["text", "label_probs", "source", "choices"])
     rows = [r for r in scored.to_pylist() if r["source"] != "seed"]
     labelled = [(model_input(r["text"], r.get("choices")), r["label_probs"]) for r in rows]
-    train_student(cfg, seeds, labelled, out_dir, seed=cfg.signals.seed)
+    train_student(cfg.student, cfg.task.labels, seeds, labelled, out_dir, seed=cfg.signals.seed)
     return {"seed_rows": len(seeds), "teacher_rows": len(labelled)}

@@ -176,7 +176,8 @@ def audit_keys(cfg, lt, seeds: list) -> list[tuple[str, int]]:
     if not seeds and cfg.teacher.calibration == "none":
         return []
     if len(seeds) >= cfg.audit.min_seed_rows and cfg.audit.search.enabled:
-        return tuning.search_requests(cfg, lt, seeds, audit.search_embedder(cfg, lt))
+        return tuning.search_requests(cfg.teacher, cfg.audit.search, cfg.task, lt, seeds,
+                                      audit.search_embedder(cfg.teacher, cfg.audit.search, cfg.task, lt))
     inputs = [r.model_input for r in seeds]
     if "contextual" in cfg.teacher.calibration:
         inputs += list(cfg.teacher.content_free_inputs)

@@ -131,6 +131,46 @@ def test_the_card_folders_are_never_imported_by_their_bare_names():
     assert not bad, "\n".join(bad)
 
 
+# The whole Config enters potstill.models only through these entry functions; everything below
+# them takes its own config section or typed values.
+CONFIG_ENTRIES = {
+    "potstill.models.quality.audit.read_seed", "potstill.models.quality.audit.build_teacher",
+    "potstill.models.quality.audit.tune_and_gate", "potstill.models.quality.evaluate.read_test_split",
+    "potstill.models.quality.evaluate.evaluate_teacher", "potstill.models.student.data.read_test",
+    "potstill.models.student.rationale_input.compute_test_rationales",
+    "potstill.models.student.trainer.train", "potstill.models.student.trainer.evaluate",
+    "potstill.models.teacher.remote_endpoint.resolved_config",
+    "potstill.models.teacher.teacher_setup.TeacherSetup.from_config",
+}
+
+
+def config_parameters(path: Path, module: str) -> set[str]:
+    """Qualified names of the functions in `path` with a parameter that is the whole Config."""
+    found = set()
+
+    def visit(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}.{child.name}")
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = child.args.posonlyargs + child.args.args + child.args.kwonlyargs
+                if any(a.arg == "cfg" or (a.annotation is not None and
+                       ast.unparse(a.annotation).strip("'\"").split(".")[-1] == "Config") for a in args):
+                    found.add(f"{prefix}.{child.name}")
+                visit(child, f"{prefix}.{child.name}")
+    visit(ast.parse(path.read_text()), module)
+    return found
+
+
+def test_the_whole_config_enters_models_only_through_its_entry_functions(tmp_path):
+    takers = {f for p in source_files() if module_name(p).startswith("potstill.models.")
+              for f in config_parameters(p, module_name(p))}
+    assert takers <= CONFIG_ENTRIES, sorted(takers - CONFIG_ENTRIES)
+    fake = "def judge(cfg, gold):\n    pass\nclass A:\n    def f(self, c: 'Config'):\n        pass\n"
+    (tmp_path / "probe.py").write_text(fake)  # the checker itself finds both forms
+    assert config_parameters(tmp_path / "probe.py", "m") == {"m.judge", "m.A.f"}
+
+
 def test_no_import_cycles():
     graph = modules()
     state: dict[str, int] = {}

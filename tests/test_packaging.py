@@ -5,6 +5,7 @@ The wheel is built from this checkout and unpacked into a folder put first on PY
 job below runs the wheel's files, not the checkout's.
 """
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,9 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    out, src = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("src")
+    for name in ["setup.py", "README.md"]:  # built from a copy: no build/ left in the checkout
+        shutil.copy(ROOT / name, src / name)
+    for folder in ["potstill", "models", "transforms", "beam_pipelines", "sql"]:
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(out), str(ROOT)], check=True, capture_output=True, cwd=out)
+                    "-w", str(out), str(src)], check=True, capture_output=True, cwd=out)
     return next(out.glob("potstill-*.whl"))
 
 

@@ -22,7 +22,8 @@ from potstill.models.quality.gate import AuditFailed, WeakTeacher  # noqa: F401 
 from potstill.models.metrics import classification_metrics
 from potstill.models.teacher.hf import normalise
 from potstill.models.teacher.teacher_setup import LabelledTeacher, TeacherSetup
-from potstill.config.core import Config
+from potstill.config.core import Config, Task, Teacher
+from potstill.config.quality import Audit, AuditSearch
 from potstill.rows.records import Record, read_configured
 
 log = logging.getLogger(__name__)
@@ -32,20 +33,20 @@ def read_seed(cfg: Config) -> list[Record]:
     return read_configured(cfg, "seed")[0] if cfg.corpus.seed is not None else []
 
 
-def search_embedder(cfg: Config, lt: LabelledTeacher):
+def search_embedder(t: Teacher, search: AuditSearch, task: Task, lt: LabelledTeacher):
     """The demonstration embedder the setup search needs (few-shot k > 0 with similar
     demonstrations), shared per process; None when it needs none."""
     from potstill.models.quality.tuning import grid
 
     if lt.selector and lt.selector.embed:
         return lt.selector.embed
-    if not (any(grid(cfg)[1]) and cfg.teacher.few_shot.selection == "similar"):
+    if not (any(grid(t, search, task)[1]) and t.few_shot.selection == "similar"):
         return None
     from potstill.models.embed import Embedder
     from potstill.models.loading import shared
     from potstill.models.registry import resolve_model
 
-    path = resolve_model(cfg.teacher.few_shot.embedder).path
+    path = resolve_model(t.few_shot.embedder).path
     return shared(("embedder", path), lambda: Embedder(path))
 
 
@@ -57,88 +58,89 @@ def build_teacher(cfg: Config, model_path: str, seeds: list[Record],
     return TeacherSetup.from_config(cfg, model_path, seeds, calibration).load(backend)
 
 
-def fit_calibration(cfg: Config, lt: LabelledTeacher, seed_raw: np.ndarray,
+def fit_calibration(t: Teacher, lt: LabelledTeacher, seed_raw: np.ndarray,
                     gold: np.ndarray) -> Calibration:
-    mode = cfg.teacher.calibration
+    """`teacher.calibration` fitted: the contextual prior from `teacher.content_free_inputs`,
+    the temperature on the seed rows."""
+    mode = t.calibration
     prior = None
     if "contextual" in mode:
-        inputs = list(cfg.teacher.content_free_inputs)
-        prior = contextual_prior(lt.score(inputs)[0])
+        prior = contextual_prior(lt.score(list(t.content_free_inputs))[0])
     temperature = 1.0
     if "temperature" in mode:
         temperature = fit_temperature(Calibration(prior).apply(seed_raw), gold)
     return Calibration(prior, temperature)
 
 
-def audit(cfg: Config, lt: LabelledTeacher, seeds: list[Record]) -> dict:
+def audit(t: Teacher, labels: list[str], lt: LabelledTeacher, seeds: list[Record]) -> dict:
     """Score the seed rows, fit the calibration onto `lt`, and report quality before/after."""
-    labels = cfg.task.labels
     if not seeds:
-        lt.calibration = fit_calibration(cfg, lt, np.zeros((0, len(labels))), np.zeros(0, int))
-        return {**_setup(cfg), "calibration": lt.calibration.to_json(),
+        lt.calibration = fit_calibration(t, lt, np.zeros((0, len(labels))), np.zeros(0, int))
+        return {**_setup(t), "calibration": lt.calibration.to_json(),
                 "note": "no seed rows: teacher quality unknown"}
-    return _audit(cfg, lt, seeds)[0]
+    return _audit(t, labels, lt, seeds)[0]
 
 
-def _audit(cfg: Config, lt: LabelledTeacher, seeds: list[Record]) -> tuple[dict, np.ndarray]:
+def _audit(t: Teacher, labels: list[str], lt: LabelledTeacher, seeds: list[Record]
+           ) -> tuple[dict, np.ndarray]:
     """`audit` on seed rows, also returning the calibrated arg-max per seed row."""
-    labels = cfg.task.labels
     gold = np.array([labels.index(r.gold_label) for r in seeds])
     start = time.perf_counter()
     raw, _ = lt.score_records(seeds)
     seconds = time.perf_counter() - start
-    lt.calibration = fit_calibration(cfg, lt, raw, gold)
-    return quality_report(cfg, raw, gold, lt.calibration, seconds), lt.calibration.apply(raw).argmax(1)
+    lt.calibration = fit_calibration(t, lt, raw, gold)
+    return (quality_report(t, labels, raw, gold, lt.calibration, seconds),
+            lt.calibration.apply(raw).argmax(1))
 
 
-def _setup(cfg: Config, n: int = 0) -> dict:
-    return {"n": n, "prompt_style": cfg.teacher.prompt_style, "verbalizers": cfg.teacher.verbalizers,
-            "few_shot": cfg.teacher.few_shot.model_dump(), "calibration_mode": cfg.teacher.calibration}
+def _setup(t: Teacher, n: int = 0) -> dict:
+    return {"n": n, "prompt_style": t.prompt_style, "verbalizers": t.verbalizers,
+            "few_shot": t.few_shot.model_dump(), "calibration_mode": t.calibration}
 
 
-def quality_report(cfg: Config, raw: np.ndarray, gold: np.ndarray, calibration: Calibration,
-                   seconds: float) -> dict:
+def quality_report(t: Teacher, labels: list[str], raw: np.ndarray, gold: np.ndarray,
+                   calibration: Calibration, seconds: float) -> dict:
     """Accuracy, macro-F1, per-class recall and ECE on the seed rows, raw and calibrated."""
-    labels = cfg.task.labels
-    report = _setup(cfg, len(gold))
+    report = _setup(t, len(gold))
     report["rows_per_second"] = round(len(gold) / max(seconds, 1e-9), 3)
     for name, probs in (("raw", normalise(raw)), ("calibrated", np.exp(calibration.apply(raw)))):
         report[name] = classification_metrics(gold.tolist(), probs.argmax(1).tolist(), labels,
                                               probs=probs)
     report["calibration"] = calibration.to_json()
     report["accuracy"] = report["calibrated"]["accuracy"]
-    report["temperature_in_sample"] = "temperature" in cfg.teacher.calibration
+    report["temperature_in_sample"] = "temperature" in t.calibration
     return report
 
 
-def tune_and_gate(cfg: Config, setup: TeacherSetup, seeds: list[Record]
+def tune_and_gate(cfg: Config, setup: TeacherSetup, seeds: list[Record], judge: Audit | None = None
                   ) -> tuple[TeacherSetup, dict]:
     """Search the teacher setup on the gold rows, audit it, and stop a weak teacher before it
-    labels the pool. Returns the setup the pool is labelled with (the chosen `teacher.*`
-    settings and the fitted calibration) and the manifest's `teacher_audit`."""
+    labels the pool. Returns the setup the pool is labelled with (`setup` with the chosen
+    prompt, verbalizers, demonstrations and the fitted calibration; its model, store and thread
+    share unchanged) and the manifest's `teacher_audit`. `judge` replaces `cfg.audit` (the
+    teacher's evaluation judges but never stops)."""
     from potstill.models.quality import gate, tuning
 
-    a = cfg.audit
-    if not seeds and cfg.teacher.calibration == "none":
+    a, t, task = judge or cfg.audit, cfg.teacher, cfg.task
+    if not seeds and t.calibration == "none":
         return setup, {"n": 0, "note": "no seed rows: teacher quality unknown"}
-    labels = cfg.task.labels
+    labels = task.labels
     gold = np.array([labels.index(r.gold_label) for r in seeds], dtype=int)
     judged = len(seeds) >= a.min_seed_rows
     lt = setup.load()  # weights shared per process (models/loading.py)
     if not (judged and a.search.enabled):
-        report, pred = _audit(cfg, lt, seeds) if seeds else (audit(cfg, lt, seeds), None)
+        report, pred = _audit(t, labels, lt, seeds) if seeds else (audit(t, labels, lt, seeds), None)
         tuned = setup.with_calibration(lt.calibration)
     else:
-        result = tuning.search(cfg, lt.teacher, seeds, search_embedder(cfg, lt), store=lt)
-        tuned_cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(
-            update=result.teacher_update(cfg))})
+        result = tuning.search(t, a, task, lt.teacher, seeds, search_embedder(t, a.search, task, lt),
+                               store=lt)
+        chosen_t = t.model_copy(update=result.teacher_update(t))
         chosen = result.chosen
         calibration = Calibration(chosen.prior)
-        if "temperature" in tuned_cfg.teacher.calibration:
+        if "temperature" in chosen_t.calibration:
             calibration = Calibration(chosen.prior, fit_temperature(calibration.apply(chosen.raw), gold))
-        tuned = TeacherSetup.from_config(tuned_cfg, setup.model_path, seeds, calibration,
-                                         setup.model_sha256, setup.store_dir)
-        report = quality_report(tuned_cfg, chosen.raw, gold, calibration,
+        tuned = setup.tuned(chosen_t, calibration)
+        report = quality_report(chosen_t, labels, chosen.raw, gold, calibration,
                                 result.seconds / max(result.prompt_passes, 1))
         report["search"] = tuning.report(result, gold, labels)
         pred = result.cv_pred
@@ -152,21 +154,22 @@ def tune_and_gate(cfg: Config, setup: TeacherSetup, seeds: list[Record]
                           f"{a.min_seed_rows}: the teacher was neither tuned nor judged"}
     else:
         gold_pred = None
-        if a.compare_gold and cfg.task.kind == "classification":
-            gold_pred = gate.gold_classifier_cv(cfg, [r.model_input for r in seeds], gold)
+        if a.compare_gold and task.kind == "classification":
+            gold_pred = gate.gold_classifier_cv(cfg.student, a, len(labels),
+                                                [r.model_input for r in seeds], gold)
         source = ("the setup search's cross-validated predictions" if "search" in report
                   else "the configured setup's predictions")
-        report["gate"] = gate.judge(cfg, gold, pred, gold_pred, source)
+        report["gate"] = gate.judge(a, labels, gold, pred, gold_pred, source)
     log.info("teacher audit on %d gold rows: accuracy %s%s", len(seeds), report.get("accuracy"),
              f", chose {report['search']['chosen']}" if "search" in report else "")
-    check(cfg, report)
+    check(a, report)
     if judged:
-        gate.enforce(cfg, report["gate"])
+        gate.enforce(a, report["gate"])
     return tuned, report
 
 
-def check(cfg: Config, report: dict) -> None:
-    floor = cfg.audit.min_accuracy
+def check(a: Audit, report: dict) -> None:
+    floor = a.min_accuracy
     if floor is not None and report.get("accuracy") is not None and report["accuracy"] < floor:
         raise AuditFailed(
             f"teacher accuracy on the {report['n']} gold seed rows is {report['accuracy']:.3f}, "

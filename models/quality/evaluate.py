@@ -45,8 +45,8 @@ def evaluate_teacher(cfg: Config, limit: int | None = None) -> dict:
     path = resolve_model(cfg.teacher.model).path
     # The setup the job would label with (search included); evaluating never stops on the gate.
     judge_only = cfg.audit.model_copy(update={"on_weak_teacher": "continue", "min_accuracy": None})
-    setup, seed_report = audit.tune_and_gate(cfg.model_copy(update={"audit": judge_only}),
-                                             TeacherSetup.from_config(cfg, path, seeds), seeds)
+    setup, seed_report = audit.tune_and_gate(cfg, TeacherSetup.from_config(cfg, path, seeds), seeds,
+                                             judge=judge_only)
     seed_report.pop("store_keys", None)
     lt = setup.load()
     start = time.perf_counter()

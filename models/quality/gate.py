@@ -23,7 +23,7 @@ import logging
 import numpy as np
 
 from potstill.models.metrics import classification_metrics
-from potstill.config.core import Config
+from potstill.config.quality import Audit, Student
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +37,23 @@ class WeakTeacher(AuditFailed):
     config or the teacher must change), exit code 2."""
 
 
-def gold_classifier_cv(cfg: Config, texts: list[str], gold: np.ndarray) -> np.ndarray:
-    """Out-of-fold predictions of the gold-rows classifier on the seed rows."""
+def gold_classifier_cv(student: Student, a: Audit, n_labels: int, texts: list[str],
+                       gold: np.ndarray) -> np.ndarray:
+    """Out-of-fold predictions of the gold-rows classifier on the seed rows: the student
+    encoder's embeddings, C chosen from `student.probe_c`, `audit.folds` folds."""
     from potstill.models.embed import Embedder
     from potstill.models.registry import resolve_model
     from potstill.models.quality.trust import choose_c
 
-    embed = Embedder(resolve_model(cfg.student.model).path, max_length=cfg.student.max_length)
-    _, probs, _ = choose_c(embed(texts), gold, len(cfg.task.labels), cfg.student.probe_c,
-                           cfg.audit.folds, cfg.audit.search.seed)
+    embed = Embedder(resolve_model(student.model).path, max_length=student.max_length)
+    _, probs, _ = choose_c(embed(texts), gold, n_labels, student.probe_c, a.folds, a.search.seed)
     return probs.argmax(1)
 
 
-def judge(cfg: Config, gold: np.ndarray, pred: np.ndarray, gold_clf_pred: np.ndarray | None = None,
-          source: str = "") -> dict:
+def judge(a: Audit, labels: list[str], gold: np.ndarray, pred: np.ndarray,
+          gold_clf_pred: np.ndarray | None = None, source: str = "") -> dict:
     """The verdict, with every number it rests on and its reasons in plain words."""
-    a, labels, n = cfg.audit, cfg.task.labels, len(gold)
+    n = len(gold)
     m = classification_metrics(gold, pred, labels)
     counts = np.bincount(gold, minlength=len(labels))
     majority = int(counts.argmax())
@@ -81,12 +82,12 @@ def judge(cfg: Config, gold: np.ndarray, pred: np.ndarray, gold_clf_pred: np.nda
     return verdict
 
 
-def enforce(cfg: Config, verdict: dict) -> None:
+def enforce(a: Audit, verdict: dict) -> None:
     """Stop, warn or go on, as `audit.on_weak_teacher` says."""
     if not verdict.get("weak"):
         return
     what = "; ".join(verdict["reasons"])
-    action = cfg.audit.on_weak_teacher
+    action = a.on_weak_teacher
     if action == "stop":
         raise WeakTeacher(
             f"the teacher looks weak on the {verdict['n']} gold seed rows: {what}. Stopped before "

@@ -32,7 +32,8 @@ from potstill.models.teacher.calibration import Calibration, contextual_prior
 from potstill.models.teacher.demos import DemoSelector
 from potstill.models.metrics import classification_metrics
 from potstill.models.quality.trust import folds_of
-from potstill.config.core import Config
+from potstill.config.core import Task, Teacher
+from potstill.config.quality import Audit, AuditSearch
 from potstill.rows.records import Record
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,9 @@ class SearchResult:
     seconds: float
     prompt_passes: int
 
-    def teacher_update(self, cfg: Config) -> dict:
-        """The cfg.teacher fields the search decided (explicitly set ones are unchanged)."""
-        t, c = cfg.teacher, self.chosen
+    def teacher_update(self, t: Teacher) -> dict:
+        """The `teacher` settings the search decided (explicitly set ones are unchanged)."""
+        c = self.chosen
         calibration = t.calibration if "calibration" in t.model_fields_set else c.calibration
         return {"prompt_style": c.style, "verbalizers": c.forms, "calibration": calibration,
                 "few_shot": t.few_shot.model_copy(update={"k": c.k})}
@@ -93,19 +94,19 @@ def verbalizer_forms(labels: list[str], kind: str, alternatives: dict[str, list[
     return forms
 
 
-def grid(cfg: Config) -> tuple[list[str], list[int], list[tuple[str, dict | None]], list[str]]:
+def grid(t: Teacher, s: AuditSearch, task: Task
+         ) -> tuple[list[str], list[int], list[tuple[str, dict | None]], list[str]]:
     """(styles, ks, [(verbalizer kind, forms)], calibrations): the configured value first in
     each, a `teacher.*` value the config sets explicitly the only one."""
-    t, s = cfg.teacher, cfg.audit.search
     fixed = t.model_fields_set
     first = lambda value, options: list(dict.fromkeys([value, *options]))  # noqa: E731
     styles = [t.prompt_style] if "prompt_style" in fixed else first(t.prompt_style, s.prompt_styles)
     k_fixed = "few_shot" in fixed and "k" in t.few_shot.model_fields_set
     ks = [t.few_shot.k] if k_fixed else first(t.few_shot.k, s.few_shot_k)
-    labels = cfg.task.labels
+    labels = task.labels
     if "verbalizers" in fixed or t.verbalizers:
         verbs = [("configured", t.verbalizers)]
-    elif cfg.task.kind == "multiple_choice":
+    elif task.kind == "multiple_choice":
         verbs = [("exact", None)]
     else:
         kinds = [k for k in s.verbalizers if k != "alternatives" or s.alternatives]
@@ -142,11 +143,11 @@ class Pass:
     cf_demos: list | None                   # per content-free input (k > 0)
 
 
-def passes(cfg: Config, teacher, seeds: list[Record], embed=None):
+def passes(t: Teacher, s: AuditSearch, task: Task, teacher, seeds: list[Record], embed=None):
     """The prompt passes the search makes, in order (no model call: `teacher` may be a prompter
     without weights, which is how `potstill plan` counts the search's requests)."""
-    labels, t = cfg.task.labels, cfg.teacher
-    styles, ks, verbs, _ = grid(cfg)
+    labels = task.labels
+    styles, ks, verbs, _ = grid(t, s, task)
     texts = [r.model_input for r in seeds]
     inputs = list(t.content_free_inputs)
     for style in styles:
@@ -162,20 +163,21 @@ def passes(cfg: Config, teacher, seeds: list[Record], embed=None):
             yield Pass(style, k, variant, style_verbs, demos, cf_demos)
 
 
-def search(cfg: Config, teacher, seeds: list[Record], embed=None, store=None) -> SearchResult:
+def search(t: Teacher, a: Audit, task: Task, teacher, seeds: list[Record], embed=None,
+           store=None) -> SearchResult:
     """Score every candidate setup on the seed rows with the loaded `teacher` (a TeacherBase;
     prompt variants share its weights). `embed` is the demonstration embedder (k > 0, similar).
     With `store` (a LabelledTeacher with a teacher store) raw answers are read from and written
     to the store, and counted on it, like every other teacher request."""
-    labels = cfg.task.labels
-    _, _, _, cals = grid(cfg)
+    labels = task.labels
+    _, _, _, cals = grid(t, a.search, task)
     texts = [r.model_input for r in seeds]
     gold = np.array([labels.index(r.gold_label) for r in seeds])
     n_options = np.array([len(r.choices) if r.choices else len(labels) for r in seeds])
     past_options = np.arange(len(labels))[None, :] >= n_options[:, None]
-    inputs = list(cfg.teacher.content_free_inputs)
+    inputs = list(t.content_free_inputs)
     start, n_passes, candidates = time.perf_counter(), 0, []
-    for p in passes(cfg, teacher, seeds, embed):
+    for p in passes(t, a.search, task, teacher, seeds, embed):
         cand_index = p.variant.prompt.verbalizer.candidates
         log.info("setup search: scoring %d seed rows with the %s prompt, k=%d", len(texts), p.style, p.k)
         seed_cand = _candidates(p.variant, texts, p.demos, store)
@@ -191,17 +193,18 @@ def search(cfg: Config, teacher, seeds: list[Record], embed=None, store=None) ->
                 c.macro_f1 = _macro_f1(gold, c.logprobs().argmax(1), labels)
                 candidates.append(c)
     best = _best(candidates, np.arange(len(gold)), gold, labels)
-    cv_pred = _cv_predictions(candidates, gold, labels, cfg.audit.folds, cfg.audit.search.seed)
+    cv_pred = _cv_predictions(candidates, gold, labels, a.folds, a.search.seed)
     return SearchResult(best, candidates, cv_pred, time.perf_counter() - start, n_passes)
 
 
-def search_requests(cfg: Config, prompter, seeds: list[Record], embed=None) -> list[tuple[str, int]]:
+def search_requests(t: Teacher, s: AuditSearch, task: Task, prompter, seeds: list[Record],
+                    embed=None) -> list[tuple[str, int]]:
     """(store key, prompt tokens) of every request the search makes, in order: what `search`
     with `store=prompter`'s store would look up (a LabelledTeacher, weights not needed)."""
-    texts, inputs = [r.model_input for r in seeds], list(cfg.teacher.content_free_inputs)
-    contextual = "contextual" in grid(cfg)[3]
+    texts, inputs = [r.model_input for r in seeds], list(t.content_free_inputs)
+    contextual = "contextual" in grid(t, s, task)[3]
     out = []
-    for p in passes(cfg, prompter.teacher, seeds, embed):
+    for p in passes(t, s, task, prompter.teacher, seeds, embed):
         lt = replace(prompter, teacher=p.variant)
         out += lt.request_keys(texts, p.demos or [()] * len(texts))
         if contextual:

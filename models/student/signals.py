@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from potstill.config.core import Config
+from potstill.config.quality import Student
 from potstill.rows.records import Record
 
 def student_signals(model, texts: Sequence[str], labels: Sequence[str], samples: int,
@@ -61,15 +61,15 @@ def student_signals(model, texts: Sequence[str], labels: Sequence[str], samples:
     return out
 
 
-def train_student(cfg: Config, seeds: Sequence[Record], labelled: Sequence[tuple[str, Sequence[float]]],
-                  out_dir: str | Path, seed: int = 0) -> Path:
+def train_student(student: Student, labels: list[str], seeds: Sequence[Record],
+                  labelled: Sequence[tuple[str, Sequence[float]]], out_dir: str | Path,
+                  seed: int = 0) -> Path:
     """Train a fresh student on the gold seed rows (CE) and `labelled` (model input, teacher
     distribution) pairs (KD), save it to out_dir and return the folder."""
     import torch
 
     from potstill.models.student.trainer import fit, new_student
 
-    labels = cfg.task.labels
     if not seeds and not labelled:
         raise ValueError("the warm-up student needs seed rows or teacher-labelled rows")
     torch.manual_seed(seed)
@@ -81,9 +81,9 @@ def train_student(cfg: Config, seeds: Sequence[Record], labelled: Sequence[tuple
         probs[len(seeds):] = np.asarray([p for _, p in labelled], dtype=np.float64)
     label_idx = probs.argmax(axis=1)
     is_seed = np.arange(len(texts)) < len(seeds)
-    model, spec = new_student(cfg)
-    fit(model, texts, probs, label_idx, is_seed, np.ones(len(texts)), cfg.student,
+    model, spec = new_student(student, labels)
+    fit(model, texts, probs, label_idx, is_seed, np.ones(len(texts)), student,
         np.random.default_rng(seed))
-    return model.save(out_dir, extra={"student_model": {"name": cfg.student.model, "sha256": spec.sha256},
+    return model.save(out_dir, extra={"student_model": {"name": student.model, "sha256": spec.sha256},
                                       "warm_up": {"seed_rows": len(seeds), "teacher_rows": len(labelled)}})
 

@@ -61,14 +61,13 @@ def batch_loss(logits: torch.Tensor, targets: torch.Tensor, label_idx: torch.Ten
 
 def recipe_targets(model: StudentClassifier, texts: list[str], probs: np.ndarray,
                    teacher: np.ndarray, label_idx: np.ndarray, is_seed: np.ndarray,
-                   cfg: Config, features: np.ndarray | None = None,
+                   s: Student, labels: list[str], features: np.ndarray | None = None,
                    embed: Callable[[list[str]], np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
     """The training targets per `student.recipe` and the record of the decision; `features`,
     when given, are the pretrained encoder's mean-pooled outputs of `texts` (saves a pass), else
     `embed(texts)` gives them when needed (else one pass of `model`'s encoder)."""
     from potstill.models.quality import trust
 
-    s = cfg.student
     if s.recipe == "kd":
         return probs, {"recipe": "kd", "why": "student.recipe=kd: label_probs as published"}
     measured = is_seed & ~np.isnan(teacher).any(axis=1)
@@ -81,20 +80,20 @@ def recipe_targets(model: StudentClassifier, texts: list[str], probs: np.ndarray
             model, texts, batch_size=max(s.batch_size, 64), max_length=s.max_length, normalise=False)
     x = features / np.clip(np.linalg.norm(features, axis=1, keepdims=True), 1e-12, None)
     mixed, report = trust.decide(x[measured], label_idx[measured], teacher[measured], x[pool],
-                                 probs[pool], cfg.task.labels, s.trust_strength, s.probe_c,
+                                 probs[pool], labels, s.trust_strength, s.probe_c,
                                  s.probe_folds, s.seed, s.trust_pooling)
     out = probs.copy()
     out[pool] = mixed
     return out, report
 
 
-def new_student(cfg: Config) -> tuple[StudentClassifier, object]:
+def new_student(s: Student, labels: list[str]) -> tuple[StudentClassifier, object]:
     """A fresh label head over the configured pretrained encoder, and the resolved model."""
     try:
-        spec = resolve_model(cfg.student.model)
+        spec = resolve_model(s.model)
     except (ValueError, RuntimeError) as err:
         raise TrainerError(f"student.model: {err}") from None
-    return StudentClassifier.from_pretrained_encoder(spec.path, cfg.task.labels), spec
+    return StudentClassifier.from_pretrained_encoder(spec.path, labels), spec
 
 
 def fit(model: StudentClassifier, texts: list[str], probs: np.ndarray, label_idx: np.ndarray,
@@ -160,8 +159,8 @@ def fit(model: StudentClassifier, texts: list[str], probs: np.ndarray, label_idx
     return epochs, epoch_losses, time.perf_counter() - t_train
 
 
-def score(model, tokenizer, cfg: Config, texts: list[str], y: np.ndarray, with_probs: bool = False,
-          features: np.ndarray | None = None):
+def score(model, tokenizer, s: Student, labels: list[str], texts: list[str], y: np.ndarray,
+          with_probs: bool = False, features: np.ndarray | None = None):
     """Test metrics (and, with `with_probs`, the probabilities they came from); `features`, when
     given, are the encoder's mean-pooled outputs of `texts` (a frozen encoder's, from the cache):
     only the head runs."""
@@ -169,9 +168,9 @@ def score(model, tokenizer, cfg: Config, texts: list[str], y: np.ndarray, with_p
         with torch.inference_mode():
             probs = torch.softmax(model.head(torch.as_tensor(features)).float(), dim=-1).numpy()
     else:
-        probs = predict_proba(model, tokenizer, texts, batch_size=max(cfg.student.batch_size, 64),
-                              max_length=cfg.student.max_length, progress="evaluate (student)")
-    metrics = classification_metrics(y, probs.argmax(axis=1), cfg.task.labels, probs=probs)
+        probs = predict_proba(model, tokenizer, texts, batch_size=max(s.batch_size, 64),
+                              max_length=s.max_length, progress="evaluate (student)")
+    metrics = classification_metrics(y, probs.argmax(axis=1), labels, probs=probs)
     return (metrics, probs) if with_probs else metrics
 
 
@@ -207,7 +206,7 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
     log(f"{n} training rows ({int(data['is_seed'][keep].sum())} seed) of {len(keep)}; "
         f"train_on={train_on}; {len(test_texts)} test rows")
 
-    model, spec = new_student(cfg)
+    model, spec = new_student(cfg.student, cfg.task.labels)
     tokenizer = model.tokenizer
     if s.input == "text+rationale":  # models/student/rationale_input.py: format, and the test-time choice
         if data["rationales"] is None:
@@ -232,7 +231,7 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
     features = pretrained(texts, "train") if frozen else None
     if train_on == "all":  # the gold-only baseline has no teacher to trust
         probs, recipe = recipe_targets(model, texts, probs, data["teacher_probs"][keep],
-                                       data["label_idx"][keep], data["is_seed"][keep], cfg, features,
+                                       data["label_idx"][keep], data["is_seed"][keep], s, cfg.task.labels, features,
                                        embed=lambda rows: pretrained(rows, "train"))
         log(f"recipe {recipe['recipe']}: {recipe['why']}")
     selector = None
@@ -255,12 +254,12 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
                                             selector)
 
     # evaluate on the held-out test split, then save model, metrics and the resolved config
-    metrics = score(model, tokenizer, cfg, test_texts, test_y,
+    metrics = score(model, tokenizer, cfg.student, cfg.task.labels, test_texts, test_y,
                     features=pretrained(test_texts, "test") if frozen else None)
     if s.input == "text+rationale":  # primary metrics on text+rationale, as trained
         rationales, cost = compute_test_rationales(cfg, test_texts, manifest, cache_dir=out_dir)
         test_in = with_rationale(test_texts, rationales, tokenizer)
-        metrics = {**score(model, tokenizer, cfg, test_in, test_y,
+        metrics = {**score(model, tokenizer, cfg.student, cfg.task.labels, test_in, test_y,
                            features=pretrained(test_in, "test+rationale") if frozen else None),
                    "text_only": metrics, **cost}
     log(f"test accuracy {metrics['accuracy']:.4f} macro_f1 {metrics['macro_f1']:.4f} n {metrics['n']}")
@@ -283,7 +282,8 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
                            "recipe": recipe})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
-    save_standard_model(model, cfg, out, metrics, compare or {})
+    save_standard_model(model, cfg.task.labels, cfg.student.max_length, cfg.model_dump(mode="json"),
+                        out, metrics, compare or {})
     return metrics
 
 
@@ -296,16 +296,16 @@ def read_metrics(path: str | Path) -> dict:
         raise TrainerError(f"--compare {path}: cannot read metrics: {err}") from None
 
 
-def save_standard_model(model: StudentClassifier, cfg: Config, out: Path, metrics: dict,
-                        compare: dict[str, str | Path]) -> Path | None:
-    """OUT/hf/: the student as a standard BertForSequenceClassification (see hf_export)."""
+def save_standard_model(model: StudentClassifier, labels: list[str], max_length: int, config: dict,
+                        out: Path, metrics: dict, compare: dict[str, str | Path]) -> Path | None:
+    """OUT/hf/: the student as a standard BertForSequenceClassification (see hf_export);
+    `config` is the resolved config the card records."""
     from potstill.models.student import hf_export
 
     comparisons = {name: read_metrics(path) for name, path in compare.items()}
-    card = hf_export.model_card(cfg.task.labels, metrics, comparisons,
-                                cfg.model_dump(mode="json"), cfg.student.max_length)
+    card = hf_export.model_card(labels, metrics, comparisons, config, max_length)
     try:
-        return hf_export.save_standard(model, out / hf_export.FOLDER, cfg.student.max_length, card)
+        return hf_export.save_standard(model, out / hf_export.FOLDER, max_length, card)
     except hf_export.ExportError as err:  # e.g. an MPNet student: potstill's folder still works
         log(f"no standard export: {err}")
         return None
@@ -325,7 +325,7 @@ def evaluate(model_dir: str | Path, cfg: Config, predictions: str | Path | None 
     texts, y, n_rejected = read_test(cfg)
     if cfg.student.input == "text+rationale":  # cached next to the student by `train`
         texts = with_rationale(texts, compute_test_rationales(cfg, texts, cache_dir=model_dir)[0], tokenizer)
-    metrics, probs = score(model, tokenizer, cfg, texts, y, with_probs=True)
+    metrics, probs = score(model, tokenizer, cfg.student, cfg.task.labels, texts, y, with_probs=True)
     if predictions is not None:
         labels = cfg.task.labels
         with open(predictions, "w", encoding="utf-8") as fh:

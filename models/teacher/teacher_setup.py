@@ -25,7 +25,7 @@ from potstill.models.teacher.prompts import Demo
 from potstill.models.teacher.hf import TeacherBase
 
 if TYPE_CHECKING:
-    from potstill.config.core import Config, Endpoint, FewShot, VLLMEngine
+    from potstill.config.core import Config, Endpoint, FewShot, Teacher, VLLMEngine
     from potstill.rows.records import Record
 
 
@@ -155,11 +155,7 @@ class TeacherSetup:
         from potstill.store import answer_source
 
         t = cfg.teacher
-        embedder = None
-        if t.few_shot.k and seeds and t.few_shot.selection == "similar":
-            from potstill.models.registry import resolve_model
-
-            embedder = resolve_model(t.few_shot.embedder).path
+        embedder = _embedder_path(t.few_shot, bool(seeds))
         engine, batch_size = t.vllm, t.batch_size
         if t.backend == "openai":  # a canonical batch keeps max_concurrency requests in flight
             engine, batch_size = t.endpoint, max(t.batch_size, t.endpoint.max_concurrency)
@@ -171,6 +167,14 @@ class TeacherSetup:
 
     def with_calibration(self, calibration: Calibration) -> "TeacherSetup":
         return replace(self, calibration=calibration)
+
+    def tuned(self, teacher: "Teacher", calibration: Calibration) -> "TeacherSetup":
+        """This setup with the prompt, verbalizers and demonstrations of `teacher` (the settings
+        the setup search chose) and the fitted calibration; the model, its store and the
+        driver's thread share stay as they are."""
+        return replace(self, prompt_style=teacher.prompt_style, verbalizers=teacher.verbalizers,
+                       few_shot=teacher.few_shot, calibration=calibration,
+                       embedder_path=_embedder_path(teacher.few_shot, bool(self.demo_pool)))
 
     def for_assistant(self, model_path: str, batch_size: int | None = None) -> "TeacherSetup":
         """The teaching assistant: the teacher's prompt and verbalizers on another (small) model,
@@ -219,6 +223,16 @@ class TeacherSetup:
         answers = dict(zip(self.labels, teacher.prompt.verbalizer.answers))
         texts, gold = zip(*self.demo_pool)
         return DemoSelector(list(texts), list(gold), answers, fs.k, fs.selection, embed, fs.seed)
+
+
+def _embedder_path(few_shot: "FewShot", has_demos: bool) -> str | None:
+    """The demonstration embedder's folder, resolved once: only k > 0 similar demonstrations
+    drawn from gold rows need one."""
+    if not (few_shot.k and has_demos and few_shot.selection == "similar"):
+        return None
+    from potstill.models.registry import resolve_model
+
+    return resolve_model(few_shot.embedder).path
 
 
 def scoring_dtype(teacher) -> str:

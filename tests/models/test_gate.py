@@ -33,13 +33,13 @@ def test_judge_names_the_numbers():
     cfg = parse_config({"dataset": "d", "task": {"labels": ["ham", "spam"]},
                         "corpus": {"unlabeled": {"path": "x"}}})
     gold = np.array([0] * 8 + [1] * 8)
-    verdict = judge(cfg, gold, np.ones(16, dtype=int), gold_clf_pred=gold)
+    verdict = judge(cfg.audit, cfg.task.labels, gold, np.ones(16, dtype=int), gold_clf_pred=gold)
     assert verdict["weak"] and verdict["action"] == "stop"
     text = " ".join(verdict["reasons"])
     assert "accuracy 0.500" in text and "majority class 'ham' (0.500)" in text
     assert "recall on 'ham' is 0.00 (0 of 8 gold rows" in text
     assert "macro-F1 0.333 is below the 1.000" in text
-    assert not judge(cfg, gold, gold)["weak"]
+    assert not judge(cfg.audit, cfg.task.labels, gold, gold)["weak"]
 
 
 def test_gate_stops_a_teacher_below_the_majority_class(tiny_lm, tiny_bert, tmp_path):

@@ -61,7 +61,7 @@ def test_frozen_training_fits_only_the_head_and_the_saved_student_predicts_as_fi
     assert head["encoder"] == "frozen" and head["c"] in (0.1, 10.0) and set(head["cv_loss"]) == {"0.1", "10.0"}
     assert metrics["epochs"] == 0 and metrics["recipe"]["recipe"] == "trust"
 
-    fresh, _ = new_student(cfg)
+    fresh, _ = new_student(cfg.student, cfg.task.labels)
     model, tokenizer = load_student(tmp_path / "out")
     for (name, a), b in zip(fresh.encoder.state_dict().items(), model.encoder.state_dict().values()):
         assert torch.equal(a, b), f"encoder weight {name} changed"

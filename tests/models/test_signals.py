@@ -88,7 +88,7 @@ def test_warm_up_student_learns_seed_and_teacher_rows(tmp_path, tiny_bert):
     seeds = [Record(f"s{i}", t, "seed", label, f"s:{i}") for i, (t, label) in enumerate(
         [("good good good", "positive"), ("bad bad bad", "negative")] * 4)]
     labelled = [("lovely lovely", [0.1, 0.9]), ("awful awful", [0.8, 0.2])] * 4
-    folder = train_student(cfg, seeds, labelled, tmp_path / "warm")
+    folder = train_student(cfg.student, cfg.task.labels, seeds, labelled, tmp_path / "warm")
     model, tok = load_student(folder)
     assert model.labels == ["negative", "positive"]
     assert model.extra["warm_up"] == {"seed_rows": 8, "teacher_rows": 8}

@@ -71,7 +71,7 @@ def test_audit_without_calibration_reports_identical_raw_and_calibrated(tiny_lm,
                                    "seed": {"path": str(seed), "label_field": "label"}},
                         "teacher": {"model": tiny_lm}})
     seeds = read_seed(cfg)
-    report = audit(cfg, build_teacher(cfg, tiny_lm, seeds), seeds)
+    report = audit(cfg.teacher, cfg.task.labels, build_teacher(cfg, tiny_lm, seeds), seeds)
     assert report["n"] == 5
     assert report["raw"]["ece"] == pytest.approx(report["calibrated"]["ece"])
     assert report["raw"]["accuracy"] == report["calibrated"]["accuracy"]

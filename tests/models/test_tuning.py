@@ -59,14 +59,14 @@ def test_search_picks_the_case_variants_that_fix_an_always_one_class_teacher(tin
     seeds = read_seed(cfg)
     teacher = CraftedTeacher(tiny_lm, LABELS)
     CraftedTeacher.calls = 0
-    result = search(cfg, teacher, seeds)
+    result = search(cfg.teacher, cfg.audit, cfg.task, teacher, seeds)
     scores = {c.name: c.macro_f1 for c in result.candidates}
     assert scores["labels/k=0/exact/none"] == pytest.approx(1 / 3)   # always "business"
     assert result.chosen.name == "labels/k=0/cased/none" and result.chosen.macro_f1 == 1.0
     assert result.chosen.forms["sports"][:2] == ["sports", "Sports"]
     assert CraftedTeacher.calls == 2          # seed rows + content-free inputs, once for all variants
     assert (result.cv_pred == [LABELS.index(r.gold_label) for r in seeds]).all()
-    update = result.teacher_update(cfg)
+    update = result.teacher_update(cfg.teacher)
     assert update["verbalizers"] == result.chosen.forms and update["calibration"] == "none"
 
 
@@ -75,9 +75,9 @@ def test_explicit_teacher_settings_are_not_searched(tiny_lm, tmp_path):
     from potstill.models.quality.tuning import grid, search
 
     cfg = config(tmp_path, teacher={"calibration": "none", "verbalizers": {"sports": ["sports"]}})
-    styles, ks, verbs, cals = grid(cfg)
+    styles, ks, verbs, cals = grid(cfg.teacher, cfg.audit.search, cfg.task)
     assert verbs == [("configured", {"sports": ["sports"]})] and cals == ["none"] and ks == [0]
-    result = search(cfg, CraftedTeacher(tiny_lm, LABELS), read_seed(cfg))
+    result = search(cfg.teacher, cfg.audit, cfg.task, CraftedTeacher(tiny_lm, LABELS), read_seed(cfg))
     assert [c.name for c in result.candidates] == ["labels/k=0/configured/none"]
 
 
@@ -104,3 +104,23 @@ def test_tune_and_gate_returns_the_tuned_teacher(tiny_lm, tmp_path, monkeypatch)
     assert report["search"]["chosen"] == "labels/k=0/cased/none" and report["accuracy"] == 1.0
     assert len(report["search"]["candidates"]) == 4 and report["gate"]["weak"] is False
     assert tuned.calibration.log_prior is None and tuned.prompt_style == "labels"
+
+
+def test_the_tuned_setup_keeps_the_model_its_store_and_the_drivers_thread_share(tiny_lm, tmp_path,
+                                                                               monkeypatch):
+    """The audit returns the driver's setup with the search's choices, never one rebuilt from a
+    copy of the config (which lost the driver's thread share)."""
+    from potstill.models.quality import audit
+    from potstill.models.teacher.calibration import Calibration
+    from potstill.models.teacher.teacher_setup import TeacherSetup
+
+    cfg = config(tmp_path)
+    monkeypatch.setattr(TeacherSetup, "load", lambda self, backend=None: audit.LabelledTeacher(
+        CraftedTeacher(tiny_lm, LABELS), None, Calibration()))
+    seeds = audit.read_seed(cfg)
+    setup = TeacherSetup.from_config(cfg, tiny_lm, seeds, model_sha256="ab" * 32,
+                                     store_dir=str(tmp_path / "store"), threads=1)
+    tuned, _ = audit.tune_and_gate(cfg, setup, seeds)
+    assert tuned.verbalizers != setup.verbalizers  # the search chose the case variants
+    assert (tuned.threads, tuned.store_dir, tuned.model_sha256) == (1, setup.store_dir, "ab" * 32)
+    assert (tuned.model_path, tuned.demo_pool, tuned.engine) == (setup.model_path, setup.demo_pool, setup.engine)
