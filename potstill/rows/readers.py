@@ -11,6 +11,18 @@ Decoding choices: a UTF-8 byte-order mark at the very start of a file is part of
 (utf-8-sig), not of the first row, and is dropped; lines may end in LF or CRLF; the encoding
 must be ASCII-compatible (newline, quotes, braces and commas are single ASCII bytes), which
 every common single- and multi-byte corpus encoding is, and UTF-16/32 are not.
+
+CSV quoting (`csv_records`): a quoted field may span lines, but a quote that does not close
+properly never merges rows. The parser is strict (after a closing quote only a delimiter or
+the line end may follow; the file may not end inside quotes), and a record over several lines
+counts as a broken quote when its quoted field does not close properly: a CSV error on a later
+line, the end of the file, more than MAX_RECORD_LINES lines or MAX_RECORD_CHARS characters, or
+more cells than the header. Its first line (where the quote opened) is rejected alone, with
+the error and the line the parse broke on, and reading resumes at the next line, so every
+line it swallowed is read again as a record of its own. One case cannot be told from a real
+multi-line text, because it is one: a stray opening quote closed by a stray closing quote at
+the end of a field a few lines later, with no more cells than the header; that record is
+kept as one text, referenced by its first line, its raw text holding all its lines.
 """
 from __future__ import annotations
 
@@ -21,6 +33,7 @@ import gzip
 import hashlib
 import io
 import json
+from collections import deque
 from typing import IO, Any, Iterable, Iterator
 
 import pyarrow as pa
@@ -29,6 +42,8 @@ import pyarrow.parquet as pq
 BOM = codecs.BOM_UTF8
 _ASCII = bytes(range(128))
 csv.field_size_limit(2**31 - 1)  # a huge field is a too-long text (rejected), not a parse error
+MAX_RECORD_LINES = 1_000         # physical lines one CSV record may span (csv_records)
+MAX_RECORD_CHARS = 64 * 2**20    # characters one CSV record over several lines may hold
 
 
 class Malformed(str):
@@ -210,37 +225,96 @@ def jsonl_rows(lines) -> Iterator[tuple[int, Row | Malformed]]:
                        else Malformed(f"JSON line is a {type(item).__name__}, not an object", raw=line))
 
 
-def csv_records(lines, delimiter: str
-                ) -> Iterator[tuple[int, list[str] | None, str, str | None, str | None]]:
-    """(first physical line, cells (None on a CSV error), text as read, bad-encoding detail,
-    CSV error) for every record, header included; a quoted field may span lines."""
-    pending: list[tuple[int, str, str | None]] = []
+class _RecordTooLong(Exception):
+    """A quoted CSV field still open after MAX_RECORD_LINES lines or MAX_RECORD_CHARS chars."""
 
-    def feed():
-        for item in lines:
-            pending.append(item)
+
+class _Lines:
+    """The decoded lines a CSV parser reads through: those of the record being parsed
+    (`taken`, emptied by `take`), and those to read again after a broken record (`replay`)."""
+
+    def __init__(self, lines):
+        self.source, self.replay = iter(lines), deque()
+        self.taken: list[tuple[int, str, str | None]] = []
+        self.chars = 0
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            item = self.replay.popleft() if self.replay else next(self.source, None)
+            if item is None:
+                return
+            if self.taken and (len(self.taken) >= MAX_RECORD_LINES or self.chars >= MAX_RECORD_CHARS):
+                self.replay.appendleft(item)
+                raise _RecordTooLong
+            self.taken.append(item)
+            self.chars += len(item[1])
             yield item[1]
 
-    reader = csv.reader(feed(), delimiter=delimiter)
+    def take(self) -> list[tuple[int, str, str | None]]:
+        taken, self.taken, self.chars = self.taken, [], 0
+        return taken
+
+
+def csv_records(lines, delimiter: str
+                ) -> Iterator[tuple[int, int, list[str] | None, str, str | None, str | None]]:
+    """(first physical line, last physical line, cells (None on a CSV error), text as read,
+    bad-encoding detail, CSV error) for every record, header and blank lines included: the
+    (first, last) spans tile the file's lines, in order.
+
+    A quoted field may span lines (legal CSV). The parser is strict: after a closing quote
+    only a delimiter or the line end may follow, and the file may not end inside quotes. A
+    record over several lines whose quoted field does not close properly (a CSV error on a
+    later line, the end of the file, more than MAX_RECORD_LINES lines or MAX_RECORD_CHARS
+    characters, more cells than the header) is a broken quote, not a record: its FIRST line
+    (where the quote opened) comes out alone with the error, and parsing starts again at the
+    line after it, so the lines it swallowed are read as records of their own."""
+    feed = _Lines(lines)
+    reader = csv.reader(iter(feed), delimiter=delimiter, strict=True)
+    width = None  # the header's cells
     while True:
+        cells, error = None, None
         try:
-            cells, error = next(reader), None
+            cells = next(reader)
         except StopIteration:
-            return
+            pass
         except csv.Error as err:
-            cells, error = None, f"CSV: {err}"
-        if not pending:
+            error = str(err)
+        except _RecordTooLong:
+            error = (f"still open after {MAX_RECORD_LINES:,} lines"
+                     if len(feed.taken) >= MAX_RECORD_LINES
+                     else f"still open after {MAX_RECORD_CHARS:,} characters")
+        taken = feed.take()
+        if not taken:
             return
-        first = pending[0][0]
-        raw = "".join(text for _, text, _ in pending)
-        bad = next((b for _, _, b in pending if b), None)
-        pending.clear()
-        yield first, cells, _strip_eol(raw), bad, error
+        first, last = taken[0][0], taken[-1][0]
+        if error is not None:  # the parser stopped mid-record: the next record starts afresh
+            reader = csv.reader(iter(feed), delimiter=delimiter, strict=True)
+        if len(taken) > 1 and (error is not None or width is not None and len(cells) > width):
+            if error is None:
+                why = f"the record it starts has {len(cells)} cells, the header {width}, ending on line {last}"
+            elif error == "unexpected end of data":
+                why = f"it never closes (the file ends on line {last})"
+            elif error.startswith("still open"):
+                why = error
+            else:
+                why = f"{error} on line {last}"
+            feed.replay.extendleft(reversed(taken[1:]))
+            reader = csv.reader(iter(feed), delimiter=delimiter, strict=True)  # from line 2 of it
+            number, text, bad = taken[0]
+            yield number, number, None, _strip_eol(text), bad, (
+                f"CSV: the quoted field opened on line {number} is broken: {why}; line {number} is "
+                f"rejected and reading resumes at line {number + 1}")
+            continue
+        if width is None and cells is not None:
+            width = len(cells)
+        raw = "".join(text for _, text, _ in taken)
+        bad = next((b for _, _, b in taken if b), None)
+        yield first, last, cells, _strip_eol(raw), bad, None if error is None else f"CSV: {error}"
 
 
 def _csv_rows(lines, delimiter: str) -> Iterator[tuple[int, Row | Malformed]]:
     header = None
-    for number, cells, raw, bad, error in csv_records(lines, delimiter):
+    for number, _, cells, raw, bad, error in csv_records(lines, delimiter):
         if header is None:
             header = cells or []  # the file check refuses a bad header before a job runs
             continue

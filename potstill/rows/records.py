@@ -255,7 +255,7 @@ def _check_text(open_file, path: str, fmt: str, required: Sequence[str], encodin
         lines = decoded_lines(decompressed(fh, path), encoding)
         if fmt == "csv":
             records = csv_records(lines, csv_delimiter(path))
-            _, header, _, bad, error = next(records, (0, [], "", None, None))
+            _, _, header, _, bad, error = next(records, (0, 0, [], "", None, None))
             if bad or error:
                 raise InputFileError(f"{path}: unreadable header line: {bad or error}")
             _missing(path, required, header, "column")

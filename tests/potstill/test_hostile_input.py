@@ -312,3 +312,106 @@ def test_the_cli_stops_before_any_model_loads(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert f"corpus.unlabeled: {tmp_path / 'dir'}: is a directory" in err
     assert not (tmp_path / "out").exists()
+
+
+# -- CSV quoting: a broken quote never merges rows (the rule: potstill/rows/readers.py) ------
+
+def csv_file(tmp_path, lines, name="q.csv"):
+    path = tmp_path / name
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def line_of(item) -> int:
+    return int(item.input_ref.rsplit(":", 1)[1])
+
+
+def spans(path):
+    """(first, last) physical line of every CSV record, header and blank lines included."""
+    from potstill.rows.readers import csv_records, decoded_lines
+
+    with open(path, "rb") as fh:
+        return [(first, last) for first, last, *_ in csv_records(decoded_lines(fh, "utf-8"), ",")]
+
+
+def assert_lines_tile(path):
+    """Every physical line belongs to exactly one record (or the header), in order."""
+    got = spans(path)
+    total = len(path.read_bytes().splitlines())
+    assert [n for first, last in got for n in range(first, last + 1)] == list(range(1, total + 1))
+
+
+def test_an_unterminated_quote_rejects_its_line_and_reads_on(tmp_path):
+    lines = ["text,site"] + [f"review number {n},web" for n in range(2, 103)]
+    lines[5] = '"an unterminated quote on line 6,web'
+    path = csv_file(tmp_path, lines)
+    records, rejected = read(path)
+    assert len(lines) == 102 and (len(records), len(rejected)) == (100, 1)
+    bad = rejected[0]
+    assert line_of(bad) == 6 and bad.reason == "malformed_record" and bad.raw == lines[5]
+    assert "line 6" in bad.detail and "never closes" in bad.detail and "line 7" in bad.detail
+    assert [line_of(r) for r in records] == [n for n in range(2, 103) if n != 6]
+    assert all(r.text == f"review number {line_of(r)}" for r in records)
+    assert_lines_tile(path)
+
+
+def test_a_runaway_quote_that_breaks_later_rejects_only_its_first_line(tmp_path):
+    lines = ["text,label", '"opens and never closes,positive', "plain row,negative",
+             'a row with "inner" quotes,positive', "last row,negative"]
+    path = csv_file(tmp_path, lines)
+    records, rejected = read(path, label_field="label", labels=LABELS, source="seed")
+    assert [line_of(r) for r in rejected] == [2] and rejected[0].raw == lines[1]
+    assert "quoted field opened on line 2" in rejected[0].detail and "line 4" in rejected[0].detail
+    assert [(line_of(r), r.text) for r in records] == [
+        (3, "plain row"), (4, 'a row with "inner" quotes'), (5, "last row")]
+    assert_lines_tile(path)
+
+
+def test_text_after_a_closing_quote_is_rejected_not_dropped(tmp_path):
+    path = csv_file(tmp_path, ["text", '"quoted" and then more', "fine"])
+    records, rejected = read(path)
+    assert [r.text for r in records] == ["fine"]
+    assert line_of(rejected[0]) == 2 and rejected[0].raw == '"quoted" and then more'
+    assert "',' expected after '\"'" in rejected[0].detail
+
+
+def test_a_quoted_field_over_several_lines_is_one_record(tmp_path):
+    lines = ["text,label", '"first paragraph, with a comma', "", "second, also with one",
+             'third",positive', "next,negative"]
+    path = csv_file(tmp_path, lines)
+    records, rejected = read(path, label_field="label", labels=LABELS, source="seed")
+    assert not rejected and [(line_of(r), r.gold_label) for r in records] == [(2, "positive"),
+                                                                             (6, "negative")]
+    assert records[0].text == "first paragraph, with a comma second, also with one third"
+    assert spans(path) == [(1, 1), (2, 5), (6, 6)]
+
+
+def test_a_multiline_record_wider_than_the_header_is_a_broken_quote(tmp_path):
+    lines = ["label,text", 'positive,"opens here', "negative,plain", 'negative,ends here",extra']
+    path = csv_file(tmp_path, lines)
+    records, rejected = read(path, label_field="label", labels=LABELS, source="seed")
+    assert [(line_of(r), r.text) for r in records] == [(3, "plain")]
+    assert [line_of(r) for r in rejected] == [2, 4] and rejected[0].raw == lines[1]
+    assert "3 cells, the header 2" in rejected[0].detail
+    assert_lines_tile(path)
+
+
+def test_a_quoted_field_may_span_a_bounded_number_of_lines(tmp_path, monkeypatch):
+    from potstill.rows import readers
+
+    monkeypatch.setattr(readers, "MAX_RECORD_LINES", 5)
+    ok = csv_file(tmp_path, ["text", '"one', "two", "three", "four", 'five"'], "ok.csv")
+    assert [r.text for r in read(ok)[0]] == ["one two three four five"]
+    long = csv_file(tmp_path, ["text", '"one', "two", "three", "four", "five", 'six"', "seven"],
+                    "long.csv")
+    records, rejected = read(long)
+    assert [line_of(r) for r in rejected] == [2] and "still open after 5 lines" in rejected[0].detail
+    assert [line_of(r) for r in records] == [3, 4, 5, 6, 7, 8]
+    assert_lines_tile(long)
+
+
+def test_a_header_with_a_broken_quote_stops_the_job_naming_file_and_line(tmp_path):
+    path = csv_file(tmp_path, ['"text,label', "a,positive"])
+    with pytest.raises(InputFileError) as err:
+        check_file(str(path), ["text"])
+    assert str(err.value).startswith(str(path)) and "line 1" in str(err.value)
