@@ -27,6 +27,15 @@ from potstill.rows.readers import (HashingReader, Malformed, Row, check_encoding
 
 FORMATS = ("parquet", "jsonl", "csv")
 _WS = re.compile(r"\s+")
+# Default_Ignorable_Code_Point, from Unicode's DerivedCoreProperties.txt (the same set from
+# Unicode 14 to 17; a test compares it with the `regex` module's): characters that render as
+# nothing where they are not supported.
+_IGNORABLE_RANGES = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+                     (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+                     (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+                     (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+                     (0xE0000, 0xE0FFF))
+IGNORABLE = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in _IGNORABLE_RANGES) + "]")
 _RAW_LIMIT = 2000
 
 
@@ -100,13 +109,32 @@ def parse_choices(value: Any) -> list[str] | None:
 
 
 def normalise_text(text: str) -> str:
-    """NFC, whitespace runs collapsed to one space, stripped: the form that is hashed and stored."""
+    """NFC, whitespace runs collapsed to one space, stripped: the form that is stored (and read
+    by the models). Invisible characters stay: texts are compared by `dedup_key`."""
     return _WS.sub(" ", unicodedata.normalize("NFC", text)).strip()
 
 
+def dedup_key(text: str) -> str:
+    """The form texts are compared in, the one place it is built: what `stable_id` hashes, so
+    dedup, the test-leak guard and generation's exact-duplicate check all use it, and what
+    must be non-empty (`empty_text`). NFKC (full-width letters, ligatures, compatibility
+    spaces and digits become their plain forms), Unicode's Default_Ignorable_Code_Point
+    characters removed (`IGNORABLE`: zero-width spaces and joiners, soft hyphens, BOMs, bidi
+    controls, variation selectors, tags, Hangul fillers), whitespace runs folded to one space,
+    stripped; case is kept. Repeated until nothing changes (removing a character can make a
+    pair composable, and NFKC maps two Hangul fillers onto an ignorable one)."""
+    while True:
+        key = _WS.sub(" ", IGNORABLE.sub("", unicodedata.normalize(
+            "NFKC", IGNORABLE.sub("", text)))).strip()
+        if key == text:
+            return key
+        text = key
+
+
 def stable_id(text: str) -> str:
-    """Content hash of the normalised text; identical texts share an id across splits and runs."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    """Content hash of the text's `dedup_key`: texts that differ only in invisible characters,
+    compatibility forms or whitespace share an id across splits and runs."""
+    return hashlib.sha256(dedup_key(text).encode("utf-8")).hexdigest()[:16]
 
 
 def evidence(raw: str | None) -> tuple[str | None, str]:
@@ -157,10 +185,12 @@ def validate(raw: dict | Malformed, *, source: str, input_ref: str, text_field: 
         return reject("nul_character", f"field {text_field!r} contains NUL (U+0000) at "
                                        f"character {value.index(chr(0))}")
     text = normalise_text(value)
-    if not text:
-        return reject("empty_text", f"field {text_field!r} is empty after whitespace normalisation")
-    if len(text) < bounds.min_chars:
-        return reject("text_too_short", f"{len(text)} chars < records.min_chars={bounds.min_chars}")
+    visible = len(dedup_key(text))  # min_chars counts what a reader sees; max_chars what is stored
+    if not visible:
+        return reject("empty_text", f"field {text_field!r} is empty after normalisation (only "
+                                    "whitespace or invisible characters)")
+    if visible < bounds.min_chars:
+        return reject("text_too_short", f"{visible} visible chars < records.min_chars={bounds.min_chars}")
     if len(text) > bounds.max_chars:
         return reject("text_too_long", f"{len(text):,} chars > records.max_chars={bounds.max_chars}")
     allowed = list(labels or [])

@@ -38,3 +38,24 @@ def test_an_unterminated_csv_quote_is_one_rejected_line_not_a_merge(tmp_path, ti
         f"review number {n}" for n in range(2, 103) if n != 41)
     totals = v["manifest"]["counts"]["totals"]
     assert totals["read"] == len(lines) - 1 == totals["published"] + totals["rejected"] + totals["filtered"]
+
+
+def test_invisible_and_full_width_copies_of_a_test_row_are_not_published(tmp_path, tiny_lm):
+    plain = "a test review, word for word"
+    disguised = ["a test re\u200bview, word for word", "a test re\u00adview, word for word",
+                 "a test\u2060 review, word for word", "a \ufefftest review, word for word",
+                 "ａ ｔｅｓｔ ｒｅｖｉｅｗ， ｗｏｒｄ ｆｏｒ ｗｏｒｄ"]
+    ordinary = [f"an ordinary review number {n}" for n in range(6)]
+    rows = [*disguised, *ordinary, "\u200b", "\ufeff"]
+    v = run_job(tmp_path, tiny_lm,
+                {"unlabeled": {"path": "u.jsonl"},
+                 "test": {"path": "t.jsonl", "label_field": "label"}},
+                {"u.jsonl": "".join(json.dumps({"text": t}) + "\n" for t in rows),
+                 "t.jsonl": json.dumps({"text": plain, "label": "positive"}) + "\n"})
+    assert sorted(r["text"] for r in v["published"]) == sorted(ordinary)
+    assert sorted(r["text"] for r in v["filtered"]) == sorted(disguised)
+    assert sorted(r["filter_reason"] for r in v["filtered"]) == ["duplicate"] * 4 + ["test_overlap"]
+    assert [(r["input_ref"].rsplit(":", 1)[1], r["reason"]) for r in v["rejected"]] == [
+        ("12", "empty_text"), ("13", "empty_text")]
+    totals = v["manifest"]["counts"]["totals"]
+    assert totals["read"] == len(rows) == totals["published"] + totals["rejected"] + totals["filtered"]

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from potstill.rows.records import (Bounds, Malformed, Record, Rejection, iter_rows, normalise_text,
+from potstill.rows.records import (Bounds, Malformed, Record, Rejection, dedup_key, iter_rows, normalise_text,
                               read_split, stable_id, validate)
 
 LABELS = ["negative", "positive"]
@@ -74,3 +74,56 @@ def test_read_split_globs_and_counts(tmp_path):
 def test_read_split_no_match_names_the_pattern(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         read_split(str(tmp_path / "nothing-here*.csv"), source="test", text_field="text")
+
+
+# -- the comparison key: invisible and compatibility characters -------------------------------
+
+PLAIN = "a test review, word for word"
+DISGUISED = {
+    "zero_width_space": "a test re\u200bview, word for word",
+    "soft_hyphen": "a test re\u00adview, word for word",
+    "word_joiner": "a test\u2060 review, word for word",
+    "bom_inside": "a \ufefftest review, word for word",
+    "bom_first": "\ufeffa test review, word for word",
+    "variation_selector": "a test review\ufe0f, word for word",
+    "tag_characters": "a test review, word\U000e0041\U000e007f for word",
+    "bidi_marks": "\u202aa test review, word for word\u202c\u200e",
+    "full_width": "ａ ｔｅｓｔ ｒｅｖｉｅｗ， ｗｏｒｄ ｆｏｒ ｗｏｒｄ",
+    "ideographic_space": "a test\u3000review, word for\u2003word",
+}
+
+
+@pytest.mark.parametrize("case", sorted(DISGUISED))
+def test_invisible_and_compatibility_forms_share_the_plain_texts_id(case):
+    text = DISGUISED[case]
+    out = check({"text": text, "label": "positive"}, bounds=Bounds())
+    assert isinstance(out, Record) and out.id == check({"text": PLAIN, "label": "positive"}).id
+    assert dedup_key(text) == PLAIN and stable_id(text) == stable_id(PLAIN)
+    if case not in ("ideographic_space",):  # whitespace is folded as before; the rest stays as read
+        assert out.text == text.strip()
+
+
+def test_the_key_keeps_case_and_real_differences():
+    assert stable_id("A Test Review") != stable_id("a test review")
+    assert stable_id("a test review") != stable_id("a test reviews")
+    assert dedup_key("ﬁne Ⅳ ①") == "fine IV 1" and dedup_key(dedup_key("x\u3164y")) == dedup_key("x\u3164y")
+
+
+@pytest.mark.parametrize("text", ["\u200b", "\ufeff", "\u200b\u2060 \u00ad\ufeff", "\u3164", " \u180e\n"])
+def test_a_text_of_invisible_characters_only_is_empty(text):
+    out = check({"text": text, "label": "positive"})
+    assert isinstance(out, Rejection) and out.reason == "empty_text"
+
+
+def test_min_chars_counts_visible_characters():
+    out = check({"text": "ok\u200b\u200b\u200b", "label": "positive"})
+    assert isinstance(out, Rejection) and out.reason == "text_too_short"
+
+
+def test_the_ignorable_set_is_unicodes_default_ignorable_code_points():
+    regex = pytest.importorskip("regex")
+    from potstill.rows.records import IGNORABLE
+
+    unicode_set = regex.compile(r"\p{Default_Ignorable_Code_Point}")
+    assert [c for c in range(0x110000) if bool(unicode_set.match(chr(c))) !=
+            bool(IGNORABLE.match(chr(c)))] == []
