@@ -1,7 +1,8 @@
 """Teacher label scoring, HF vs vLLM, on the same rows in one process: rows/second and the ratio.
 
-    python benchmarks/backends.py [--model smollm2-135m-instruct] [--rows 200] [--repeats 3]
+    python -m benchmarks.backends [--model smollm2-135m-instruct] [--rows 200] [--repeats 3]
         [--batch 32] [--dtype float32] [--threads N] [--block-sizes 32 128] [--corpus DIR]
+        [--out results.json] [--tiny]
 
 Rows are Rotten Tomatoes reviews (potstill.beam_pipelines.demo_data; or --corpus, a folder with
 unlabeled.parquet). Both teachers get the same prompt, labels and rows, fed in batches of
@@ -11,11 +12,11 @@ Each repeat times every teacher back to back, so machine noise hits them alike; 
 are medians over the repeats, after one untimed warm-up batch each (model load excluded).
 vLLM's prefix cache is emptied before every pass: a pipeline scores each row once, so only
 the shared prompt prefix may come from the cache, as it does for HF. It also prints how many
-labels agree with HF's and the largest probability difference.
+labels agree with HF's and the largest probability difference. `--block-sizes` with no value:
+HF alone (what --tiny runs: vLLM's CPU attention refuses the tiny Llama's 8-wide heads).
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from benchmarks.harness import Benchmark
 from potstill.models.registry import resolve_model
 from potstill.models.teacher.hf import HFTeacher, normalise
 
@@ -50,27 +52,28 @@ def score_all(teacher, texts: list[str], batch: int) -> tuple[np.ndarray, float]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    bench = Benchmark("backends", __doc__, repeats=3, threads=None, tiny={
+        "model": lambda ws: ws.teacher, "corpus": lambda ws: str(ws.data), "rows": 8, "repeats": 1,
+        "batch": 4, "block_sizes": []})
+    parser = bench.parser
     parser.add_argument("--model", default="smollm2-135m-instruct", help="packaged name or HF folder")
     parser.add_argument("--rows", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32, help="rows per score_labels call")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--block-sizes", type=int, nargs="+", default=[None],
-                        help="vLLM KV block sizes, one vLLM teacher each")
+    parser.add_argument("--block-sizes", type=int, nargs="*", default=[None],
+                        help="vLLM KV block sizes, one vLLM teacher each (none: HF only)")
     parser.add_argument("--max-input-tokens", type=int, default=512)
     parser.add_argument("--corpus", default=None, help="folder with unlabeled.parquet")
-    args = parser.parse_args(argv)
-
-    from potstill.models.teacher.vllm_backend import VLLMTeacher
-    from potstill.config.core import VLLMEngine
+    args = bench.parse(argv)
 
     path = resolve_model(args.model).path
     texts = rt_rows(args.rows, args.corpus)
     common = dict(max_input_tokens=args.max_input_tokens, dtype=args.dtype, threads=args.threads)
     teachers = {"hf": HFTeacher(path, LABELS, INSTRUCTION, batch_size=8, **common)}
     for size in args.block_sizes:
+        from potstill.config.core import VLLMEngine
+        from potstill.models.teacher.vllm_backend import VLLMTeacher
+
         name = "vllm" if size is None else f"vllm, block {size}"
         teachers[name] = VLLMTeacher(path, LABELS, INSTRUCTION, engine=VLLMEngine(block_size=size),
                                      **common)
@@ -83,22 +86,25 @@ def main(argv: list[str] | None = None) -> int:
             logp, seconds = score_all(teacher, texts, args.batch)
             probs[name] = normalise(logp)
             rates[name].append(len(texts) / seconds)
-            print(f"repeat {rep + 1}: {name:16s} {len(texts) / seconds:8.2f} rows/s", file=sys.stderr)
+            bench.progress({"repeat": rep + 1, "backend": name, "rows_per_s": len(texts) / seconds})
     for teacher in teachers.values():
         teacher.close()
 
-    print(f"model {args.model} ({args.dtype}), {len(texts)} rows, {tokens / len(texts):.0f} prompt "
-          f"tokens/row, batches of {args.batch}, medians of {args.repeats} repeats")
-    print("| backend | rows/s (median) | min | max | prompt tokens/s | x hf | labels = hf | max abs dp |")
-    print("|---|---|---|---|---|---|---|---|")
     hf = statistics.median(rates["hf"])
-    for name in teachers:
-        med = statistics.median(rates[name])
-        agree = (probs["hf"].argmax(1) == probs[name].argmax(1)).mean()
-        print(f"| {name} | {med:.2f} | {min(rates[name]):.2f} | {max(rates[name]):.2f} | "
-              f"{med * tokens / len(texts):.0f} | {med / hf:.2f} | {agree:.1%} | "
-              f"{np.abs(probs['hf'] - probs[name]).max():.1e} |")
-    return 0
+    rows = [{"backend": name, "rows_per_s": statistics.median(rates[name]), "min": min(rates[name]),
+             "max": max(rates[name]),
+             "prompt_tokens_per_s": statistics.median(rates[name]) * tokens / len(texts),
+             "x_hf": statistics.median(rates[name]) / hf,
+             "labels_equal_hf": float((probs["hf"].argmax(1) == probs[name].argmax(1)).mean()),
+             "max_abs_dp": float(np.abs(probs["hf"] - probs[name]).max()), "rates": rates[name]}
+            for name in teachers]
+    return bench.report(rows, {
+        "backend": "backend", "rows/s (median)": "rows_per_s:.2f", "min": "min:.2f", "max": "max:.2f",
+        "prompt tokens/s": "prompt_tokens_per_s:.0f", "x hf": "x_hf:.2f",
+        "labels = hf": "labels_equal_hf:.1%", "max abs dp": "max_abs_dp:.1e"},
+        title=f"model {args.model} ({args.dtype}), {len(texts)} rows, {tokens / len(texts):.0f} prompt "
+              f"tokens/row, batches of {args.batch}, medians of {args.repeats} repeats",
+        rows_scored=len(texts), prompt_tokens_per_row=tokens / len(texts))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 `backend: openai` (a local `vllm serve`, exact scoring) at several max_concurrency values, the
 in-process vLLM backend and the HF backend, on the same rows, in one run.
 
-    python benchmarks/remote_teacher.py [--model smollm2-135m-instruct] [--rows 200]
+    python -m benchmarks.remote_teacher [--model smollm2-135m-instruct] [--rows 200]
         [--concurrency 1 8 32] [--batch 32] [--threads 1] [--base-url URL --served-name NAME]
+        [--skip-vllm] [--out results.json] [--tiny --base-url URL]
 
 Rows are Rotten Tomatoes reviews (potstill.beam_pipelines.demo_data). Every teacher gets the same
 prompt, labels and rows in batches of --batch rows (what the handler gets per call), after one
@@ -12,22 +13,23 @@ untimed warm-up batch (load and start-up excluded). Without --base-url the scrip
 --threads cores like them (VLLM_CPU_OMP_THREADS_BIND), with its prefix cache emptied before
 every pass (VLLM_SERVER_DEV_MODE's /reset_prefix_cache): a pipeline scores each row once.
 It prints rows/s, the ratio to HF, label agreement with HF and the largest probability gap.
+`--tiny` scores the synthetic corpus with the tiny Llama and skips vLLM (its CPU attention
+refuses the tiny model's 8-wide heads), so it needs --base-url: any OpenAI-compatible server
+that scores exactly (the tests run one of their own).
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 import urllib.request
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.backends import INSTRUCTION, LABELS, rt_rows  # noqa: E402
-from potstill.models.registry import resolve_model  # noqa: E402
-from potstill.models.teacher.hf import HFTeacher, normalise  # noqa: E402
+from benchmarks.backends import INSTRUCTION, LABELS, rt_rows
+from benchmarks.harness import Benchmark
+from potstill.models.registry import resolve_model
+from potstill.models.teacher.hf import HFTeacher, normalise
 
 
 def timed(teacher, texts: list[str], batch: int) -> tuple[np.ndarray, float]:
@@ -68,16 +70,22 @@ def remote_passes(path: str, base_url: str, served: str, texts, batch, concurren
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    bench = Benchmark("remote_teacher", __doc__, threads=1, tiny={
+        "model": lambda ws: ws.teacher, "corpus": lambda ws: str(ws.data), "rows": 8, "batch": 4,
+        "concurrency": [1, 4], "skip_vllm": True})
+    parser = bench.parser
     parser.add_argument("--model", default="smollm2-135m-instruct", help="packaged name or HF folder")
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--batch", type=int, default=32, help="rows per score_labels call")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--threads", type=int, default=1, help="cores per teacher (and the server)")
     parser.add_argument("--base-url", default=None, help="an already running server (else one is started)")
     parser.add_argument("--served-name", default="teacher")
-    parser.add_argument("--skip-in-process", action="store_true", help="only the remote passes")
-    args = parser.parse_args(argv)
+    parser.add_argument("--skip-vllm", "--skip-in-process", action="store_true",
+                        help="no in-process vLLM teacher (HF, the reference, always runs)")
+    parser.add_argument("--corpus", default=None, help="folder with unlabeled.parquet")
+    args = bench.parse(argv)
+    if args.tiny and not args.base_url:
+        parser.error("--tiny needs --base-url: vLLM cannot serve the tiny model")
 
     import logging
 
@@ -87,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("potstill.models.teacher.remote_http").setLevel(logging.INFO)  # every retry, with its cause
     torch.set_num_threads(args.threads)
     path = resolve_model(args.model).path
-    texts = rt_rows(args.rows, None)
+    texts = rt_rows(args.rows, args.corpus)
     results = []
     hf = HFTeacher(path, LABELS, INSTRUCTION, threads=args.threads)
     out, seconds = timed(hf, texts, args.batch)
     results.append(("hf (in process)", out, seconds, {}))
-    if not args.skip_in_process:
+    if not args.skip_vllm:
         from potstill.models.teacher.vllm_backend import VLLMTeacher
         from potstill.config.core import VLLMEngine
 
@@ -111,16 +119,19 @@ def main(argv: list[str] | None = None) -> int:
             remote_passes(path, server.base_url, args.served_name, texts, args.batch,
                           args.concurrency, results)
 
-    p_hf = normalise(results[0][1])
-    print(f"\n{len(texts)} rows, {args.model}, {args.threads} thread(s)/core(s) per teacher, batch {args.batch}")
-    print(f"{'teacher':34s} {'rows/s':>8s} {'x hf':>6s} {'agree':>6s} {'max|dp|':>9s}  http")
+    p_hf, hf_rate = normalise(results[0][1]), len(texts) / results[0][2]
+    rows = []
     for name, out, seconds, usage in results:
         p = normalise(out)
-        rate = len(texts) / seconds
-        print(f"{name:34s} {rate:8.1f} {rate / (len(texts) / results[0][2]):6.2f} "
-              f"{(p.argmax(1) == p_hf.argmax(1)).mean():6.1%} {np.abs(p - p_hf).max():9.1e}  "
-              f"{json.dumps(usage) if usage else ''}")
-    return 0
+        rows.append({"teacher": name, "rows_per_s": len(texts) / seconds,
+                     "x_hf": len(texts) / seconds / hf_rate,
+                     "labels_equal_hf": float((p.argmax(1) == p_hf.argmax(1)).mean()),
+                     "max_abs_dp": float(np.abs(p - p_hf).max()), "http": usage or None})
+    return bench.report(rows, {
+        "teacher": "teacher", "rows/s": "rows_per_s:.1f", "x hf": "x_hf:.2f", "agree": "labels_equal_hf:.1%",
+        "max abs dp": "max_abs_dp:.1e", "http": lambda r: json.dumps(r["http"]) if r["http"] else ""},
+        title=f"{len(texts)} rows, {args.model}, {args.threads} thread(s)/core(s) per teacher, "
+              f"batch {args.batch}", rows_scored=len(texts))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Saliency rationales: cost per row of each attribution method relative to one teacher forward,
 and the deletion-test faithfulness of each method, on the demo corpus.
 
-    python benchmarks/saliency_cost.py --models smollm2-135m-instruct qwen2.5-0.5b-instruct \
-        --rows 8 --repeats 3 --faithfulness-rows 32
+    python -m benchmarks.saliency_cost --models smollm2-135m-instruct qwen2.5-0.5b-instruct \
+        --rows 8 --repeats 3 --faithfulness-rows 32 [--out results.json] [--tiny]
 
 Cost: per model, the same `--rows` demo rows are scored by the teacher (`score_labels`, its
 forward with the cached prompt prefix) and explained by every method, interleaved within each
@@ -14,8 +14,6 @@ words than top_k are skipped). Integrated gradients also reports its convergence
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
@@ -24,6 +22,7 @@ import warnings
 import numpy as np
 import pyarrow.parquet as pq
 
+from benchmarks.harness import Benchmark
 from potstill.models.saliency.attribution import METHODS, Explainer
 from potstill.models.quality.audit import build_teacher
 from potstill.models.teacher.calibration import Calibration
@@ -47,27 +46,26 @@ def ig_relative_delta(found) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    bench = Benchmark("saliency_cost", __doc__, repeats=3, threads=1, tiny={
+        "config": lambda ws: ws.config, "models": lambda ws: [ws.teacher], "rows": 2, "repeats": 1,
+        "faithfulness_rows": 4, "ig_steps": 4, "top_k": 2, "internal_batch_size": 8})
+    parser = bench.parser
     parser.add_argument("--config", default="configs/rt-sentiment.yaml")
     parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--rows", type=int, default=8, help="rows timed per repeat")
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--faithfulness-rows", type=int, default=32)
     parser.add_argument("--faithfulness-methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--ig-steps", type=int, default=32)
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=4, help="saliency rows per pass")
     parser.add_argument("--internal-batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier when shared)")
-    args = parser.parse_args(argv)
+    args = bench.parse(argv)
 
     texts = pq.read_table(load_config(args.config).corpus.unlabeled.path)["text"].to_pylist()
     timed_rows = texts[: args.rows]
     faith_rows = texts[args.rows: args.rows + args.faithfulness_rows]
-    print("| teacher | method | s/row | x teacher forward | deletion: drop top-k | drop random "
-          "| top-k beats random | IG rel. delta |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows = []
     for model in args.models:
         cfg = load_config(args.config, [f"teacher.model={model}", f"teacher.threads={args.threads}"])
         lt = build_teacher(cfg, resolve_model(model).path, [], Calibration(), backend="hf")
@@ -82,30 +80,37 @@ def main(argv: list[str] | None = None) -> int:
             for m, ex in explainers.items():
                 seconds[m].append(timed(lambda: ex.explain(timed_rows, labels))[0])
         per_row = {k: statistics.median(v) / len(timed_rows) for k, v in seconds.items()}
-        print(f"| {model} | teacher forward (score_labels) | {per_row['teacher']:.3f} | 1 | | | | |")
+        rows.append({"model": model, "method": "teacher forward (score_labels)",
+                     "seconds_per_row": per_row["teacher"], "x_teacher_forward": 1.0,
+                     "timings": seconds["teacher"]})
 
         _, logp = lt.score(faith_rows)
         faith_labels = [lt.teacher.labels[i] for i in logp.argmax(1)]
         for m, ex in explainers.items():
             run_test = faith_rows and m in args.faithfulness_methods
             found = ex.explain(faith_rows, faith_labels) if run_test else []
-            rows = [{"id": str(i), "text": t, "rationale": e.rationale, "label": l}
-                    for i, (t, e, l) in enumerate(zip(faith_rows, found, faith_labels))]
-            test = deletion_test(lt, rows, seed=0) if rows else {"n": 0}
+            explained = [{"id": str(i), "text": t, "rationale": e.rationale, "label": l}
+                         for i, (t, e, l) in enumerate(zip(faith_rows, found, faith_labels))]
+            test = deletion_test(lt, explained, seed=0) if explained else {"n": 0}
             rel = ig_relative_delta(found) if m == "integrated_gradients" and found else None
-            result = {"model": model, "method": m, "seconds_per_row": per_row[m],
-                      "x_teacher_forward": per_row[m] / per_row["teacher"],
-                      "timings": seconds[m], "teacher_timings": seconds["teacher"],
-                      "deletion_test": test, "ig_median_relative_delta": rel,
-                      **({"ig_steps": args.ig_steps} if m == "integrated_gradients" else {})}
-            print(json.dumps(result), file=sys.stderr)
-            name = f"{m} ({args.ig_steps} steps)" if m == "integrated_gradients" else m
-            cells = (f"{test['mean_drop_topk']:.3f} | {test['mean_drop_random']:.3f} | "
-                     f"{test['frac_topk_beats_random']:.2f} (n={test['n']})") if test["n"] else "- | - | -"
-            print(f"| {model} | {name} | {per_row[m]:.3f} | {per_row[m] / per_row['teacher']:.1f} | "
-                  f"{cells} | {'' if rel is None else f'{rel:.2f}'} |", flush=True)
+            rows.append({"model": model, "method": f"{m} ({args.ig_steps} steps)"
+                         if m == "integrated_gradients" else m, "seconds_per_row": per_row[m],
+                         "x_teacher_forward": per_row[m] / per_row["teacher"],
+                         "timings": seconds[m], "deletion_test": test, "ig_median_relative_delta": rel})
+            bench.progress(rows[-1])
         del explainers, lt
-    return 0
+
+    def deletion(r, key, spec):
+        test = r.get("deletion_test") or {}
+        return format(test[key], spec) if test.get("n") else "-"
+    return bench.report(rows, {
+        "teacher": "model", "method": "method", "s/row": "seconds_per_row:.3f",
+        "x teacher forward": "x_teacher_forward:.1f",
+        "deletion: drop top-k": lambda r: deletion(r, "mean_drop_topk", ".3f"),
+        "drop random": lambda r: deletion(r, "mean_drop_random", ".3f"),
+        "top-k beats random": lambda r: deletion(r, "frac_topk_beats_random", ".2f")
+        + (f" (n={r['deletion_test']['n']})" if (r.get("deletion_test") or {}).get("n") else ""),
+        "IG rel. delta": "ig_median_relative_delta:.2f"})
 
 
 if __name__ == "__main__":

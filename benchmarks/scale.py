@@ -1,10 +1,11 @@
 """Memory and time at scale: the whole job on a synthetic corpus of N rows with a tiny random
 teacher; peak RSS of the run and wall time (and RSS) per stage.
 
-    python benchmarks/scale.py --rows 10000 100000 1000000 [--work runs/scale] [--threads 1]
+    python -m benchmarks.scale --rows 10000 100000 1000000 [--work runs/scale] [--threads 1]
         [--runner-args "--direct_num_workers=2 --direct_running_mode=multi_processing"]
-    python benchmarks/scale.py --after-graph --rows 10000 100000 1000000 [--code DIR]
+    python -m benchmarks.scale --after-graph --rows 10000 100000 1000000 [--code DIR]
         [--chunk-rows N]
+    [--out results.json] [--tiny]
 
 --after-graph measures everything after the Beam graph alone (`potstill.job.finish`: curation,
 files, gate, counts, publish, report) on N synthetic staged rows written as the graph writes
@@ -19,7 +20,7 @@ threads 1. The stages are timed by wrapping the functions the driver calls (plan
 Beam graph, prepare_version = DuckDB curation + streamed files, validate_file = the GE gate in
 chunks, publish = move in + card + report); `peak_rss_mb` is the child's maximum resident set
 (getrusage) once the stage has ended, `rss_mb` its resident set then. Beam worker processes
-(multi-process runners) are not in the child's figure.
+(multi-process runners) are not in the child's figure. `--tiny`: 40 rows.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import ROOT, Benchmark
+
 STAGES = (("plan", "potstill.job", "plan"), ("audit", "potstill.beam_pipelines.pipeline", "audit_teacher"),
           ("beam_graph", "potstill.beam_pipelines.pipeline", "run_rounds"),
           ("curate_and_write", "potstill.job", "prepare_version"),
@@ -195,50 +197,50 @@ def _wrap(stages: dict, name: str, module: str, attr: str) -> None:
     setattr(mod, attr, wrapper)
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    bench = Benchmark("scale", __doc__, work="runs/scale", threads=1, tiny={"rows": [40]})
+    ap = bench.parser
     ap.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
-    ap.add_argument("--work", default="runs/scale")
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runner-args", default="")
     ap.add_argument("--after-graph", action="store_true", help="time job.finish alone (docstring)")
     ap.add_argument("--chunk-rows", type=int, help="validation.chunk_rows (--after-graph)")
     ap.add_argument("--code", default=str(ROOT), help="the checkout whose potstill runs (--after-graph)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    work = Path(args.work).resolve()
+    args = bench.parse(argv)
+    work = bench.work()
     if args.child:
         result = after_graph_child(args.rows[0], work, args.chunk_rows) if args.after_graph else \
             child(args.rows[0], work, args.threads, args.runner_args.split())
         print("RESULT " + json.dumps(result))
-        return
+        return 0
     results = []
     for rows in args.rows:
         if args.after_graph and not (work / f"staged-{rows}").is_dir():
             write_staged(work / f"staged-{rows}", rows)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([args.code, os.environ.get("PYTHONPATH", "")])}
-        out = subprocess.run([sys.executable, __file__, "--child", "--rows", str(rows), "--work", str(work),
-                              "--threads", str(args.threads), "--runner-args", args.runner_args]
+        # --code's potstill first; this checkout's benchmarks next (an older checkout has no
+        # benchmarks package); run from --work, so that the current folder shadows neither
+        path = [args.code, str(ROOT), os.environ.get("PYTHONPATH", "")]
+        out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--child", "--rows", str(rows),
+                              "--work", str(work), "--threads", str(args.threads),
+                              "--runner-args", args.runner_args]
                              + (["--after-graph"] if args.after_graph else [])
                              + (["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []),
-                             env=env, capture_output=True, text=True)
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))},
+                             cwd=work, capture_output=True, text=True)
         line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
             sys.exit(f"the run with {rows} rows failed:\n{out.stderr[-3000:]}")
         results.append(json.loads(line[len("RESULT "):]))
-        print(json.dumps(results[-1]), flush=True)
-    print_table(results, AFTER if args.after_graph else STAGES)
+        bench.progress(results[-1])
+    stages = [s[0] for s in (AFTER if args.after_graph else STAGES)]
 
-
-def print_table(results: list[dict], stages=STAGES) -> None:
-    names = [s[0] for s in stages]
-    print("\n| rows | peak RSS (MB) | wall (s) | " + " | ".join(f"{n} s (RSS MB)" for n in names) + " |")
-    print("|---|---|---|" + "---|" * len(names))
-    for r in results:
-        cells = [f"{r['stages'][n]['seconds']} ({r['stages'][n]['rss_mb']})" if n in r["stages"] else "-"
-                 for n in names]
-        print(f"| {r['rows']:,} | {r['peak_rss_mb']:,} | {r['wall_seconds']} | " + " | ".join(cells) + " |")
+    def stage(name):
+        return lambda r: (f"{r['stages'][name]['seconds']} ({r['stages'][name]['rss_mb']})"
+                          if name in r["stages"] else "-")
+    return bench.report(results, {"rows": "rows:,", "peak RSS (MB)": "peak_rss_mb:,", "wall (s)": "wall_seconds",
+                                  **{f"{n} s (RSS MB)": stage(n) for n in stages}},
+                        title="after the Beam graph (job.finish)" if args.after_graph else "the whole job")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,20 +1,21 @@
 """Teacher accuracy and speed: zero-shot vs few-shot vs few-shot + calibration, per model.
 
-    python benchmarks/teacher_quality.py configs/rt-sentiment.yaml configs/r8-topics.yaml \
-        --models qwen2.5-0.5b-instruct smollm2-135m-instruct --limit 200 [--k 4] [--threads 1]
+    python -m benchmarks.teacher_quality configs/rt-sentiment.yaml configs/r8-topics.yaml \
+        --models qwen2.5-0.5b-instruct smollm2-135m-instruct --limit 200 [--k 4] [--threads 1] \
+        [--out results.json] [--tiny]
 
 Every setting runs in this one process, one after another, on the same test rows, so the
 rows/second figures are comparable with each other (not with another machine or run).
-Prints a markdown table; the JSON of every run goes to stderr.
+Prints a markdown table; the JSON of every run goes to stderr. `--tiny`: the tiny Llama on the
+synthetic corpus's config, 8 test rows, 2 demonstrations.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
-from potstill.models.quality.evaluate import evaluate_teacher
+from benchmarks.harness import Benchmark
 from potstill.config.core import load_config
+from potstill.models.quality.evaluate import evaluate_teacher
 
 SETTINGS = {
     "zero-shot": {"teacher.few_shot.k": 0, "teacher.calibration": "none"},
@@ -24,17 +25,18 @@ SETTINGS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("configs", nargs="+")
+    bench = Benchmark("teacher_quality", __doc__, threads=None, tiny={
+        "configs": lambda ws: [ws.config], "models": lambda ws: [ws.teacher], "limit": 8, "k": 2})
+    parser = bench.parser
+    parser.add_argument("configs", nargs="*")
     parser.add_argument("--models", nargs="+", default=["qwen2.5-0.5b-instruct", "smollm2-135m-instruct"])
     parser.add_argument("--limit", type=int, default=200, help="test rows per run")
     parser.add_argument("--k", type=int, default=None, help="demonstrations (default: one per label, at least 4)")
     parser.add_argument("--style", default="labels", choices=["labels", "letters"])
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for the teacher")
-    args = parser.parse_args(argv)
+    args = bench.parse(argv)
+    bench.require("configs")
 
-    print("| corpus | teacher | setting | accuracy | macro-F1 | ECE | rows/s |")
-    print("|---|---|---|---|---|---|---|")
+    rows = []
     for path in args.configs:
         base = load_config(path)
         k = args.k or max(4, len(base.task.labels))
@@ -46,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
                 if args.threads:
                     overrides.append(f"teacher.threads={args.threads}")
                 m = evaluate_teacher(load_config(path, overrides), limit=args.limit)
-                print(json.dumps({"config": path, "model": model, "setting": name, **m}), file=sys.stderr)
-                print(f"| {base.dataset} | {model} | {name} | {m['accuracy']:.3f} | "
-                      f"{m['macro_f1']:.3f} | {m['ece']:.3f} | {m['rows_per_second']:.2f} |", flush=True)
-    return 0
+                rows.append({**m, "config": path, "corpus": base.dataset, "model": model, "setting": name})
+                bench.progress(rows[-1])
+    return bench.report(rows, {
+        "corpus": "corpus", "teacher": "model", "setting": "setting", "accuracy": "accuracy:.3f",
+        "macro-F1": "macro_f1:.3f", "ECE": "ece:.3f", "rows/s": "rows_per_second:.2f"})
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@ loop, our HF backend (float32 and int8), our vLLM backend, against the ceiling t
 machine's measured GEMM rate allows; short texts (Rotten Tomatoes reviews) and long ones (Reuters
 R8 news articles, cut at 512 tokens); 1 and 2 worker processes (torch threads = cores / workers).
 
-    python benchmarks/throughput.py [--model qwen2.5-0.5b-instruct] [--short-rows 32]
+    python -m benchmarks.throughput [--model qwen2.5-0.5b-instruct] [--short-rows 32]
         [--long-rows 8] [--workers 1 2] [--methods naive hf-fp32 hf-int8 vllm] [--batch 8]
-        [--agree-rows 500 [--agree-threads N]] [--json OUT]
+        [--agree-rows 500 [--agree-threads N]] [--gemm-seconds 2] [--out results.json] [--tiny]
 
 - naive: what a hand-written labeller does: per row, the whole prompt, `generate` of the answer
   (greedy, batch 1, no shared prefix cache, up to 4 tokens past the longest label), parsed back
@@ -25,11 +25,11 @@ the slowest worker's time. Model loading and tokenising (a separate Beam stage) 
 `labels = fp32` is the share of rows whose label equals the float32 backend's. `--agree-rows N`
 also scores N reviews in float32 and int8 in this process and prints their label agreement.
 Also printed: padding waste (padded / real row tokens) of the canonical batches on all R8 rows.
+`--tiny`: the tiny Llama on the synthetic corpus (its reviews short, joined reviews long), one
+worker, no vLLM (its CPU attention refuses the tiny model's 8-wide heads), GEMMs timed briefly.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
 import os
 import statistics
@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.harness import Benchmark
 
 SHORT = (["negative", "positive"], "Is the sentiment of this movie review negative or positive?")
 LONG = (["acq", "crude", "earn", "grain", "interest", "money-fx", "ship", "trade"],
@@ -149,7 +151,8 @@ def worker(rank: int, workers: int, threads: int, args, corpora: dict, barrier, 
         flops = forward_flops(fp32.model.config, own, len(fp32.prefix_ids))
         for dtype in ("float32", "int8"):
             barrier.wait()
-            rate = gemm_rate(layer_shapes(fp32.model.config), max(1, round(args.batch * own)), dtype)
+            rate = gemm_rate(layer_shapes(fp32.model.config), max(1, round(args.batch * own)), dtype,
+                             args.gemm_seconds)
             results.put((corpus, f"ceiling-{dtype}", rank, flops, rate, None))
         del teachers
     if "vllm" in args.methods and workers == 1:  # last: vLLM binds this process's threads
@@ -208,11 +211,10 @@ def padding(tokenizer_path: str, texts: list[str], batch: int) -> dict:
             "p90_tokens": lengths[int(len(lengths) * 0.9)]}
 
 
-def agreement(path: str, n: int, batch: int, threads: int | None = None) -> dict:
-    """Float32 vs int8 labels on `n` reviews, in this process (all cores unless `threads`)."""
+def agreement(path: str, texts: list[str], batch: int, threads: int | None = None) -> dict:
+    """Float32 vs int8 labels on `texts` (reviews), in this process (all cores unless `threads`)."""
     from potstill.models.teacher.hf import HFTeacher
 
-    texts = corpus_texts("rt")[:n]
     out = {}
     for dtype in ("float32", "int8"):
         teacher = HFTeacher(path, SHORT[0], SHORT[1], batch_size=batch, dtype=dtype, threads=threads)
@@ -263,7 +265,11 @@ def run_workers(workers: int, args, corpora: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    bench = Benchmark("throughput", __doc__, tiny={
+        "model": lambda ws: ws.teacher, "short_rows": 8, "long_rows": 4, "long_min_tokens": 20,
+        "workers": [1], "methods": ["naive", "hf-fp32", "hf-int8"], "batch": 4, "agree_rows": 8,
+        "gemm_seconds": 0.05})
+    parser = bench.parser
     parser.add_argument("--model", default="qwen2.5-0.5b-instruct")
     parser.add_argument("--short-rows", type=int, default=32)
     parser.add_argument("--long-rows", type=int, default=8)
@@ -276,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="teacher.batch_size")
     parser.add_argument("--agree-rows", type=int, default=0, help="float32 vs int8 labels on N reviews")
     parser.add_argument("--agree-threads", type=int, default=None, help="torch threads for --agree-rows")
-    parser.add_argument("--json", default=None, help="write the figures here too")
-    args = parser.parse_args(argv)
+    parser.add_argument("--gemm-seconds", type=float, default=2.0, help="time per GEMM rate measured")
+    args = bench.parse(argv)
     if "hf-fp32" not in args.methods:
         args.methods.append("hf-fp32")  # the reference for labels and tokens
 
@@ -288,19 +294,19 @@ def main(argv: list[str] | None = None) -> int:
 
     path = resolve_model(args.model).path
     tokenizer = AutoTokenizer.from_pretrained(path)
-    r8 = corpus_texts("r8")
-    corpora = {"short": (*SHORT, corpus_texts("rt")[: args.short_rows]),
-               "long": (*LONG, long_rows(r8, tokenizer, args.long_rows, args.long_min_tokens))}
+    if args.workspace:
+        from benchmarks.smoke import long_texts
+
+        reviews, articles = args.workspace.texts(), long_texts(3 * args.long_rows)
+    else:
+        reviews, articles = corpus_texts("rt"), corpus_texts("r8")
+    corpora = {"short": (*SHORT, reviews[: args.short_rows]),
+               "long": (*LONG, long_rows(articles, tokenizer, args.long_rows, args.long_min_tokens))}
     tokens = {}
     for corpus, (labels, instruction, texts) in corpora.items():
         base = TeacherBase(path, labels, instruction, max_input_tokens=512)
         tokens[corpus] = statistics.mean(len(base.prompt_ids(base.encode(t))) for t in texts)
-    summary = {"model": args.model, "cores": os.cpu_count(), "batch": args.batch, "rows": {
-        c: len(v[2]) for c, v in corpora.items()}, "prompt_tokens_per_row": tokens, "table": []}
-    print(f"model {args.model}, {os.cpu_count()} cores, batch {args.batch}; rows: "
-          + ", ".join(f"{c} {len(v[2])} ({tokens[c]:.0f} prompt tokens/row)" for c, v in corpora.items()))
-    print("| texts | workers x threads | backend | rows/s | prompt tokens/s | x naive | x fp32 ceiling | labels = fp32 |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows = []
     for workers in args.workers:
         got = run_workers(workers, args, corpora)
         res = got["results"]
@@ -312,32 +318,34 @@ def main(argv: list[str] | None = None) -> int:
                 if (corpus, name) not in res:
                     continue
                 r = res[(corpus, name)]
-                agree = (np.mean([a == b for a, b in zip(r["labels"], ref)])
+                agree = (float(np.mean([a == b for a, b in zip(r["labels"], ref)]))
                          if "labels" in r else None)
                 shown = name if "labels" in r else (f"{name} ({r['gflops']:.0f} GFLOP/s / "
                                                     f"{r['gflop_per_row']:.1f} GFLOP per row)")
-                row = {"texts": corpus, "workers": workers, "threads": got["threads"], "backend": name,
-                       "rows_per_s": r["rows_per_s"], "prompt_tokens_per_s": r["rows_per_s"] * tokens[corpus],
-                       "x_naive": r["rows_per_s"] / naive if naive else None,
-                       "x_ceiling": r["rows_per_s"] / ceiling, "labels_equal_fp32": agree}
-                summary["table"].append(row)
-                print(f"| {corpus} | {workers} x {got['threads']} | {shown} | {row['rows_per_s']:.2f} | "
-                      f"{row['prompt_tokens_per_s']:.0f} | "
-                      + (f"{row['x_naive']:.1f}" if naive else "-") + f" | {row['x_ceiling']:.2f} | "
-                      + (f"{agree:.0%}" if agree is not None else "-") + " |", flush=True)
-    pad = padding(path, r8, args.batch)
-    summary["padding_r8"] = pad
-    print(f"padding waste on all {pad['rows']} R8 articles (median {pad['median_tokens']}, p90 "
-          f"{pad['p90_tokens']} row tokens; {pad['partitions']} partitions): canonical batches "
-          f"{pad['canonical']:.3f} padded/real tokens, batches in arrival order {pad['arrival_order']:.3f}")
+                rows.append({"texts": corpus, "workers": workers, "threads": got["threads"], "backend": name,
+                             "shown": shown, "rows_per_s": r["rows_per_s"],
+                             "prompt_tokens_per_s": r["rows_per_s"] * tokens[corpus],
+                             "x_naive": r["rows_per_s"] / naive if naive else None,
+                             "x_ceiling": r["rows_per_s"] / ceiling, "labels_equal_fp32": agree})
+                bench.progress(rows[-1])
+    pad = padding(path, articles, args.batch)
+    notes = [f"padding waste on all {pad['rows']} long texts (median {pad['median_tokens']}, p90 "
+             f"{pad['p90_tokens']} row tokens; {pad['partitions']} partitions): canonical batches "
+             f"{pad['canonical']:.3f} padded/real tokens, batches in arrival order {pad['arrival_order']:.3f}"]
+    agree = None
     if args.agree_rows:
-        summary["agreement"] = agree = agreement(path, args.agree_rows, args.batch, args.agree_threads)
-        print(f"int8 vs float32 on {agree['rows']} reviews: labels agree on {agree['agree']:.1%} "
-              f"({agree['float32_rows_per_s']:.2f} vs {agree['int8_rows_per_s']:.2f} rows/s, "
-              f"{args.agree_threads or os.cpu_count()} threads)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1, default=float))
-    return 0
+        agree = agreement(path, reviews[: args.agree_rows], args.batch, args.agree_threads)
+        notes.append(f"int8 vs float32 on {agree['rows']} reviews: labels agree on {agree['agree']:.1%} "
+                     f"({agree['float32_rows_per_s']:.2f} vs {agree['int8_rows_per_s']:.2f} rows/s, "
+                     f"{args.agree_threads or os.cpu_count()} threads)")
+    return bench.report(rows, {
+        "texts": "texts", "workers x threads": lambda r: f"{r['workers']} x {r['threads']}", "backend": "shown",
+        "rows/s": "rows_per_s:.2f", "prompt tokens/s": "prompt_tokens_per_s:.0f", "x naive": "x_naive:.1f",
+        "x fp32 ceiling": "x_ceiling:.2f", "labels = fp32": "labels_equal_fp32:.0%"},
+        title=f"model {args.model}, {os.cpu_count()} cores, batch {args.batch}; rows: " + ", ".join(
+            f"{c} {len(v[2])} ({tokens[c]:.0f} prompt tokens/row)" for c, v in corpora.items()),
+        notes=notes, rows_per_corpus={c: len(v[2]) for c, v in corpora.items()},
+        prompt_tokens_per_row=tokens, padding_long=pad, agreement=agree)
 
 
 if __name__ == "__main__":
