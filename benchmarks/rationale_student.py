@@ -1,30 +1,28 @@
 """The student with and without saliency rationales, on the demo corpus.
 
-    python benchmarks/rationale_student.py --work runs/rationale-exp [--teacher smollm2-135m-instruct \
-        --method saliency --unlabeled 300 --test 200 --threads 1 --seeds 0 1]
+    python -m benchmarks.rationale_student --work runs/rationale-exp [--teacher smollm2-135m-instruct \
+        --method saliency --unlabeled 300 --test 200 --threads 1 --seeds 0 1] [--out results.json] [--tiny]
 
 One dataset version is built with the saliency stage on (the first --unlabeled corpus rows, all
 seed rows); then per student seed two students train on it: `student.input=text` and
 `student.input=text+rationale`. Both are scored on the same first --test test rows; the
 text+rationale student is scored on text+rationale (test rationales from the teacher at
 evaluation time) and on the bare text (`text_only`). Summary JSON on stdout and WORK/summary.json,
-with the manifest's deletion test.
+with the manifest's deletion test. `--tiny`: the synthetic corpus, the tiny Llama as teacher,
+the tiny BERT as student, one seed.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from potstill.beam_pipelines.pipeline import run  # noqa: E402
-from potstill.models.student.trainer import train  # noqa: E402
-from potstill.config.core import load_config  # noqa: E402
+from benchmarks.harness import ROOT, Benchmark
+from potstill.beam_pipelines.pipeline import run
+from potstill.config.core import load_config
+from potstill.models.student.trainer import train
 
 KEYS = ("accuracy", "macro_f1", "ece", "n")
 
@@ -35,20 +33,20 @@ def head(src: str, n: int, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    bench = Benchmark("rationale_student", __doc__, seeds=[0], threads=1, tiny={
+        "config": lambda ws: ws.config, "teacher": lambda ws: ws.teacher, "top_k": 2, "unlabeled": 16,
+        "test": 8})
+    parser = bench.parser
     parser.add_argument("--config", default=str(ROOT / "configs/rt-sentiment.yaml"))
-    parser.add_argument("--work", required=True)
     parser.add_argument("--teacher", default="smollm2-135m-instruct")
     parser.add_argument("--method", default="saliency")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--unlabeled", type=int, default=300)
     parser.add_argument("--test", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    args = parser.parse_args(argv)
+    args = bench.parse(argv)
+    bench.require("work")
 
-    work = Path(args.work).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    work = bench.work()
     base = load_config(args.config)
     overrides = [f"output_root={work / 'datasets'}", f"teacher.model={args.teacher}",
                  f"teacher.threads={args.threads}", f"student.threads={args.threads}",
@@ -69,10 +67,15 @@ def main(argv: list[str] | None = None) -> int:
                 run_["text_only"] = {k: m["text_only"][k] for k in KEYS}
                 run_["test_rationale_seconds"] = m["test_rationale_seconds"]
             summary["runs"].append(run_)
-            print(json.dumps(run_), file=sys.stderr, flush=True)
+            bench.progress(run_)
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
-    return 0
+    return bench.report(summary["runs"], {
+        "seed": "seed", "student input": "input", "accuracy": "accuracy:.3f", "macro-F1": "macro_f1:.3f",
+        "ECE": "ece:.3f", "test rows": "n",
+        "on the bare text: accuracy": lambda r: f"{r['text_only']['accuracy']:.3f}" if "text_only" in r else "-",
+        "test rationales (s)": "test_rationale_seconds:.1f"},
+        title=f"{version}: teacher {args.teacher}, rationales by {args.method}",
+        **{k: v for k, v in summary.items() if k != "runs"})
 
 
 if __name__ == "__main__":

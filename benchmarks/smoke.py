@@ -3,7 +3,7 @@ corpus, written once under a work folder, so that every benchmark runs in second
 packaged model and no network. The figures mean nothing; the code paths are the real ones.
 
 The corpus is short reviews built from a few nouns and adjectives (the adjective decides the
-label): unlabeled rows (labels kept apart, in `hidden_labels.parquet`, as the demo corpora's
+label): unlabeled rows (their labels kept apart in `hidden_labels.parquet`, as a demo corpus's
 package keeps them), gold seed rows and test rows. `config.yaml` points at them, with the tiny
 Llama as teacher, generator and TA and the tiny BERT as student and few-shot embedder.
 """
@@ -41,14 +41,12 @@ class Workspace:
             StudentClassifier.from_pretrained_encoder(self.student, LABELS).save(folder)
         return str(folder)
 
-    def hidden_labels(self) -> dict[str, str]:
-        """Row id -> true label of every unlabeled row (what the labels file of a demo corpus gives)."""
-        import pyarrow.parquet as pq
+    def version(self) -> str:
+        """A version published from the config (the job runs once; a rerun reuses it)."""
+        from potstill.beam_pipelines.pipeline import run
+        from potstill.config.core import load_config
 
-        from potstill.rows.records import stable_id
-
-        table = pq.read_table(self.data / "hidden_labels.parquet")
-        return {stable_id(t): l for t, l in zip(table["text"].to_pylist(), table["label"].to_pylist())}
+        return str(run(load_config(self.config)))
 
 
 def reviews(n: int, offset: int = 0) -> list[dict]:
