@@ -1,13 +1,17 @@
 """The `potstill` commands for people who consume versions rather than build them.
 
     potstill versions DATASET [--root R] [--format table|csv|json|parquet] [--out PATH]
-    potstill diff DATASET@vA DATASET@vB [--root R] [--format table|json] [--out PATH]
+    potstill diff DATASET@vA DATASET@vB [--root R] [--format table|json] [--out PATH] [LIMITS]
     potstill query DATASET[@vN] "SQL" | --file F.sql [--param NAME=VALUE ...] [--root R]
-                   [--format table|csv|json|parquet] [--out PATH]
-    potstill label-issues DATASET[@vN] [--all] [--root R] [--format ...] [--out PATH]
+                   [--format table|csv|json|parquet] [--out PATH] [LIMITS]
+    potstill label-issues DATASET[@vN] [--all] [--root R] [--format ...] [--out PATH] [LIMITS]
     potstill report DATASET[@vN] --out FILE [--student DIR ...] [--root R]
     potstill export DATASET[@vN] --to hf DIR [--push REPO] [--public] [--root R]
 
+LIMITS bound DuckDB's work (potstill.reports.analysis.Limits): --memory-limit SIZE (default
+$POTSTILL_QUERY_MEMORY_LIMIT, else 1GB), --timeout SECONDS per query (default
+$POTSTILL_QUERY_TIMEOUT, else 60; 0 = none), --threads N (default: every core); a query past a
+limit stops with exit 2 and a message naming the flag to raise.
 R defaults to $POTSTILL_OUTPUT_ROOT, else ./potstill-datasets; a version argument with a slash is the
 path of a version folder. Results go to stdout (an aligned table by default) or, with --out,
 to that file, whose path is then printed. The logic lives in potstill.reports.analysis and
@@ -36,6 +40,15 @@ def add_commands(sub) -> None:
             p.add_argument("--format", choices=formats, default="table")
         p.add_argument("--out", default=None, help="write the result to this file")
 
+    def limits(p):
+        p.add_argument("--memory-limit", default=None, metavar="SIZE",
+                       help=f"most memory DuckDB and the result may use, e.g. 512MB, 4GB (default: "
+                            f"${analysis.MEMORY_ENV} or {analysis.DEFAULT_MEMORY_LIMIT})")
+        p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                       help=f"stop a query after this long (default: ${analysis.TIMEOUT_ENV} or "
+                            f"{analysis.DEFAULT_TIMEOUT_S:g}; 0 = no limit)")
+        p.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: every core)")
+
     p = sub.add_parser("versions", help="list a dataset's published versions")
     p.add_argument("dataset")
     common(p)
@@ -44,6 +57,7 @@ def add_commands(sub) -> None:
     p.add_argument("a", metavar="DATASET@vA")
     p.add_argument("b", metavar="DATASET@vB")
     common(p, ("table", "json"))
+    limits(p)
 
     p = sub.add_parser("query", help="run DuckDB SQL over a version's data, filtered, rejected "
                                      "and manifest views")
@@ -53,11 +67,13 @@ def add_commands(sub) -> None:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="bind $NAME (VALUE read as JSON when it parses); repeatable")
     common(p)
+    limits(p)
 
     p = sub.add_parser("label-issues", help="cleanlab's label issues among the seed rows")
     p.add_argument("version", metavar="DATASET[@vN]")
     p.add_argument("--all", action="store_true", help="every seed row, with its score and flag")
     common(p)
+    limits(p)
 
     p = sub.add_parser("report", help="write a version's report.html (with student metrics)")
     p.add_argument("version", metavar="DATASET[@vN]")
@@ -130,12 +146,16 @@ def _run(args) -> None:
         analysis.check_output_path(args.out)
     if getattr(args, "format", None) == "parquet" and args.out is None:
         raise analysis.AnalysisError("--format parquet needs --out FILE")
+    limits = None
+    if args.command in ("diff", "query", "label-issues"):
+        limits = analysis.Limits.resolve(args.memory_limit, args.timeout, args.threads,
+                                         text_output=args.format != "parquet")
     if args.command == "versions":
         table = analysis.versions_table(root, args.dataset)
         if table.num_rows == 0:
             versions.resolve_version(root, args.dataset)  # raises: names the datasets there
     elif args.command == "diff":
-        d = analysis.diff(analysis.locate(root, args.a), analysis.locate(root, args.b))
+        d = analysis.diff(analysis.locate(root, args.a), analysis.locate(root, args.b), limits)
         _emit(format_diff(d) if args.format == "table"
               else json.dumps(d, indent=2, default=str) + "\n", args.out)
         return
@@ -144,9 +164,10 @@ def _run(args) -> None:
             raise analysis.AnalysisError("give either a SQL string or --file, not both or neither")
         sql = analysis.load_sql(args.file)[1] if args.file else args.sql
         table = analysis.run_query(analysis.locate(root, args.version), sql,
-                                   analysis.parse_params(args.param))
+                                   analysis.parse_params(args.param), limits)
     elif args.command == "label-issues":
-        table = analysis.label_issues(analysis.locate(root, args.version), all_rows=args.all)
+        table = analysis.label_issues(analysis.locate(root, args.version), all_rows=args.all,
+                                      limits=limits)
     else:  # report
         from potstill.reports.report import write_report
 

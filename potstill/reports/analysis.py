@@ -26,6 +26,16 @@ VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT, EXPLAIN): a second statement, or COPY,
 ATTACH, INSTALL, LOAD, SET, PRAGMA, CALL, CREATE, INSERT ... is refused (`QueryRefused`, naming
 the statement) before anything runs. Nothing typed can change a version, even as root.
 
+Bounded: every query run for a user has a memory limit and a time limit (`Limits`: the
+commands' --memory-limit, default $POTSTILL_QUERY_MEMORY_LIMIT or 1GB, and --timeout, default
+$POTSTILL_QUERY_TIMEOUT or 60 s). The memory limit is DuckDB's `memory_limit` (with `threads`),
+set when the connection opens, before the lock, so no query can raise it; it holds the
+version's tables too, since they are loaded into memory. The result is fetched in batches and
+may hold at most as many bytes of Arrow data (a 16th of them when it is printed as text, which
+takes ~6-13x its Arrow size in Python). The time limit is a timer that interrupts the query
+(`con.interrupt()`). Passing either limit stops the query with `QueryLimit`, whose message
+names the flag to raise; `diff` and `label_issues` take the same limits.
+
 Parameters: a query names them `$name` and DuckDB binds the values; they never become SQL
 text. A query file declares defaults in its header, one line each:
     -- @param $name = VALUE   what it means
@@ -38,9 +48,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import duckdb
 import numpy as np
@@ -50,6 +63,14 @@ from potstill.publish import versions
 from potstill.publish.curation import lock_down, query_parameters, read_only_refusal, sql_dir
 
 ROOT_ENV = "POTSTILL_OUTPUT_ROOT"
+MEMORY_ENV, TIMEOUT_ENV = "POTSTILL_QUERY_MEMORY_LIMIT", "POTSTILL_QUERY_TIMEOUT"
+DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S = "1GB", 60.0
+TEXT_SHARE = 16           # a result printed as text may hold this share of the memory limit
+_MIN_MEMORY = 16 * 2**20  # DuckDB needs a few MiB of its own
+_BATCH_ROWS = 4096        # rows per fetched batch: a result overshoots its limit by one at most
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)\s*", re.I)
 _DEFAULT = re.compile(r"^\s*--\s*@param\s+\$([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\S+)", re.M)
 _ABSENT = object()
 
@@ -60,6 +81,129 @@ class AnalysisError(ValueError):
 
 class QueryRefused(AnalysisError):
     """User SQL that the read-only analyst connection does not run; the message names it."""
+
+
+class QueryLimit(AnalysisError):
+    """A query stopped by its memory or time limit; the message names the flag to raise."""
+
+
+def _size(value: str) -> int:
+    match = _SIZE.fullmatch(value)
+    if not match:
+        raise AnalysisError(f"--memory-limit: {value!r} is not a size (e.g. 512MB, 4GB, 2GiB)")
+    return int(float(match[1]) * _UNITS[match[2].lower()])
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one command's DuckDB work may use (module docstring): `memory_limit` a size
+    (`1GB` = 10^9 bytes, `1GiB` = 2^30), `timeout_s` seconds per query (None or 0: none),
+    `threads` DuckDB's (None: every core), `text_output` True when the result is printed as
+    text (it may then hold a 16th of the memory limit)."""
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+    threads: int | None = None
+    text_output: bool = False
+
+    def __post_init__(self):
+        if self.memory_bytes < _MIN_MEMORY:
+            raise AnalysisError(f"--memory-limit: {self.memory_limit} is too small (at least 16MiB)")
+        if self.timeout_s is not None and not self.timeout_s >= 0:
+            raise AnalysisError(f"--timeout: {self.timeout_s:g} is not a number of seconds >= 0 "
+                                "(0 = no time limit)")
+        if self.threads is not None and self.threads < 1:
+            raise AnalysisError(f"--threads: {self.threads} is not a number of threads >= 1")
+
+    @classmethod
+    def resolve(cls, memory_limit: str | None = None, timeout_s: float | None = None,
+                threads: int | None = None, text_output: bool = False) -> "Limits":
+        """The commands' flags, else $POTSTILL_QUERY_MEMORY_LIMIT / $POTSTILL_QUERY_TIMEOUT, else
+        the defaults (1GB, 60 s)."""
+        if timeout_s is None and os.environ.get(TIMEOUT_ENV):
+            try:
+                timeout_s = float(os.environ[TIMEOUT_ENV])
+            except ValueError:
+                raise AnalysisError(f"${TIMEOUT_ENV}: {os.environ[TIMEOUT_ENV]!r} is not a number "
+                                    "of seconds") from None
+        return cls(memory_limit or os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY_LIMIT,
+                   DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s, threads, text_output)
+
+    @property
+    def memory_bytes(self) -> int:
+        return _size(self.memory_limit)
+
+    @property
+    def result_bytes(self) -> int:
+        return self.memory_bytes // (TEXT_SHARE if self.text_output else 1)
+
+    def config(self) -> dict[str, Any]:
+        """DuckDB settings for `duckdb.connect`: in force before anything can lock them."""
+        return {"memory_limit": f"{self.memory_bytes}B", "threads": self.threads or os.cpu_count() or 1}
+
+
+def _bigger(size: str) -> str:
+    return f"{max(1, round(_size(size) * 4 / 10**9))}GB"
+
+
+@contextmanager
+def bounded(con: duckdb.DuckDBPyConnection, limits: Limits | None, what: str = "the query",
+            timed: bool = True) -> Iterator[None]:
+    """Run DuckDB work on `con` under `limits`: a timer interrupts it after `timeout_s` (when
+    `timed`), and running out of the time or the memory limit raises QueryLimit saying which
+    flag to raise. No limits: DuckDB's own defaults and errors."""
+    fired = threading.Event()
+
+    def interrupt():
+        fired.set()
+        con.interrupt()
+
+    timer = None
+    if limits is not None and timed and limits.timeout_s:
+        timer = threading.Timer(limits.timeout_s, interrupt)
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    except duckdb.InterruptException:
+        if not fired.is_set():
+            raise
+        raise QueryLimit(f"{what} stopped after {limits.timeout_s:g} s, its time limit: raise it with "
+                         f"--timeout SECONDS (or ${TIMEOUT_ENV}; 0 = none), e.g. --timeout "
+                         f"{limits.timeout_s * 10:g}, or narrow the query") from None
+    except duckdb.OutOfMemoryException as err:
+        if limits is None:
+            raise
+        first = str(err).strip().splitlines()[0]
+        raise QueryLimit(f"{what} needs more memory than its limit, --memory-limit "
+                         f"{limits.memory_limit} ({first}): raise it with --memory-limit SIZE (or "
+                         f"${MEMORY_ENV}), e.g. --memory-limit {_bigger(limits.memory_limit)}, or "
+                         "narrow the query (a LIMIT, fewer rows or columns)") from None
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _fetch(rel: duckdb.DuckDBPyRelation, limits: Limits | None) -> pa.Table:
+    """The relation's rows as one Arrow table, at most `limits.result_bytes` of them."""
+    if limits is None:
+        return rel.to_arrow_table()
+    reader = rel.to_arrow_reader(_BATCH_ROWS)
+    try:
+        batches, size = [], 0
+        for batch in reader:
+            size += batch.nbytes
+            if size > limits.result_bytes:
+                share = (f"a {TEXT_SHARE}th of --memory-limit {limits.memory_limit}, since it is "
+                         "printed as text" if limits.text_output
+                         else f"--memory-limit {limits.memory_limit}")
+                parquet = ", write it with --format parquet --out FILE" if limits.text_output else ""
+                raise QueryLimit(f"the result passed {size / 2**20:,.0f} MiB, the most it may hold "
+                                 f"({share}): add a LIMIT or select fewer columns{parquet}, or raise "
+                                 f"--memory-limit (or ${MEMORY_ENV})")
+            batches.append(batch)
+        return pa.Table.from_batches(batches, schema=reader.schema)
+    finally:
+        reader.close()
 
 
 def default_root() -> str:
@@ -117,30 +261,24 @@ def _manifest_table(con: duckdb.DuckDBPyConnection, manifest: Mapping[str, Any])
 
 def open_tables(*, data: Sequence[str] | pa.Table, filtered: Sequence[str] | pa.Table,
                 rejected: Sequence[str] | pa.Table, manifest: Mapping[str, Any],
-                load: bool = True) -> duckdb.DuckDBPyConnection:
+                load: bool = True, limits: Limits | None = None) -> duckdb.DuckDBPyConnection:
     """A read-only connection with the four tables, loaded into memory from Parquet paths or
-    Arrow tables; then external access is off and the configuration locked (module docstring).
+    Arrow tables; then external access is off and the configuration locked (module docstring),
+    after DuckDB's memory limit and threads are set from `limits` (default `Limits()`).
     `load=False` (potstill's own queries only, e.g. the report): views that read the Parquet
-    files as each query runs, so memory does not grow with the version; nothing is locked."""
+    files as each query runs, so memory does not grow with the version; nothing is locked, and
+    DuckDB's own defaults hold unless `limits` are given."""
+    if limits is None and load:
+        limits = Limits()
     # No temp directory: DuckDB keeps its temp directory writable even with external access
     # off (measured: with the default `.tmp`, or /tmp, COPY into it still works).
     con = duckdb.connect(":memory:", config={
         "autoinstall_known_extensions": False, "autoload_known_extensions": False,
-        "allow_community_extensions": False, "temp_directory": ""})
+        "allow_community_extensions": False, "temp_directory": "",
+        **(limits.config() if limits else {})})
     try:
-        for name, source in (("data", data), ("filtered", filtered), ("rejected", rejected)):
-            if isinstance(source, pa.Table):
-                con.register("_source", source)
-                con.execute(f"create table {name} as select * from _source")
-                con.unregister("_source")
-            elif load:
-                # File names are bound too, so a folder name can never change the query.
-                con.execute(f"create table {name} as select * from read_parquet($paths)",
-                            {"paths": [str(p) for p in source]})
-            else:
-                con.sql("select * from read_parquet($paths)",
-                        params={"paths": [str(p) for p in source]}).create_view(name)
-        _manifest_table(con, manifest)
+        with bounded(con, limits, "loading the version into memory", timed=False):
+            _load(con, data, filtered, rejected, manifest, load)
         if load:
             lock_down(con, [])
     except BaseException:
@@ -149,14 +287,31 @@ def open_tables(*, data: Sequence[str] | pa.Table, filtered: Sequence[str] | pa.
     return con
 
 
-def open_version(version_dir: str | os.PathLike, load: bool = True) -> duckdb.DuckDBPyConnection:
+def _load(con: duckdb.DuckDBPyConnection, data, filtered, rejected, manifest, load: bool) -> None:
+    for name, source in (("data", data), ("filtered", filtered), ("rejected", rejected)):
+        if isinstance(source, pa.Table):
+            con.register("_source", source)
+            con.execute(f"create table {name} as select * from _source")
+            con.unregister("_source")
+        elif load:
+            # File names are bound too, so a folder name can never change the query.
+            con.execute(f"create table {name} as select * from read_parquet($paths)",
+                        {"paths": [str(p) for p in source]})
+        else:
+            con.sql("select * from read_parquet($paths)",
+                    params={"paths": [str(p) for p in source]}).create_view(name)
+    _manifest_table(con, manifest)
+
+
+def open_version(version_dir: str | os.PathLike, load: bool = True,
+                 limits: Limits | None = None) -> duckdb.DuckDBPyConnection:
     vdir = Path(version_dir)
     data = sorted(str(p) for p in (vdir / "data").glob("*.parquet"))
     if not data:
         raise AnalysisError(f"{vdir} has no data/*.parquet")
     return open_tables(data=data, filtered=[str(vdir / "filtered.parquet")],
                        rejected=[str(vdir / "rejected.parquet")],
-                       manifest=versions.read_manifest(vdir), load=load)
+                       manifest=versions.read_manifest(vdir), load=load, limits=limits)
 
 
 def analysis_dir() -> Path:
@@ -225,14 +380,16 @@ def check_query(con: duckdb.DuckDBPyConnection, sql: str) -> None:
                            "and versions are immutable")
 
 
-def execute(con: duckdb.DuckDBPyConnection, sql: str,
-            params: Mapping[str, Any] | None = None) -> pa.Table:
-    """Run one user query on a read-only connection (`open_tables`)."""
+def execute(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None,
+            limits: Limits | None = None) -> pa.Table:
+    """Run one user query on a read-only connection (`open_tables`), its time and result
+    bounded by `limits` (None: unbounded, potstill's own queries)."""
     check_query(con, sql)
     values = bind(sql, params)
     try:
-        rel = con.sql(sql, params=values)
-        return rel.to_arrow_table() if rel is not None else pa.table({})
+        with bounded(con, limits):
+            rel = con.sql(sql, params=values)
+            return _fetch(rel, limits) if rel is not None else pa.table({})
     except duckdb.PermissionException as err:
         raise QueryRefused(f"refused by DuckDB's read-only mode (external access is off: only "
                            f"the tables data, filtered, rejected and manifest can be read): "
@@ -249,11 +406,13 @@ def check_output_path(out: str | os.PathLike) -> None:
 
 
 def run_query(version_dir: str | os.PathLike, sql: str,
-              params: Mapping[str, Any] | None = None) -> pa.Table:
-    """Run one SQL query over a version's views (see the module docstring)."""
-    con = open_version(version_dir)
+              params: Mapping[str, Any] | None = None, limits: Limits | None = None) -> pa.Table:
+    """Run one SQL query over a version's views (see the module docstring), under `limits`
+    (default `Limits()`)."""
+    limits = limits or Limits()
+    con = open_version(version_dir, limits=limits)
     try:
-        return execute(con, sql, params)
+        return execute(con, sql, params, limits)
     finally:
         con.close()
 
@@ -288,27 +447,30 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str
     return out
 
 
-def diff(version_a: str | os.PathLike, version_b: str | os.PathLike) -> dict[str, Any]:
-    """What changed from version a to b: rows by id, label distribution, config."""
+def diff(version_a: str | os.PathLike, version_b: str | os.PathLike,
+         limits: Limits | None = None) -> dict[str, Any]:
+    """What changed from version a to b: rows by id, label distribution, config; its DuckDB
+    work under `limits` (None: DuckDB's defaults)."""
     dirs = [Path(version_a), Path(version_b)]
     manifests = [versions.read_manifest(d) for d in dirs]
-    con = duckdb.connect(":memory:")
+    con = duckdb.connect(":memory:", config=limits.config() if limits else {})
     try:
-        for name, d in zip(("a", "b"), dirs):
-            con.sql("select id, label from read_parquet($paths)",
-                    params={"paths": sorted(str(p) for p in (d / "data").glob("*.parquet"))}
-                    ).create_view(name)
-        changes = con.sql("""
-            select coalesce(b.id, a.id) as id, a.label as old_label, b.label as new_label,
-                   case when a.id is null then 'added' when b.id is null then 'removed'
-                        when a.label <> b.label then 'relabelled' else 'unchanged' end as change
-            from a full outer join b on a.id = b.id
-            order by id""").fetchall()
-        dist = con.sql("""
-            select label, count(*) filter (where side = 'a') as a,
-                   count(*) filter (where side = 'b') as b
-            from (select label, 'a' as side from a union all select label, 'b' from b)
-            group by label""").fetchall()
+        with bounded(con, limits, "the diff"):
+            for name, d in zip(("a", "b"), dirs):
+                con.sql("select id, label from read_parquet($paths)",
+                        params={"paths": sorted(str(p) for p in (d / "data").glob("*.parquet"))}
+                        ).create_view(name)
+            changes = con.sql("""
+                select coalesce(b.id, a.id) as id, a.label as old_label, b.label as new_label,
+                       case when a.id is null then 'added' when b.id is null then 'removed'
+                            when a.label <> b.label then 'relabelled' else 'unchanged' end as change
+                from a full outer join b on a.id = b.id
+                order by id""").fetchall()
+            dist = con.sql("""
+                select label, count(*) filter (where side = 'a') as a,
+                       count(*) filter (where side = 'b') as b
+                from (select label, 'a' as side from a union all select label, 'b' from b)
+                group by label""").fetchall()
     finally:
         con.close()
 
@@ -340,8 +502,10 @@ ISSUES_SCHEMA = pa.schema([
     ("is_label_issue", pa.bool_()), ("text", pa.string())])
 
 
-def label_issues(version_dir: str | os.PathLike, all_rows: bool = False) -> pa.Table:
-    """Seed rows whose gold label cleanlab flags, worst first (all seed rows with `all_rows`).
+def label_issues(version_dir: str | os.PathLike, all_rows: bool = False,
+                 limits: Limits | None = None) -> pa.Table:
+    """Seed rows whose gold label cleanlab flags, worst first (all seed rows with `all_rows`);
+    reading them under `limits` (None: DuckDB's defaults).
 
     cleanlab's confident learning (`cleanlab.filter.find_label_issues`, default
     prune_by_noise_rate) needs OUT-OF-SAMPLE predicted probabilities. We use the teacher's
@@ -355,11 +519,12 @@ def label_issues(version_dir: str | os.PathLike, all_rows: bool = False) -> pa.T
 
     vdir = Path(version_dir)
     labels = versions.read_manifest(vdir).get("labels") or []
-    con = open_version(vdir, load=False)  # reads the seed rows only, not the whole version
+    con = open_version(vdir, load=False, limits=limits)  # the seed rows only, not the version
     try:
-        seed = con.sql("select id, gold_label, teacher_label, teacher_confidence, label_probs, "
-                       "text from data where source = 'seed' and gold_label is not null "
-                       "order by id").fetchall()
+        with bounded(con, limits, "reading the seed rows"):
+            seed = con.sql("select id, gold_label, teacher_label, teacher_confidence, label_probs, "
+                           "text from data where source = 'seed' and gold_label is not null "
+                           "order by id").fetchall()
     finally:
         con.close()
     if not seed:

@@ -137,3 +137,102 @@ def test_duckdb_settings_refuse_it_on_their_own(sql, v1, tmp_path):
     finally:
         con.close()
     assert snapshot(v1) == before and list(tmp_path.iterdir()) == []
+
+
+# -- time and memory: every query is bounded (potstill.reports.analysis.Limits) -------------------
+
+ENDLESS = "with recursive t(n) as (select 1 union all select n + 1 from t) select count(*) from t"
+
+
+def run_cli(*args, env=None, timeout=120):
+    """`potstill ARGS` in a fresh process: (exit code, stderr, seconds, peak RSS in MiB)."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import resource, sys\nfrom potstill.beam_pipelines.cli import main\ncode = main(sys.argv[1:])\n"
+            "print(f'maxrss={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n"
+            "sys.exit(code)")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    rss = int(done.stderr.rsplit("maxrss=", 1)[1]) / 1024 if "maxrss=" in done.stderr else None
+    return done.returncode, done.stderr, time.monotonic() - started, rss
+
+
+def test_an_endless_recursive_query_stops_at_the_time_limit(v1):
+    code, err, seconds, _ = run_cli("query", str(v1), ENDLESS, "--timeout", "2")
+    assert code == 2 and "Traceback" not in err and seconds < 30
+    assert "2 s" in err and "--timeout" in err and "POTSTILL_QUERY_TIMEOUT" in err
+    code, err, seconds, _ = run_cli("query", str(v1), ENDLESS, env={"POTSTILL_QUERY_TIMEOUT": "1"})
+    assert code == 2 and "--timeout" in err and seconds < 30
+
+
+def test_a_ten_billion_row_result_stops_at_the_memory_limit(v1):
+    code, err, seconds, rss = run_cli("query", str(v1), "select * from range(10000000000)",
+                                      "--memory-limit", "256MB")
+    assert code == 2 and "Traceback" not in err and seconds < 30 and rss < 1024
+    assert "--memory-limit" in err and "LIMIT" in err and "256MB" in err
+
+
+def test_a_query_past_the_memory_limit_says_which_flag_to_raise(v1, capsys):
+    code = main(["query", str(v1), "select count(*) as groups from (select range % 1000003 as x, "
+                 "count(*) as n from range(50000000) group by 1)", "--memory-limit", "64MB"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--memory-limit" in err and "POTSTILL_QUERY_MEMORY_LIMIT" in err
+    assert "SET" not in err and "temp_directory" not in err and "Traceback" not in err
+    assert main(["query", str(v1), "select count(*) as n from range(50000000)",
+                 "--memory-limit", "64MB"]) == 0  # streaming work fits
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--memory-limit", "lots"], "--memory-limit: 'lots' is not a size"),
+    (["--memory-limit", "1MB"], "at least 16MiB"),
+    (["--timeout", "-1"], "--timeout"),
+])
+def test_bad_limits_are_one_clear_message(args, message, v1, capsys):
+    assert main(["query", str(v1), "select 1", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_limits_are_set_before_the_lock(v1):
+    con = analysis.open_version(v1, limits=analysis.Limits("64MiB", threads=2))
+    try:
+        assert con.execute("select current_setting('memory_limit'), current_setting('threads'), "
+                           "current_setting('lock_configuration')").fetchone() == ("64.0 MiB", 2, True)
+        with pytest.raises(duckdb.Error, match="locked"):
+            con.execute("set memory_limit = '100GB'")
+    finally:
+        con.close()
+    con = analysis.open_version(v1)  # user SQL is bounded by default
+    try:
+        assert con.execute("select current_setting('memory_limit')").fetchone() == ("953.6 MiB",)
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("command", [["diff", "{v1}", "{v2}"], ["label-issues", "{v1}"]])
+def test_diff_and_label_issues_run_under_the_same_limits(command, v1, capsys, monkeypatch):
+    """Their connections get the memory limit and threads, and their queries the timer."""
+    import threading
+
+    configs, timers = [], []
+    connect, timer = duckdb.connect, threading.Timer
+
+    def spy_connect(*args, config=None, **kw):
+        configs.append(dict(config or {}))
+        return connect(*args, config=config or {}, **kw)
+
+    def spy_timer(seconds, function, *args, **kw):
+        timers.append(seconds)
+        return timer(seconds, function, *args, **kw)
+
+    monkeypatch.setattr(duckdb, "connect", spy_connect)
+    monkeypatch.setattr(threading, "Timer", spy_timer)
+    v2 = v1.parent / "v2"
+    args = [a.format(v1=v1, v2=v2) for a in command]
+    assert main([*args, "--memory-limit", "300MB", "--timeout", "7", "--threads", "3"]) == 0, \
+        capsys.readouterr().err
+    assert configs and all(c.get("memory_limit") == "300000000B" and c.get("threads") == 3
+                           for c in configs)
+    assert timers and set(timers) == {7.0}
