@@ -24,11 +24,11 @@ from potstill.beam_pipelines.graph import Round, Stages, beam_options, build
 from potstill.beam_pipelines.threads import torch_threads
 from potstill.models import loading
 from potstill.models.quality.audit import read_seed, tune_and_gate
-from potstill.models.teacher.backends import answer_identity
+from potstill.models.teacher.backends import open_store
 from potstill.models.registry import ensure_offline, resolve_model
 from potstill.models.teacher.teacher_setup import TeacherSetup
 from potstill.publish import contract, curation, versions
-from potstill import job, store
+from potstill import job
 from potstill.rows import records
 from potstill.config.core import Config
 from potstill.rows.records import Record
@@ -69,17 +69,16 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
     """Audit, build the stages from one teacher setup, run the rounds, then curate, validate
     and publish (potstill.job.finish)."""
     seeds = read_seed(cfg)
-    identity = answer_identity(cfg.teacher, plan.teacher.sha256)  # what store keys start from
-    store_dir = store.model_dir(cfg.output_root, identity)
+    teacher_store = open_store(cfg.output_root, cfg.teacher, plan.teacher.sha256)
+    teacher_store.check_writable()  # before any model loads: answers must be kept
     threads = torch_threads(cfg.teacher.threads, beam_args)  # cores / worker processes
     setup, audit_report = audit_teacher(cfg, TeacherSetup.from_config(
-        cfg, plan.teacher.path, seeds, model_sha256=identity, store_dir=store_dir,
-        threads=threads), seeds)
+        cfg, plan.teacher.path, seeds, store=teacher_store, threads=threads), seeds)
     expected = plan.expected_rows(cfg)
-    handler = TeacherModelHandler(setup, store_dir, retries=cfg.teacher.max_retries,
+    handler = TeacherModelHandler(setup, retries=cfg.teacher.max_retries,
                                   expected_rows=expected)
     stages = Stages(
-        teacher=ScoreWithTeacher(handler, store.segments(store_dir),
+        teacher=ScoreWithTeacher(handler,
                                  keep_raw="label_probs_raw" in contract.optional_columns(cfg),
                                  partitions=partitions(expected, cfg.teacher.batch_size)),
         saliency=SaliencyModelHandler(setup, cfg.saliency, expected) if cfg.saliency.enabled else None,

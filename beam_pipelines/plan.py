@@ -31,14 +31,15 @@ import json
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
-from potstill.models.teacher.backends import answer_identity
+from potstill.models.teacher.backends import open_store
 from potstill.models.registry import ensure_offline, resolve_model
 from potstill.models.teacher.requests import encode_request
 from potstill.models.teacher.teacher_setup import TeacherSetup
 from potstill.publish import curation
-from potstill import job, store
+from potstill import job
 from potstill.rows import records
 from potstill.config.core import Config
 from potstill.rows.records import Bounds, expand, read_file
@@ -88,11 +89,6 @@ def dedup(rows: dict) -> tuple[list, Counter]:
     return unique, filtered
 
 
-def store_keys(cfg: Config, sha256: str) -> set[str]:
-    folder = store.model_dir(cfg.output_root, sha256)
-    return {key for seg in store.segments(folder) for key, _ in store.read_segment(seg)}
-
-
 def make_plan(cfg: Config, sample: int | None = None) -> dict:
     ensure_offline()
     curation.check_settings(cfg.curation)
@@ -106,15 +102,14 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
     fingerprint_plan = job.plan(cfg, models, digests)
     existing = job.existing_version(cfg, fingerprint_plan)
     teacher = models["teacher"]
-    identity = answer_identity(cfg.teacher, teacher.sha256)  # what the store keys start from
+    teacher_store = open_store(cfg.output_root, cfg.teacher, teacher.sha256)
 
     unique, filtered = dedup(rows)
     seeds = [r for r in unique if r.source == "seed"]
-    setup = TeacherSetup.from_config(cfg, teacher.path, rows.get("seed", []),
-                                     model_sha256=identity)
+    setup = TeacherSetup.from_config(cfg, teacher.path, rows.get("seed", []), store=teacher_store)
     lt = setup.prompter()
-    requests = {r.id: encode_request(lt, setup.model_sha256, r.model_input) for r in unique}
-    known = store_keys(cfg, identity)
+    requests = {r.id: encode_request(lt, r.model_input) for r in unique}
+    known = teacher_store.keys()
     # The audit runs first, in-process, through the same store: its answers (the seed rows,
     # and content-free inputs for contextual calibration) are hits for the graph afterwards.
     audit_requests = audit_keys(cfg, lt, rows.get("seed", []))
@@ -196,7 +191,7 @@ def remote_cost(cfg: Config, lt, prompt_tokens: list[int]) -> dict | None:
 
 def timed_sample(setup: TeacherSetup, sample: list, calls: int) -> dict:
     """Score `sample` pool rows on the loaded teacher (not stored) and extrapolate."""
-    lt = setup.load()
+    lt = replace(setup, store=None).load()
     lt.score_records(sample[:1])  # warm-up: weights, shared prefix cache
     start = time.perf_counter()
     lt.score_records(sample)

@@ -131,8 +131,24 @@ def plan(cfg: Config, models: Mapping[str, Any],
     return Plan(dict(inputs), code, fingerprint, dict(models))
 
 
+# Rejections that say nothing about the row: a rerun retries them (the store answers the rest).
+RETRIED_REASONS = ("teacher_error",)
+
+
 def existing_version(cfg: Config, plan: Plan) -> Path | None:
-    return versions.find_by_fingerprint(cfg.output_root, cfg.dataset, plan.fingerprint)
+    """The version this run would publish again, if any. A version with rows the teacher did
+    not answer (a failed call, an unwritable store) is never taken as done: the rerun asks the
+    teacher again for those rows only."""
+    found = versions.find_by_fingerprint(cfg.output_root, cfg.dataset, plan.fingerprint)
+    if found is None:
+        return None
+    rejected = versions.read_manifest(found).get("counts", {}).get("rejected", {})
+    retry = {reason: n for reason, n in rejected.items() if reason in RETRIED_REASONS and n}
+    if retry:
+        log.warning("%s has rows the teacher did not answer (%s): running again to retry them",
+                    found, ", ".join(f"{r}: {n}" for r, n in retry.items()))
+        return None
+    return found
 
 
 def staged_files(staging: Path, name: str) -> list[str]:

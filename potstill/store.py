@@ -24,6 +24,7 @@ import hashlib
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import fsspec
@@ -35,6 +36,59 @@ KEYS_SCHEMA = pa.schema([("key", pa.string())])  # a version's teacher_keys.parq
 KEYS_FILE = "teacher_keys.parquet"
 SCHEMA = pa.schema([("key", pa.string()), ("answer", pa.list_(pa.float64())),
                     ("prompt_tokens", pa.int32()), ("created_at", pa.float64())])
+
+
+@dataclass(frozen=True)
+class TeacherStore:
+    """One teacher's answers: the folder they live in and what its request keys start from.
+
+    Built once by the driver (`potstill.models.teacher.backends.open_store` knows the teacher's
+    identity) and handed, inside the teacher setup, to everything that asks the teacher: the
+    audit's lookups, `potstill plan`'s count of what is already answered, the Beam join
+    (`segments`) and the workers' writes. `folder` is None for a teacher whose answers are not
+    kept (the teaching assistant); its keys are still well defined."""
+    source: str                   # `answer_source`: weights SHA-256 (+ dtype), or a remote identity
+    folder: str | None = None     # OUTPUT_ROOT/.potstill-store/teacher/<identity[:16]>
+
+    @classmethod
+    def open(cls, output_root: str, identity: str, dtype: str = "float32") -> "TeacherStore":
+        return cls(answer_source(identity, dtype), model_dir(output_root, identity))
+
+    def key(self, prompt_ids: Sequence[int], candidates: Sequence[Sequence[int]]) -> str:
+        return request_key(self.source, prompt_ids, candidates)
+
+    def segments(self) -> list[str]:
+        return segments(self.folder) if self.folder else []
+
+    def keys(self) -> set[str]:
+        """Every key answered so far."""
+        return {key for seg in self.segments() for key, _ in read_segment(seg)}
+
+    def index(self) -> "Index":
+        return Index(self.folder)
+
+    def write(self, keys: Sequence[str], answers: Sequence[Sequence[float]],
+              prompt_tokens: Sequence[int]) -> str:
+        return write_segment(self.folder, keys, answers, prompt_tokens)
+
+    def check_writable(self) -> None:
+        """Create the folder and write, then remove, a probe file: a store that cannot keep the
+        teacher's answers stops the job here, before any model loads (StoreError names it)."""
+        try:
+            fs, _, (path,) = fsspec.get_fs_token_paths(self.folder)
+            fs.makedirs(path, exist_ok=True)
+            probe = f"{path}/.tmp-probe-{uuid.uuid4().hex}"
+            with fs.open(probe, "wb") as fh:
+                fh.write(b"potstill")
+            fs.rm(probe)
+        except OSError as err:
+            raise StoreError(f"the teacher store {self.folder} cannot be written ({type(err).__name__}: "
+                             f"{err}): every answer would be lost. Make it writable or choose another "
+                             "output_root.") from None
+
+
+class StoreError(OSError):
+    """The teacher store cannot keep answers: a problem the user fixes (exit 2)."""
 
 
 def request_key(model_sha256: str, prompt_ids: Sequence[int], candidates: Sequence[Sequence[int]]) -> str:

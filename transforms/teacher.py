@@ -49,8 +49,7 @@ class EncodeRequests(beam.DoFn):
         self.lt = self.teacher_setup.prompter()
 
     def process(self, record: Record):
-        yield record.with_values(request=encode_request(self.lt, self.teacher_setup.model_sha256,
-                                                        record.model_input))
+        yield record.with_values(request=encode_request(self.lt, record.model_input))
 
 
 class SplitAnswered(beam.DoFn):
@@ -112,11 +111,11 @@ class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
     answered batch is appended to the teacher store before the rows move on, so a crash loses
     at most the batch in flight. Failed batches are retried, then split (models/teacher/requests.py)."""
 
-    def __init__(self, setup: TeacherSetup, store_dir: str, *, retries: int = 2,
+    def __init__(self, setup: TeacherSetup, *, retries: int = 2,
                  backoff_s: float = 0.5, expected_rows: int | None = None,
                  progress_every_s: float = 15.0):
         super().__init__()
-        self.setup, self.store_dir = setup, store_dir
+        self.setup = setup
         self.retries, self.backoff_s = retries, backoff_s
         self.progress = StageProgress("teacher", expected_rows, progress_every_s)
 
@@ -139,8 +138,8 @@ class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
         done = answer_in_halves(requests, lambda rs: model.teacher.score_encoded([q.encoded for q in rs]),
                                 retries=self.retries, backoff_s=self.backoff_s)
         for idx, answers in done.batches:
-            store.write_segment(self.store_dir, [requests[i].key for i in idx], answers,
-                                [requests[i].prompt_tokens for i in idx])
+            self.setup.store.write([requests[i].key for i in idx], answers,
+                                   [requests[i].prompt_tokens for i in idx])
         Metrics.counter(NAMESPACE, "calls").inc(done.calls)
         Metrics.counter(NAMESPACE, "retries").inc(done.retries)
         Metrics.counter(NAMESPACE, "prompt_tokens").inc(sum(q.prompt_tokens for q in requests))
@@ -202,13 +201,12 @@ def failed_batch_rows(failure) -> list[dict]:
 class ScoreWithTeacher(beam.PTransform):
     """Records -> Records with the teacher's columns (`scored`) and rejected rows (`rejected`).
 
-    `segments`: the store's segments for this teacher (listed by the driver when it builds the
-    graph); `partitions`: P of the canonical batches (`partitions(expected rows, batch)`)."""
+    The store's segments for this teacher are listed here, on the driver, when the graph is
+    built; `partitions`: P of the canonical batches (`partitions(expected rows, batch)`)."""
 
-    def __init__(self, handler: TeacherModelHandler, segments: Sequence[str], keep_raw: bool = False,
-                 partitions: int = 1):
+    def __init__(self, handler: TeacherModelHandler, keep_raw: bool = False, partitions: int = 1):
         super().__init__()
-        self.handler, self.segments = handler, list(segments)
+        self.handler, self.segments = handler, handler.setup.store.segments()
         self.keep_raw, self.partitions = keep_raw, max(1, partitions)
 
     def expand(self, records):

@@ -17,6 +17,7 @@ depend on how many prompts there are or how Beam batches them.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -49,6 +50,12 @@ class Sampling:
     top_p: float = 0.95
     max_new_tokens: int = 96
     seed: int = 0             # torch seed for one generate call
+
+
+def prompt_seed(seed: int, index: int) -> int:
+    """A sampling seed per prompt of a batch, for backends that sample a batch in one call (vLLM
+    gives a prompt's n samples seed..seed+n-1; remote endpoints take one seed per request)."""
+    return int(hashlib.sha256(f"{seed}:{index}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)

@@ -214,7 +214,7 @@ def search_requests(t: Teacher, s: AuditSearch, task: Task, prompter, seeds: lis
 
 def _candidates(variant, texts: list[str], demos, store) -> np.ndarray:
     """Raw candidate log-probs [n, C], through the teacher store when there is one."""
-    if store is None or not getattr(store, "store_dir", None):
+    if store is None or not store.stores_answers:
         return variant.score_candidates(texts, demos)
     lt = replace(store, teacher=variant)
     cand = lt.stored_candidates(texts, demos or [()] * len(texts))

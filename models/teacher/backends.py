@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from potstill.models.generation.generate import Generator, HFGenerator
 from potstill.models.teacher.hf import HFTeacher, TeacherBase
+from potstill.store import TeacherStore
 
 
 def load_scorer(model_path: str, labels: list[str], instruction: str | None, backend: str = "hf",
@@ -41,11 +42,29 @@ def load_generator(model_path: str, backend: str = "hf", engine=None, **kwargs) 
     return HFGenerator(model_path, **kwargs)
 
 
+def open_store(output_root: str, teacher, weights_sha256: str) -> TeacherStore:
+    """The teacher store of the teacher the `teacher` settings describe: the one place a
+    teacher's identity is built. In-process backends are keyed by the weights' SHA-256 and the
+    dtype their scores are computed in (`teacher.vllm.dtype` on vLLM; int8: the scheme's tag,
+    models/int8.py `SCHEME`, so another int8 scheme's answers are not reused); a remote one by
+    the served model's name and the (resolved) scoring too, since the local folder only
+    tokenizes and approximate answers are not exact ones."""
+    return TeacherStore.open(output_root, answer_identity(teacher, weights_sha256), scoring_dtype(teacher))
+
+
+def scoring_dtype(teacher) -> str:
+    if teacher.backend == "vllm" and teacher.vllm.dtype:
+        return teacher.vllm.dtype
+    if teacher.dtype == "int8":
+        from potstill.models.int8 import SCHEME
+
+        return SCHEME
+    return teacher.dtype
+
+
 def answer_identity(teacher, model_sha256: str) -> str:
-    """What the teacher store keys a teacher's answers by (`teacher` = the `teacher` settings):
-    the weights' SHA-256 for in-process backends; for a remote one the served model's name and
-    the (resolved) scoring too, since the local folder only tokenizes and approximate answers
-    are not exact ones."""
+    """The store folder's identity (`open_store`): the weights' SHA-256 in process; a hash of
+    the endpoint's model and scoring with it for a remote teacher."""
     if teacher.backend != "openai":
         return model_sha256
     import hashlib

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from potstill.models.generation.generate import Generation, Sampling
+from potstill.models.generation.generate import Generation, Sampling, prompt_seed
 from potstill.models.teacher.remote_endpoint import make_client, preflight
 from potstill.models.teacher.remote_http import RemoteError, RequestRejected, first_error
 from potstill.models.teacher.hf import TeacherBase
@@ -225,7 +225,7 @@ class OpenAITeacher(TeacherBase):
 
 class OpenAIGenerator:
     """The generation stage through the endpoint's `/chat/completions` (n, temperature, top_p,
-    max_tokens and a seed per prompt, see potstill.models.teacher.vllm_backend.prompt_seed)."""
+    max_tokens and a seed per prompt, see potstill.models.generation.generate.prompt_seed)."""
 
     def __init__(self, model_path: str, *, dtype: str | None = None, threads: int | None = None,
                  max_prompt_tokens: int = 2048, engine: "Endpoint" = None):
@@ -234,7 +234,6 @@ class OpenAIGenerator:
         self.endpoint, self.client = engine, make_client(engine)
 
     def generate(self, conversations: Sequence[list[dict]], sampling: Sampling) -> list[list[Generation]]:
-        from potstill.models.teacher.vllm_backend import prompt_seed
 
         def one(item):
             i, messages = item

@@ -20,14 +20,13 @@ import numpy as np
 
 from potstill.models.teacher.hf import _Encoded
 from potstill.models.teacher.teacher_setup import LabelledTeacher
-from potstill.store import request_key
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Request:
-    key: str                   # potstill.store.request_key: weights, prompt ids, candidates
+    key: str                   # TeacherStore.key: the teacher's identity, prompt ids, candidates
     shared: str | None         # the cached shared prompt part the row's ids follow, if any
     ids: tuple[int, ...]       # the row's own prompt tokens (after the shared part)
     prompt_tokens: int         # the whole prompt's length
@@ -37,14 +36,13 @@ class Request:
         return _Encoded(list(self.ids), self.shared)
 
 
-def encode_request(lt: LabelledTeacher, model_sha256: str, model_input: str) -> Request:
+def encode_request(lt: LabelledTeacher, model_input: str) -> Request:
     """The request one row makes: its prompt (with the demonstrations the selector picks for it)
-    and the candidates, keyed by what determines the answer."""
+    and the candidates, keyed by what determines the answer (`lt`'s store)."""
     demos = lt.demos([model_input])
     encoded = lt.teacher.encode(model_input, demos[0] if demos else ())
-    prompt = lt.teacher.prompt_ids(encoded)
-    return Request(request_key(model_sha256, prompt, lt.teacher.cand_ids), encoded.shared,
-                   tuple(encoded.ids), len(prompt))
+    key, prompt_tokens = lt._key(encoded)
+    return Request(key, encoded.shared, tuple(encoded.ids), prompt_tokens)
 
 
 @dataclass

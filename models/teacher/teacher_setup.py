@@ -23,6 +23,7 @@ from potstill.models.teacher.calibration import Calibration
 from potstill.models.teacher.demos import DemoSelector
 from potstill.models.teacher.prompts import Demo
 from potstill.models.teacher.hf import TeacherBase
+from potstill.store import TeacherStore
 
 if TYPE_CHECKING:
     from potstill.config.core import Config, Endpoint, FewShot, Teacher, VLLMEngine
@@ -32,34 +33,35 @@ if TYPE_CHECKING:
 @dataclass
 class LabelledTeacher:
     """The teacher plus what every row's scoring needs: demonstrations and calibration. With a
-    `store_dir` every answer is looked up in the teacher store first and every new one is
-    appended to it (potstill/store.py); `calls` and `cache_hits` count what that saved."""
+    `store` that has a folder, every answer is looked up in the teacher store first and every
+    new one is appended to it (potstill/store.py); `calls` and `cache_hits` count what that
+    saved. Without one, nothing is kept."""
     teacher: TeacherBase          # HFTeacher, VLLMTeacher or potstill.models.teacher.remote.OpenAITeacher
     selector: DemoSelector | None
     calibration: Calibration
-    store_dir: str | None = None
-    model_sha256: str = ""
+    store: TeacherStore | None = None
     calls: int = 0
     cache_hits: int = 0
     used_keys: list = field(default_factory=list)   # store keys read or written
     store_index: object = None                       # potstill.store.Index, built on first use
 
+    @property
+    def stores_answers(self) -> bool:
+        return bool(self.store and self.store.folder)
+
     def stored_candidates(self, texts: Sequence[str], demos: Sequence[Sequence[Demo]]) -> np.ndarray:
         """Raw candidate log-probabilities [n, C], from the store where it has them."""
-        from potstill import store
-
         encoded = [self.teacher.encode(t, d) for t, d in zip(texts, demos)]
         keyed = [self._key(e) for e in encoded]
         keys = [k for k, _ in keyed]
         self.used_keys += keys
         if self.store_index is None:
-            self.store_index = store.Index(self.store_dir)
+            self.store_index = self.store.index()
         found = self.store_index.lookup(set(keys))
         missing = [i for i, k in enumerate(keys) if k not in found]
         if missing:
             answers = self.teacher.score_encoded([encoded[i] for i in missing])
-            store.write_segment(self.store_dir, [keys[i] for i in missing], answers,
-                                [keyed[i][1] for i in missing])
+            self.store.write([keys[i] for i in missing], answers, [keyed[i][1] for i in missing])
             found.update((keys[i], a) for i, a in zip(missing, answers))
         self.calls += len(missing)
         self.cache_hits += len(keys) - len(missing)
@@ -70,10 +72,8 @@ class LabelledTeacher:
         return [self._key(self.teacher.encode(t, d)) for t, d in zip(texts, demos)]
 
     def _key(self, encoded) -> tuple[str, int]:
-        from potstill import store
-
         prompt = self.teacher.prompt_ids(encoded)
-        return store.request_key(self.model_sha256, prompt, self.teacher.cand_ids), len(prompt)
+        return (self.store or TeacherStore("")).key(prompt, self.teacher.cand_ids), len(prompt)
 
     def demos(self, texts: Sequence[str]) -> list[list[Demo]] | None:
         return self.selector.select(texts) if self.selector else None
@@ -100,7 +100,7 @@ class LabelledTeacher:
         import torch
 
         demos = self.demos(texts) if demos is None else demos
-        if self.store_dir:
+        if self.stores_answers:
             cand = self.stored_candidates(texts, demos or [()] * len(texts))
             raw = self.teacher.label_scores(torch.from_numpy(cand)).numpy()
         else:
@@ -143,17 +143,14 @@ class TeacherSetup:
     embedder_path: str | None = None            # resolved once, for few_shot.selection=similar
     demo_pool: tuple[tuple[str, str], ...] = ()  # (model input, gold label) of the seed rows
     calibration: Calibration = field(default_factory=Calibration)
-    model_sha256: str = ""                       # store.answer_source: weights SHA-256 (+ dtype)
-    store_dir: str | None = None                 # the teacher store for in-process scoring
+    store: TeacherStore | None = None            # backends.open_store: where answers are kept
 
     @classmethod
     def from_config(cls, cfg: "Config", model_path: str, seeds: Sequence["Record"] = (),
-                    calibration: Calibration = Calibration(), model_sha256: str = "",
-                    store_dir: str | None = None, threads: int | None = None) -> "TeacherSetup":
+                    calibration: Calibration = Calibration(), store: TeacherStore | None = None,
+                    threads: int | None = None) -> "TeacherSetup":
         """`threads`: torch threads per worker when the config leaves teacher.threads unset
         (the driver's share of the cores: beam_pipelines/threads.py)."""
-        from potstill.store import answer_source
-
         t = cfg.teacher
         embedder = _embedder_path(t.few_shot, bool(seeds))
         engine, batch_size = t.vllm, t.batch_size
@@ -162,8 +159,7 @@ class TeacherSetup:
         return cls(model_path, tuple(cfg.task.labels), cfg.task.instruction, t.backend,
                    t.prompt_style, t.verbalizers, batch_size, t.max_input_tokens, t.dtype,
                    t.threads or threads, engine, t.few_shot, embedder,
-                   tuple((r.model_input, r.gold_label) for r in seeds), calibration,
-                   answer_source(model_sha256, scoring_dtype(t)), store_dir)
+                   tuple((r.model_input, r.gold_label) for r in seeds), calibration, store)
 
     def with_calibration(self, calibration: Calibration) -> "TeacherSetup":
         return replace(self, calibration=calibration)
@@ -181,7 +177,7 @@ class TeacherSetup:
         zero-shot, uncalibrated, transformers backend (a second vLLM engine would only cost
         memory)."""
         return replace(self, model_path=model_path, backend="hf", few_shot=None, demo_pool=(),
-                       embedder_path=None, calibration=Calibration(), model_sha256="", store_dir=None,
+                       embedder_path=None, calibration=Calibration(), store=None,
                        batch_size=batch_size or self.batch_size)
 
     def _kwargs(self) -> dict:
@@ -193,8 +189,7 @@ class TeacherSetup:
         """The teacher without weights: tokenizer, prompt, candidates, demonstrations and
         calibration; enough to encode requests and to turn stored answers into labels."""
         teacher = TeacherBase(self.model_path, list(self.labels), self.instruction, **self._kwargs())
-        return LabelledTeacher(teacher, self._selector(teacher), self.calibration,
-                               model_sha256=self.model_sha256)
+        return LabelledTeacher(teacher, self._selector(teacher), self.calibration, self.store)
 
     def load(self, backend: str | None = None) -> LabelledTeacher:
         """The teacher in this process. `backend` overrides the setup's: code that needs the torch
@@ -204,11 +199,11 @@ class TeacherSetup:
         backend = backend or self.backend
         teacher = load_scorer(self.model_path, list(self.labels), self.instruction, backend,
                               self.engine, **kwargs)
-        # A remote teacher's store holds the served model's answers (potstill.models.teacher.backends.answer_identity):
-        # the local model that attribution asks for answers past it, unstored.
+        # A remote teacher's store holds the served model's answers (backends.open_store): the
+        # local model that attribution asks for answers past it, unstored.
         same = backend == self.backend or "openai" not in (backend, self.backend)
         return LabelledTeacher(teacher, self._selector(teacher), self.calibration,
-                               self.store_dir if same else None, self.model_sha256)
+                               self.store if same else None)
 
     def _selector(self, teacher: TeacherBase) -> DemoSelector | None:
         fs = self.few_shot
@@ -234,14 +229,3 @@ def _embedder_path(few_shot: "FewShot", has_demos: bool) -> str | None:
 
     return resolve_model(few_shot.embedder).path
 
-
-def scoring_dtype(teacher) -> str:
-    """The dtype the teacher's label scores are computed in (`teacher.vllm.dtype` on vLLM; int8:
-    the scheme's tag, models/int8.py `SCHEME`, so another int8 scheme's answers are not reused)."""
-    if teacher.backend == "vllm" and teacher.vllm.dtype:
-        return teacher.vllm.dtype
-    if teacher.dtype == "int8":
-        from potstill.models.int8 import SCHEME
-
-        return SCHEME
-    return teacher.dtype

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import logging
 import os
 import sys
@@ -40,7 +39,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from potstill.models.generation.generate import Generation, Sampling, render_prompt
+from potstill.models.generation.generate import Generation, Sampling, prompt_seed, render_prompt
 from potstill.models.teacher.hf import TeacherBase
 
 if TYPE_CHECKING:
@@ -246,11 +245,6 @@ class VLLMTeacher(TeacherBase):
 
     def close(self) -> None:
         self.engine.close()
-
-
-def prompt_seed(seed: int, index: int) -> int:
-    """A sampling seed per prompt of a batch; vLLM gives a prompt's n samples seed..seed+n-1."""
-    return int(hashlib.sha256(f"{seed}:{index}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
 class VLLMGenerator:

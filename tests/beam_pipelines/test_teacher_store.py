@@ -186,3 +186,55 @@ def test_gc_removes_only_store_entries_no_version_needs(tmp_path, tiny_lm, capsy
     assert set(store.lookup(folder, needed)) == needed
     again = run(load_config(path, ["curation.min_confidence=0.4"]))  # still nothing to pay
     assert manifest(again)["teacher_usage"]["calls"] == 0
+
+
+def test_one_store_owns_a_teachers_keys_folder_and_segments(tmp_path):
+    from potstill.store import TeacherStore, request_key
+
+    s = TeacherStore.open(str(tmp_path), "ab" * 32, "int8x2")
+    assert s.source == "ab" * 32 + ":int8x2" and s.folder == store.model_dir(str(tmp_path), "ab" * 32)
+    key = s.key([1, 2], [[3]])
+    assert key == request_key(s.source, [1, 2], [[3]])
+    assert key != TeacherStore.open(str(tmp_path), "ab" * 32).key([1, 2], [[3]])  # float32 answers differ
+    s.write([key], [[-0.5]], [2])
+    assert s.keys() == {key} and s.index().lookup({key}) == {key: [-0.5]}
+    assert TeacherStore("ab").segments() == [] and TeacherStore("ab").keys() == set()  # keys only
+
+
+def test_an_unwritable_store_stops_the_job_before_any_model_loads(tmp_path, tiny_lm, capsys, monkeypatch):
+    """A file where the store's folder should be cannot be written by anyone, root included."""
+    from potstill.beam_pipelines.cli import main
+    from potstill.models.teacher.teacher_setup import TeacherSetup
+
+    path = write_config(tmp_path, tiny_lm, rows=4)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / store.STORE_DIR).write_text("not a folder")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(TeacherSetup, "load", lambda *a, **k: pytest.fail("a model was loaded"))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "the teacher store" in err and store.STORE_DIR in err and "cannot be written" in err
+    assert not (tmp_path / "out" / "toy" / "v1").exists()
+
+
+def test_rows_the_teacher_did_not_answer_are_retried_by_the_next_run(tmp_path, tiny_lm, monkeypatch):
+    """A failed call is not remembered as done: the rerun asks again for those rows only."""
+    from potstill.models.teacher.hf import HFTeacher
+
+    score, failing = HFTeacher.score_encoded, {"on": True}
+
+    def flaky(self, encoded):
+        if failing["on"] and any("number 3" in self.tokenizer.decode(e.ids) for e in encoded):
+            raise ConnectionError("the device went away")
+        return score(self, encoded)
+    monkeypatch.setattr(HFTeacher, "score_encoded", flaky)
+    path = write_config(tmp_path, tiny_lm, rows=6, teacher={"model": tiny_lm, "batch_size": 2,
+                                                            "threads": 1, "max_retries": 0})
+    first = run(load_config(path))
+    assert manifest(first)["counts"]["rejected"] == {"teacher_error": 1}
+    failing["on"] = False
+    second = run(load_config(path))
+    assert second != first and manifest(second)["counts"]["rejected"] == {}
+    assert manifest(second)["counts"]["totals"]["published"] == manifest(first)["counts"]["totals"]["published"] + 1
+    assert manifest(second)["teacher_usage"]["calls"] == 1  # only the row that failed
+    assert run(load_config(path)) == second  # now nothing is left to do

@@ -7,6 +7,7 @@ from potstill.models.int8 import RESIDUAL, Int8Linear, _split, quantize_linear
 from potstill.models.teacher.hf import HFTeacher, normalise
 from potstill.models.teacher.teacher_setup import TeacherSetup
 from potstill.config.core import ConfigError, parse_config
+from potstill.models.teacher.backends import open_store
 from potstill.store import answer_source
 
 LABELS = ["negative", "positive", "sci.space", "very positive"]  # 1- and multi-token labels
@@ -91,12 +92,12 @@ def test_int8_answers_are_stored_under_other_keys_than_float32(tiny_lm):
     keys = {}
     for dtype in ("float32", "int8", "bfloat16"):
         cfg = parse_config({**BASE, "teacher": {"dtype": dtype}})
-        setup = TeacherSetup.from_config(cfg, tiny_lm, model_sha256=sha)
-        keys[dtype] = setup.model_sha256
+        setup = TeacherSetup.from_config(cfg, tiny_lm, store=open_store("out", cfg.teacher, sha))
+        keys[dtype] = setup.store.source
     assert keys["float32"] == sha  # float32 keys are what they always were
     assert len(set(keys.values())) == 3
     vllm = parse_config({**BASE, "teacher": {"backend": "vllm", "vllm": {"dtype": "bfloat16"}}})
-    assert TeacherSetup.from_config(vllm, tiny_lm, model_sha256=sha).model_sha256 == keys["bfloat16"]
+    assert open_store("out", vllm.teacher, sha).source == keys["bfloat16"]
     assert answer_source("", "int8") == ""  # no weights digest (the TA): nothing is stored
 
 

@@ -306,12 +306,13 @@ def test_generation_through_the_endpoint_gives_n_texts_per_prompt_seeded_per_pro
 
 def test_the_local_model_attribution_loads_never_reads_or_writes_the_remote_store(tiny_lm, tmp_path):
     from potstill.models.teacher.teacher_setup import TeacherSetup
+    from potstill.store import TeacherStore
 
     endpoint = Endpoint(base_url="http://127.0.0.1:9/v1", model="teacher", scoring="exact",
                         exact_method="logprob_token_ids")
     setup = TeacherSetup(tiny_lm, tuple(LABELS), backend="openai", engine=endpoint,
-                         store_dir=str(tmp_path / "store"), model_sha256="remote-identity")
+                         store=TeacherStore("remote-identity", str(tmp_path / "store")))
     local = setup.load(backend="hf")  # saliency and its deletion test need the weights
     local.score(TEXTS[:2])
-    assert local.store_dir is None and not (tmp_path / "store").exists()
-    assert setup.load().store_dir == str(tmp_path / "store")
+    assert local.store is None and not (tmp_path / "store").exists()
+    assert setup.load().store.folder == str(tmp_path / "store")

@@ -113,14 +113,15 @@ def test_the_tuned_setup_keeps_the_model_its_store_and_the_drivers_thread_share(
     from potstill.models.quality import audit
     from potstill.models.teacher.calibration import Calibration
     from potstill.models.teacher.teacher_setup import TeacherSetup
+    from potstill.store import TeacherStore
 
     cfg = config(tmp_path)
     monkeypatch.setattr(TeacherSetup, "load", lambda self, backend=None: audit.LabelledTeacher(
         CraftedTeacher(tiny_lm, LABELS), None, Calibration()))
     seeds = audit.read_seed(cfg)
-    setup = TeacherSetup.from_config(cfg, tiny_lm, seeds, model_sha256="ab" * 32,
-                                     store_dir=str(tmp_path / "store"), threads=1)
+    store = TeacherStore("ab" * 32, str(tmp_path / "store"))
+    setup = TeacherSetup.from_config(cfg, tiny_lm, seeds, store=store, threads=1)
     tuned, _ = audit.tune_and_gate(cfg, setup, seeds)
     assert tuned.verbalizers != setup.verbalizers  # the search chose the case variants
-    assert (tuned.threads, tuned.store_dir, tuned.model_sha256) == (1, setup.store_dir, "ab" * 32)
+    assert (tuned.threads, tuned.store) == (1, store)
     assert (tuned.model_path, tuned.demo_pool, tuned.engine) == (setup.model_path, setup.demo_pool, setup.engine)
