@@ -3,6 +3,11 @@
 Unknown keys and missing required keys are errors that name the key path
 (`corpus.seed.label_field: field required`). `--set key.path=value` overrides are applied to
 the raw mapping before validation, so they are validated the same way.
+
+YAML is read safely (`yaml.SafeLoader`: plain data, no tags that run code) and measured before
+it is built: a document whose aliases expand it past a bound (an "alias bomb": a few hundred
+bytes that write out to gigabytes once the config is dumped into a digest or a manifest), a
+value that contains itself, or nesting too deep to read is refused with the file's name.
 """
 from __future__ import annotations
 
@@ -19,10 +24,74 @@ from potstill.config.quality import WARM_UP_FIELDS, Audit, AuditSearch, Student,
 from potstill.config.stages import Budget, Generation, Saliency, Signals, _Strict  # noqa: F401
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ALIAS_ALLOWANCE = 1_000_000  # nodes + characters that aliases may add to a YAML document
 
 
 class ConfigError(ValueError):
     """A config problem, already phrased for the user."""
+
+
+class _Refused(Exception):
+    """YAML that is not built: an alias bomb, a value that contains itself, too deep."""
+
+
+def _children(node: yaml.Node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_expansion(root: yaml.Node, limit: int) -> None:
+    """Refuse a composed document whose size with every alias written out (nodes plus scalar
+    characters) passes `limit`, or that holds a value containing itself. An alias is the very
+    node it names, so each node is measured once (depth-first, without recursion)."""
+    size: dict[int, int] = {}
+    open_ids: set[int] = set()  # the nodes being measured: the path from the root
+    stack = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_ids.discard(key)
+            own = len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+            size[key] = 1 + own + sum(size[id(c)] for c in _children(node))
+            if size[key] > limit:
+                raise _Refused(f"its YAML aliases expand it past {limit:,} nodes and characters "
+                               "(an alias bomb); write the repeated values out or use fewer aliases")
+            continue
+        if key in size:
+            continue
+        if key in open_ids:
+            raise _Refused(f"the YAML value on line {node.start_mark.line + 1} contains itself "
+                           "through an alias")
+        open_ids.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in size)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that measures each document (`_check_expansion`) before building it."""
+
+    limit = ALIAS_ALLOWANCE
+
+    def compose_document(self):
+        node = super().compose_document()
+        _check_expansion(node, self.limit)
+        return node
+
+
+def load_yaml(text: str):
+    """Plain data from YAML text, refused (`_Refused`) when its aliases expand it past twice
+    the text's length (more than a document without aliases reaches) plus ALIAS_ALLOWANCE, when
+    a value contains itself, or when it is nested too deeply to read."""
+    loader = _BoundedLoader(text)
+    loader.limit = 2 * len(text) + ALIAS_ALLOWANCE
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise _Refused("it is nested too deeply to read") from None
+    finally:
+        loader.dispose()
 
 
 class Source(_Strict):
@@ -304,12 +373,16 @@ class Config(_Strict):
         return self
 
     def digest(self) -> str:
-        """Hash of everything that changes the published data: not where it is written, and not
-        the student's training settings, except, with signals.enabled, those the warm-up
+        """Hash of everything that changes the published data: not where it is written, not
+        the settings of a teacher backend other than the chosen one (teacher.vllm, and
+        teacher.endpoint but for what decides a remote teacher's answers), and not the
+        student's training settings, except, with signals.enabled, those the warm-up
         student's signals depend on (WARM_UP_FIELDS)."""
-        remote = self.teacher.backend == "openai"  # other backends never read the endpoint
-        exclude: dict = {"output_root": True,
-                         "teacher": {"endpoint": ENDPOINT_OPERATIONAL if remote else True}}
+        backend = self.teacher.backend  # each backend reads its own settings only
+        exclude: dict = {"output_root": True, "teacher": {
+            "endpoint": ENDPOINT_OPERATIONAL if backend == "openai" else True}}
+        if backend != "vllm":
+            exclude["teacher"]["vllm"] = True
         student = set(type(self.student).model_fields) - set(WARM_UP_FIELDS)
         exclude["student"] = True if not self.signals.enabled else student
         payload = self.model_dump(mode="json", exclude=exclude)
@@ -333,7 +406,13 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key.path=value, got {item!r}")
-        _set_path(raw, key.strip(), yaml.safe_load(value))
+        try:
+            parsed = load_yaml(value)
+        except _Refused as err:
+            raise ConfigError(f"--set {key.strip()}: refused: {err}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key.strip()}: the value is not valid YAML: {err}") from None
+        _set_path(raw, key.strip(), parsed)
     return raw
 
 
@@ -382,9 +461,11 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except _Refused as err:
+        raise ConfigError(f"config {path} is refused: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config {path} is not valid YAML: {err}") from None
     raw = apply_overrides(raw or {}, overrides or [])

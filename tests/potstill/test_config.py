@@ -98,3 +98,101 @@ def test_digest_with_signals_holds_only_the_student_settings_the_warm_up_student
     for warm_up in ({"epochs": 9}, {"model": "other"}, {"learning_rate": 1e-3}):
         assert parse_config({**signals, "student": warm_up}).digest() != base, warm_up
     assert parse_config({**BASE, "student": {"epochs": 9}}).digest() == parse_config(BASE).digest()
+
+
+# -- YAML aliases: bounded expansion ---------------------------------------------------------
+
+BOMB = """dataset: d
+output_root: out
+task: {labels: [a, b]}
+corpus: {unlabeled: {path: u.jsonl}}
+teacher:
+  vllm:
+    engine_args:
+      a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]
+      b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+      c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+      d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+      e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+      f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+      g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+"""
+
+
+def test_a_yaml_alias_bomb_is_refused_naming_the_file(tmp_path):
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert time.monotonic() - started < 5 and len(BOMB) < 700
+    message = str(err.value)
+    assert str(path) in message and "alias" in message and "expand" in message
+
+
+@pytest.mark.parametrize("text, what", [
+    ("dataset: d\nteacher: {vllm: {engine_args: {x: &x [1, *x]}}}\n", "contains itself"),
+    ("dataset: d\nx: " + "[" * 5000 + "]" * 5000 + "\n", "nested"),
+])
+def test_recursive_and_deeply_nested_yaml_is_one_clear_error(tmp_path, text, what):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=what) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_ordinary_anchors_and_aliases_still_load(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: d\ntask: {labels: [a, b]}\n"
+                    "corpus:\n  unlabeled: {path: u.jsonl}\n"
+                    "  seed: &gold {path: gold.jsonl, label_field: y}\n  test: *gold\n")
+    cfg = load_config(path)
+    assert cfg.corpus.seed.path == cfg.corpus.test.path == str(tmp_path / "gold.jsonl")
+
+
+def test_an_alias_bomb_in_an_override_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: d\ntask: {labels: [a, b]}\ncorpus: {unlabeled: {path: u.jsonl}}\n")
+    value = "{a: &a [x, x, x, x, x, x, x, x, x], " + ", ".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(7)) + "}"
+    with pytest.raises(ConfigError, match=r"--set teacher\.vllm\.engine_args.*alias"):
+        load_config(path, [f"teacher.vllm.engine_args={value}"])
+
+
+def test_unused_backend_settings_are_not_in_the_digest():
+    hf = parse_config(BASE).digest()
+    engine = {"vllm": {"engine_args": {"swap_space": 4}, "gpu_memory_utilization": 0.5}}
+    assert parse_config({**BASE, "teacher": engine}).digest() == hf
+    endpoint = {"endpoint": {"model": "m", "top_logprobs": 5}}
+    assert parse_config({**BASE, "teacher": endpoint}).digest() == hf
+    vllm = {**BASE, "teacher": {"backend": "vllm"}}
+    assert parse_config({**vllm, "teacher": {"backend": "vllm", **engine}}).digest() != \
+        parse_config(vllm).digest()
+    remote = {"backend": "openai", "endpoint": {"base_url": "http://h:1/v1", "model": "m"}}
+    assert parse_config({**BASE, "teacher": {**remote, **{"vllm": engine["vllm"]}}}).digest() == \
+        parse_config({**BASE, "teacher": remote}).digest()
+
+
+def test_the_version_fingerprint_ignores_unused_backend_settings(tmp_path):
+    from types import SimpleNamespace
+
+    from potstill import job
+
+    models = {"teacher": SimpleNamespace(name="t", source="s", sha256="0" * 64)}
+    plain = parse_config(BASE)
+    engine = parse_config({**BASE, "teacher": {"vllm": {"engine_args": {"swap_space": 4}}}})
+    assert job.plan(plain, models, {}).fingerprint == job.plan(engine, models, {}).fingerprint
+
+
+def test_the_cli_refuses_an_alias_bomb_before_anything_runs(tmp_path, capsys):
+    from potstill.beam_pipelines.cli import main
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"config {path} is refused" in err and "alias bomb" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
