@@ -197,7 +197,7 @@ def validate(raw: dict | Malformed, *, source: str, input_ref: str, text_field: 
     choices = None
     if choices_field is not None:
         choices = parse_choices(raw.get(choices_field))
-        if choices is None or not 2 <= len(choices) <= len(allowed) or not all(choices):
+        if choices is None or not 2 <= len(choices) <= len(allowed) or not all(map(dedup_key, choices)):
             return reject("bad_choices", f"field {choices_field!r} must hold 2 to {len(allowed)} "
                                          "non-empty option strings")
         allowed = allowed[: len(choices)]

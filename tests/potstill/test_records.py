@@ -127,3 +127,13 @@ def test_the_ignorable_set_is_unicodes_default_ignorable_code_points():
     unicode_set = regex.compile(r"\p{Default_Ignorable_Code_Point}")
     assert [c for c in range(0x110000) if bool(unicode_set.match(chr(c))) !=
             bool(IGNORABLE.match(chr(c)))] == []
+
+
+def test_an_option_of_invisible_characters_only_is_empty():
+    raw = {"text": "which one?", "label": "A", "choices": ["yes", "\u200b\ufeff"]}
+    out = check(raw, labels=["A", "B"], choices_field="choices")
+    assert isinstance(out, Rejection) and out.reason == "bad_choices"
+    ok = check({**raw, "choices": ["yes", "n\u200bo"]}, labels=["A", "B"], choices_field="choices")
+    assert isinstance(ok, Record) and ok.choices == ("yes", "n\u200bo")
+    assert ok.id == check({**raw, "choices": ["yes", "no"]}, labels=["A", "B"],
+                          choices_field="choices").id
