@@ -1,7 +1,7 @@
 """The `potstill` command line (also `python -m potstill`).
 
     potstill run CONFIG.yaml [--set key.path=value ...] [--max-teacher-calls N] [-- BEAM_ARGS]
-    potstill train --dataset VERSION_DIR --config CONFIG.yaml --out DIR [--train-on all|seed]
+    potstill train [--dataset VERSION_DIR] --config CONFIG.yaml --out DIR [--train-on all|seed]
     potstill evaluate CONFIG.yaml --model teacher|DIR [--out FILE] [--predictions FILE]
     potstill plan CONFIG.yaml [--set ...] [--sample N] [--out FILE]
     potstill gc DATASET [--root R] [--dry-run] [--grace-hours H]
@@ -78,7 +78,8 @@ def _train(args) -> dict:
     cfg = load_config(args.config, args.set)
     metrics = train(args.dataset, cfg, args.out, train_on=args.train_on,
                     compare=parse_compare(args.compare))
-    _student_report(args.dataset, args.out, args.compare)
+    if args.dataset:  # the report is the version's, with this student's metrics added
+        _student_report(args.dataset, args.out, args.compare)
     return metrics
 
 
@@ -119,8 +120,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the batch job and publish a dataset version", add_help=False)
 
-    train = sub.add_parser("train", help="fine-tune the student on a published version")
-    train.add_argument("--dataset", required=True, help="a published version directory")
+    train = sub.add_parser("train", help="fine-tune the student on a published version (or, with "
+                           "--train-on seed, on the config's gold rows alone)")
+    train.add_argument("--dataset", default=None, help="a published version directory (not needed "
+                       "with --train-on seed: the gold-only student reads the config's seed rows)")
     train.add_argument("--config", required=True)
     train.add_argument("--out", required=True, help="where the model and metrics.json go")
     train.add_argument("--train-on", choices=["all", "seed"], default="all")

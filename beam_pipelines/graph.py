@@ -21,14 +21,13 @@ from potstill.transforms.generate import GenerateExamples, GeneratorModelHandler
 from potstill.transforms.read import ReadSplit
 from potstill.transforms.saliency import AddRationales, SaliencyModelHandler
 from potstill.transforms.signals import SelectForTeacher, StudentModelHandler, TAModelHandler
-from potstill.transforms.teacher import ScoreWithTeacher
 from potstill.transforms.write import WriteShards
 
 
 @dataclass(frozen=True)
 class Stages:
     """The model stages of a run, built once by the driver from one teacher setup."""
-    teacher: ScoreWithTeacher
+    teacher: beam.PTransform       # ScoreWithTeacher, or the fallback's ScoreWithClassifier
     saliency: SaliencyModelHandler | None = None
     generator: GeneratorModelHandler | None = None
     ta: TAModelHandler | None = None
@@ -120,7 +119,8 @@ def build(p: beam.Pipeline, cfg: Config, stages: Stages, staging: str, round: Ro
                                                              to_row, labels)
 
     optional = contract.optional_columns(cfg)
-    keys = rows | "StoreKeys" >> beam.Map(lambda r: {"key": r.value("request").key})
+    keys = rows | "StoreKeys" >> beam.FlatMap(  # none when the fallback classifier labelled them
+        lambda r: [{"key": r.value("request").key}] if r.value("request") else [])
     written = [write([rows], "scored", contract.scored_schema(optional), contract.row),
                write([keys], "keys", store.KEYS_SCHEMA),  # the store entries this version needs
                write(rejected, "rejected", contract.REJECTED_SCHEMA),

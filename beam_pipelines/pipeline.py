@@ -75,13 +75,13 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
     setup, audit_report = audit_teacher(cfg, TeacherSetup.from_config(
         cfg, plan.teacher.path, seeds, store=teacher_store, threads=threads), seeds)
     expected = plan.expected_rows(cfg)
-    handler = TeacherModelHandler(setup, retries=cfg.teacher.max_retries,
-                                  expected_rows=expected)
+    teacher_stage, labelled_by = labelling_stage(cfg, setup, audit_report, seeds, expected)
+    explain = cfg.saliency.enabled and labelled_by["teacher"] == "llm"
+    if cfg.saliency.enabled and not explain:
+        log.warning("saliency.enabled: no rationales, the LLM did not label the rows")
     stages = Stages(
-        teacher=ScoreWithTeacher(handler,
-                                 keep_raw="label_probs_raw" in contract.optional_columns(cfg),
-                                 partitions=partitions(expected, cfg.teacher.batch_size)),
-        saliency=SaliencyModelHandler(setup, cfg.saliency, expected) if cfg.saliency.enabled else None,
+        teacher=teacher_stage,
+        saliency=SaliencyModelHandler(setup, cfg.saliency, expected) if explain else None,
         generator=generator_handler(cfg, plan.generator.path, threads) if plan.generator else None,
         ta=TAModelHandler(setup.for_assistant(plan.ta.path), cfg.signals.ta_batch_size, expected)
         if plan.ta else None,
@@ -93,18 +93,47 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
         audit_usage = usage.remote_counts(audit_report.pop("remote_usage", {}))
         throughput, extra = run_rounds(cfg, stages, staging, seeds, beam_args, test_pipeline,
                                        driver_usage=audit_usage)
-        if cfg.saliency.enabled:  # the deletion test, on the driver (models/saliency/faithfulness.py)
+        extra["labelled_by"] = labelled_by
+        if explain:  # the deletion test, on the driver (models/saliency/faithfulness.py)
             from potstill.models.saliency.faithfulness import manifest_entry
 
             scored = _staged_scored(cfg, staging, columns=["id", "text", "choices", "rationale",
                                                            "teacher_label", "gold_label"])
             extra["saliency"] = manifest_entry(setup, cfg.saliency, scored)
         driver_keys = audit_report.pop("store_keys", [])
-        return job.finish(cfg, plan, staging, audit_report, throughput=throughput, extra=extra,
-                          driver_keys=driver_keys)
+        version = job.finish(cfg, plan, staging, audit_report, throughput=throughput, extra=extra,
+                             driver_keys=driver_keys)
+        if labelled_by["teacher"] != "llm":
+            gold = labelled_by["gate"].get("gold_classifier_cv") or {}
+            log.warning("labelled by the gold rows' own classifier (%s), not the LLM teacher: the "
+                        "LLM's macro-F1 on the gold rows was %.3f, the classifier's %s. %s",
+                        labelled_by["encoder"], labelled_by["gate"]["macro_f1"],
+                        f"{gold['macro_f1']:.3f}" if gold else "not measured", labelled_by["why"])
+        return version
     finally:
         loading.release()  # the shared weights (and vLLM engines) of this run
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def labelling_stage(cfg: Config, setup: TeacherSetup, audit_report: dict, seeds: list[Record],
+                    expected: int) -> tuple[beam.PTransform, dict]:
+    """The stage that labels the rows, and the manifest's `labelled_by`: the LLM teacher, or,
+    when the gate found it weak and `audit.on_weak_teacher` is fallback, the gold rows' own
+    classifier (models/quality/fallback.py: no LLM call on the pool)."""
+    gate = audit_report.get("gate") or {}
+    if gate.get("weak") and gate.get("action") == "fallback":
+        from potstill.models.quality import fallback
+        from potstill.transforms.classifier import ClassifierModelHandler, ScoreWithClassifier
+
+        clf = fallback.fit(cfg.audit, cfg.student, cfg.task.labels, seeds)
+        log.warning("the gold rows' own classifier (%s, C=%g) labels the rows, not the LLM",
+                    clf.encoder, clf.c)
+        return (ScoreWithClassifier(ClassifierModelHandler(clf, expected_rows=expected)),
+                fallback.manifest_entry(clf, gate))
+    handler = TeacherModelHandler(setup, retries=cfg.teacher.max_retries, expected_rows=expected)
+    stage = ScoreWithTeacher(handler, keep_raw="label_probs_raw" in contract.optional_columns(cfg),
+                             partitions=partitions(expected, cfg.teacher.batch_size))
+    return stage, {"teacher": "llm", "model": cfg.teacher.model}
 
 
 def audit_teacher(cfg: Config, setup: TeacherSetup, seeds: list[Record]) -> tuple[TeacherSetup, dict]:

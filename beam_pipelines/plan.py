@@ -141,8 +141,12 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
                 "rejected": dict(sorted(Counter(x.reason for x in rejected.get(source, [])).items())),
                 "valid": len(rows.get(source, []))}
 
+    warnings = plan_warnings(cfg, len(seeds), len(unique) - len(seeds), rejected.get("seed", []))
+    for line in warnings:
+        log.warning("%s", line)
     return {
         "dataset": cfg.dataset, "fingerprint": fingerprint_plan.fingerprint,
+        "warnings": warnings,
         "existing_version": str(existing) if existing else None,
         "rows": {**{s: split_rows(s) for s in rows}, "filtered": dict(sorted(filtered.items())),
                  "unique": {"seed": len(seeds), "corpus": len(unique) - len(seeds)}},
@@ -160,6 +164,24 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
                             list(audit_sent.values())),
         "prompt": prompt,
     }
+
+
+def plan_warnings(cfg: Config, n_seed: int, n_corpus: int, seed_rejected: list) -> list[str]:
+    """What a user should know before paying for the run: a gold set too small to judge the
+    teacher, gold labels that are near-misses of the task's, nothing left to distil."""
+    out = []
+    if cfg.corpus.seed is not None and n_seed < cfg.audit.min_seed_rows:
+        out.append(f"only {n_seed} valid gold seed rows (< audit.min_seed_rows="
+                   f"{cfg.audit.min_seed_rows}): the teacher will be neither tuned nor judged by "
+                   "the quality gate; add gold rows to have it checked")
+    near = [r for r in seed_rejected if r.reason == "unknown_label" and "did you mean" in r.detail]
+    if near:
+        out.append(f"{len(near)} gold seed rows rejected for a label that differs from a task label "
+                   f"only by case or spaces, e.g. {near[0].input_ref}: {near[0].detail}")
+    if n_corpus == 0:
+        out.append("no corpus rows to distil: every unlabeled row was rejected, or is a duplicate of "
+                   "a seed or test row (is corpus.unlabeled the same file as corpus.seed?)")
+    return out
 
 
 def audit_keys(cfg, lt, seeds: list) -> list[tuple[str, int]]:

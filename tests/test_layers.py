@@ -138,6 +138,7 @@ CONFIG_ENTRIES = {
     "potstill.models.quality.audit.tune_and_gate", "potstill.models.quality.evaluate.read_test_split",
     "potstill.models.quality.evaluate.evaluate_teacher", "potstill.models.student.data.read_test",
     "potstill.models.student.rationale_input.compute_test_rationales",
+    "potstill.models.student.data.seed_dataset",
     "potstill.models.student.trainer.train", "potstill.models.student.trainer.evaluate",
     "potstill.models.teacher.remote_endpoint.resolved_config",
     "potstill.models.teacher.teacher_setup.TeacherSetup.from_config",

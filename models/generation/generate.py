@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-from potstill.rows.records import normalise_text
+from potstill.rows.records import dedup_key, normalise_text
 
 MAX_EXAMPLE_CHARS = 600  # an example longer than this is cut in the prompt (keeps prompts short)
 
@@ -227,7 +227,7 @@ def parse_output(raw: str, labels: Sequence[str], truncated: bool = False) -> Pa
         if text == before:
             break
     text = normalise_text(text)
-    if not text:
+    if not dedup_key(text):  # nothing visible (invisible characters only) is no text
         return Parsed(None, "no_text", raw, "nothing left after removing prefixes, labels and quotes")
     if text.strip(" .!").casefold() in {l.casefold() for l in labels}:
         return Parsed(None, "label_only", raw, "the output is a label, not an example")

@@ -42,6 +42,8 @@ from typing import Iterable
 
 import numpy as np
 
+from potstill.rows.records import dedup_key
+
 SCRIPT_MIN_SHARE = 0.05      # a script is the corpus's when it holds >= 5% of a sample's letters
 SHINGLE_CHARS = 5
 MINHASH_SEED = 1
@@ -144,7 +146,9 @@ def example_overlap(text: str, examples) -> float:
 # --- near duplicates --------------------------------------------------------------------------
 
 def shingles(text: str, k: int = SHINGLE_CHARS) -> list[bytes]:
-    t = " ".join(text.casefold().split())
+    """Character k-grams of the visible text (records.dedup_key: invisible and compatibility
+    characters never hide a near-duplicate or a test leak), case-folded."""
+    t = " ".join(dedup_key(text).casefold().split())
     if len(t) <= k:
         return [t.encode("utf-8")]
     return list({t[i:i + k].encode("utf-8") for i in range(len(t) - k + 1)})

@@ -152,6 +152,7 @@ def tune_and_gate(cfg: Config, setup: TeacherSetup, seeds: list[Record], judge: 
     if not judged:
         report["gate"] = {"weak": None, "note": f"{len(seeds)} gold rows < audit.min_seed_rows="
                           f"{a.min_seed_rows}: the teacher was neither tuned nor judged"}
+        log.warning("the quality gate is skipped: %s", report["gate"]["note"])
     else:
         gold_pred = None
         if a.compare_gold and task.kind == "classification":

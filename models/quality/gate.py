@@ -6,15 +6,16 @@ cross-validated predictions when it ran). The teacher is weak when
   - some class with at least `audit.min_class_support` gold rows has recall below
     `audit.min_class_recall` (the teacher ~never finds it), or
   - (`audit.compare_gold`) its macro-F1 is below that of a classifier trained on the gold rows
-    alone, minus `audit.gold_margin`: a logistic regression on the student encoder's embeddings
+    alone, minus `audit.gold_margin`: a logistic regression on `audit.gold_encoder`'s embeddings
     (models/quality/trust.py, its C chosen as the trust recipe chooses it), cross-validated over
     `audit.folds` folds. A cheap stand-in for a fine-tuned gold-only student, which usually does
     a little better: the check is lenient. The margin (default 0.02) is there because both
     figures are estimates from the same few rows: on R8 (40 seed rows) the 1.5B teacher's 0.816
     against the classifier's 0.821 would have stopped a teacher that scores 0.862 macro-F1 on
     the test split where students trained on the gold rows alone reach 0.74-0.79.
-`audit.on_weak_teacher` says what follows: stop (raise WeakTeacher before the pool is labelled),
-warn (log and go on) or continue (only the manifest records it).
+`audit.on_weak_teacher` says what follows: fallback (the default: that gold-rows classifier
+labels the pool instead, models/quality/fallback.py), stop (raise WeakTeacher before the pool is
+labelled), warn (log and label with the LLM anyway) or continue (only the manifest records it).
 """
 from __future__ import annotations
 
@@ -39,13 +40,12 @@ class WeakTeacher(AuditFailed):
 
 def gold_classifier_cv(student: Student, a: Audit, n_labels: int, texts: list[str],
                        gold: np.ndarray) -> np.ndarray:
-    """Out-of-fold predictions of the gold-rows classifier on the seed rows: the student
-    encoder's embeddings, C chosen from `student.probe_c`, `audit.folds` folds."""
-    from potstill.models.embed import Embedder
-    from potstill.models.registry import resolve_model
+    """Out-of-fold predictions of the gold-rows classifier on the seed rows: `audit.gold_encoder`'s
+    embeddings, C chosen from `student.probe_c`, `audit.folds` folds."""
+    from potstill.models.quality.fallback import gold_embedder
     from potstill.models.quality.trust import choose_c
 
-    embed = Embedder(resolve_model(student.model).path, max_length=student.max_length)
+    _, embed = gold_embedder(a, student)
     _, probs, _ = choose_c(embed(texts), gold, n_labels, student.probe_c, a.folds, a.search.seed)
     return probs.argmax(1)
 
@@ -94,6 +94,10 @@ def enforce(a: Audit, verdict: dict) -> None:
             "labelling the pool (audit.on_weak_teacher=stop). Try plain-language answers for opaque "
             "labels (audit.search.alternatives), more gold rows, a stronger teacher.model, or "
             "audit.on_weak_teacher=warn to label the pool anyway.")
+    if action == "fallback":
+        log.warning("the teacher looks weak on the %d gold seed rows: %s; the gold rows' own "
+                    "classifier labels the pool instead (audit.on_weak_teacher=fallback)",
+                    verdict["n"], what)
     if action == "warn":
         log.warning("the teacher looks weak on the %d gold seed rows: %s; labelling the pool anyway "
                     "(audit.on_weak_teacher=warn)", verdict["n"], what)

@@ -34,9 +34,11 @@ from potstill.models.metrics import classification_metrics
 from potstill.models.quality.trust import folds_of
 from potstill.config.core import Task, Teacher
 from potstill.config.quality import Audit, AuditSearch
+from potstill.progress import Progress
 from potstill.rows.records import Record
 
 log = logging.getLogger(__name__)
+SEARCH_CHUNK = 32  # rows per model call in the search: progress moves, each chunk is stored as it is answered
 
 
 @dataclass
@@ -177,11 +179,14 @@ def search(t: Teacher, a: Audit, task: Task, teacher, seeds: list[Record], embed
     past_options = np.arange(len(labels))[None, :] >= n_options[:, None]
     inputs = list(t.content_free_inputs)
     start, n_passes, candidates = time.perf_counter(), 0, []
-    for p in passes(t, a.search, task, teacher, seeds, embed):
+    planned = list(passes(t, a.search, task, teacher, seeds, embed))
+    per_pass = len(texts) + (len(inputs) if "contextual" in cals else 0)
+    progress = Progress("setup search", len(planned) * per_pass, unit="prompts")
+    for p in planned:
         cand_index = p.variant.prompt.verbalizer.candidates
         log.info("setup search: scoring %d seed rows with the %s prompt, k=%d", len(texts), p.style, p.k)
-        seed_cand = _candidates(p.variant, texts, p.demos, store)
-        cf_cand = _candidates(p.variant, inputs, p.cf_demos, store) if "contextual" in cals else None
+        seed_cand = _candidates(p.variant, texts, p.demos, store, progress)
+        cf_cand = _candidates(p.variant, inputs, p.cf_demos, store, progress) if "contextual" in cals else None
         n_passes += 1
         for kind, forms in p.verbs:
             raw = _label_scores(seed_cand, cand_index, forms, labels)
@@ -192,8 +197,8 @@ def search(t: Teacher, a: Audit, task: Task, teacher, seeds: list[Record], embed
                 c = Candidate(p.style, p.k, kind, forms, cal, raw, prior)
                 c.macro_f1 = _macro_f1(gold, c.logprobs().argmax(1), labels)
                 candidates.append(c)
-    best = _best(candidates, np.arange(len(gold)), gold, labels)
-    cv_pred = _cv_predictions(candidates, gold, labels, a.folds, a.search.seed)
+    best = _best(candidates, np.arange(len(gold)), gold, labels, a.search.cost_margin)
+    cv_pred = _cv_predictions(candidates, gold, labels, a.folds, a.search.seed, a.search.cost_margin)
     return SearchResult(best, candidates, cv_pred, time.perf_counter() - start, n_passes)
 
 
@@ -212,43 +217,67 @@ def search_requests(t: Teacher, s: AuditSearch, task: Task, prompter, seeds: lis
     return out
 
 
-def _candidates(variant, texts: list[str], demos, store) -> np.ndarray:
-    """Raw candidate log-probs [n, C], through the teacher store when there is one."""
-    if store is None or not store.stores_answers:
-        return variant.score_candidates(texts, demos)
-    lt = replace(store, teacher=variant)
-    cand = lt.stored_candidates(texts, demos or [()] * len(texts))
-    store.calls, store.cache_hits, store.used_keys = lt.calls, lt.cache_hits, lt.used_keys
-    store.store_index = lt.store_index  # the next variant reuses the index
-    return cand
+def _candidates(variant, texts: list[str], demos, store, progress: Progress | None = None,
+                chunk: int = SEARCH_CHUNK) -> np.ndarray:
+    """Raw candidate log-probs [n, C], through the teacher store when there is one, `chunk`
+    rows at a time so that `progress` (rows done, rate, ETA) moves while the model works."""
+    parts = []
+    for lo in range(0, len(texts), chunk):
+        part, part_demos = texts[lo:lo + chunk], demos[lo:lo + chunk] if demos else None
+        if store is None or not store.stores_answers:
+            parts.append(variant.score_candidates(part, part_demos))
+        else:
+            lt = replace(store, teacher=variant)
+            parts.append(lt.stored_candidates(part, part_demos or [()] * len(part)))
+            store.calls, store.cache_hits, store.used_keys = lt.calls, lt.cache_hits, lt.used_keys
+            store.store_index = lt.store_index  # the next chunk and variant reuse the index
+        if progress is not None:
+            progress.update(len(part))
+    return np.concatenate(parts) if parts else variant.score_candidates(texts, demos)
 
 
 def _macro_f1(gold: np.ndarray, pred: np.ndarray, labels: list[str]) -> float:
     return classification_metrics(gold, pred, labels)["macro_f1"] if len(gold) else 0.0
 
 
-def _best(candidates: list[Candidate], rows: np.ndarray, gold: np.ndarray, labels) -> Candidate:
-    best, best_f1 = candidates[0], -1.0
-    for c in candidates:  # strictly better only: ties keep the earlier (configured) setup
-        f1 = _macro_f1(gold[rows], c.logprobs()[rows].argmax(1), labels)
-        if f1 > best_f1 + 1e-12:
-            best, best_f1 = c, f1
-    return best
+def _best(candidates: list[Candidate], rows: np.ndarray, gold: np.ndarray, labels,
+          cost_margin: float = 0.0) -> Candidate:
+    """The best macro-F1 on `rows`, ties keeping the earlier (configured) setup, except that a
+    setup with more demonstrations per row (dearer on every pool row) must beat the best cheaper
+    one by more than `cost_margin` and one row's worth (1/len(rows)): a difference the gold rows
+    cannot resolve is not worth k more examples in every prompt."""
+    def pick(pool: list[Candidate]) -> tuple[Candidate, float]:
+        best, best_f1 = pool[0], -1.0
+        for c in pool:  # strictly better only: ties keep the earlier (configured) setup
+            f1 = _macro_f1(gold[rows], c.logprobs()[rows].argmax(1), labels)
+            if f1 > best_f1 + 1e-12:
+                best, best_f1 = c, f1
+        return best, best_f1
+    margin = max(cost_margin, 1.0 / max(len(rows), 1)) if cost_margin else 0.0
+    chosen, chosen_f1 = None, -1.0
+    for k in sorted({c.k for c in candidates}):  # cheapest first
+        best, f1 = pick([c for c in candidates if c.k == k])
+        if chosen is None or f1 > chosen_f1 + margin:
+            chosen, chosen_f1 = best, f1
+    return chosen
 
 
-def _cv_predictions(candidates, gold, labels, folds: int, seed: int) -> np.ndarray:
+def _cv_predictions(candidates, gold, labels, folds: int, seed: int,
+                    cost_margin: float = 0.0) -> np.ndarray:
     assign = folds_of(gold, min(folds, len(gold)), seed)
     pred = np.zeros(len(gold), dtype=int)
     for f in np.unique(assign):
         train, held = np.flatnonzero(assign != f), np.flatnonzero(assign == f)
-        pred[held] = _best(candidates, train, gold, labels).logprobs()[held].argmax(1)
+        pred[held] = _best(candidates, train, gold, labels, cost_margin).logprobs()[held].argmax(1)
     return pred
 
 
 def report(result: SearchResult, gold: np.ndarray, labels: list[str]) -> dict:
     """The manifest's `teacher_audit.search`: every candidate's score, the choice, the CV figures."""
     cv = classification_metrics(gold, result.cv_pred, labels)
-    return {"chosen": result.chosen.name, "criterion": "macro_f1 on the seed rows (ties: configured first)",
+    return {"chosen": result.chosen.name,
+            "criterion": "macro_f1 on the seed rows (ties: configured first; more demonstrations "
+                         "only past audit.search.cost_margin)",
             "candidates": [{"setup": c.name, "macro_f1": round(c.macro_f1, 4),
                             "accuracy": round(float((c.logprobs().argmax(1) == gold).mean()), 4)}
                            for c in result.candidates],

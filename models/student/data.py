@@ -84,6 +84,26 @@ def load_dataset(dataset_dir: str | Path, labels: list[str]) -> tuple[dict, dict
             "weight": weight, "rationales": rows.get("rationale")}, manifest
 
 
+def seed_dataset(cfg: Config) -> tuple[dict, dict]:
+    """The config's gold seed rows as the arrays `load_dataset` gives (every row a seed row on
+    its gold label, weight 1): the gold-only student needs no published version."""
+    if cfg.corpus.seed is None:
+        raise TrainerError("train_on=seed without --dataset needs corpus.seed in the config")
+    records, rejected = read_configured(cfg, "seed")
+    if rejected:
+        log(f"seed split: {len(rejected)} rows rejected")
+    if not records:
+        raise TrainerError(f"seed split {cfg.corpus.seed.path} has no valid rows ({len(rejected)} rejected)")
+    labels = cfg.task.labels
+    label_idx = np.asarray([labels.index(r.gold_label) for r in records], dtype=np.int64)
+    n = len(records)
+    return ({"texts": [r.model_input for r in records], "label_idx": label_idx,
+             "probs": np.eye(len(labels))[label_idx], "is_seed": np.ones(n, dtype=bool),
+             "teacher_probs": np.full((n, len(labels)), np.nan), "weight": np.ones(n),
+             "rationales": None},
+            {"labels": list(labels), "version": None, "source": str(cfg.corpus.seed.path)})
+
+
 def read_test(cfg: Config) -> tuple[list[str], np.ndarray, int]:
     """Test texts, gold label indices and the number of rejected test rows."""
     test = cfg.corpus.test

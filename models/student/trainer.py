@@ -40,7 +40,7 @@ from potstill.models.metrics import classification_metrics
 from potstill.models.student.rationale_input import compute_test_rationales, with_rationale
 from potstill.models.registry import ensure_offline, resolve_model
 from potstill.models.student.student import StudentClassifier, embeddings, load_student, predict_proba
-from potstill.models.student.data import TrainerError, load_dataset, log, read_test  # noqa: F401
+from potstill.models.student.data import TrainerError, load_dataset, log, read_test, seed_dataset  # noqa: F401
 from potstill.config.core import Config, ConfigError, Student, load_config
 from potstill.progress import Progress
 
@@ -174,9 +174,11 @@ def score(model, tokenizer, s: Student, labels: list[str], texts: list[str], y: 
     return (metrics, probs) if with_probs else metrics
 
 
-def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: str = "all",
+def train(dataset_dir: str | Path | None, cfg: Config, out_dir: str | Path, train_on: str = "all",
           compare: dict[str, str | Path] | None = None) -> dict:
     """Train a student on the version at dataset_dir, save it to out_dir, return its metrics.
+    With train_on="seed" and no dataset_dir, on the config's gold seed rows alone (the gold-only
+    student, the baseline every distilled student is compared with).
 
     Besides potstill's own folder, OUT/hf/ holds the same model as a standard transformers
     classifier with a model card (models/student/hf_export.py); `compare` names other metrics.json
@@ -191,7 +193,10 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
     rng = np.random.default_rng(s.seed)
 
     # data: fail on bad input (labels, test split) before any minute is spent training
-    data, manifest = load_dataset(dataset_dir, cfg.task.labels)
+    if dataset_dir is None and train_on != "seed":
+        raise TrainerError("a published version (--dataset) is needed unless --train-on seed")
+    data, manifest = (seed_dataset(cfg) if dataset_dir is None
+                      else load_dataset(dataset_dir, cfg.task.labels))
     test_texts, test_y, n_rejected = read_test(cfg)
     keep = data["weight"] > 0
     if train_on == "seed":
@@ -264,7 +269,8 @@ def train(dataset_dir: str | Path, cfg: Config, out_dir: str | Path, train_on: s
                    "text_only": metrics, **cost}
     log(f"test accuracy {metrics['accuracy']:.4f} macro_f1 {metrics['macro_f1']:.4f} n {metrics['n']}")
     metrics.update(n_test_rejected=n_rejected, train_on=train_on, train_rows=n,
-                   dataset=str(Path(dataset_dir).resolve()), dataset_version=manifest.get("version"),
+                   dataset=str(Path(dataset_dir).resolve()) if dataset_dir else None,
+                   dataset_version=manifest.get("version"),
                    epochs=epochs, seconds=round(seconds, 3), train_loss=epoch_losses)
     if recipe is not None:
         metrics["recipe"] = recipe
@@ -354,7 +360,8 @@ def parse_compare(items: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m potstill.models.student.trainer", description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True, help="dataset version folder (manifest.json, data/)")
+    parser.add_argument("--dataset", default=None, help="dataset version folder (manifest.json, "
+                        "data/); without it, --train-on seed trains on the config's gold rows")
     parser.add_argument("--config", required=True, help="the job's YAML config")
     parser.add_argument("--out", required=True, help="folder for the student, metrics.json, config.json")
     parser.add_argument("--train-on", choices=("all", "seed"), default="all")

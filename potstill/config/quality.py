@@ -23,6 +23,10 @@ class AuditSearch(_Strict):
     few_shot_k: list[int] = Field([0, 4], min_length=1, description="demonstrations per row tried")
     prompt_styles: list[Literal["labels", "letters"]] = Field(["labels"], min_length=1)
     seed: int = Field(0, description="fold assignment of the seed rows")
+    cost_margin: float = Field(0.02, ge=0, le=1, description="a setup with more demonstrations per "
+                               "row (k: every pool row's prompt carries k gold rows) is chosen only "
+                               "when its macro-F1 beats the best cheaper one by more than this, and "
+                               "by more than one seed row's worth (1/n)")
 
     @field_validator("few_shot_k")
     @classmethod
@@ -37,13 +41,18 @@ class Audit(_Strict):
     min_accuracy: float | None = Field(None, ge=0, le=1, description="stop the job below this")
     min_seed_rows: int = Field(10, ge=2, description="fewer gold rows than this: the teacher is "
                                "neither tuned nor judged (the figures would be noise)")
-    on_weak_teacher: Literal["stop", "warn", "continue"] = Field(
-        "stop", description="a weak teacher (no better than the majority class, ~zero recall on a "
-        "class, or worse than the gold rows alone): stop before labelling, warn, or go on silently")
+    on_weak_teacher: Literal["fallback", "stop", "warn", "continue"] = Field(
+        "fallback", description="a weak teacher (no better than the majority class, ~zero recall on "
+        "a class, or worse than the gold rows alone): fallback labels the pool with the gold rows' "
+        "own classifier instead (no LLM calls on the pool; models/quality/fallback.py), stop ends "
+        "the job before labelling, warn labels with the LLM anyway, continue does so silently")
     min_class_recall: float = Field(0.1, ge=0, le=1, description="a class below this recall is ~zero")
     min_class_support: int = Field(3, ge=1, description="classes with fewer gold rows are not judged on recall")
-    compare_gold: bool = Field(True, description="gate: compare with a classifier on the student "
-                               "encoder's embeddings of the gold rows (cross-validated)")
+    compare_gold: bool = Field(True, description="gate: compare with a classifier on "
+                               "`audit.gold_encoder`'s embeddings of the gold rows (cross-validated)")
+    gold_encoder: str = Field("all-mpnet-base-v2", description="the encoder under the gold rows' "
+                              "classifier that the gate compares the teacher with and that labels "
+                              "the pool in a fallback (the strongest packaged one by default)")
     gold_margin: float = Field(0.02, ge=0, le=1, description="weak when the teacher's macro-F1 is "
                                "below the gold-rows classifier's minus this (both are estimates "
                                "from the same few seed rows)")

@@ -100,7 +100,30 @@ def _teacher(manifest: dict) -> str:
         rows.update({"teacher rows answered": usage.get("rows"),
                      "model calls": usage.get("calls"), "from the store": usage.get("cache_hits")})
     note = audit.get("note")
-    return _kv(rows) + (f"\n\n{note}" if note else "")
+    return _labelled_by(manifest) + _kv(rows) + (f"\n\n{note}" if note else "")
+
+
+FALLBACK_HEADLINE = "The rows were labelled by the gold rows' own classifier, not by the LLM teacher."
+
+
+def fallback_note(manifest: dict) -> str | None:
+    """What a fallback run says first, in plain words (the card and report.html): which teacher
+    labelled the rows and why, with the gate's numbers; None when the LLM labelled them."""
+    by = manifest.get("labelled_by") or {}
+    if by.get("teacher") != "gold_classifier":
+        return None
+    gate = by.get("gate") or {}
+    gold = gate.get("gold_classifier_cv") or {}
+    return (f"A logistic regression (C={by.get('c')}) on {by.get('encoder')} embeddings of the "
+            f"{by.get('seed_rows')} gold seed rows labels the pool; label_probs are its "
+            f"probabilities (out-of-fold on seed rows). Why: {by.get('why')}. On the gold rows the "
+            f"LLM's macro-F1 was {gate.get('macro_f1')}, the classifier's {gold.get('macro_f1')} "
+            "(cross-validated).")
+
+
+def _labelled_by(manifest: dict) -> str:
+    note = fallback_note(manifest)
+    return f"**{FALLBACK_HEADLINE}** {note}\n\n" if note else ""
 
 
 def _lineage(manifest: dict) -> str:

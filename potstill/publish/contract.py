@@ -59,7 +59,9 @@ CORE_COLUMNS: tuple[Column, ...] = (
     Column("label", pa.string(), False,
            "Training target: the gold label on seed rows, the teacher's label elsewhere."),
     Column("label_probs", pa.list_(pa.float32()), False,
-           "Teacher distribution over the manifest's `labels`, in that order; sums to 1."),
+           "Teacher distribution over the manifest's `labels`, in that order; sums to 1. The "
+           "teacher is the one the manifest's `labelled_by` names: the LLM, or in a fallback run "
+           "the gold rows' own classifier (its out-of-fold probabilities on seed rows)."),
     Column("teacher_label", pa.string(), False, "The teacher's arg-max label."),
     Column("teacher_confidence", pa.float32(), False, "max(label_probs)."),
     Column("teacher_entropy", pa.float32(), False, "Entropy of label_probs in nats."),

@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import duckdb
 
 from potstill.reports import analysis, plots, tables
-from potstill.publish import versions
+from potstill.publish import card, versions
 
 log = logging.getLogger(__name__)
 
@@ -195,13 +195,20 @@ def _confusion(rows: list[dict], labels: list[str]) -> str:
     return f"<table><tr><th></th>{head}</tr>{body}</table>"
 
 
+def _labelled_by(manifest: dict) -> str:
+    note = card.fallback_note(manifest)
+    return (f'<p class="note"><b>{html.escape(card.FALLBACK_HEADLINE)}</b> {html.escape(note)}</p>'
+            if note else "")
+
+
 def _teacher(ctx: Context) -> str:
     # The audit's shape grows with the teacher's options: its top-level scalars go in one
     # row, anything nested as dotted key/value rows beside the throughput.
     flat = analysis.flatten(ctx.manifest.get("teacher_audit") or {})
     top = {k: v for k, v in flat.items() if "." not in k and k}
     nested = [{"key": k, "value": v} for k, v in flat.items() if "." in k]
-    out = "<h2>Teacher audit (gold seed rows)</h2>" + (table([top]) if top else "")
+    out = "<h2>Teacher audit (gold seed rows)</h2>" + _labelled_by(ctx.manifest)
+    out += table([top]) if top else ""
     out += '<div class="row">'
     if nested:
         out += f"<div><h3>Audit details</h3>{table(nested)}</div>"

@@ -131,6 +131,15 @@ def dedup_key(text: str) -> str:
         text = key
 
 
+def did_you_mean(value: str, allowed: Sequence[str]) -> str | None:
+    """The allowed label `value` differs from only by case or spaces (`Account` for `account`,
+    `credit card` for `credit_card`), if exactly one does."""
+    def fold(s: str) -> str:
+        return "".join(ch for ch in s.casefold() if not ch.isspace() and ch not in "_-")
+    near = [a for a in allowed if fold(a) == fold(value)]
+    return near[0] if len(near) == 1 else None
+
+
 def stable_id(text: str) -> str:
     """Content hash of the text's `dedup_key`: texts that differ only in invisible characters,
     compatibility forms or whitespace share an id across splits and runs."""
@@ -211,7 +220,9 @@ def validate(raw: dict | Malformed, *, source: str, input_ref: str, text_field: 
                                            f"strings or integers, one of {allowed}")
         gold = str(gold).strip()
         if gold not in allowed:
-            return reject("unknown_label", f"label {gold!r} is not one of {allowed}")
+            near = did_you_mean(gold, allowed)
+            return reject("unknown_label", f"label {gold!r} is not one of {allowed}"
+                                           + (f": did you mean {near!r}?" if near else ""))
     return Record(stable_id(model_input(text, choices)), text, source, gold, input_ref,
                   choices=tuple(choices) if choices else None)
 

@@ -81,3 +81,22 @@ def test_plan_counts_the_setup_search_s_requests(config):  # noqa: F811
     assert p["audit"]["calls"] == m["teacher_audit"]["teacher_usage"]["calls"]
     assert p["audit"]["calls"] > configured_only["audit"]["calls"] > 0
     assert make_plan(searched, sample=0)["audit"]["calls"] == 0  # all stored now
+
+
+def test_plan_warns_about_a_small_gold_set_near_miss_labels_and_nothing_to_distil(tmp_path, tiny_lm,
+                                                                                  caplog):
+    seed = [{"text": "good", "label": "positive"}, {"text": "bad", "label": "negative"},
+            {"text": "meh", "label": " Positive"}]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in seed))
+    (tmp_path / "u.jsonl").write_text('{"text": "good"}\n{"text": "bad"}\n')  # copies of gold rows
+    cfg = parse_config({"dataset": "toy", "output_root": str(tmp_path / "out"),
+                        "task": {"labels": ["negative", "positive"]},
+                        "corpus": {"unlabeled": {"path": str(tmp_path / "u.jsonl")},
+                                   "seed": {"path": str(tmp_path / "s.jsonl")}},
+                        "teacher": {"model": tiny_lm}})
+    with caplog.at_level("WARNING"):
+        warnings = make_plan(cfg, sample=0)["warnings"]
+    assert any("only 2 valid gold seed rows (< audit.min_seed_rows=10)" in w for w in warnings)
+    assert any("did you mean 'positive'?" in w and "s.jsonl:3" in w for w in warnings)
+    assert any("no corpus rows to distil" in w for w in warnings)
+    assert all(w in caplog.text for w in warnings)

@@ -24,14 +24,15 @@ def raw_config(tmp_path, teacher, student, **audit):
             "corpus": {"unlabeled": {"path": str(unl)}, "seed": {"path": str(seed)}},
             "teacher": {"model": teacher, "threads": 1},
             "student": {"model": student, "threads": 1},
-            "audit": {"search": {"few_shot_k": [0]}, **audit}}
+            "audit": {"search": {"few_shot_k": [0]}, "on_weak_teacher": "stop",
+                      "gold_encoder": student, **audit}}
 
 
 def test_judge_names_the_numbers():
     from potstill.models.quality.gate import judge
 
     cfg = parse_config({"dataset": "d", "task": {"labels": ["ham", "spam"]},
-                        "corpus": {"unlabeled": {"path": "x"}}})
+                        "corpus": {"unlabeled": {"path": "x"}}, "audit": {"on_weak_teacher": "stop"}})
     gold = np.array([0] * 8 + [1] * 8)
     verdict = judge(cfg.audit, cfg.task.labels, gold, np.ones(16, dtype=int), gold_clf_pred=gold)
     assert verdict["weak"] and verdict["action"] == "stop"

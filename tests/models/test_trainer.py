@@ -107,6 +107,27 @@ def test_train_on_seed_uses_only_seed_rows(setup, tmp_path):
     assert metrics["train_rows"] == 8 and metrics["train_on"] == "seed"
 
 
+def test_the_gold_only_student_needs_no_version(tmp_path, tiny_bert, capsys):
+    """`potstill train --train-on seed` reads the config's gold rows: the same student as the
+    version's seed rows give, with no published version at all."""
+    from potstill.beam_pipelines.cli import main
+
+    dataset = write_version(tmp_path / "v1")
+    rows = pq.read_table(dataset / "data").to_pylist()
+    (tmp_path / "seed.jsonl").write_text("".join(json.dumps({"text": r["text"], "label": r["gold_label"]})
+                                                 + "\n" for r in rows if r["source"] == "seed"))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw_config(tmp_path, tiny_bert)))
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "gold"), "--train-on", "seed"]) == 0
+    alone = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert alone["train_rows"] == 8 and alone["train_on"] == "seed" and alone["dataset"] is None
+    from_version = train(dataset, parse_config(raw_config(tmp_path, tiny_bert)), tmp_path / "v-gold",
+                         train_on="seed")
+    assert alone["accuracy"] == from_version["accuracy"] and alone["macro_f1"] == from_version["macro_f1"]
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "x")]) == 2
+    assert "--dataset) is needed unless --train-on seed" in capsys.readouterr().err
+
+
 def test_zero_weight_rows_change_nothing(tmp_path, tiny_bert):
     cfg = parse_config(raw_config(tmp_path, tiny_bert, epochs=2))
     corrupt = {"text": "the film was good", "label": "negative", "label_probs": [1.0, 0.0],

@@ -125,3 +125,24 @@ def test_the_tuned_setup_keeps_the_model_its_store_and_the_drivers_thread_share(
     assert tuned.verbalizers != setup.verbalizers  # the search chose the case variants
     assert (tuned.threads, tuned.store) == (1, store)
     assert (tuned.model_path, tuned.demo_pool, tuned.engine) == (setup.model_path, setup.demo_pool, setup.engine)
+
+
+def test_more_demonstrations_must_win_by_a_margin_the_gold_rows_resolve():
+    """k=4 puts four gold rows in every pool row's prompt: it is chosen only when it beats the
+    best k=0 setup by more than audit.search.cost_margin (and one row's worth)."""
+    from potstill.models.quality.tuning import Candidate, _best
+
+    gold = np.array([0] * 20 + [1] * 20)
+
+    def candidate(k, wrong):
+        pred = gold.copy()
+        pred[:wrong] = 1 - pred[:wrong]
+        raw = np.full((40, 2), -5.0)
+        raw[np.arange(40), pred] = 0.0
+        return Candidate("labels", k, "exact", None, "none", raw)
+    cheap, slightly, much = candidate(0, 4), candidate(4, 3), candidate(4, 0)
+    rows = np.arange(40)
+    assert _best([cheap, slightly], rows, gold, LABELS, cost_margin=0.05) is cheap
+    assert _best([cheap, much], rows, gold, LABELS, cost_margin=0.05) is much
+    assert _best([cheap, slightly], rows, gold, LABELS, cost_margin=0.0) is slightly  # plain best
+    assert _best([slightly, cheap], rows, gold, LABELS, cost_margin=0.05) is cheap  # order does not matter

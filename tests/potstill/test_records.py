@@ -137,3 +137,12 @@ def test_an_option_of_invisible_characters_only_is_empty():
     assert isinstance(ok, Record) and ok.choices == ("yes", "n\u200bo")
     assert ok.id == check({**raw, "choices": ["yes", "no"]}, labels=["A", "B"],
                           choices_field="choices").id
+
+
+def test_a_label_that_differs_only_by_case_or_spaces_gets_a_suggestion():
+    from potstill.rows.records import did_you_mean
+
+    assert did_you_mean("Account", ["account", "billing"]) == "account"
+    assert did_you_mean("credit card", ["credit_card", "refund"]) == "credit_card"
+    assert did_you_mean("acount", ["account"]) is None  # a typo is not a case difference
+    assert did_you_mean("a b", ["ab", "a_b"]) is None    # two candidates: no guess
