@@ -38,6 +38,8 @@ setup(
         "pandas",
         "cleanlab==2.9.0",   # label issues on the seed rows (pulls scikit-learn)
         "matplotlib",        # report.html plots (inline SVG)
+        "onnx==1.23.2",      # the student's ONNX export (OUT/onnx/), checked with onnxruntime
+        "onnxruntime==1.32.0",
     ],
     extras_require={
         # datasets: the test that loads a published version with Hugging Face's loader

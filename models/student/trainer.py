@@ -259,14 +259,17 @@ def train(dataset_dir: str | Path | None, cfg: Config, out_dir: str | Path, trai
                                             selector)
 
     # evaluate on the held-out test split, then save model, metrics and the resolved config
-    metrics = score(model, tokenizer, cfg.student, cfg.task.labels, test_texts, test_y,
-                    features=pretrained(test_texts, "test") if frozen else None)
+    metrics, test_probs = score(model, tokenizer, cfg.student, cfg.task.labels, test_texts, test_y,
+                                with_probs=True, features=pretrained(test_texts, "test") if frozen else None)
+    test_in = test_texts
     if s.input == "text+rationale":  # primary metrics on text+rationale, as trained
         rationales, cost = compute_test_rationales(cfg, test_texts, manifest, cache_dir=out_dir)
         test_in = with_rationale(test_texts, rationales, tokenizer)
-        metrics = {**score(model, tokenizer, cfg.student, cfg.task.labels, test_in, test_y,
-                           features=pretrained(test_in, "test+rationale") if frozen else None),
-                   "text_only": metrics, **cost}
+        text_only = metrics
+        metrics, test_probs = score(model, tokenizer, cfg.student, cfg.task.labels, test_in, test_y,
+                                    with_probs=True,
+                                    features=pretrained(test_in, "test+rationale") if frozen else None)
+        metrics = {**metrics, "text_only": text_only, **cost}
     log(f"test accuracy {metrics['accuracy']:.4f} macro_f1 {metrics['macro_f1']:.4f} n {metrics['n']}")
     metrics.update(n_test_rejected=n_rejected, train_on=train_on, train_rows=n,
                    dataset=str(Path(dataset_dir).resolve()) if dataset_dir else None,
@@ -290,6 +293,13 @@ def train(dataset_dir: str | Path | None, cfg: Config, out_dir: str | Path, trai
     (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
     save_standard_model(model, cfg.task.labels, cfg.student.max_length, cfg.model_dump(mode="json"),
                         out, metrics, compare or {})
+    if s.export_onnx:  # OUT/onnx/: one graph that runs without potstill, checked on every test row
+        from potstill.models.student import onnx_export
+
+        metrics["export"] = {"onnx": onnx_export.export_checked(model, out, s.max_length, test_in,
+                                                                test_probs)}
+        log(f"onnx export: {metrics['export']['onnx']}")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

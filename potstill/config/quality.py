@@ -89,6 +89,9 @@ class Student(_Strict):
     seed_weight: float = Field(1.0, ge=0, description="loss multiplier for gold seed rows")
     seed: int = 0
     threads: int | None = Field(None, ge=1)
+    export_onnx: bool = Field(True, description="also write OUT/onnx/: the student (encoder, pooling, "
+                              "head) as one ONNX graph with its tokenizer, checked with onnxruntime "
+                              "against potstill's own probabilities on every test row")
     input: Literal["text", "text+rationale"] = Field(
         "text", description="text+rationale: the saliency rationale after a [SEP] (models/student/rationale_input.py)")
     recipe: Literal["trust", "kd"] = Field(
