@@ -230,8 +230,19 @@ def house(root: Path) -> dict:
             floor[room] = 1 + max((height(b, seen + (room,)) for b in below), default=0)
         return floor[room]
     per_folder = Counter(folder[m] for p, m in names.items() if p.name != "__init__.py")
+    depth: dict[str, int] = {}
+
+    def module_floor(m, seen=()):  # the longest import chain below a module (cycles cut)
+        if m not in depth:
+            below = [b for a, b in edges if a == m and b not in seen]
+            depth[m] = 1 + max((module_floor(b, seen + (m,)) for b in below), default=0)
+        return depth[m]
+    deepest_in = Counter()
+    for m in known:
+        deepest_in[folder[m].split("/")[0]] = max(deepest_in[folder[m].split("/")[0]], module_floor(m))
     return {"rooms": len(rooms), "floors": max(map(height, rooms)), "room_arrows": len(room_edges),
-            "module_arrows": len(edges), "modules_per_folder": dict(sorted(per_folder.items()))}
+            "module_arrows": len(edges), "module_floors": dict(sorted(deepest_in.items())),
+            "modules_per_folder": dict(sorted(per_folder.items()))}
 
 
 if __name__ == "__main__":

@@ -155,8 +155,9 @@ def _f(v) -> str:
 def save_standard(model, out_dir: str | Path, max_length: int, card: str) -> Path:
     """Write the standard model, its tokenizer (truncating at `max_length`) and card."""
     out = Path(out_dir)
+    standard = to_bert_classifier(model)  # raises ExportError before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    to_bert_classifier(model).save_pretrained(out)  # safetensors only (transformers 5)
+    standard.save_pretrained(out)  # safetensors only (transformers 5)
     tok = copy.deepcopy(model.tokenizer)
     tok.model_max_length = max_length
     tok.save_pretrained(out)

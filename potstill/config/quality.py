@@ -67,9 +67,11 @@ WARM_UP_FIELDS = ("model", "epochs", "min_steps", "batch_size", "learning_rate",
 
 
 class Student(_Strict):
-    model: str = "all-minilm-l6-v2"
+    model: str = Field("all-mpnet-base-v2", description="the student's pretrained encoder; the "
+                       "default (with encoder: frozen) measured best on every public corpus "
+                       "(docs/measurements/student-training.md)")
     encoder: Literal["finetune", "frozen"] = Field(
-        "finetune", description="finetune: train encoder and head; frozen: one encoder pass, then "
+        "frozen", description="finetune: train encoder and head; frozen: one encoder pass, then "
         "only the label head, fitted with a cross-validated L2 penalty (models/student/head.py): fast, "
         "for large encoders on a CPU")
     head_c: list[float] = Field([0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], min_length=1,

@@ -36,7 +36,7 @@ corpus:
   seed: {path: data/seed.parquet, text_field: text, label_field: label}
   test: {path: data/test.parquet, text_field: text, label_field: label}
 teacher: {model: smollm2-135m-instruct, batch_size: 8}
-student: {model: all-minilm-l6-v2, epochs: 1, batch_size: 16}
+student: {model: all-minilm-l6-v2, encoder: finetune, epochs: 1, batch_size: 16}
 """)
     return root
 

@@ -84,6 +84,7 @@ def test_the_packaged_mpnet_student_exports_to_onnx(tmp_path, capsys):
     """The strongest packaged encoder (all-mpnet-base-v2), frozen, exports and agrees on every row."""
     metrics, preds = train_and_evaluate(tmp_path, "all-mpnet-base-v2", capsys, encoder="frozen")
     assert metrics["export"]["onnx"]["folder"] == "onnx"
+    assert not (tmp_path / "student" / "hf").exists()  # no BERT classifier for MPNet, no empty folder
     rows = [json.loads(l) for l in preds.read_text().splitlines()]
     got = run_without_potstill(tmp_path, tmp_path / "student" / "onnx", preds)
     np.testing.assert_allclose(got["probs"], [r["probs"] for r in rows], atol=1e-4)

@@ -60,8 +60,9 @@ def raw_config(tmp: Path, model: str, n_test: int = 10, **student) -> dict:
     return {"dataset": "toy", "task": {"labels": LABELS},
             "corpus": {"unlabeled": {"path": str(tmp / "unlabeled.jsonl")},
                        "seed": {"path": str(tmp / "seed.jsonl")}, "test": {"path": str(test)}},
-            "student": {"model": model, "epochs": 6, "batch_size": 8, "learning_rate": 3e-3,
-                        "max_length": 16, "seed": 0, "threads": 1, "min_steps": 0, **student}}
+            "student": {"model": model, "encoder": "finetune", "epochs": 6, "batch_size": 8,
+                        "learning_rate": 3e-3, "max_length": 16, "seed": 0, "threads": 1,
+                        "min_steps": 0, **student}}
 
 
 @pytest.fixture
