@@ -1,12 +1,23 @@
 """What the teacher did in a run, from the Beam metrics its stage counts (transforms/teacher.py).
 
-`teacher_usage` is the manifest's record of cost: rows answered, how many came from the teacher
-store (each one a call saved), the calls actually sent to a model (every retry attempt counted),
-retries, and prompt tokens sent. With a remote teacher (`teacher.backend: openai`) it adds
-`remote`: HTTP requests (every attempt), retries by cause (429, 5xx, 408, timeout, connection,
-malformed JSON), requests given up, the tokens the server billed (generation included) and, with
-`teacher.endpoint.price_per_million`, their cost in USD. `throughput` is the model's rate, load
-time excluded.
+`teacher_usage` is the manifest's record of cost:
+
+- `rows`: pool rows answered (by the model or the store; a row given up, rejected as
+  `teacher_error`, is not answered: it is in `rows_failed`); `cache_hits`: those the teacher
+  store answered (each one a call saved);
+- `calls`: what was sent to the model. In process (hf, vllm): rows, every attempt of a batch
+  counted. Remote (`teacher.backend: openai`): HTTP requests, every attempt counted, the
+  audit's and generation's included (what the server received, less the few start-up checks);
+  a row answered once is never sent again, so the handler's re-tries of a batch cost only its
+  unanswered rows;
+- `retries`: in process, batches tried again after a failure; remote, HTTP requests sent again
+  (429, 5xx, 408, timeout, connection, malformed JSON), and the handler's batch re-tries are
+  `batch_retries`;
+- `prompt_tokens`: the prompt tokens of the rows the model was asked about, each row once.
+
+With a remote teacher it adds `remote`: HTTP requests, retries by cause, requests given up, the
+tokens the server billed (generation included) and, with `teacher.endpoint.price_per_million`,
+their cost in USD. `throughput` is the model's rate, load time excluded.
 """
 from __future__ import annotations
 
@@ -14,7 +25,7 @@ from collections import Counter
 
 from potstill.transforms.teacher import NAMESPACE
 
-COUNTERS = ("calls", "cache_hits", "retries", "prompt_tokens", "rows_scored")
+COUNTERS = ("calls", "cache_hits", "retries", "prompt_tokens", "rows_scored", "rows_failed")
 
 
 def teacher_counters(result) -> Counter:
@@ -41,8 +52,10 @@ def remote_counts(usage: dict) -> Counter:
 
 
 def teacher_usage(counts: Counter, teacher=None) -> dict:
-    """`teacher`: the `teacher` settings (the endpoint's scoring and prices), for a remote one."""
-    out = {"rows": counts["rows_scored"] + counts["cache_hits"], "cache_hits": counts["cache_hits"],
+    """The manifest's `teacher_usage` (module docstring); `teacher`: the `teacher` settings (the
+    backend, the endpoint's scoring and prices)."""
+    out = {"rows": counts["rows_scored"] - counts["rows_failed"] + counts["cache_hits"],
+           "rows_failed": counts["rows_failed"], "cache_hits": counts["cache_hits"],
            "calls": counts["calls"], "retries": counts["retries"],
            "prompt_tokens": counts["prompt_tokens"],
            "generated_tokens": counts["remote_completion_tokens"]}
@@ -60,6 +73,8 @@ def teacher_usage(counts: Counter, teacher=None) -> dict:
                                         remote["completion_tokens"] * e.price_per_million.completion)
                                        / 1e6, 6)
         out["remote"] = remote
+        # what the server saw, not the handler's row attempts (answered rows are not re-sent)
+        out.update(calls=remote["requests"], retries=remote["retries"], batch_retries=counts["retries"])
     return out
 
 

@@ -10,11 +10,19 @@ Faults (`faults`: kinds, each used once, in arrival order, on scoring requests o
 completions whose prompts are longer than `fault_min_tokens`, so the start-up checks are never
 hit): `429` (with Retry-After: 0), `500`, `timeout` (answers after `slow_s`), `drop` (closes the
 connection without answering), `malformed` (200 with a body that is not JSON), `400` (a request
-that fails again when repeated). `received` counts every request that reached the server, by
-path; `served` the answered ones; `faulted` the faults by kind.
+that fails again when repeated), and `<status>-echo-<form>` (an error with that status whose body
+echoes the key the request carried, as some servers and proxies do, in one of `ECHO_FORMS`).
+`row_faults`: kinds that stick to a row: the i-th distinct scoring prompt gets the i-th kind
+every time it is sent, so that row ends rejected whatever the retries. `models_faults`: faults
+on `GET /v1/models`; `models_echo`: a form in which `/v1/models` lists the key among its models.
+
+`received` counts every request that reached the server, by path; `scoring` the scoring
+requests among them (the ones faults may hit: the start-up checks excluded); `served` the
+answered ones; `faulted` the faults by kind.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import socket
@@ -22,6 +30,37 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote
+
+# the forms in which a server echoes a key (`echo`)
+ECHO_FORMS = ("plain", "json", "unicode", "split", "url", "basic", "straddle", "prefix", "double")
+
+
+def echo(key: str, form: str) -> str:
+    """An error body (JSON text) that echoes `key` in `form`: `plain`; `json` (an encoder that
+    escapes "/"); `unicode` (every character as \\uXXXX); `split` (every other character
+    escaped); `url` (percent-encoded); `basic` (base64 of user:key); `straddle` (plain, starting
+    10 characters before the 300th, where a message is cut); `prefix` (the server's own cut:
+    the first 12 characters); `double` (a JSON body inside a JSON string, escaped twice)."""
+    if form == "json":
+        shown = key.replace("/", "\\/")
+    elif form == "unicode":
+        shown = "".join(f"\\u{ord(c):04x}" for c in key)
+    elif form == "split":
+        shown = "".join(f"\\u{ord(c):04x}" if i % 2 else c for i, c in enumerate(key))
+    elif form == "url":
+        shown = quote(key, safe="")
+    elif form == "basic":
+        shown = base64.b64encode(f"apikey:{key}".encode()).decode()
+    elif form == "prefix":
+        shown = key[:12] + "..."
+    elif form == "double":
+        return json.dumps({"error": json.dumps({"message": f"bad key {key}"}).replace("/", "\\/")})
+    else:
+        shown = key
+    pad = "x" * max(0, 290 - len('{"error": {"message": "') - len("invalid request from "))
+    message = f"invalid request from {pad if form == 'straddle' else 'key'} {shown}"
+    return '{"error": {"message": "' + message + '", "type": "invalid_request_error"}}'
 
 
 def logprob(prefix, token: int) -> float:
@@ -31,11 +70,15 @@ def logprob(prefix, token: int) -> float:
 
 class FakeOpenAI:
     def __init__(self, model: str = "teacher", *, key: str | None = None, exact: bool = True,
-                 faults=(), fault_min_tokens: int = 20, slow_s: float = 1.0,
+                 faults=(), fault_min_tokens: int = 20, slow_s: float = 1.0, row_faults=(),
+                 models_faults=(), models_echo: str | None = None,
                  top=(("positive", -0.4), ("negative", -1.5), ("The", -2.5), ("neutral", -3.0))):
         self.model, self.key, self.exact, self.top = model, key, exact, list(top)
         self.faults, self.fault_min_tokens, self.slow_s = list(faults), fault_min_tokens, slow_s
+        self.row_faults, self.models_faults = list(row_faults), list(models_faults)
+        self.models_echo, self._row_kind = models_echo, {}
         self.received, self.served, self.faulted = Counter(), Counter(), Counter()
+        self.scoring = 0
         self.prompt_tokens = self.completion_tokens = 0
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -54,21 +97,34 @@ class FakeOpenAI:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def _next_fault(self, body: dict) -> str | None:
+    def _next_fault(self, path: str, body: dict) -> str | None:
+        if path == "/v1/models":
+            with self.lock:
+                return self.models_faults.pop(0) if self.models_faults else None
         prompts = body.get("prompt")
         if not (isinstance(prompts, list) and prompts and isinstance(prompts[0], list)
                 and len(prompts[0]) > self.fault_min_tokens):
             return None
         with self.lock:
+            self.scoring += 1
+            row = tuple(prompts[0])
+            if row not in self._row_kind and len(self._row_kind) < len(self.row_faults):
+                self._row_kind[row] = self.row_faults[len(self._row_kind)]
+            if row in self._row_kind:
+                self.faulted[self._row_kind[row]] += 1
+                return self._row_kind[row]
             if self.faults:
                 kind = self.faults.pop(0)
                 self.faulted[kind] += 1
                 return kind
         return None
 
-    def _answer(self, path: str, body: dict) -> tuple[int, dict]:
+    def _answer(self, path: str, body: dict, key: str = "") -> tuple[int, dict]:
         if path == "/v1/models":
-            return 200, {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+            data = [{"id": self.model, "object": "model"}]
+            if self.models_echo:  # a listing that shows the caller's key
+                data += [{"id": f"ft:{echo(key, self.models_echo)}", "object": "model", "owned_by": key}]
+            return 200, {"object": "list", "data": data}
         if body.get("model") != self.model:
             return 404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}}
         if path == "/v1/completions":
@@ -123,7 +179,10 @@ class FakeOpenAI:
                 if fake.key and auth != f"Bearer {fake.key}":
                     # echoes what it got, as some servers do: the client must redact it
                     return self._send(401, json.dumps({"error": f"bad key: {auth}"}).encode())
-                fault = fake._next_fault(body)
+                fault = fake._next_fault(self.path, body)
+                if fault and "-echo-" in fault:
+                    status, form = fault.split("-echo-")
+                    return self._send(int(status), echo(auth.removeprefix("Bearer "), form).encode())
                 if fault == "429":
                     return self._send(429, b'{"error": "slow down"}', [("Retry-After", "0")])
                 if fault in ("500", "400"):
@@ -138,7 +197,7 @@ class FakeOpenAI:
                     return None
                 if fault == "malformed":
                     return self._send(200, b'{"choices": [ not json')
-                status, answer = fake._answer(self.path, body)
+                status, answer = fake._answer(self.path, body, auth.removeprefix("Bearer "))
                 if status == 200:
                     with fake.lock:
                         fake.served[self.path] += 1

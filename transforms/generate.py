@@ -35,7 +35,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from potstill.models.generation.generate import (Generation, HFGenerator, PromptSpec, Sampling, build_prompts,
                              format_messages, parse_output)
 from potstill.models.teacher.backends import load_generator
-from potstill.transforms.teacher import count_remote_usage
+from potstill.transforms.teacher import count_remote_usage, error_detail
 from potstill.models.generation.text_filters import (DuplicateGuard, Reference, TextRules, Verdict, check_text,
                                  corpus_scripts, example_overlap, minhash)
 from potstill.rows.records import Record, stable_id
@@ -169,7 +169,7 @@ def drop_duplicates(keyed, references: Iterable[Reference], threshold: float, nu
 def failed_batches(failure, n: int) -> list[dict]:
     """A batch the generator failed on: each output it owed goes to rejected with the error."""
     batches, exc = failure
-    detail = f"{type(exc).__name__}: {exc}"[:500]
+    detail = error_detail(exc)  # redacted, then cut
     return [rejected_row(f"{spec.ref}:{j}", "generation_error", detail, None)
             for b in batches for spec in b.specs for j in range(n)]
 

@@ -26,6 +26,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from potstill.models.teacher.requests import Request, answer_in_halves, encode_request
 from potstill.models.teacher.hf import label_stats, normalise
+from potstill.models.teacher.remote_redact import redact
 from potstill.models.teacher.teacher_setup import LabelledTeacher, TeacherSetup
 from potstill import store
 from potstill.transforms.progress import StageProgress
@@ -143,12 +144,13 @@ class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
         Metrics.counter(NAMESPACE, "calls").inc(done.calls)
         Metrics.counter(NAMESPACE, "retries").inc(done.retries)
         Metrics.counter(NAMESPACE, "prompt_tokens").inc(sum(q.prompt_tokens for q in requests))
+        Metrics.counter(NAMESPACE, "rows_failed").inc(sum(isinstance(r, BaseException) for r in done.results))
         count_remote_usage(model.teacher)
         self._progress(len(batch), time.perf_counter() - start)
         out = []
         for record, result in zip(batch, done.results):
             if isinstance(result, BaseException):
-                out.append(record.with_values(teacher_error=f"{type(result).__name__}: {result}"[:500]))
+                out.append(record.with_values(teacher_error=error_detail(result)))
             else:
                 out.append(record.with_values(raw_candidates=[float(x) for x in result]))
         return out
@@ -184,6 +186,11 @@ class Scores(beam.DoFn):
         yield record.with_values(**stats)
 
 
+def error_detail(exc: BaseException) -> str:
+    """A rejected row's `detail`: the error, redacted (models/teacher/remote_redact.py), then cut."""
+    return redact(f"{type(exc).__name__}: {exc}")[:500]
+
+
 def failed_row(record: Record) -> dict:
     """A row the teacher could not answer, even alone after retries: rejected with the error."""
     return {"source": record.source, "input_ref": record.input_ref, "reason": "teacher_error",
@@ -194,7 +201,7 @@ def failed_batch_rows(failure) -> list[dict]:
     """A whole batch the handler itself failed on (not the model): every row rejected."""
     batch, exc = failure
     return [{"source": r.source, "input_ref": r.input_ref, "reason": "teacher_error",
-             "detail": f"{type(exc).__name__}: {exc}"[:500], "raw": r.text[:2000]}
+             "detail": error_detail(exc), "raw": r.text[:2000]}
             for b in batch for r in b]
 
 

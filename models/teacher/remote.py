@@ -44,6 +44,7 @@ import numpy as np
 from potstill.models.generation.generate import Generation, Sampling, prompt_seed
 from potstill.models.teacher.remote_endpoint import make_client, preflight
 from potstill.models.teacher.remote_http import RemoteError, RequestRejected, first_error
+from potstill.models.teacher.remote_redact import redact
 from potstill.models.teacher.hf import TeacherBase
 
 if TYPE_CHECKING:
@@ -225,7 +226,8 @@ class OpenAITeacher(TeacherBase):
 
 class OpenAIGenerator:
     """The generation stage through the endpoint's `/chat/completions` (n, temperature, top_p,
-    max_tokens and a seed per prompt, see potstill.models.generation.generate.prompt_seed)."""
+    max_tokens and a seed per prompt, see potstill.models.generation.generate.prompt_seed); a
+    text that echoes the API key is redacted (models/teacher/remote_redact.py)."""
 
     def __init__(self, model_path: str, *, dtype: str | None = None, threads: int | None = None,
                  max_prompt_tokens: int = 2048, engine: "Endpoint" = None):
@@ -242,7 +244,7 @@ class OpenAIGenerator:
                            max_tokens=sampling.max_new_tokens, seed=prompt_seed(sampling.seed, i))
             answer = self.client.post("/chat/completions", payload, tokens=sampling.n * sampling.max_new_tokens)
             choices = sorted(answer.get("choices") or [], key=lambda c: c.get("index", 0))
-            return [Generation((c.get("message") or {}).get("content") or "",
+            return [Generation(redact((c.get("message") or {}).get("content") or ""),
                                c.get("finish_reason") == "length") for c in choices]
 
         results = self.client.map(one, list(enumerate(conversations)))

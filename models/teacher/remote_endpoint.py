@@ -3,7 +3,7 @@ with the key read from the environment variable `api_key_env` names, and the sta
 run on the driver before any row is sent: the endpoint answers at `base_url`, takes the key,
 serves `model`, and gives the log-probs `scoring` needs; `auto` is resolved here (exact when the
 server can, with the first `exact_method` it answers correctly). Every problem is a ConfigError
-naming the setting.
+naming the setting, with anything the server said redacted (models/teacher/remote_redact.py).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING
 
 from potstill.models.teacher.remote_http import Client, RemoteError, RequestRejected
+from potstill.models.teacher.remote_redact import redact, register
 from potstill.config.core import ConfigError
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ def api_key(endpoint: "Endpoint") -> str | None:
     if not key:
         raise ConfigError(f"teacher.endpoint.api_key_env: the environment variable "
                           f"{endpoint.api_key_env} is not set (or empty)")
+    register(key)
     return key
 
 
@@ -64,8 +66,9 @@ def preflight(endpoint: "Endpoint", tokenizer_path: str) -> "Endpoint":
             raise ConfigError(f"teacher.endpoint.base_url: cannot reach {e.base_url}: {err}") from None
         served = [m.get("id") for m in listed.get("data") or [] if isinstance(m, dict)]
         if served and e.model not in served:
+            names = redact(", ".join(map(str, served[:20])))  # a server may list anything
             raise ConfigError(f"teacher.endpoint.model: {e.model!r} is not served at "
-                              f"{e.base_url} (it serves: {', '.join(map(str, served[:20]))})")
+                              f"{e.base_url} (it serves: {names})")
         tok = AutoTokenizer.from_pretrained(tokenizer_path)
         ids = tok("The answer is positive.", add_special_tokens=False)["input_ids"]
         method = None
@@ -86,8 +89,8 @@ def preflight(endpoint: "Endpoint", tokenizer_path: str) -> "Endpoint":
             answer["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
         except (RemoteError, KeyError, IndexError, TypeError) as err:
             raise ConfigError(f"teacher.endpoint.scoring: {e.base_url}/chat/completions gives no "
-                              f"top_logprobs ({type(err).__name__}: {err}); a teacher needs "
-                              f"log-probs") from None
+                              f"top_logprobs ({type(err).__name__}: {redact(str(err))}); a teacher "
+                              f"needs log-probs") from None
         return e.model_copy(update={"scoring": "top_logprobs"})
     finally:
         client.close()

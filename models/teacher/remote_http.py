@@ -14,7 +14,11 @@ needs against a server fleet or a hosted API.
   in `usage` (thread-safe); the caller moves them to Beam counters with `take_usage`.
 
 The API key is held by the client only, sent as a bearer header, and never part of a message,
-an exception or a log line (`redact` removes it from anything echoed back by a server).
+an exception or a log line: the client registers it with models/teacher/remote_redact.py, whose
+`redact` removes it (plain, escaped, encoded or cut) from an error body before the body is cut
+to `ERROR_BODY_CHARS`, from every `RemoteError` message and from every log record.
+A `RemoteError` is an `OSError`: a server that refuses or fails is not a bug in potstill (the
+CLI exits 2 with the message, which names the endpoint, the HTTP status and the server's words).
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Sequence, TypeVar
 from urllib.parse import urlsplit
 
+from potstill.models.teacher.remote_redact import redact, register
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
@@ -40,13 +46,16 @@ RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 # (uvicorn, under vLLM's server, after 5 s), and a request sent on a closed one fails.
 IDLE_RECONNECT_S = 4.0
 MAX_RETRY_AFTER_S = 600.0
+ERROR_BODY_CHARS = 300      # of a server's error body, kept in the message (after redaction)
+ERROR_BODY_READ = 1 << 16   # of a server's error body, redacted (then cut)
 
 
-class RemoteError(RuntimeError):
-    """A request that failed after its retries (or at once, for a 4xx)."""
+class RemoteError(OSError):
+    """A request that failed after its retries (or at once, for a 4xx), or an answer potstill
+    cannot use: the server's doing, so an OSError (exit 2). Its message is redacted."""
 
     def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
+        super().__init__(redact(message))
         self.status = status
 
 
@@ -55,9 +64,9 @@ class RequestRejected(RemoteError):
 
 
 class _Retry(Exception):
-    def __init__(self, cause: str, detail: str, wait_s: float | None = None):
-        super().__init__(detail)
-        self.cause, self.wait_s = cause, wait_s
+    def __init__(self, cause: str, detail: str, wait_s: float | None = None, status: int | None = None):
+        super().__init__(redact(detail))
+        self.cause, self.wait_s, self.status = cause, wait_s, status
 
 
 class TokenBucket:
@@ -113,9 +122,12 @@ class Client:
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError("base_url must be http(s)://host[:port][/path]")
         self.base_url, self.scheme, self.host = base_url.rstrip("/"), url.scheme, url.hostname
+        # what messages name: no user:password@, no query
+        self.origin = f"{url.scheme}://{url.netloc.rsplit('@', 1)[-1]}"
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.path = url.path.rstrip("/")
         self._key = api_key
+        register(api_key)
         self.timeout_s, self.max_retries = timeout_s, max_retries
         self.backoff_s, self.max_backoff_s, self.sleep = backoff_s, max_backoff_s, sleep
         self.max_concurrency = max_concurrency
@@ -139,7 +151,7 @@ class Client:
         return out
 
     def redact(self, text: str) -> str:
-        return text.replace(self._key, "[api key]") if self._key else text
+        return redact(text, self._key)
 
     # --- requests -----------------------------------------------------------------------------
     def post(self, path: str, payload: dict, tokens: int = 0, *, root: bool = False) -> dict:
@@ -170,14 +182,14 @@ class Client:
             except _Retry as retry:
                 if attempt == self.max_retries:
                     self.count(failed_requests=1)
-                    raise RemoteError(f"{method} {target}: {retry} (gave up after "
-                                      f"{self.max_retries} retries)") from None
+                    raise RemoteError(f"{method} {self.origin}{target}: {retry} (gave up after "
+                                      f"{self.max_retries} retries)", retry.status) from None
                 self.count(retries=1, **{f"retries_{retry.cause}": 1})
                 delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
                 if retry.wait_s is not None:
                     delay = max(delay, min(retry.wait_s, MAX_RETRY_AFTER_S))
-                log.info("remote teacher: %s %s: %s; retry %d in %.2fs", method, target, retry,
-                         attempt + 1, delay)
+                log.info("remote teacher: %s %s%s: %s; retry %d in %.2fs", method, self.origin,
+                         target, retry, attempt + 1, delay)
                 self.sleep(delay)
             except RequestRejected:
                 self.count(failed_requests=1, rejected_requests=1)
@@ -218,14 +230,15 @@ class Client:
         except (ConnectionError, http.client.HTTPException, OSError) as err:
             self._connection(fresh=True)
             if isinstance(err, ssl.SSLCertVerificationError):
-                raise RequestRejected(f"{method} {target}: TLS certificate refused: {err}") from None
+                raise RequestRejected(f"{method} {self.origin}{target}: TLS certificate refused: {err}") from None
             raise _Retry("connection", f"connection failed ({type(err).__name__}: {err})") from None
         if resp.status >= 400:
-            text = self.redact(data[:300].decode("utf-8", "replace"))
+            text = self.error_body(data)
             if resp.status in RETRY_STATUS:
                 cause = "429" if resp.status == 429 else ("5xx" if resp.status >= 500 else "408")
-                raise _Retry(cause, f"HTTP {resp.status}: {text}", retry_after_s(resp.getheader("Retry-After")))
-            raise RequestRejected(f"{method} {target}: HTTP {resp.status}: {text}", resp.status)
+                raise _Retry(cause, f"HTTP {resp.status}: {text}", retry_after_s(resp.getheader("Retry-After")),
+                             resp.status)
+            raise RequestRejected(f"{method} {self.origin}{target}: HTTP {resp.status}: {text}", resp.status)
         try:
             answer = json.loads(data)
             if not isinstance(answer, dict):
@@ -234,6 +247,12 @@ class Client:
         except ValueError as err:
             self._connection(fresh=True)  # the stream may be out of step
             raise _Retry("malformed", f"malformed JSON ({err})") from None
+
+    def error_body(self, data: bytes) -> str:
+        """A server's error body for a message: redacted whole, on one line, then cut."""
+        text = self.redact(data[:ERROR_BODY_READ].decode("utf-8", "replace"))
+        text = " ".join(text.split())
+        return text if len(text) <= ERROR_BODY_CHARS else text[:ERROR_BODY_CHARS] + "..."
 
     # --- concurrency --------------------------------------------------------------------------
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R | BaseException]:

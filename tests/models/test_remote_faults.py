@@ -316,3 +316,25 @@ def test_the_local_model_attribution_loads_never_reads_or_writes_the_remote_stor
     local.score(TEXTS[:2])
     assert local.store is None and not (tmp_path / "store").exists()
     assert setup.load().store.folder == str(tmp_path / "store")
+
+
+def test_teacher_usage_counts_what_the_server_received(tmp_path, tiny_lm, capsys):
+    """`calls` are the HTTP requests the server received (its own counter), `retries` the HTTP
+    requests sent again, `rows` the rows answered: not the handler's row attempts, which count
+    a row again on every retry of its batch though an answered row is never re-sent."""
+    transient = ["429", "500", "drop", "malformed"]
+    with FakeOpenAI(faults=transient, row_faults=["400", "500"]) as server:
+        path = _config(tmp_path, tiny_lm, {"base_url": server.base_url, "scoring": "exact",
+                                           "max_retries": 2, "timeout_s": 5}, max_retries=1)
+        assert main(["run", str(path)]) == 0
+        usage = json.loads((_version(capsys) / "manifest.json").read_text())["teacher_usage"]
+    remote = usage["remote"]
+    assert usage["calls"] == remote["requests"] == server.scoring
+    # every retryable fault the server served was retried, but for the last try of a request
+    # given up (the row stuck with 500s, 1 + max_retries tries each time it is sent)
+    gave_up = remote["failed_requests"] - remote["rejected_requests"]
+    assert server.faulted["500"] == 3 * gave_up + 1
+    assert usage["retries"] == remote["retries"] == sum(server.faulted.values()) - server.faulted["400"] - gave_up
+    assert remote["rejected_requests"] == server.faulted["400"] == 1  # never re-sent
+    assert (usage["rows"], usage["rows_failed"]) == (len(TEXTS) - 2, 2)
+    assert usage["batch_retries"] > 0  # the handler's, kept apart
