@@ -214,7 +214,7 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
         return usage.throughput(counts), extra
     extra["teacher_usage"] = usage.teacher_usage(counts + driver_usage, cfg.teacher)
     log.info("teacher: %(rows)d rows answered, %(cache_hits)d from the store (calls saved), "
-             "%(calls)d model calls, %(retries)d retries", extra["teacher_usage"])
+             "%(calls)d model calls (HTTP requests with a remote teacher), %(retries)d retries", extra["teacher_usage"])
     return usage.throughput(counts), extra
 
 
