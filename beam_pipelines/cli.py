@@ -153,13 +153,16 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument("--root", default=None, help="output root (default: $POTSTILL_OUTPUT_ROOT or ./potstill-datasets)")
     gc.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     gc.add_argument("--grace-hours", type=float, default=1.0,
-                    help="keep store segments younger than this (a run in progress may need them)")
+                    help="also keep store segments younger than this (runs in progress hold a "
+                         "lease: while one is live, no store entry is removed)")
     analysis_cli.add_commands(sub)
     return parser
 
 
 def _gc(args) -> dict:
-    """`potstill gc`: under the dataset's lock, so no run of it is in progress."""
+    """`potstill gc`: the dataset's leftovers under its lock (no run of it is in progress), then
+    the teacher store, which `store.collect` leaves alone while any run under the root holds a
+    live lease."""
     from potstill.reports import analysis
     from potstill import store
     from potstill.publish import versions
@@ -167,8 +170,7 @@ def _gc(args) -> dict:
     root = args.root if args.root is not None else analysis.default_root()
     with versions.dataset_lock(root, args.dataset):
         leftovers = [] if args.dry_run else versions.remove_leftovers(root, args.dataset)
-        report = store.collect(root, store.needed_keys(root), dry_run=args.dry_run,
-                               grace_s=args.grace_hours * 3600)
+        report = store.collect(root, dry_run=args.dry_run, grace_s=args.grace_hours * 3600)
     return {"leftovers_removed": leftovers, "store": report}
 
 

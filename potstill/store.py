@@ -3,6 +3,7 @@
 Layout, under `OUTPUT_ROOT/.potstill-store/` (any fsspec path the workers can reach):
 
     teacher/<model sha256[:16]>/<uuid>.parquet     one segment per scored batch
+    leases/<uuid>.json                             one per run (or gc) in progress (`run_lease`)
 
 A segment holds (`key`, `answer`, `prompt_tokens`, `created_at`): `key` is the SHA-256 of what
 determines the answer (the weights' SHA-256, the prompt's token ids, the candidate answers'
@@ -20,8 +21,13 @@ answering the same request in a race) are harmless: the answers are the same req
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import os
+import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,6 +36,8 @@ from typing import Iterator, Sequence
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
 
 STORE_DIR = ".potstill-store"
 KEYS_SCHEMA = pa.schema([("key", pa.string())])  # a version's teacher_keys.parquet
@@ -182,31 +190,238 @@ def lookup(folder: str, keys: set[str]) -> dict[str, list[float]]:
     return Index(folder).lookup(keys) if keys else {}
 
 
-def remove_temporary(folder: str, older_than_s: float = 3600.0) -> int:
-    """Remove `.tmp-*` segments a dead writer left (older than an hour: a live one renames in
-    milliseconds); returns how many."""
+def remove_temporary(folder: str, older_than_s: float = 3600.0, *, dry_run: bool = False) -> list[str]:
+    """The `.tmp-*` files a dead writer left under `folder` (older than `older_than_s`: a live
+    one renames in milliseconds), removed unless `dry_run`; returns their paths."""
     fs, _, (path,) = fsspec.get_fs_token_paths(folder)
     if not fs.exists(path):
-        return 0
-    now, removed = time.time(), 0
+        return []
+    now, found = time.time(), []
     for p in fs.find(path):
         if "/.tmp-" in p:
             modified = fs.modified(p).timestamp() if hasattr(fs, "modified") else 0.0
             if now - modified > older_than_s:
-                fs.rm(p)
-                removed += 1
-    return removed
+                found.append(p)
+                if not dry_run:
+                    fs.rm(p)
+    return found
 
 
-def collect(output_root: str, needed: set[str], *, dry_run: bool = False,
-            grace_s: float = 3600.0) -> dict:
-    """Remove the store entries no version needs: a segment with no needed key is deleted, one
-    with some is rewritten with those only (the new segment first, then the old one goes).
-    Segments younger than `grace_s` are kept: a run in progress may not have published yet."""
-    report = {"segments": 0, "kept": 0, "removed": 0, "rewritten": 0, "entries_removed": 0,
-              "bytes_freed": 0, "too_recent": 0, "dry_run": dry_run}
+# -- leases: gc never removes what a live run may still read ---------------------------------
+#
+# A run holds a lease for as long as it may read the store (from its first lookup until its
+# version, with its teacher_keys.parquet, is published): a small JSON file under
+# OUTPUT_ROOT/.potstill-store/leases/ that names its host and pid and whose heartbeat it
+# rewrites every HEARTBEAT_S. gc holds a lease of its own while it collects. Both sides write
+# their lease FIRST and look for the other's AFTER, so of a run and a gc that start together at
+# least one sees the other: gc then skips collecting, or the run waits for gc to finish. Any
+# filesystem fsspec reaches works (no POSIX locks needed). A lease is stale, and gc removes it,
+# when its process is gone (same host, pid not running) or its heartbeat is older than
+# STALE_AFTER_S (a run on another host that died); a lease file that cannot be read counts as
+# live until its modification time is that old.
+
+LEASES = "leases"
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 600.0   # 20 missed heartbeats
+
+
+def leases_dir(output_root: str) -> str:
+    return f"{root(output_root)}/{LEASES}"
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: running
+    return True
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One lease file: who holds it, and when it last said it was alive."""
+    path: str
+    kind: str                 # "run" or "gc"
+    dataset: str | None
+    host: str | None
+    pid: int | None
+    started_at: float | None
+    heartbeat_at: float       # the holder's last heartbeat (the file's mtime when unreadable)
+    problem: str | None = None  # why the file could not be read
+
+    def stale_because(self, now: float | None = None,
+                      stale_after_s: float = STALE_AFTER_S) -> str | None:
+        """None while the lease is live; otherwise why it is stale."""
+        age = (time.time() if now is None else now) - self.heartbeat_at
+        if self.host == socket.gethostname() and self.pid is not None and not _pid_running(self.pid):
+            return f"process {self.pid} on {self.host} is not running"
+        if age > stale_after_s:
+            return f"no heartbeat for {age:.0f} s (stale after {stale_after_s:.0f} s)"
+        return None
+
+    def describe(self, now: float | None = None) -> dict:
+        now = time.time() if now is None else now
+        out = {"path": self.path, "kind": self.kind, "dataset": self.dataset, "host": self.host,
+               "pid": self.pid, "heartbeat_age_s": round(now - self.heartbeat_at, 1)}
+        if self.problem:
+            out["problem"] = self.problem
+        return out
+
+
+def _fs_path(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, _, (path,) = fsspec.get_fs_token_paths(url)
+    return fs, path
+
+
+def read_leases(output_root: str) -> list[Lease]:
+    """Every lease under the store, live or stale (temporary `.tmp-*` files are not leases)."""
+    fs, base = _fs_path(leases_dir(output_root))
+    if not fs.isdir(base):
+        return []
+    found = []
+    for path in sorted(fs.ls(base, detail=False)):
+        name = path.rsplit("/", 1)[-1]
+        if name.startswith(".tmp-") or not name.endswith(".json"):
+            continue
+        try:
+            with fs.open(path, "rb") as fh:
+                info = json.loads(fh.read().decode("utf-8"))
+            found.append(Lease(path, str(info["kind"]), info.get("dataset"), info.get("host"),
+                               int(info["pid"]), float(info.get("started_at") or 0.0),
+                               float(info["heartbeat_at"])))
+        except FileNotFoundError:
+            continue  # released while we listed
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            try:
+                modified = fs.modified(path).timestamp()
+            except (OSError, NotImplementedError):
+                modified = time.time()
+            found.append(Lease(path, "unknown", None, None, None, None, modified,
+                               problem=f"unreadable lease file ({type(err).__name__}: {err})"))
+    return found
+
+
+def live_leases(output_root: str, *, kinds: tuple[str, ...] = ("run", "gc", "unknown"),
+                exclude: str | None = None, stale_after_s: float = STALE_AFTER_S) -> list[Lease]:
+    return [l for l in read_leases(output_root)
+            if l.kind in kinds and l.path != exclude and l.stale_because(stale_after_s=stale_after_s) is None]
+
+
+def _write_lease(fs, path: str, info: dict) -> None:
+    folder = path.rsplit("/", 1)[0]
+    tmp = f"{folder}/.tmp-{uuid.uuid4().hex}.json"
+    with fs.open(tmp, "wb") as fh:
+        fh.write(json.dumps(info, sort_keys=True).encode("utf-8"))
+    fs.mv(tmp, path)  # a reader sees the old heartbeat or the new one, never half a file
+
+
+@contextlib.contextmanager
+def hold_lease(output_root: str, kind: str, dataset: str | None = None, *,
+               heartbeat_s: float = HEARTBEAT_S) -> Iterator[str]:
+    """Hold a lease of `kind` ("run" or "gc") for the body: written before it, its heartbeat
+    rewritten every `heartbeat_s` by a daemon thread, removed after. Yields its path."""
+    fs, base = _fs_path(leases_dir(output_root))
+    fs.makedirs(base, exist_ok=True)
+    path = f"{base}/{uuid.uuid4().hex}.json"
+    info = {"kind": kind, "dataset": dataset, "host": socket.gethostname(), "pid": os.getpid(),
+            "started_at": time.time(), "heartbeat_at": time.time()}
+    _write_lease(fs, path, info)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat_s):
+            try:
+                _write_lease(fs, path, {**info, "heartbeat_at": time.time()})
+            except Exception as err:  # noqa: BLE001 - the next beat tries again
+                log.warning("could not refresh the store lease %s: %s", path, err)
+
+    thread = threading.Thread(target=beat, name=f"potstill-lease-{kind}", daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        thread.join()
+        try:
+            fs.rm(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            log.warning("could not remove the store lease %s (%s): it goes stale once this "
+                        "process has ended", path, err)
+
+
+@contextlib.contextmanager
+def run_lease(output_root: str, dataset: str | None = None, *, heartbeat_s: float = HEARTBEAT_S,
+              poll_s: float = 2.0) -> Iterator[str]:
+    """What a run holds while it may read the teacher store, until its version is published:
+    `potstill gc` (`collect`) removes nothing while it is live. A gc already collecting is
+    waited for (it holds a lease of its own), so no segment goes while the run reads it."""
+    with hold_lease(output_root, "run", dataset, heartbeat_s=heartbeat_s) as path:
+        said = False
+        while gcs := live_leases(output_root, kinds=("gc",), exclude=path):
+            if not said:
+                log.info("potstill gc is collecting the teacher store (%s): waiting for it to "
+                         "finish", ", ".join(f"{g.path} on {g.host}, pid {g.pid}" for g in gcs))
+                said = True
+            time.sleep(poll_s)
+        yield path
+
+
+def _empty_report(dry_run: bool) -> dict:
+    return {"segments": 0, "kept": 0, "removed": 0, "rewritten": 0, "entries_removed": 0,
+            "bytes_freed": 0, "too_recent": 0, "temporary_removed": 0, "stale_leases": [],
+            "live_leases": [], "skipped": None, "dry_run": dry_run}
+
+
+def collect(output_root: str, *, dry_run: bool = False, grace_s: float = 3600.0,
+            stale_after_s: float = STALE_AFTER_S) -> dict:
+    """Remove the store entries no published version needs (`needed_keys`): a segment with no
+    needed key is deleted, one with some is rewritten with those only (the new segment first,
+    then the old one goes); temporary files of dead writers go too.
+
+    Nothing is removed while another run or gc holds a live lease (the report's `skipped` says
+    why and `live_leases` names them); stale leases are removed and listed. The needed keys are
+    read after the leases are checked, so a version published just before counts. Segments
+    younger than `grace_s` are kept as well (a run of a potstill that takes no lease). A dry
+    run reports exactly this and removes nothing."""
+    report = _empty_report(dry_run)
+    if dry_run:
+        return _collect(output_root, report, None, grace_s, stale_after_s)
+    with hold_lease(output_root, "gc") as own:
+        return _collect(output_root, report, own, grace_s, stale_after_s)
+
+
+def _collect(output_root: str, report: dict, own: str | None, grace_s: float,
+             stale_after_s: float) -> dict:
+    dry_run = report["dry_run"]
     now = time.time()
-    fs, _, (base,) = fsspec.get_fs_token_paths(root(output_root))
+    live, (lease_fs, _) = [], _fs_path(leases_dir(output_root))
+    for lease in read_leases(output_root):
+        if lease.path == own:
+            continue
+        why = lease.stale_because(now, stale_after_s)
+        if why is None:
+            live.append(lease)
+            continue
+        report["stale_leases"].append({**lease.describe(now), "stale": why})
+        if not dry_run:
+            try:
+                lease_fs.rm(lease.path)
+            except FileNotFoundError:
+                pass
+    if live:
+        report["live_leases"] = [l.describe(now) for l in live]
+        report["skipped"] = (f"{len(live)} live lease{'s' if len(live) > 1 else ''} "
+                             f"(a run or gc in progress): nothing collected; run gc again later")
+        log.warning("teacher store not collected: %s", "; ".join(
+            f"{l.kind} lease {l.path} (dataset {l.dataset}, host {l.host}, pid {l.pid})" for l in live))
+        return report
+    needed = needed_keys(output_root)
+    report["temporary_removed"] = len(remove_temporary(f"{root(output_root)}/teacher", grace_s,
+                                                       dry_run=dry_run))
     for path in segments(root(output_root)):
         report["segments"] += 1
         seg_fs, _, (local,) = fsspec.get_fs_token_paths(path)

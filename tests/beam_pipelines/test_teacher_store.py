@@ -188,6 +188,43 @@ def test_gc_removes_only_store_entries_no_version_needs(tmp_path, tiny_lm, capsy
     assert manifest(again)["teacher_usage"]["calls"] == 0
 
 
+def test_gc_of_one_dataset_leaves_a_live_run_of_another_alone(tmp_path, tiny_lm, capsys):
+    """A run of dataset `other` under the same root (simulated: a process holding its store
+    lease) has answered for two hours and published nothing yet: `gc toy` removes none of its
+    answers. Once that process is gone (SIGKILL: its lease stays behind), gc says the lease is
+    stale, removes it, and collects what no version needs."""
+    from potstill.beam_pipelines.cli import main
+
+    version = run(load_config(write_config(tmp_path, tiny_lm, rows=4)))
+    root = str(tmp_path / "out")
+    folder = store.model_dir(root, manifest(version)["models"]["teacher"]["sha256"])
+    seg = store.write_segment(folder, ["other-run-1", "other-run-2"], [[0.0, -1.0]] * 2, [5, 5])
+    two_hours_ago = time.time() - 7200
+    os.utime(seg, (two_hours_ago, two_hours_ago))
+    code = ("import sys, time; from potstill import store\n"
+            "lease = store.run_lease(sys.argv[1], 'other'); print(lease.__enter__(), flush=True)\n"
+            "time.sleep(600)\n")
+    other = subprocess.Popen([sys.executable, "-c", code, root], cwd=ROOT, stdout=subprocess.PIPE,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
+    try:
+        lease = other.stdout.readline().strip()
+        for args in (["--dry-run"], []):
+            assert main(["gc", "toy", "--root", root, *args]) == 0
+            report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["store"]
+            assert report["skipped"] and report["live_leases"][0]["path"] == lease
+            assert report["live_leases"][0]["dataset"] == "other" and report["entries_removed"] == 0
+        assert store.lookup(folder, {"other-run-1", "other-run-2"}).keys() == {"other-run-1", "other-run-2"}
+    finally:
+        other.kill()
+        other.wait()
+    assert main(["gc", "toy", "--root", root]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["store"]
+    assert report["skipped"] is None and report["stale_leases"][0]["path"] == lease
+    assert report["entries_removed"] == 2 and not Path(lease).exists()
+    needed = set(pq.read_table(version / "teacher_keys.parquet")["key"].to_pylist())
+    assert set(store.lookup(folder, needed)) == needed
+
+
 def test_one_store_owns_a_teachers_keys_folder_and_segments(tmp_path):
     from potstill.store import TeacherStore, request_key
 
