@@ -133,6 +133,61 @@ def _check_output(con: duckdb.DuckDBPyConnection, staged_rows: int, path: Path) 
             "it must return every staged row and mark dropped ones with filter_reason")
 
 
+# What a curation query decides: filter_reason and weight. Everything the reader and the teacher
+# produced passes through unchanged, and `label` follows the contract's rule.
+UNCHANGED = ("text", "source", "gold_label", "label_probs", "teacher_label", "teacher_confidence",
+             "teacher_entropy", "teacher_margin")
+# The reasons a curation query may give (sql/curate.sql, sql/select.sql); a custom query names
+# its own `custom_<name>`. Reasons the job itself gives (duplicate, test_overlap, over_budget)
+# are not a query's to give.
+FILTER_REASONS = ("low_confidence", "label_cap", "llkd_student_confident", "llkd_teacher_unsure")
+_CUSTOM_REASON = re.compile(r"custom_[a-z0-9_]{1,60}")
+
+
+def _check_integrity(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Every curated row is a staged row (by id, once) with its text, source, gold label and
+    teacher columns unchanged; `label` is the gold label on seed rows and the teacher's label
+    elsewhere; filter reasons come from FILTER_REASONS or `custom_*`; seed (gold) rows are never
+    filtered; weights are finite and >= 0. Checked in SQL, by id: a query that forges data is
+    refused before anything is published, naming the first row and column."""
+    def first(sql: str):
+        return con.execute(sql).fetchone()
+
+    row = first("select id, count(*) from curated group by id having count(*) > 1 order by id limit 1")
+    if row:
+        raise ValueError(f"curation query {path} returned row {row[0]} {row[1]} times")
+    row = first("select c.id from curated c anti join staged s on c.id = s.id order by c.id limit 1")
+    if row:
+        raise ValueError(f"curation query {path} returned row {row[0]}, which is not a staged row")
+    changed = " or ".join(f'c."{col}" is distinct from s."{col}"' for col in UNCHANGED)
+    cases = " ".join(f"when c.\"{col}\" is distinct from s.\"{col}\" then '{col}'" for col in UNCHANGED)
+    row = first(f"select c.id, case {cases} end from curated c join staged s on c.id = s.id "
+                f"where {changed} order by c.id limit 1")
+    if row:
+        raise ValueError(f"curation query {path} changed column {row[1]!r} of row {row[0]}: a curation "
+                         "query decides filter_reason and weight only")
+    row = first("select id, label from curated where label is distinct from "
+                "(case when source = 'seed' then gold_label else teacher_label end) order by id limit 1")
+    if row:
+        raise ValueError(f"curation query {path} set label {row[1]!r} on row {row[0]}: label is the "
+                         "gold label on seed rows and the teacher's label elsewhere")
+    row = first("select id from curated where filter_reason is not null and source = 'seed' "
+                "order by id limit 1")
+    if row:
+        raise ValueError(f"curation query {path} filtered gold seed row {row[0]}: seed rows are "
+                         "always published")
+    row = first("select id, weight from curated where not (isfinite(weight) and weight >= 0) "
+                "order by id limit 1")
+    if row:
+        raise ValueError(f"curation query {path} gave row {row[0]} weight {row[1]}: weights are "
+                         "finite and >= 0")
+    for (reason,) in con.execute("select distinct filter_reason from curated "
+                                 "where filter_reason is not null order by 1").fetchall():
+        if reason not in FILTER_REASONS and not _CUSTOM_REASON.fullmatch(str(reason)):
+            raise ValueError(f"curation query {path} gave filter_reason {reason!r}: use one of "
+                             f"{', '.join(FILTER_REASONS)}, or name your own custom_<name>")
+
+
 def _query(curation_cfg: Curation | Mapping[str, Any], labels: Sequence[str]) -> tuple[Path, str, dict]:
     """The configured query, its text and the parameters it binds."""
     cfg = _validated(curation_cfg)
@@ -209,6 +264,7 @@ def run_query(con: duckdb.DuckDBPyConnection, labels: Sequence[str],
                          f"({err}); the teacher's answers are kept in the store, so a rerun with "
                          "a fixed query costs no teacher call") from None
     _check_output(con, staged_rows, path)
+    _check_integrity(con, path)
     return CurationResult(published=None, filtered=None, sql=sql, params=params,
                           query_path=str(path))
 

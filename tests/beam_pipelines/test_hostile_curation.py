@@ -49,3 +49,12 @@ def test_a_curation_select_reading_other_files_is_refused_and_teacher_work_kept(
     assert main(["run", str(fixed)]) == 0
     manifest = json.loads((tmp_path / "out" / "toy" / "v1" / "manifest.json").read_text())
     assert manifest["teacher_usage"]["calls"] == 0 and manifest["teacher_usage"]["cache_hits"] > 0
+
+
+def test_a_curation_query_that_forges_labels_publishes_nothing(config, tmp_path, capsys):  # noqa: F811
+    forged = _write(tmp_path, config, "select * replace ('positive' as label), "
+                    "cast(null as varchar) as filter_reason from staged")
+    assert main(["run", str(forged)]) == 2
+    err = capsys.readouterr().err
+    assert "mine.sql set label 'positive' on row" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "toy" / "v1").exists() and _store_segments(tmp_path)

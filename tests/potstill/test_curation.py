@@ -146,3 +146,44 @@ def test_parameters_are_bound_not_executed():
         con.sql(sql, params={"min_confidence": INJECTION, "max_per_label": None}).to_arrow_table()
     assert con.sql("select count(*) from staged").fetchall() == [(1,)]
     con.close()
+
+
+FORGED = {
+    "rewrites a text": ("select * replace (case when id = 'b' then 'forged' else text end as text), "
+                        "cast(null as varchar) as filter_reason from staged", "changed column 'text' of row b"),
+    "sets label against the teacher": ("select * replace (case when id = 'b' then 'neg' else label end as label), "
+                                       "cast(null as varchar) as filter_reason from staged",
+                                       "set label 'neg' on row b"),
+    "edits the teacher's distribution": ("select * replace ([0.0, 1.0]::float[] as label_probs), "
+                                         "cast(null as varchar) as filter_reason from staged",
+                                         "changed column 'label_probs' of row a"),
+    "drops a gold row": ("select *, case when source = 'seed' then 'low_confidence' end as filter_reason "
+                         "from staged", "filtered gold seed row s"),
+    "invents a job's reason": ("select *, case when id = 'b' then 'duplicate' end as filter_reason "
+                               "from staged", "filter_reason 'duplicate'"),
+    "swaps a row for another": ("select * replace (case when id = 'b' then 'zz' else id end as id), "
+                                "cast(null as varchar) as filter_reason from staged",
+                                "returned row zz, which is not a staged row"),
+    "gives a negative weight": ("select * replace (case when id = 'b' then -1.0 else weight end as weight), "
+                                "cast(null as varchar) as filter_reason from staged", "weight -1.0"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(FORGED))
+def test_a_curation_query_that_forges_data_is_refused_naming_row_and_column(tmp_path, what):
+    sql, message = FORGED[what]
+    (tmp_path / "forged.sql").write_text(sql)
+    table = staged(make_row("a"), make_row("b"), make_row("s", source="seed"))
+    with pytest.raises(ValueError, match="forged.sql") as err:
+        curate(table, LABELS, Curation(query=str(tmp_path / "forged.sql")))
+    assert message in str(err.value)
+
+
+def test_custom_reasons_and_weights_are_a_query_s_to_decide(tmp_path):
+    (tmp_path / "mine.sql").write_text(
+        "select * replace (case when id = 'a' then 0.5 else weight end as weight), "
+        "case when id = 'b' then 'custom_too_short' end as filter_reason from staged")
+    table = staged(make_row("a"), make_row("b"), make_row("s", source="seed"))
+    result = curate(table, LABELS, Curation(query=str(tmp_path / "mine.sql")))
+    assert reasons(result) == {"b": "custom_too_short"}
+    assert dict(zip(result.published["id"].to_pylist(), result.published["weight"].to_pylist()))["a"] == 0.5
