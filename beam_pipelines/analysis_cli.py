@@ -14,13 +14,16 @@ $POTSTILL_QUERY_TIMEOUT, else 60; 0 = none), --threads N (default: every core); 
 limit stops with exit 2 and a message naming the flag to raise.
 R defaults to $POTSTILL_OUTPUT_ROOT, else ./potstill-datasets; a version argument with a slash is the
 path of a version folder. Results go to stdout (an aligned table by default) or, with --out,
-to that file, whose path is then printed. The logic lives in potstill.reports.analysis and
+to that file, whose path is then printed; --out (and export's DIR) may not be inside the
+output root or a published version. The logic lives in potstill.reports.analysis and
 potstill.reports.report; this module only parses arguments and prints.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -129,7 +132,26 @@ def _emit(text: str, out: str | None) -> None:
     print(out)
 
 
+def check_out(root: str, refs: list[str], out: str, flag: str = "--out") -> None:
+    """Refuse (exit 2) a result path inside the output root, which holds the datasets and the
+    teacher store only (a stray file there named like a version or a dataset blocks the next
+    run), inside the dataset folder of a version given by its path, or inside any published
+    version (`analysis.check_output_path`)."""
+    target = Path(out).expanduser().resolve()
+    places = [(Path(root).expanduser().resolve(), "the output root")]
+    places += [(Path(r).expanduser().resolve().parent, "the dataset folder")
+               for r in refs if "/" in r or os.sep in r]
+    for folder, what in places:
+        if target == folder or folder in target.parents:
+            raise analysis.AnalysisError(
+                f"refused: {flag} {out} is inside {what} {folder}, which holds datasets, their "
+                "versions and the teacher store only (a file there can block the next version); "
+                "write the result elsewhere")
+    analysis.check_output_path(out)
+
+
 def _export(root: str, args) -> None:
+    check_out(root, [args.version], args.dir, "DIR")
     analysis.check_output_path(f"{args.dir}/README.md")
     out = export.export_hf(analysis.locate(root, args.version), args.dir)
     if args.push:
@@ -143,7 +165,8 @@ def _run(args) -> None:
     if args.command == "export":
         return _export(root, args)
     if args.out is not None:
-        analysis.check_output_path(args.out)
+        refs = [args.a, args.b] if args.command == "diff" else [getattr(args, "version", "")]
+        check_out(root, refs, args.out)
     if getattr(args, "format", None) == "parquet" and args.out is None:
         raise analysis.AnalysisError("--format parquet needs --out FILE")
     limits = None

@@ -12,7 +12,9 @@ Layout of one version:
 Everything is written into a hidden `.tmp-<uuid>` folder next to the versions and then renamed
 to vN, so a reader sees either a complete version or none; a failure removes the temp folder.
 Two publishers racing for the same N are settled by the rename: the loser (the target exists
-and is not empty) recomputes N and its parent and tries again. Versions are then made
+and is not empty) recomputes N and its parent and tries again. Anything else named vN (a
+file, a link, a folder without a manifest) blocks its number too: it is skipped, with a
+warning naming it, and never mistaken for a version. Versions are then made
 read-only (0o444 files, 0o555 folders): nothing ever rewrites a published version, and the
 permissions make that visible (root ignores them, so it is a signal, not a lock).
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -38,6 +41,7 @@ import pyarrow.parquet as pq
 from potstill.publish import card, contract
 from potstill.config.core import NAME_RE
 
+log = logging.getLogger(__name__)
 _VERSION_RE = re.compile(r"^v([1-9][0-9]*)$")
 _MAX_TRIES = 5
 MANIFEST = "manifest.json"
@@ -58,16 +62,31 @@ def _dataset_dir(output_root: str | os.PathLike, dataset: str) -> Path:
 def _numbers(ds_dir: Path, complete_only: bool = False) -> list[int]:
     """Version numbers present, ascending; `.tmp-*` and other names are ignored.
 
-    Every vN folder blocks its number; only those with a manifest count as published.
+    Any entry named vN blocks its number (a folder, a file, a link: a version can never be
+    renamed onto it); only folders with a manifest count as published.
     """
     if not ds_dir.is_dir():
         return []
     found = []
     for p in ds_dir.iterdir():
         m = _VERSION_RE.match(p.name)
-        if m and p.is_dir() and (not complete_only or (p / MANIFEST).is_file()):
+        if m and (not complete_only or (p.is_dir() and (p / MANIFEST).is_file())):
             found.append(int(m.group(1)))
     return sorted(found)
+
+
+def not_versions(ds_dir: Path) -> list[tuple[Path, str]]:
+    """Entries named like a version that are not one, and what they are: each blocks its number,
+    and the next version takes the one after."""
+    found = []
+    for p in sorted(ds_dir.iterdir()) if ds_dir.is_dir() else []:
+        if not _VERSION_RE.match(p.name):
+            continue
+        if not p.is_dir():
+            found.append((p, "a file" if p.exists() else "a broken link"))
+        elif not (p / MANIFEST).is_file():
+            found.append((p, f"a folder without {MANIFEST}"))
+    return found
 
 
 def read_manifest(version_dir: str | os.PathLike) -> dict[str, Any]:
@@ -141,7 +160,13 @@ def publish(output_root: str | os.PathLike, dataset: str, *, manifest: dict[str,
         else:
             _write(tmp, published, filtered, rejected, teacher_keys)
         created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        tried, warned = [], set()
         for _ in range(_MAX_TRIES):
+            for path, what in not_versions(ds_dir):
+                if path not in warned:
+                    warned.add(path)
+                    log.warning("%s is not a version (%s): its number is skipped; move it out of "
+                                "the dataset folder", path, what)
             nums = _numbers(ds_dir)
             complete = _numbers(ds_dir, complete_only=True)
             n = (nums[-1] if nums else 0) + 1
@@ -150,9 +175,10 @@ def publish(output_root: str | os.PathLike, dataset: str, *, manifest: dict[str,
             (tmp / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n",
                                         encoding="utf-8")
             target = ds_dir / f"v{n}"
+            tried.append(target.name)
             # os.rename replaces an EMPTY folder on POSIX, so check first; a non-empty one
             # (another publisher's finished version) makes the rename itself fail.
-            if target.exists():
+            if os.path.lexists(target):
                 continue
             card.write_card(tmp)
             if render is not None:
@@ -160,13 +186,16 @@ def publish(output_root: str | os.PathLike, dataset: str, *, manifest: dict[str,
             try:
                 os.rename(tmp, target)
             except OSError as err:
-                if err.errno in (errno.EEXIST, errno.ENOTEMPTY) or isinstance(err, FileExistsError):
+                # taken meanwhile: by a version (EEXIST, ENOTEMPTY) or by a file (ENOTDIR)
+                if err.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR) or \
+                        isinstance(err, FileExistsError):
                     continue
                 raise
             _make_read_only(target)
             return target
-        raise RuntimeError(f"could not claim a version number for {dataset} after "
-                           f"{_MAX_TRIES} tries: other publishers keep winning")
+        raise RuntimeError(f"could not claim a version number for {dataset} in {ds_dir} after "
+                           f"{_MAX_TRIES} tries ({', '.join(tried)} were taken as they were tried): "
+                           "other publishers keep winning")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -68,3 +68,18 @@ def test_run_ends_with_a_summary_of_the_stage_counters(tmp_path, tiny_lm, caplog
     assert len(summary) == 1 and "read_corpus=2" in summary[0]
     teacher = [r.getMessage() for r in caplog.records if "from the store (calls saved)" in r.getMessage()]
     assert teacher == ["teacher: 2 rows answered, 0 from the store (calls saved), 2 model calls, 0 retries"]
+
+
+def test_a_stray_file_named_like_the_next_version_does_not_stop_publishing(tmp_path, tiny_lm, capsys,
+                                                                          caplog):
+    """A file OUT/toy/v2 (an old `potstill query --out OUT/toy/v2`) used to make every later
+    run exit 1 after all its work; now the run publishes v3 and its log names the file."""
+    path = write_config(tmp_path, tiny_lm)
+    assert main(["run", str(path)]) == 0
+    stray = tmp_path / "out" / "toy" / "v2"
+    stray.write_text("x\n1\n")
+    assert main(["run", str(path), "--set", "curation.min_confidence=0.01"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path / "out" / "toy" / "v3")
+    assert f"{stray} is not a version (a file)" in caplog.text
+    assert json.loads((tmp_path / "out" / "toy" / "v3" / "manifest.json").read_text())[
+        "parent_version"] == "v1"

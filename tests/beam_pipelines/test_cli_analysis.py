@@ -153,3 +153,45 @@ def test_a_real_run_publishes_its_report(tmp_path, tiny_lm, capsys):
     assert (version / "validation.json").is_file()
     code, out, _ = cli(capsys, "versions", "toy", "--root", str(tmp_path / "out"))
     assert code == 0 and out.splitlines()[2].split()[:2] == ["v1", "6"]
+
+
+OUT_COMMANDS = {
+    "versions": ["versions", "demo"],
+    "diff": ["diff", "demo@v1", "demo@v2"],
+    "query": ["query", "demo@v1", "select 1 as x", "--format", "csv"],
+    "label-issues": ["label-issues", "demo@v1"],
+    "report": ["report", "demo@v1"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(OUT_COMMANDS))
+@pytest.mark.parametrize("where", ["demo/v3", "demo/v3/x.csv", "demo/notes.csv", "other", ".potstill-store/x"])
+def test_out_inside_the_output_root_is_refused(root, capsys, command, where):
+    """A result file named like the next version (OUT/demo/v3) would block every later publish:
+    no analyst command writes anywhere under the output root."""
+    target = root / where
+    code, out, err = cli(capsys, *OUT_COMMANDS[command], "--root", str(root), "--out", str(target))
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "refused" in err and str(target) in err and "inside the output root" in err
+    assert not target.exists() and not (root / where.split("/")[0]).is_file()
+    assert sorted(p.name for p in (root / "demo").iterdir() if p.name.startswith("v")) == ["v1", "v2"]
+
+
+def test_out_inside_the_dataset_folder_of_a_version_given_by_path_is_refused(root, capsys, tmp_path):
+    target = root / "demo" / "v3"
+    code, _, err = cli(capsys, "query", str(root / "demo" / "v1"), "select 1 as x",
+                       "--root", str(tmp_path), "--out", str(target))
+    assert code == 2 and "inside the dataset folder" in err and str(target) in err
+    assert not target.exists()
+
+
+def test_export_into_the_output_root_is_refused(root, capsys):
+    target = root / "demo" / "v3"
+    code, _, err = cli(capsys, "export", "demo@v1", "--to", "hf", str(target), "--root", str(root))
+    assert code == 2 and "refused: DIR" in err and str(target) in err and not target.exists()
+
+
+def test_out_beside_the_output_root_is_fine(root, capsys, tmp_path):
+    target = tmp_path / "demo-v1.csv"
+    code, out, _ = cli(capsys, *OUT_COMMANDS["query"], "--root", str(root), "--out", str(target))
+    assert code == 0 and out.strip() == str(target) and target.read_text() == "x\n1\n"

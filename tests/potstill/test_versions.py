@@ -150,3 +150,40 @@ def test_publish_rejects_bad_dataset_name(tmp_path):
     with pytest.raises(VersionError, match="invalid dataset name"):
         publish(tmp_path, "../escape", **tables(), manifest={})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("stray", ["file", "broken link", "empty folder", "folder without manifest"])
+def test_a_stray_entry_named_like_the_next_version_is_skipped_and_named(tmp_path, caplog, stray):
+    """`potstill query --out OUT/DS/v2` (or anything else) leaves a v2 that is no version: the
+    next publish takes v3 and says why, instead of failing after all the run's work."""
+    v1 = pub(tmp_path)
+    path = tmp_path / "demo" / "v2"
+    if stray == "file":
+        path.write_text("x\n1\n")
+    elif stray == "broken link":
+        path.symlink_to(tmp_path / "nowhere")
+    else:
+        path.mkdir()
+        if stray == "folder without manifest":
+            (path / "result.csv").write_text("x\n")
+    with caplog.at_level("WARNING", logger=versions.__name__):
+        v = pub(tmp_path, fingerprint="fp2")
+    assert v.name == "v3" and versions.read_manifest(v)["parent_version"] == "v1"
+    assert str(path) in caplog.text and "is not a version" in caplog.text
+    assert [r["version"] for r in list_versions(tmp_path, "demo")] == ["v1", "v3"]
+    assert resolve_version(tmp_path, "demo") == v and latest_version(tmp_path, "demo") == v
+    assert os.path.lexists(path)  # not ours to remove
+    assert pub(tmp_path, fingerprint="fp3").name == "v4" and v1.name == "v1"
+
+
+def test_a_file_taking_the_number_during_the_rename_moves_to_the_next(tmp_path, monkeypatch):
+    real_rename = os.rename
+
+    def file_first(src, dst):
+        if str(dst).endswith("v1") and not os.path.lexists(dst):
+            with open(dst, "w") as f:  # a stray file lands between the check and the rename
+                f.write("x")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(versions.os, "rename", file_first)
+    assert pub(tmp_path).name == "v2"
