@@ -11,6 +11,7 @@ curate, validate and publish. Every teacher answer goes through the teacher stor
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import uuid
@@ -24,6 +25,7 @@ from potstill.beam_pipelines.graph import Round, Stages, beam_options, build
 from potstill.beam_pipelines.threads import torch_threads
 from potstill.models import loading
 from potstill.models.quality.audit import read_seed, tune_and_gate
+from potstill.models.quality.gate import WeakTeacher
 from potstill.models.teacher.backends import open_store
 from potstill.models.registry import ensure_offline, resolve_model
 from potstill.models.teacher.teacher_setup import TeacherSetup
@@ -93,6 +95,16 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
         audit_usage = usage.remote_counts(audit_report.pop("remote_usage", {}))
         throughput, extra = run_rounds(cfg, stages, staging, seeds, beam_args, test_pipeline,
                                        driver_usage=audit_usage)
+        collapsed = check_collapse(cfg, staging, seeds, audit_report) \
+            if labelled_by["teacher"] == "llm" and cfg.task.kind == "classification" else None
+        if collapsed:  # label the pool again, with the gold rows' classifier (no LLM call)
+            teacher_stage, labelled_by = fallback_stage(cfg, collapsed, seeds, expected)
+            explain = False
+            stages = dataclasses.replace(stages, teacher=teacher_stage, saliency=None)
+            shutil.rmtree(staging)
+            staging.mkdir(parents=True)
+            throughput, extra = run_rounds(cfg, stages, staging, seeds, beam_args, None,
+                                           driver_usage=audit_usage)
         extra["labelled_by"] = labelled_by
         if explain:  # the deletion test, on the driver (models/saliency/faithfulness.py)
             from potstill.models.saliency.faithfulness import manifest_entry
@@ -104,11 +116,12 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
         version = job.finish(cfg, plan, staging, audit_report, throughput=throughput, extra=extra,
                              driver_keys=driver_keys)
         if labelled_by["teacher"] != "llm":
-            gold = labelled_by["gate"].get("gold_classifier_cv") or {}
+            gate, gold = labelled_by["gate"], labelled_by["gate"].get("gold_classifier_cv") or {}
+            f1 = lambda v: f"{v:.3f}" if isinstance(v, (int, float)) else "not measured"  # noqa: E731
             log.warning("labelled by the gold rows' own classifier (%s), not the LLM teacher: the "
-                        "LLM's macro-F1 on the gold rows was %.3f, the classifier's %s. %s",
-                        labelled_by["encoder"], labelled_by["gate"]["macro_f1"],
-                        f"{gold['macro_f1']:.3f}" if gold else "not measured", labelled_by["why"])
+                        "LLM's macro-F1 on the gold rows was %s, the classifier's %s. %s",
+                        labelled_by["encoder"], f1(gate.get("macro_f1")), f1(gold.get("macro_f1")),
+                        labelled_by["why"])
         return version
     finally:
         loading.release()  # the shared weights (and vLLM engines) of this run
@@ -122,18 +135,49 @@ def labelling_stage(cfg: Config, setup: TeacherSetup, audit_report: dict, seeds:
     classifier (models/quality/fallback.py: no LLM call on the pool)."""
     gate = audit_report.get("gate") or {}
     if gate.get("weak") and gate.get("action") == "fallback":
-        from potstill.models.quality import fallback
-        from potstill.transforms.classifier import ClassifierModelHandler, ScoreWithClassifier
-
-        clf = fallback.fit(cfg.audit, cfg.student, cfg.task.labels, seeds)
-        log.warning("the gold rows' own classifier (%s, C=%g) labels the rows, not the LLM",
-                    clf.encoder, clf.c)
-        return (ScoreWithClassifier(ClassifierModelHandler(clf, expected_rows=expected)),
-                fallback.manifest_entry(clf, gate))
+        return fallback_stage(cfg, gate, seeds, expected)
     handler = TeacherModelHandler(setup, retries=cfg.teacher.max_retries, expected_rows=expected)
     stage = ScoreWithTeacher(handler, keep_raw="label_probs_raw" in contract.optional_columns(cfg),
                              partitions=partitions(expected, cfg.teacher.batch_size))
     return stage, {"teacher": "llm", "model": cfg.teacher.model}
+
+
+def fallback_stage(cfg: Config, gate: dict, seeds: list[Record], expected: int
+                   ) -> tuple[beam.PTransform, dict]:
+    """The gold rows' own classifier as the labelling stage, and its `labelled_by`."""
+    from potstill.models.quality import fallback
+    from potstill.transforms.classifier import ClassifierModelHandler, ScoreWithClassifier
+
+    clf = fallback.fit(cfg.audit, cfg.student, cfg.task.labels, seeds)
+    log.warning("the gold rows' own classifier (%s, C=%g) labels the rows, not the LLM",
+                clf.encoder, clf.c)
+    return (ScoreWithClassifier(ClassifierModelHandler(clf, expected_rows=expected)),
+            fallback.manifest_entry(clf, gate))
+
+
+def check_collapse(cfg: Config, staging: Path, seeds: list[Record], audit_report: dict) -> dict | None:
+    """After the LLM labelled the pool: a pool labelled almost all one class where the gold rows
+    are not (potstill.job.label_collapse) is what the gate would have called weak, had it had
+    the rows to judge on. `audit.on_weak_teacher` decides as it does for the gate; returns the
+    gate-like verdict when the pool is to be labelled again by the gold rows' classifier."""
+    collapse = job.label_collapse(staging, [r.gold_label for r in seeds],
+                                  cfg.validation.label_share_min_rows, cfg.validation.max_label_share)
+    if collapse is None:
+        return None
+    audit_report["label_collapse"] = collapse
+    action = cfg.audit.on_weak_teacher
+    if action == "fallback" and len({r.gold_label for r in seeds}) > 1:
+        log.warning("%s; the gold rows' own classifier labels the pool again instead "
+                    "(audit.on_weak_teacher=fallback)", collapse["why"])
+        return {"weak": True, "reasons": [collapse["why"]], "n": len(seeds), "action": "fallback",
+                "judged_on": "the pool's teacher labels (label collapse)"}
+    if action in ("stop", "fallback"):
+        raise WeakTeacher(f"{collapse['why']}: stopped before publishing (audit.on_weak_teacher="
+                          f"{action}{', and fewer than two gold labels to fall back on' if action == 'fallback' else ''}). "
+                          "The teacher's answers are kept in the store.")
+    if action == "warn":
+        log.warning("%s; publishing anyway (audit.on_weak_teacher=warn)", collapse["why"])
+    return None
 
 
 def audit_teacher(cfg: Config, setup: TeacherSetup, seeds: list[Record]) -> tuple[TeacherSetup, dict]:
@@ -214,7 +258,7 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
         return usage.throughput(counts), extra
     extra["teacher_usage"] = usage.teacher_usage(counts + driver_usage, cfg.teacher)
     log.info("teacher: %(rows)d rows answered, %(cache_hits)d from the store (calls saved), "
-             "%(calls)d model calls (HTTP requests with a remote teacher), %(retries)d retries", extra["teacher_usage"])
+             "%(calls)d model calls, %(retries)d retries", extra["teacher_usage"])
     return usage.throughput(counts), extra
 
 

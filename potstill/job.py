@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import subprocess
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -149,6 +150,42 @@ def existing_version(cfg: Config, plan: Plan) -> Path | None:
                     found, ", ".join(f"{r}: {n}" for r, n in retry.items()))
         return None
     return found
+
+
+# A pool whose teacher labels put more than this share on one label, where the gold rows put
+# clearly less (see label_collapse), has collapsed.
+COLLAPSE_SHARE = 0.9
+
+
+def label_collapse(staging: Path, gold_labels: Sequence[str], min_rows: int,
+                   max_share: float | None = None) -> dict | None:
+    """The staged pool labelled almost all one class when the gold rows are not: the teacher's
+    most common label on the non-seed rows holds more than `max_share` of them, by default
+    max(COLLAPSE_SHARE, g + 0.8 (1 - g)) with g the gold rows' largest class share (a pool
+    may lean further than its gold rows, but not to nearly all one class). Checked from
+    `min_rows` teacher-labelled rows on, and only with gold rows (or an explicit max_share)."""
+    files = staged_files(staging, "scored")
+    if not files or (not gold_labels and max_share is None):
+        return None
+    con = duckdb.connect(":memory:")
+    try:
+        rows = con.execute("select teacher_label, count(*) from read_parquet($files) "
+                           "where source <> 'seed' group by 1 order by 2 desc, 1",
+                           {"files": files}).fetchall()
+    finally:
+        con.close()
+    n = sum(k for _, k in rows)
+    if n < min_rows or not rows:
+        return None
+    top, k = rows[0]
+    gold = max(Counter(gold_labels).values()) / len(gold_labels) if gold_labels else 0.0
+    limit = max_share if max_share is not None else max(COLLAPSE_SHARE, gold + 0.8 * (1 - gold))
+    if k / n <= limit:
+        return None
+    return {"label": top, "share": round(k / n, 4), "rows": n, "limit": round(limit, 4),
+            "gold_share": round(gold, 4),
+            "why": f"label collapse: the teacher labelled {k} of {n} pool rows {top!r} "
+                   f"({k / n:.2f} > {limit:.2f}), where the largest gold class holds {gold:.2f}"}
 
 
 def staged_files(staging: Path, name: str) -> list[str]:

@@ -98,7 +98,7 @@ def fit(a: Audit, student: Student, labels: list[str], seeds) -> GoldClassifier:
 def manifest_entry(clf: GoldClassifier, gate: dict) -> dict:
     """The manifest's `labelled_by`: which teacher labelled the rows, and why."""
     return {"teacher": "gold_classifier", **clf.summary(),
-            "why": "the gate judged the LLM teacher weak on the gold rows (audit.on_weak_teacher="
-                   "fallback): " + "; ".join(gate.get("reasons", [])),
+            "why": f"the LLM teacher was judged weak on {gate.get('judged_on') or 'the gold rows'} "
+                   "(audit.on_weak_teacher=fallback): " + "; ".join(gate.get("reasons", [])),
             "gate": {k: gate.get(k) for k in ("n", "accuracy", "macro_f1", "gold_classifier_cv",
                                               "judged_on")}}

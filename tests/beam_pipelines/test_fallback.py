@@ -110,3 +110,47 @@ def test_the_default_fallback_runs_on_the_packaged_mpnet(tmp_path, tiny_lm):
     right = sum(pool[f"a {w} {w} story, really {w}"] == "negative" for w in NEG) + \
         sum(pool[f"a {w} {w} story, really {w}"] == "positive" for w in POS)
     assert right >= 20, f"MPNet's gold classifier labelled {right} of 24 plain reviews right"
+
+
+def collapsing_teacher(monkeypatch):
+    """The LLM answers the first label for every row, however sure its gold rows say to be."""
+    from potstill.models.teacher.hf import HFTeacher
+
+    def one_answer(self, encoded):
+        out = np.full((len(encoded), len(self.cand_ids)), -12.0)
+        out[:, 0] = 0.0
+        return out
+    monkeypatch.setattr(HFTeacher, "score_encoded", one_answer)
+
+
+def small_gold_config(tmp_path, tiny_lm, tiny_bert, action):
+    cfg = config(tmp_path, tiny_bert, on_weak_teacher=action)
+    seeds = seed_rows()[:3] + seed_rows()[12:15]  # 6 gold rows: below min_seed_rows, not judged
+    (tmp_path / "seed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in seeds))
+    return cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"model": tiny_lm}),
+                                  "validation": cfg.validation.model_copy(update={"label_share_min_rows": 20})})
+
+
+def test_a_pool_labelled_all_one_class_falls_back_when_the_gate_could_not_judge(tmp_path, tiny_lm, tiny_bert,
+                                                                                monkeypatch):
+    collapsing_teacher(monkeypatch)
+    version = run(small_gold_config(tmp_path, tiny_lm, tiny_bert, "fallback"))
+    m = json.loads((version / "manifest.json").read_text())
+    assert m["teacher_audit"]["gate"]["weak"] is None  # 6 gold rows: the gate did not judge
+    collapse = m["teacher_audit"]["label_collapse"]
+    assert collapse["label"] == "negative" and collapse["share"] == 1.0 and collapse["rows"] == 24
+    assert m["labelled_by"]["teacher"] == "gold_classifier" and "label collapse" in m["labelled_by"]["why"]
+    data = pq.read_table(version / "data").to_pylist()
+    pool = [r for r in data if r["source"] == "corpus"]
+    assert len(pool) == 24 and max(r["teacher_confidence"] for r in pool) < 0.999  # not the LLM's ~1.0
+    totals = m["counts"]["totals"]
+    assert totals["read"] == totals["published"] + totals["rejected"] + totals["filtered"]
+
+
+def test_a_collapsed_pool_stops_before_publishing_when_told_to(tmp_path, tiny_lm, tiny_bert, monkeypatch):
+    from potstill.models.quality.gate import WeakTeacher
+
+    collapsing_teacher(monkeypatch)
+    with pytest.raises(WeakTeacher, match=r"label collapse: the teacher labelled 24 of 24 pool rows 'negative'"):
+        run(small_gold_config(tmp_path, tiny_lm, tiny_bert, "stop"))
+    assert not (tmp_path / "out" / "d" / "v1").exists()
