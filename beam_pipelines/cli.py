@@ -162,16 +162,20 @@ def _parser() -> argparse.ArgumentParser:
 def _gc(args) -> dict:
     """`potstill gc`: the dataset's leftovers under its lock (no run of it is in progress), then
     the teacher store, which `store.collect` leaves alone while any run under the root holds a
-    live lease."""
+    live lease. A dry run reports exactly what the real one removes (`leftovers_removed` and
+    `store` alike) and removes nothing."""
     from potstill.reports import analysis
     from potstill import store
     from potstill.publish import versions
 
+    if not args.grace_hours >= 0:  # NaN too
+        raise ValueError(f"--grace-hours must be a number of hours >= 0, got {args.grace_hours}")
     root = args.root if args.root is not None else analysis.default_root()
+    versions.existing_dataset(root, args.dataset)  # a mistyped name creates nothing
     with versions.dataset_lock(root, args.dataset):
-        leftovers = [] if args.dry_run else versions.remove_leftovers(root, args.dataset)
+        leftovers = versions.remove_leftovers(root, args.dataset, dry_run=args.dry_run)
         report = store.collect(root, dry_run=args.dry_run, grace_s=args.grace_hours * 3600)
-    return {"leftovers_removed": leftovers, "store": report}
+    return {"dry_run": args.dry_run, "leftovers_removed": leftovers, "store": report}
 
 
 def main(argv: list[str] | None = None) -> int:

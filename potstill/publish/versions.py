@@ -276,11 +276,36 @@ def dataset_lock(output_root: str | os.PathLike, dataset: str) -> Iterator[Path]
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def remove_leftovers(output_root: str | os.PathLike, dataset: str) -> list[str]:
+def remove_leftovers(output_root: str | os.PathLike, dataset: str, *,
+                     dry_run: bool = False) -> list[str]:
     """Staging folders and half-published `.tmp-*` versions of dead runs (call it holding
-    `dataset_lock`: no live run owns them then); returns what was removed."""
+    `dataset_lock`: no live run owns them then); returns what was removed, or with `dry_run`
+    what would be (the same list), removing nothing. What cannot be removed is left out of the
+    list and logged as a warning naming it."""
     ds_dir = _dataset_dir(output_root, dataset)
-    found = [p for p in ds_dir.glob(".tmp-*")] + [p for p in (ds_dir / ".staging").glob("*")]
+    staging = ds_dir / ".staging"
+    found = sorted(ds_dir.glob(".tmp-*")) + (sorted(staging.iterdir()) if staging.is_dir() else [])
+    removed = []
     for p in found:
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    return sorted(str(p) for p in found)
+        if not dry_run:
+            try:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            except OSError as err:
+                log.warning("could not remove %s, left by a run that did not finish (%s: %s)",
+                            p, type(err).__name__, err)
+                continue
+        removed.append(str(p))
+    return sorted(removed)
+
+
+def existing_dataset(output_root: str | os.PathLike, dataset: str) -> Path:
+    """The dataset's folder; a VersionError naming the datasets under `output_root` when it has
+    none (so a mistyped name is refused, not created)."""
+    ds_dir = _dataset_dir(output_root, dataset)
+    if not ds_dir.is_dir():
+        root = Path(output_root)
+        known = sorted(p.name for p in root.iterdir()
+                       if p.is_dir() and NAME_RE.match(p.name)) if root.is_dir() else []
+        raise VersionError(f"no dataset {dataset!r} under {root} (no folder {ds_dir}; datasets "
+                           f"there: {', '.join(known) or 'none'})")
+    return ds_dir

@@ -225,6 +225,53 @@ def test_gc_of_one_dataset_leaves_a_live_run_of_another_alone(tmp_path, tiny_lm,
     assert set(store.lookup(folder, needed)) == needed
 
 
+def test_gc_dry_run_reports_exactly_what_gc_removes(tmp_path, capsys):
+    """Leftovers of dead runs (a half-published `.tmp-*` version, a staging folder), a dead
+    writer's temporary segment and an orphan segment: the dry run lists what the real gc then
+    removes, item for item, and removes nothing itself."""
+    from potstill.beam_pipelines.cli import main
+
+    root = tmp_path / "out"
+    ds = root / "toy"
+    (ds / ".tmp-deadbeef" / "data").mkdir(parents=True)
+    (ds / ".staging" / "0123456789ab").mkdir(parents=True)
+    (ds / "v1").mkdir()
+    folder = store.model_dir(str(root), "ab" * 32)
+    orphan = store.write_segment(folder, ["orphan"], [[0.0, -1.0]], [3])
+    dead = Path(folder) / ".tmp-dead.parquet"
+    dead.write_bytes(b"half a segment")
+    for path in (orphan, dead):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+
+    def gc(*args: str) -> dict:
+        assert main(["gc", "toy", "--root", str(root), *args]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    dry = gc("--dry-run")
+    assert dry["dry_run"] is True and len(dry["leftovers_removed"]) == 2
+    assert (ds / ".tmp-deadbeef").is_dir() and dead.exists() and Path(orphan).exists()
+    real = gc()
+    assert real["leftovers_removed"] == dry["leftovers_removed"]
+    assert {k: v for k, v in real["store"].items() if k != "dry_run"} == \
+        {k: v for k, v in dry["store"].items() if k != "dry_run"}
+    assert real["store"]["temporary_removed"] == 1 and real["store"]["removed"] == 1
+    assert sorted(p.name for p in ds.iterdir()) == [".lock", ".staging", "v1"]
+    assert not dead.exists() and not Path(orphan).exists()
+    assert gc("--dry-run")["leftovers_removed"] == []
+
+
+def test_gc_of_an_unknown_dataset_or_a_bad_grace_exits_2_and_creates_nothing(tmp_path, capsys):
+    from potstill.beam_pipelines.cli import main
+
+    (tmp_path / "toy").mkdir()
+    assert main(["gc", "tyo", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no dataset 'tyo'" in err and "toy" in err and not (tmp_path / "tyo").exists()
+    assert main(["gc", "toy", "--root", str(tmp_path), "--grace-hours", "-1"]) == 2
+    assert "--grace-hours" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]
+
+
 def test_one_store_owns_a_teachers_keys_folder_and_segments(tmp_path):
     from potstill.store import TeacherStore, request_key
 
