@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -252,21 +253,77 @@ def resolve_version(output_root: str | os.PathLike, ref: str) -> Path:
     return ds_dir / version
 
 
+_PROBE, _PROBE_OLD_S = ".probe-", 3600.0
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.lstat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _output_root_error(output_root, folder: Path, what: str) -> VersionError:
+    return VersionError(f"output_root {output_root}: {what}: a run stages its rows in {folder} or "
+                        "publishes there, so it would do all its work and then fail. Fix it or "
+                        "choose another output_root")
+
+
+def _ensure_folder(output_root, folder: Path) -> None:
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise _output_root_error(output_root, folder, f"{folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocking = next((p for p in folder.parents if os.path.lexists(p) and not p.is_dir()), None)
+        what = (f"{blocking} is a file, not a folder" if blocking is not None else
+                f"cannot create {folder} ({type(err).__name__}: {err.strerror or err})")
+        raise _output_root_error(output_root, folder, what) from None
+
+
+def check_writable(output_root: str | os.PathLike, dataset: str) -> Path:
+    """Before any work: OUTPUT_ROOT, OUTPUT_ROOT/DATASET and its `.staging` folder are folders
+    this process can create files and folders in (a run stages in `.staging` and publishes by
+    renaming a folder it made in the dataset folder). Creates them, then makes and removes a
+    probe in each of the last two; returns the dataset folder. A VersionError (exit 2) names
+    `output_root`, the path and what is wrong (a file where a folder should be, a read-only
+    filesystem, no permission)."""
+    ds_dir = _dataset_dir(output_root, dataset)
+    for folder in (Path(output_root), ds_dir, ds_dir / ".staging"):
+        _ensure_folder(output_root, folder)
+    for folder in (ds_dir, ds_dir / ".staging"):
+        probe = folder / f"{_PROBE}{uuid.uuid4().hex}"  # a leftover only once it is old
+        try:
+            probe.mkdir()
+            (probe / "probe").write_bytes(b"potstill")
+        except OSError as err:
+            raise _output_root_error(output_root, folder, f"cannot write in {folder} "
+                                     f"({type(err).__name__}: {err.strerror or err})") from None
+        finally:
+            shutil.rmtree(probe, ignore_errors=True)
+    return ds_dir
+
+
 @contextlib.contextmanager
 def dataset_lock(output_root: str | os.PathLike, dataset: str) -> Iterator[Path]:
     """One run per dataset at a time: an exclusive lock on OUTPUT_ROOT/DATASET/.lock for the
     whole run. A second run waits (and says so) until the first ends; the operating system
-    releases the lock of a killed run. Local and network filesystems with POSIX locks."""
+    releases the lock of a killed run. Local and network filesystems with POSIX locks. The
+    dataset folder is checked first (`check_writable`): one a run could not publish in stops
+    it here, before any model loads."""
     import fcntl
-    import logging
 
-    ds_dir = _dataset_dir(output_root, dataset)
-    ds_dir.mkdir(parents=True, exist_ok=True)
-    with open(ds_dir / ".lock", "a+") as fh:
+    ds_dir = check_writable(output_root, dataset)
+    try:
+        fh = open(ds_dir / ".lock", "a+")
+    except OSError as err:
+        raise _output_root_error(output_root, ds_dir, f"cannot open the lock file {ds_dir / '.lock'} "
+                                 f"({type(err).__name__}: {err.strerror or err})") from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            logging.getLogger(__name__).info(
+            log.info(
                 "another run of dataset %s is in progress (%s): waiting for it to finish",
                 dataset, ds_dir / ".lock")
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -284,7 +341,10 @@ def remove_leftovers(output_root: str | os.PathLike, dataset: str, *,
     list and logged as a warning naming it."""
     ds_dir = _dataset_dir(output_root, dataset)
     staging = ds_dir / ".staging"
-    found = sorted(ds_dir.glob(".tmp-*")) + (sorted(staging.iterdir()) if staging.is_dir() else [])
+    found = [*ds_dir.glob(".tmp-*"), *ds_dir.glob(f"{_PROBE}*"),
+             *(staging.iterdir() if staging.is_dir() else [])]
+    # a probe is made outside the lock (check_writable) and lives for milliseconds
+    found = sorted(p for p in found if not p.name.startswith(_PROBE) or _age_s(p) > _PROBE_OLD_S)
     removed = []
     for p in found:
         if not dry_run:

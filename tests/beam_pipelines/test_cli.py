@@ -1,6 +1,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from potstill.beam_pipelines.cli import main
 
 
@@ -83,3 +85,20 @@ def test_a_stray_file_named_like_the_next_version_does_not_stop_publishing(tmp_p
     assert f"{stray} is not a version (a file)" in caplog.text
     assert json.loads((tmp_path / "out" / "toy" / "v3" / "manifest.json").read_text())[
         "parent_version"] == "v1"
+
+
+@pytest.mark.parametrize("blocked", ["out", "out/toy", "out/toy/.staging"])
+def test_an_output_root_a_run_cannot_write_exits_2_before_any_model_loads(tmp_path, tiny_lm, capsys,
+                                                                          monkeypatch, blocked):
+    """A file where output_root, the dataset folder or its staging folder should be (unwritable
+    for root too): exit 2 naming output_root and the path, not a bare errno after the audit."""
+    from potstill.models.teacher.teacher_setup import TeacherSetup
+
+    path = write_config(tmp_path, tiny_lm)
+    (tmp_path / blocked).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / blocked).write_text("not a folder")
+    monkeypatch.setattr(TeacherSetup, "load", lambda *a, **k: pytest.fail("a model was loaded"))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"output_root {tmp_path / 'out'}: {tmp_path / blocked} is a file, not a folder" in err
+    assert "Traceback" not in err and (tmp_path / blocked).is_file()

@@ -187,3 +187,47 @@ def test_a_file_taking_the_number_during_the_rename_moves_to_the_next(tmp_path, 
 
     monkeypatch.setattr(versions.os, "rename", file_first)
     assert pub(tmp_path).name == "v2"
+
+
+@pytest.mark.parametrize("blocked", ["out", "out/demo", "out/demo/.staging", "parent"])
+def test_check_writable_names_output_root_and_the_path(tmp_path, blocked):
+    """A file where a folder must be (the way to make a folder unwritable that stops root too):
+    refused before any work, naming output_root and the path."""
+    root = tmp_path / "parent" / "out" if blocked == "parent" else tmp_path / "out"
+    path = tmp_path / blocked
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("not a folder")
+    with pytest.raises(VersionError) as err:
+        versions.check_writable(root, "demo")
+    message = str(err.value)
+    assert message.startswith(f"output_root {root}:") and f"{path} is a file, not a folder" in message
+    assert path.is_file()
+
+
+def test_check_writable_makes_the_folders_and_leaves_no_probe(tmp_path):
+    ds = versions.check_writable(tmp_path / "new" / "out", "demo")
+    assert ds == tmp_path / "new" / "out" / "demo"
+    assert [p.name for p in ds.iterdir()] == [".staging"] and not list((ds / ".staging").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_check_writable_refuses_a_read_only_dataset_folder(tmp_path):
+    ds = versions.check_writable(tmp_path, "demo")
+    ds.chmod(0o555)
+    try:
+        with pytest.raises(VersionError, match=f"output_root {tmp_path}: cannot write in {ds} "):
+            versions.check_writable(tmp_path, "demo")
+    finally:
+        ds.chmod(0o755)
+
+
+def test_a_probe_of_a_run_waiting_for_the_lock_is_no_leftover(tmp_path):
+    """check_writable runs before the lock: another run's remove_leftovers must not take the
+    probe from under it; an old probe (its run died) is a leftover."""
+    ds = versions.check_writable(tmp_path, "demo")
+    young, old = ds / ".probe-young", ds / ".staging" / ".probe-old"
+    young.mkdir()
+    old.mkdir()
+    os.utime(old, (0, 0))
+    assert versions.remove_leftovers(tmp_path, "demo") == [str(old)]
+    assert young.is_dir() and not old.exists()
