@@ -8,7 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Every config block: unknown keys are errors, and values are taken as the YAML types
+    they are, never converted (pydantic's strict mode): `teacher.batch_size: true` or `"8"` is
+    refused naming the key, not read as 1 or 8; an integer is still a valid float."""
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Signals(_Strict):

@@ -196,3 +196,81 @@ def test_the_cli_refuses_an_alias_bomb_before_anything_runs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"config {path} is refused" in err and "alias bomb" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def _number_fields(model, prefix=""):
+    """(dotted key, a bool in the field's shape) for every int or float setting of the config
+    tree, nested blocks and lists of numbers included."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        ann, key = field.annotation, f"{prefix}{name}"
+        args = typing.get_args(ann)
+        if typing.get_origin(ann) in (typing.Union, types.UnionType):
+            ann = next(a for a in args if a is not type(None))
+            args = typing.get_args(ann)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _number_fields(ann, f"{key}.")
+        elif ann in (int, float):
+            yield key, True
+        elif typing.get_origin(ann) is list and args[0] in (int, float):
+            yield key, [True]
+
+
+def _with(raw: dict, dotted: str, value) -> dict:
+    import copy
+
+    raw = copy.deepcopy(raw)
+    *parents, last = dotted.split(".")
+    node = raw
+    for k in parents:
+        node = node.setdefault(k, {})
+    node[last] = value
+    return raw
+
+
+NUMBER_FIELDS = sorted(_number_fields(__import__("potstill.config.core", fromlist=["Config"]).Config))
+
+
+def test_every_number_setting_is_found():
+    keys = [k for k, _ in NUMBER_FIELDS]
+    assert len(keys) > 60 and "teacher.batch_size" in keys and "curation.min_confidence" in keys
+    assert "audit.search.few_shot_k" in keys and "teacher.endpoint.price_per_million.prompt" in keys
+
+
+@pytest.mark.parametrize("key,value", NUMBER_FIELDS, ids=[k for k, _ in NUMBER_FIELDS])
+def test_a_boolean_for_a_number_setting_is_refused_naming_the_key(key, value):
+    """pydantic's lax mode reads `true` as 1 (and 1.0): `teacher.batch_size: true` ran with
+    batches of one. Every int and float setting refuses a boolean, naming its key."""
+    raw = _with(BASE, key, value)
+    if key.startswith("teacher.endpoint.price_per_million."):
+        raw = _with(_with(raw, "teacher.endpoint.price_per_million.prompt", 1.0),
+                    "teacher.endpoint.price_per_million.completion", 1.0)
+        raw = _with(raw, key, value)
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert f"  {key}" in str(err.value)
+
+
+def test_teacher_batch_size_true_is_refused_from_yaml_and_set(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: d\ntask: {labels: [a, b]}\ncorpus: {unlabeled: {path: u.jsonl}}\n"
+                    "teacher: {batch_size: true}\n")
+    for args in ((path,), (path, ["teacher.batch_size=yes"])):
+        with pytest.raises(ConfigError, match=r"teacher\.batch_size: Input should be a valid integer"):
+            load_config(*args)
+    assert load_config(path, ["teacher.batch_size=4"]).teacher.batch_size == 4
+
+
+def test_numbers_and_booleans_keep_their_yaml_types():
+    cfg = parse_config({**BASE, "curation": {"min_confidence": 1, "llkd": False},
+                        "teacher": {"endpoint": {"timeout_s": 5}}, "signals": {"enabled": False}})
+    assert cfg.curation.min_confidence == 1.0 and isinstance(cfg.curation.min_confidence, float)
+    assert cfg.teacher.endpoint.timeout_s == 5.0 and cfg.curation.llkd is False
+    for key, value in (("teacher.batch_size", "8"), ("teacher.batch_size", 8.0),
+                       ("signals.enabled", 1), ("curation.min_confidence", "0.5")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            parse_config(_with(BASE, key, value))
