@@ -2,16 +2,39 @@
 part of the one typed config in potstill/config/core.py (which re-exports them)."""
 from __future__ import annotations
 
+import types
+import typing
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def _numbers_only(annotation) -> bool:
+    """An int or float setting (optional or not), or a list of them: one where true/false
+    makes no sense."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _numbers_only(args[0])
+    if typing.get_origin(annotation) is list:
+        return bool(args) and all(a in (int, float) for a in args)
+    return annotation in (int, float)
 
 
 class _Strict(BaseModel):
-    """Every config block: unknown keys are errors, and values are taken as the YAML types
-    they are, never converted (pydantic's strict mode): `teacher.batch_size: true` or `"8"` is
-    refused naming the key, not read as 1 or 8; an integer is still a valid float."""
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    """Every config block: unknown keys are errors, and a boolean is never a number. pydantic
+    reads `true` as 1 for an int or float field (`teacher.batch_size: true` ran with batches
+    of one); here it is refused, naming the key. Other conversions stay: PyYAML reads `1e-4`
+    as a string, and a float setting still takes it."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value, info):
+        given = value if isinstance(value, list) else [value]
+        if any(isinstance(v, bool) for v in given) and \
+                _numbers_only(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"a number is expected, not {str(value).lower()} (a boolean)")
+        return value
 
 
 class Signals(_Strict):
