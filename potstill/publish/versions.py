@@ -264,8 +264,8 @@ def _age_s(path: Path) -> float:
 
 
 def _output_root_error(output_root, folder: Path, what: str) -> VersionError:
-    return VersionError(f"output_root {output_root}: {what}: a run stages its rows in {folder} or "
-                        "publishes there, so it would do all its work and then fail. Fix it or "
+    return VersionError(f"output_root {output_root}: {what}. A run stages and publishes its "
+                        f"dataset in {folder}: it would do all its work and then fail. Fix it or "
                         "choose another output_root")
 
 
