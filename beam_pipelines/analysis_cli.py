@@ -137,6 +137,7 @@ def check_out(root: str, refs: list[str], out: str, flag: str = "--out") -> None
     teacher store only (a stray file there named like a version or a dataset blocks the next
     run), inside the dataset folder of a version given by its path, or inside any published
     version (`analysis.check_output_path`)."""
+    analysis.check_output_path(out)  # the most specific refusal first: inside a version
     target = Path(out).expanduser().resolve()
     places = [(Path(root).expanduser().resolve(), "the output root")]
     places += [(Path(r).expanduser().resolve().parent, "the dataset folder")
@@ -147,7 +148,6 @@ def check_out(root: str, refs: list[str], out: str, flag: str = "--out") -> None
                 f"refused: {flag} {out} is inside {what} {folder}, which holds datasets, their "
                 "versions and the teacher store only (a file there can block the next version); "
                 "write the result elsewhere")
-    analysis.check_output_path(out)
 
 
 def _export(root: str, args) -> None:
