@@ -30,7 +30,7 @@ from potstill.models.teacher.backends import open_store
 from potstill.models.registry import ensure_offline, resolve_model
 from potstill.models.teacher.teacher_setup import TeacherSetup
 from potstill.publish import contract, curation, versions
-from potstill import job
+from potstill import job, store
 from potstill.rows import records
 from potstill.config.core import Config
 from potstill.rows.records import Record
@@ -56,7 +56,8 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
         from potstill.models.teacher.remote_endpoint import resolved_config
 
         cfg = resolved_config(cfg, models["teacher"].path)
-    with versions.dataset_lock(cfg.output_root, cfg.dataset):  # one run per dataset at a time
+    with versions.dataset_lock(cfg.output_root, cfg.dataset), \
+            store.run_lease(cfg.output_root, cfg.dataset):  # one run per dataset; gc spares what it reads
         for leftover in versions.remove_leftovers(cfg.output_root, cfg.dataset):
             log.info("removed %s (left by a run that did not finish)", leftover)
         plan = job.plan(cfg, models)
@@ -160,6 +161,10 @@ def check_collapse(cfg: Config, staging: Path, seeds: list[Record], audit_report
     are not (potstill.job.label_collapse) is what the gate would have called weak, had it had
     the rows to judge on. `audit.on_weak_teacher` decides as it does for the gate; returns the
     gate-like verdict when the pool is to be labelled again by the gold rows' classifier."""
+    gold = Counter(r.gold_label for r in seeds)
+    if sum(n >= cfg.audit.min_class_support for n in gold.values()) < 2 and \
+            cfg.validation.max_label_share is None:
+        return None  # too few gold rows to say the pool is unlike them (audit.min_class_support)
     collapse = job.label_collapse(staging, [r.gold_label for r in seeds],
                                   cfg.validation.label_share_min_rows, cfg.validation.max_label_share)
     if collapse is None:

@@ -90,13 +90,16 @@ class TeacherStore:
                 fh.write(b"potstill")
             fs.rm(probe)
         except OSError as err:
-            raise StoreError(f"the teacher store {self.folder} cannot be written ({type(err).__name__}: "
-                             f"{err}): every answer would be lost. Make it writable or choose another "
-                             "output_root.") from None
+            raise StoreError.unwritable(self.folder, err) from None
 
 
 class StoreError(OSError):
     """The teacher store cannot keep answers: a problem the user fixes (exit 2)."""
+
+    @classmethod
+    def unwritable(cls, folder: str, err: BaseException) -> "StoreError":
+        return cls(f"the teacher store {folder} cannot be written ({type(err).__name__}: {err}): "
+                   "every answer would be lost. Make it writable or choose another output_root.")
 
 
 def request_key(model_sha256: str, prompt_ids: Sequence[int], candidates: Sequence[Sequence[int]]) -> str:
@@ -323,11 +326,14 @@ def hold_lease(output_root: str, kind: str, dataset: str | None = None, *,
     """Hold a lease of `kind` ("run" or "gc") for the body: written before it, its heartbeat
     rewritten every `heartbeat_s` by a daemon thread, removed after. Yields its path."""
     fs, base = _fs_path(leases_dir(output_root))
-    fs.makedirs(base, exist_ok=True)
     path = f"{base}/{uuid.uuid4().hex}.json"
     info = {"kind": kind, "dataset": dataset, "host": socket.gethostname(), "pid": os.getpid(),
             "started_at": time.time(), "heartbeat_at": time.time()}
-    _write_lease(fs, path, info)
+    try:
+        fs.makedirs(base, exist_ok=True)
+        _write_lease(fs, path, info)
+    except OSError as err:
+        raise StoreError.unwritable(root(output_root), err) from None
     stop = threading.Event()
 
     def beat() -> None:

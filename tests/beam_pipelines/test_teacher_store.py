@@ -322,3 +322,16 @@ def test_rows_the_teacher_did_not_answer_are_retried_by_the_next_run(tmp_path, t
     assert manifest(second)["counts"]["totals"]["published"] == manifest(first)["counts"]["totals"]["published"] + 1
     assert manifest(second)["teacher_usage"]["calls"] == 1  # only the row that failed
     assert run(load_config(path)) == second  # now nothing is left to do
+
+
+def test_a_run_holds_a_store_lease_until_it_has_published(tmp_path, tiny_lm, monkeypatch):
+    from potstill import job
+
+    seen, finish = {}, job.finish
+
+    def spy(cfg, *a, **k):
+        seen["during"] = [lease.dataset for lease in store.live_leases(cfg.output_root)]
+        return finish(cfg, *a, **k)
+    monkeypatch.setattr(job, "finish", spy)
+    run(load_config(write_config(tmp_path, tiny_lm, rows=4)))
+    assert seen["during"] == ["toy"] and store.live_leases(str(tmp_path / "out")) == []
