@@ -49,7 +49,7 @@ ARMS = {
     "random": ("random", None, []),
     "confidence": ("random", {"llkd": True, "ta_weighting": False, "need_scale": 0.0}, []),
     "llkd": ("need", {"llkd": True, "ta_weighting": False, "need_scale": 0.0}, []),
-    "llkd-trainer": ("random", None, ["student.selection=llkd"]),
+    "llkd-trainer": ("random", None, ["student.selection=llkd", "student.encoder=finetune"]),
     "ta": ("random", {"llkd": False, "ta_weighting": True}, []),
     "llkd+ta": ("need", {"llkd": True, "ta_weighting": True, "need_scale": 0.0}, []),
     "all": (None, None, []),
