@@ -150,8 +150,11 @@ def run_cli(*args, env=None, timeout=120):
     import sys
     import time
 
-    code = ("import resource, sys\nfrom potstill.beam_pipelines.cli import main\ncode = main(sys.argv[1:])\n"
-            "print(f'maxrss={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n"
+    # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across execve, so a child forked
+    # from a large test process would report the parent's size, not its own peak
+    code = ("import sys\nfrom potstill.beam_pipelines.cli import main\ncode = main(sys.argv[1:])\n"
+            "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:')).split()[1]\n"
+            "print(f'maxrss={hwm}', file=sys.stderr)\n"
             "sys.exit(code)")
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
