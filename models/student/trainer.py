@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -289,10 +290,15 @@ def train(dataset_dir: str | Path | None, cfg: Config, out_dir: str | Path, trai
                            "dataset": metrics["dataset"], "dataset_version": metrics["dataset_version"],
                            "train_on": train_on, "config_digest": cfg.digest(),
                            "recipe": recipe})
+    compare = dict(compare or {})
+    if train_on == "all" and s.gold_only_baseline and GOLD_ONLY not in compare:
+        metrics["baselines"] = {GOLD_ONLY: gold_only_baseline(dataset_dir, cfg, out, metrics)}
+        if "accuracy" in metrics["baselines"][GOLD_ONLY]:
+            compare.setdefault(GOLD_ONLY, out / GOLD_ONLY)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
     save_standard_model(model, cfg.task.labels, cfg.student.max_length, cfg.model_dump(mode="json"),
-                        out, metrics, compare or {})
+                        out, metrics, compare)
     if s.export_onnx:  # OUT/onnx/: one graph that runs without potstill, checked on every test row
         from potstill.models.student import onnx_export
 
@@ -301,6 +307,35 @@ def train(dataset_dir: str | Path | None, cfg: Config, out_dir: str | Path, trai
         log(f"onnx export: {metrics['export']['onnx']}")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+GOLD_ONLY = "gold-only"  # OUT/gold-only/: the baseline every distilled student is shown beside
+
+
+def gold_only_baseline(dataset_dir: str | Path | None, cfg: Config, out: Path, student: dict) -> dict:
+    """Train the gold-only student (the same setup on the seed rows alone, no exports) into
+    OUT/gold-only/ and return its headline numbers for `metrics["baselines"]`; say at WARNING when
+    the distilled student ends below it. A baseline that cannot be trained (no seed rows, a seed
+    weight of 0) is recorded as skipped with the reason: the distilled student stands."""
+    s = cfg.student.model_copy(update={"export_onnx": False, "gold_only_baseline": False})
+    log(f"gold-only baseline: the same student on the seed rows alone, into {out / GOLD_ONLY}")
+    try:
+        base = train(dataset_dir, cfg.model_copy(update={"student": s}), out / GOLD_ONLY,
+                     train_on="seed")
+    except TrainerError as err:
+        log(f"gold-only baseline skipped: {err}")
+        return {"path": GOLD_ONLY, "skipped": str(err)}
+    gain = student["accuracy"] - base["accuracy"]
+    summary = {"path": GOLD_ONLY, "accuracy": base["accuracy"], "macro_f1": base["macro_f1"],
+               "n": base["n"], "train_rows": base["train_rows"], "accuracy_gain": round(gain, 6)}
+    log(f"distilled {student['accuracy']:.4f} vs gold-only {base['accuracy']:.4f} "
+        f"({gain:+.4f} accuracy) on {base['n']} test rows")
+    if gain < 0:
+        logging.getLogger("potstill").warning(
+            "the distilled student (accuracy %.4f) ends below the gold-only student (%.4f) on the "
+            "test split: %s is the better model for this corpus (docs/student.md, \"When the "
+            "gold rows win\")", student["accuracy"], base["accuracy"], out / GOLD_ONLY)
+    return summary
 
 
 def read_metrics(path: str | Path) -> dict:

@@ -94,6 +94,10 @@ class Student(_Strict):
     export_onnx: bool = Field(True, description="also write OUT/onnx/: the student (encoder, pooling, "
                               "head) as one ONNX graph with its tokenizer, checked with onnxruntime "
                               "against potstill's own probabilities on every test row")
+    gold_only_baseline: bool = Field(
+        True, description="with train_on=all, also train the gold-only student (the same setup on the "
+        "seed rows alone) into OUT/gold-only/: metrics.json, the model card and the report show the "
+        "distilled student beside it, and a distilled student that ends below it is said at WARNING")
     input: Literal["text", "text+rationale"] = Field(
         "text", description="text+rationale: the saliency rationale after a [SEP] (models/student/rationale_input.py)")
     recipe: Literal["trust", "kd"] = Field(

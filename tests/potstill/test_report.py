@@ -199,3 +199,26 @@ def test_first_section_compares_student_gold_only_and_teacher_in_chromium(built,
         assert acc in row and f1 in row and delta in row, row
     assert "0.95" in rows[2] and "0.6" in rows[1]
     assert "calls" in html_[html_.index('id="teacher-cost"'):][:400]
+
+
+def test_a_student_brings_its_gold_only_baseline_and_the_report_names_what_is_missing(built, tmp_path):
+    """A student folder whose metrics.json lists a baseline (`train` writes OUT/gold-only/) shows
+    it beside the student without --student naming it; what the comparison still lacks is said."""
+    out = tmp_path / "student"
+    (out / "gold-only").mkdir(parents=True)
+    (out / "gold-only" / "metrics.json").write_text(json.dumps({**METRICS, "accuracy": 0.7,
+                                                                "train_on": "seed"}))
+    (out / "metrics.json").write_text(json.dumps({**METRICS, "baselines": {"gold-only": {
+        "path": "gold-only", "accuracy": 0.7}}}))
+    page = report.write_report(built[0], tmp_path / "report.html", [out]).read_text()
+    table_html = page[page.index('<div id="comparison">'):page.index('id="teacher-cost"')]
+    assert "gold-only student" in table_html and "+0.1100" in table_html
+    missing = page[page.index('id="comparison-missing"'):page.index('id="teacher-cost"')]
+    assert "the teacher on the test split" in missing and "gold-only" not in missing
+    teacher = tmp_path / "teacher.json"
+    teacher.write_text(json.dumps({"model": "teacher", "accuracy": 0.9, "macro_f1": 0.88, "n": 20}))
+    both = report.write_report(built[0], tmp_path / "r2.html", [out, teacher]).read_text()
+    assert 'id="comparison-missing"' not in both
+    # named twice (bundled and with --student), it is shown once
+    once = report.write_report(built[0], tmp_path / "r3.html", [out / "gold-only", out]).read_text()
+    assert once.count("gold-only student") == 1
