@@ -11,6 +11,8 @@ reports:
   teacher.calls    rows the graph will send to the model: unique rows whose answer the store
                    lacks (with a budget: at most budget.teacher_calls pool rows, plus seed rows)
   teacher.store_hits, teacher.prompt_tokens (of those calls, counted with its tokenizer),
+  teacher.pool_cost_by_setup  the pool calls' prompt tokens under each few-shot k the setup
+                   search may choose (k demonstrations ride in every pool row's prompt),
   audit.calls      requests the audit sends in-process first, through the store: the setup
                    search's prompt passes (models/quality/tuning.py, every (style, k) over the seed
                    rows and content-free inputs) when it runs, else the configured prompt's.
@@ -141,6 +143,7 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
                 "rejected": dict(sorted(Counter(x.reason for x in rejected.get(source, [])).items())),
                 "valid": len(rows.get(source, []))}
 
+    by_setup = pool_cost_by_k(cfg, lt, rows.get("seed", []), [r for r in sent if r.source != "seed"])
     warnings = plan_warnings(cfg, len(seeds), len(unique) - len(seeds), rejected.get("seed", []))
     for line in warnings:
         log.warning("%s", line)
@@ -153,6 +156,7 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
         "teacher": {"model": teacher.name, "sha256": teacher.sha256, "calls": calls,
                     "store_hits": len(unique) - len(missing), "prompt_tokens": tokens,
                     "budget": b.teacher_calls, "generated_max": generated_max,
+                    "pool_cost_by_setup": by_setup,
                     **({"note": "generation is on: up to generated_max more calls, not planned"}
                        if generated_max else {})},
         "audit": {"calls": audit_calls, "store_hits": len(set(dict(audit_requests))) - audit_calls,
@@ -181,6 +185,34 @@ def plan_warnings(cfg: Config, n_seed: int, n_corpus: int, seed_rejected: list) 
     if n_corpus == 0:
         out.append("no corpus rows to distil: every unlabeled row was rejected, or is a duplicate of "
                    "a seed or test row (is corpus.unlabeled the same file as corpus.seed?)")
+    return out
+
+
+POOL_COST_SAMPLE = 64  # pool rows whose prompts are encoded per few-shot k (tokenizer only)
+
+
+def pool_cost_by_k(cfg: Config, lt, seeds: list, pool: list) -> list[dict]:
+    """What the pool's calls cost under each few-shot k the setup search may choose: prompt
+    tokens per row (mean over up to POOL_COST_SAMPLE pool rows, demonstrations drawn from the
+    gold rows as `fixed` selection draws them: their lengths, not which ones, matter here) and
+    in total. The search picks a dearer k only past `audit.search.cost_margin`; this is the
+    price it weighs. One entry (the configured k) when no search runs."""
+    from potstill.models.quality.tuning import grid
+    from potstill.models.teacher.demos import DemoSelector
+
+    searched = cfg.audit.search.enabled and len(seeds) >= cfg.audit.min_seed_rows
+    ks = grid(cfg.teacher, cfg.audit.search, cfg.task)[1] if searched else [cfg.teacher.few_shot.k]
+    texts = [r.model_input for r in pool[::max(1, len(pool) // POOL_COST_SAMPLE)][:POOL_COST_SAMPLE]]
+    answers = dict(zip(cfg.task.labels, lt.teacher.prompt.verbalizer.answers))
+    out = []
+    for k in ks:
+        demos = (DemoSelector([r.model_input for r in seeds], [r.gold_label for r in seeds], answers,
+                              k, "fixed", None, cfg.teacher.few_shot.seed).select(texts)
+                 if k and seeds else [()] * len(texts))
+        per_row = (sum(len(lt.teacher.prompt_ids(lt.teacher.encode(t, d))) for t, d in zip(texts, demos))
+                   / len(texts)) if texts else 0.0
+        out.append({"k": k, "tokens_per_row": round(per_row, 1),
+                    "prompt_tokens": round(per_row * len(pool))})
     return out
 
 
@@ -234,6 +266,11 @@ def format_plan(p: dict) -> str:
     lines.append(f"  filtered before the teacher: {p['rows']['filtered'] or 'none'}")
     lines.append(f"  teacher {t['model']}: {t['calls']} calls ({t['store_hits']} answers already "
                  f"in the store), {t['prompt_tokens']} prompt tokens; audit {p['audit']['calls']} calls")
+    by_k = t.get("pool_cost_by_setup") or []
+    if len(by_k) > 1:  # the search's choice of k sets what every pool row's prompt carries
+        base = by_k[0]["tokens_per_row"] or 1.0
+        lines.append("  pool prompt tokens by the k the setup search chooses: " + ", ".join(
+            f"k={c['k']} {c['prompt_tokens']} ({c['tokens_per_row'] / base:.1f}x)" for c in by_k))
     if "seconds" in e:
         lines.append(f"  estimated {e['seconds']} s at {e['rows_per_second']} rows/s "
                      f"(timed on {e['sample_rows']} rows)")

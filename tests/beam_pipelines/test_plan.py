@@ -100,3 +100,24 @@ def test_plan_warns_about_a_small_gold_set_near_miss_labels_and_nothing_to_disti
     assert any("did you mean 'positive'?" in w and "s.jsonl:3" in w for w in warnings)
     assert any("no corpus rows to distil" in w for w in warnings)
     assert all(w in caplog.text for w in warnings)
+
+
+def test_plan_prices_the_pool_under_every_k_the_search_may_choose(config, capsys):  # noqa: F811
+    """Demonstrations ride in every pool row's prompt: the plan shows what each k the setup
+    search may choose costs over the pool's calls, the configured k counted exactly."""
+    from potstill.beam_pipelines.plan import format_plan
+
+    given = config.model_dump(mode="json", exclude_unset=True)
+    audit = {"min_seed_rows": 2, "folds": 2, "on_weak_teacher": "continue", "compare_gold": False}
+    p = make_plan(parse_config({**given, "audit": {**audit, "search": {"few_shot_k": [0, 2]}}}), sample=0)
+    by_k = {c["k"]: c for c in p["teacher"]["pool_cost_by_setup"]}
+    assert set(by_k) == {0, 2}
+    assert by_k[2]["tokens_per_row"] > by_k[0]["tokens_per_row"] > 0
+    pool_only = make_plan(parse_config({**given, "audit": {**audit, "search": {"enabled": False}},
+                                        "corpus": {**given["corpus"], "seed": None}}), sample=0)
+    assert pool_only["rows"]["unique"]["corpus"] == p["rows"]["unique"]["corpus"] <= 64
+    assert by_k[0]["prompt_tokens"] == pool_only["teacher"]["prompt_tokens"]
+    assert "k=2" in format_plan(p) and "pool prompt tokens" in format_plan(p)
+    # no search (too few gold rows for it): the configured k only
+    small = make_plan(parse_config({**given, "audit": {**audit, "min_seed_rows": 1000}}), sample=0)
+    assert [c["k"] for c in small["teacher"]["pool_cost_by_setup"]] == [config.teacher.few_shot.k]
