@@ -40,6 +40,7 @@ setup(
         "matplotlib",        # report.html plots (inline SVG)
         "onnx==1.23.2",      # the student's ONNX export (OUT/onnx/), checked with onnxruntime
         "onnxruntime==1.32.0",
+        "httpx==0.29.0",     # the remote teacher's HTTP client (proxies, CA bundle from the env)
     ],
     extras_require={
         # datasets: the test that loads a published version with Hugging Face's loader

@@ -1,9 +1,13 @@
 """HTTP for remote teachers: one JSON client per worker, with the request discipline a batch job
 needs against a server fleet or a hosted API.
 
-- Concurrency: `Client.map` runs calls on a pool of `max_concurrency` threads; each thread keeps
-  its own keep-alive connection (stdlib `http.client`, no extra dependency), replaced after
-  `IDLE_RECONNECT_S` idle (a server may have closed it).
+- Transport: one `httpx.Client` shared by the worker's threads: a pool of up to
+  `max_concurrency` keep-alive connections, an idle one dropped after `IDLE_RECONNECT_S` (a
+  server may have closed it). It follows the usual environment variables, as curl and pip do:
+  HTTP_PROXY / HTTPS_PROXY / ALL_PROXY / NO_PROXY for proxies, SSL_CERT_FILE / SSL_CERT_DIR
+  for the CA bundle (else the system's default store); loopback addresses never go through a
+  proxy.
+- Concurrency: `Client.map` runs calls on a pool of `max_concurrency` threads.
 - Rate limits: token buckets for requests and tokens per minute (`TokenBucket`), taken before a
   request is sent; a bucket holds ten seconds' worth, so a worker never bursts a minute at once.
 - Retries: 429 (waiting what Retry-After says), 408, 5xx, timeouts, dropped connections and
@@ -23,11 +27,10 @@ CLI exits 2 with the message, which names the endpoint, the HTTP status and the 
 from __future__ import annotations
 
 import email.utils
-import http.client
 import json
 import logging
+import os
 import random
-import socket
 import ssl
 import threading
 import time
@@ -36,9 +39,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Sequence, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
+
 from potstill.models.teacher.remote_redact import redact, register
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO: potstill says what matters itself (retries, failures)
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 T = TypeVar("T")
 R = TypeVar("R")
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -125,6 +134,7 @@ class Client:
         # what messages name: no user:password@, no query
         self.origin = f"{url.scheme}://{url.netloc.rsplit('@', 1)[-1]}"
         self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.host_port = url.netloc.rsplit("@", 1)[-1]  # credentials in the URL are never sent
         self.path = url.path.rstrip("/")
         self._key = api_key
         register(api_key)
@@ -135,8 +145,7 @@ class Client:
         self.tokens = TokenBucket(tokens_per_minute, sleep=sleep) if tokens_per_minute else None
         self.usage: Counter = Counter()
         self._usage_lock = threading.Lock()
-        self._local = threading.local()
-        self._conns: list[http.client.HTTPConnection] = []  # every thread's, closed by close()
+        self._http = http_client(url.hostname, timeout_s, max_concurrency)
         self._pool: ThreadPoolExecutor | None = None
 
     # --- usage --------------------------------------------------------------------------------
@@ -196,56 +205,36 @@ class Client:
                 raise
         raise AssertionError("unreachable")
 
-    def _connection(self, fresh: bool = False) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        idle = time.monotonic() - getattr(self._local, "used", 0.0)
-        if conn is None or fresh or idle > IDLE_RECONNECT_S:
-            if conn is not None:
-                conn.close()
-                with self._usage_lock:
-                    self._conns = [c for c in self._conns if c is not conn]
-            if self.scheme == "https":
-                conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout_s,
-                                                   context=ssl.create_default_context())
-            else:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
-            self._local.conn = conn
-            with self._usage_lock:
-                self._conns.append(conn)
-        return conn
-
     def _once(self, method: str, target: str, body: bytes | None) -> dict:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
-        conn = self._connection()
+        url = f"{self.scheme}://{self.host_port}{target}"
         try:
-            conn.request(method, target, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            self._local.used = time.monotonic()
-        except (socket.timeout, TimeoutError) as err:
-            self._connection(fresh=True)
+            resp = self._http.request(method, url, content=body, headers=headers)
+            data = resp.content
+        except httpx.TimeoutException as err:
             raise _Retry("timeout", f"no answer within {self.timeout_s}s ({type(err).__name__})") from None
-        except (ConnectionError, http.client.HTTPException, OSError) as err:
-            self._connection(fresh=True)
-            if isinstance(err, ssl.SSLCertVerificationError):
-                raise RequestRejected(f"{method} {self.origin}{target}: TLS certificate refused: {err}") from None
+        except (httpx.TransportError, OSError) as err:
+            if _cert_refused(err):
+                raise RequestRejected(f"{method} {self.origin}{target}: TLS certificate refused: "
+                                      f"{_cert_refused(err)}") from None
             raise _Retry("connection", f"connection failed ({type(err).__name__}: {err})") from None
-        if resp.status >= 400:
+        if resp.status_code >= 400:
             text = self.error_body(data)
-            if resp.status in RETRY_STATUS:
-                cause = "429" if resp.status == 429 else ("5xx" if resp.status >= 500 else "408")
-                raise _Retry(cause, f"HTTP {resp.status}: {text}", retry_after_s(resp.getheader("Retry-After")),
-                             resp.status)
-            raise RequestRejected(f"{method} {self.origin}{target}: HTTP {resp.status}: {text}", resp.status)
+            if resp.status_code in RETRY_STATUS:
+                status = resp.status_code
+                cause = "429" if status == 429 else ("5xx" if status >= 500 else "408")
+                raise _Retry(cause, f"HTTP {status}: {text}", retry_after_s(resp.headers.get("Retry-After")),
+                             status)
+            raise RequestRejected(f"{method} {self.origin}{target}: HTTP {resp.status_code}: {text}",
+                                  resp.status_code)
         try:
             answer = json.loads(data)
             if not isinstance(answer, dict):
                 raise ValueError("not a JSON object")
             return answer
         except ValueError as err:
-            self._connection(fresh=True)  # the stream may be out of step
             raise _Retry("malformed", f"malformed JSON ({err})") from None
 
     def error_body(self, data: bytes) -> str:
@@ -271,10 +260,32 @@ class Client:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        with self._usage_lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            conn.close()
+        self._http.close()
+
+
+def http_client(host: str, timeout_s: float, max_concurrency: int) -> httpx.Client:
+    """The worker's connection pool (module docstring). Proxies and CA bundle from the
+    environment (httpx's `trust_env`), except for a loopback server, which is reached directly;
+    HTTP/1.1, whose keep-alive connections `max_concurrency` threads share."""
+    verify: ssl.SSLContext | bool = ssl.create_default_context(
+        cafile=os.environ.get("SSL_CERT_FILE") or None, capath=os.environ.get("SSL_CERT_DIR") or None)
+    loopback = host in LOOPBACK
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout_s), verify=verify, trust_env=not loopback,
+        limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency,
+                            keepalive_expiry=IDLE_RECONNECT_S),
+        follow_redirects=False)
+
+
+def _cert_refused(err: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate error behind a transport error, if that is what it is."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def first_error(results: Iterable) -> BaseException | None:
