@@ -18,6 +18,12 @@ values come first in every grid). Picking the best of many candidates flatters i
 itself is cross-validated too: on each of `audit.folds` folds the best candidate on the other
 folds predicts the held-out fold, and those predictions give the tuned teacher's honest figures
 (`cv`), the ones the gate judges.
+
+Early stop: a pass with more demonstrations (dearer on every pool row) can only be chosen by
+beating the cheaper best by the margin (`_best`). It is scored PRUNE_CHUNK rows at a time, the
+classes taken in turn, and stopped once the highest macro-F1 any of its candidates could still
+reach (every row left predicted right: `_macro_f1_bound`) does not clear that bar. The choice is
+unchanged; the stopped pass's candidates are left out of the CV figures, and listed in `pruned`.
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ from potstill.rows.records import Record
 
 log = logging.getLogger(__name__)
 SEARCH_CHUNK = 32  # rows per model call in the search: progress moves, each chunk is stored as it is answered
+PRUNE_CHUNK = 8    # rows per call in a pass that may stop early (more demonstrations per row)
 
 
 @dataclass
@@ -67,6 +74,7 @@ class SearchResult:
     cv_pred: np.ndarray                     # held-out predictions of the search itself
     seconds: float
     prompt_passes: int
+    pruned: list = field(default_factory=list)  # [{"pass", "after_rows", "rows", "bound", "to_beat"}]
 
     def teacher_update(self, t: Teacher) -> dict:
         """The `teacher` settings the search decided (explicitly set ones are unchanged)."""
@@ -178,28 +186,84 @@ def search(t: Teacher, a: Audit, task: Task, teacher, seeds: list[Record], embed
     n_options = np.array([len(r.choices) if r.choices else len(labels) for r in seeds])
     past_options = np.arange(len(labels))[None, :] >= n_options[:, None]
     inputs = list(t.content_free_inputs)
-    start, n_passes, candidates = time.perf_counter(), 0, []
+    start, n_passes, candidates, pruned = time.perf_counter(), 0, [], []
     planned = list(passes(t, a.search, task, teacher, seeds, embed))
     per_pass = len(texts) + (len(inputs) if "contextual" in cals else 0)
     progress = Progress("setup search", len(planned) * per_pass, unit="prompts")
-    for p in planned:
-        cand_index = p.variant.prompt.verbalizer.candidates
-        log.info("setup search: scoring %d seed rows with the %s prompt, k=%d", len(texts), p.style, p.k)
-        seed_cand = _candidates(p.variant, texts, p.demos, store, progress)
-        cf_cand = _candidates(p.variant, inputs, p.cf_demos, store, progress) if "contextual" in cals else None
-        n_passes += 1
+    rows = np.arange(len(gold))
+    margin = max(a.search.cost_margin, 1.0 / max(len(rows), 1)) if a.search.cost_margin else 0.0
+
+    def pass_candidates(p: Pass, seed_cand: np.ndarray, cf_cand: np.ndarray | None,
+                        blocked: np.ndarray) -> list[Candidate]:
+        out, cand_index = [], p.variant.prompt.verbalizer.candidates
         for kind, forms in p.verbs:
             raw = _label_scores(seed_cand, cand_index, forms, labels)
-            raw[past_options] = -np.inf
+            raw[blocked] = -np.inf
             for cal in cals:
                 prior = (contextual_prior(_label_scores(cf_cand, cand_index, forms, labels))
                          if cal == "contextual" else None)
-                c = Candidate(p.style, p.k, kind, forms, cal, raw, prior)
-                c.macro_f1 = _macro_f1(gold, c.logprobs().argmax(1), labels)
-                candidates.append(c)
-    best = _best(candidates, np.arange(len(gold)), gold, labels, a.search.cost_margin)
+                out.append(Candidate(p.style, p.k, kind, forms, cal, raw, prior))
+        return out
+
+    # A dearer pass (more demonstrations) is scored in small chunks, classes interleaved, and
+    # stopped once no candidate of it can still beat the cheaper best by the margin.
+    order = _interleaved(gold, a.search.seed)
+    for p in planned:
+        log.info("setup search: scoring %d seed rows with the %s prompt, k=%d", len(texts), p.style, p.k)
+        cf_cand = _candidates(p.variant, inputs, p.cf_demos, store, progress) if "contextual" in cals else None
+        n_passes += 1
+        if not (candidates and p.k > min(c.k for c in candidates)):
+            candidates += pass_candidates(p, _candidates(p.variant, texts, p.demos, store, progress),
+                                          cf_cand, past_options)
+            continue
+        to_beat = _best(candidates, rows, gold, labels, a.search.cost_margin)
+        need = _macro_f1(gold, to_beat.logprobs().argmax(1), labels) + margin
+        parts, done = [], 0
+        chunks = _candidate_chunks(p.variant, [texts[i] for i in order],
+                                   [p.demos[i] for i in order] if p.demos else None, store, progress,
+                                   PRUNE_CHUNK)
+        for part in chunks:
+            parts.append(part)
+            done = sum(len(x) for x in parts)
+            if done == len(texts):
+                break
+            partial = pass_candidates(p, np.concatenate(parts), cf_cand, past_options[order[:done]])
+            bound = max(_macro_f1_bound(gold[order], c.logprobs().argmax(1), labels) for c in partial)
+            if bound <= need:  # even with every row left right, none of them is chosen
+                progress.update(len(texts) - done)
+                pruned.append({"pass": f"{p.style}/k={p.k}", "after_rows": done, "rows": len(texts),
+                               "bound": round(bound, 4), "to_beat": round(need, 4)})
+                log.info("setup search: %s/k=%d stopped after %d of %d rows: its best can reach "
+                         "macro-F1 %.3f at most, not past %.3f (%s + margin)", p.style, p.k, done,
+                         len(texts), bound, need, to_beat.name)
+                break
+        if done == len(texts):
+            seed_cand = np.empty_like(np.concatenate(parts))
+            seed_cand[order] = np.concatenate(parts)
+            candidates += pass_candidates(p, seed_cand, cf_cand, past_options)
+    for c in candidates:
+        c.macro_f1 = _macro_f1(gold, c.logprobs().argmax(1), labels)
+    best = _best(candidates, rows, gold, labels, a.search.cost_margin)
     cv_pred = _cv_predictions(candidates, gold, labels, a.folds, a.search.seed, a.search.cost_margin)
-    return SearchResult(best, candidates, cv_pred, time.perf_counter() - start, n_passes)
+    return SearchResult(best, candidates, cv_pred, time.perf_counter() - start, n_passes, pruned)
+
+
+def _interleaved(gold: np.ndarray, seed: int) -> np.ndarray:
+    """Row order for a pass that may stop early: the classes taken in turn (each class's rows
+    in a seeded shuffle), so that every prefix looks like the whole."""
+    rng = np.random.default_rng(seed)
+    queues = [list(rng.permutation(np.flatnonzero(gold == c))) for c in np.unique(gold)]
+    out = []
+    while any(queues):
+        out += [q.pop(0) for q in queues if q]
+    return np.array(out, dtype=int)
+
+
+def _macro_f1_bound(gold: np.ndarray, partial_pred: np.ndarray, labels: list[str]) -> float:
+    """The highest macro-F1 a candidate can still reach when it has predicted the first
+    len(partial_pred) rows: every row left predicted right. Per class F1 = 2TP / (2TP + FP + FN)
+    only grows when a row is predicted right instead of wrong, so this bounds every ending."""
+    return _macro_f1(gold, np.concatenate([partial_pred, gold[len(partial_pred):]]), labels)
 
 
 def search_requests(t: Teacher, s: AuditSearch, task: Task, prompter, seeds: list[Record],
@@ -221,19 +285,25 @@ def _candidates(variant, texts: list[str], demos, store, progress: Progress | No
                 chunk: int = SEARCH_CHUNK) -> np.ndarray:
     """Raw candidate log-probs [n, C], through the teacher store when there is one, `chunk`
     rows at a time so that `progress` (rows done, rate, ETA) moves while the model works."""
-    parts = []
+    parts = list(_candidate_chunks(variant, texts, demos, store, progress, chunk))
+    return np.concatenate(parts) if parts else variant.score_candidates(texts, demos)
+
+
+def _candidate_chunks(variant, texts: list[str], demos, store, progress: Progress | None = None,
+                      chunk: int = SEARCH_CHUNK):
+    """`_candidates`, one chunk of rows at a time: a caller may stop between chunks."""
     for lo in range(0, len(texts), chunk):
         part, part_demos = texts[lo:lo + chunk], demos[lo:lo + chunk] if demos else None
         if store is None or not store.stores_answers:
-            parts.append(variant.score_candidates(part, part_demos))
+            answer = variant.score_candidates(part, part_demos)
         else:
             lt = replace(store, teacher=variant)
-            parts.append(lt.stored_candidates(part, part_demos or [()] * len(part)))
+            answer = lt.stored_candidates(part, part_demos or [()] * len(part))
             store.calls, store.cache_hits, store.used_keys = lt.calls, lt.cache_hits, lt.used_keys
             store.store_index = lt.store_index  # the next chunk and variant reuse the index
         if progress is not None:
             progress.update(len(part))
-    return np.concatenate(parts) if parts else variant.score_candidates(texts, demos)
+        yield answer
 
 
 def _macro_f1(gold: np.ndarray, pred: np.ndarray, labels: list[str]) -> float:
@@ -283,4 +353,5 @@ def report(result: SearchResult, gold: np.ndarray, labels: list[str]) -> dict:
                            for c in result.candidates],
             "cv": {**cv, "note": "the search itself cross-validated: on each fold, the best setup "
                    "on the other folds predicts it"},
-            "seconds": round(result.seconds, 2), "prompt_passes": result.prompt_passes}
+            "seconds": round(result.seconds, 2), "prompt_passes": result.prompt_passes,
+            "pruned": result.pruned}

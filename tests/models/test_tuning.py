@@ -146,3 +146,74 @@ def test_more_demonstrations_must_win_by_a_margin_the_gold_rows_resolve():
     assert _best([cheap, much], rows, gold, LABELS, cost_margin=0.05) is much
     assert _best([cheap, slightly], rows, gold, LABELS, cost_margin=0.0) is slightly  # plain best
     assert _best([slightly, cheap], rows, gold, LABELS, cost_margin=0.05) is cheap  # order does not matter
+
+
+class DemoSensitiveTeacher(TeacherBase):
+    """Right on every row without demonstrations and wrong with them (`demos_help=False`), or
+    the other way round: what a dearer setup can buy, or not. Counts rows per k."""
+    rows: dict = {}
+    demos_help = False
+
+    def score_candidates(self, texts, demos=None):
+        k = len(demos[0]) if demos and demos[0] else 0
+        type(self).rows[k] = type(self).rows.get(k, 0) + len(texts)
+        right = (k > 0) == self.demos_help
+        out = np.full((len(texts), len(self.cand_ids)), np.log(1e-6))
+        for r, text in enumerate(texts):
+            topic = "sports" if any(text.startswith(t) for t in TOPICS["sports"]) else "business"
+            if not right:
+                topic = "business" if topic == "sports" else "sports"
+            for c, (_, surface) in enumerate(self.prompt.verbalizer.candidates):
+                if surface == topic:
+                    out[r, c] = np.log(0.6)
+        return out
+
+
+@pytest.mark.parametrize("demos_help", [False, True])
+def test_a_dearer_pass_stops_once_it_cannot_win_and_the_choice_is_the_full_search_s(
+        tiny_lm, tmp_path, monkeypatch, demos_help):
+    """A pass with more demonstrations is scored in chunks, classes interleaved; once even every
+    row left right could not lift it past the cheaper best by the margin, it stops: fewer prompts,
+    the same choice as scoring every row (checked with the bound switched off)."""
+    from potstill.models.quality import tuning
+    from potstill.models.quality.audit import read_seed
+
+    cfg = config(tmp_path, teacher={"few_shot": {"selection": "fixed"}},
+                 audit={"search": {"few_shot_k": [0, 2], "calibration": ["none"],
+                                   "verbalizers": ["exact"]}})
+    seeds = read_seed(cfg)
+    DemoSensitiveTeacher.demos_help = demos_help
+
+    def run():
+        DemoSensitiveTeacher.rows = {}
+        return tuning.search(cfg.teacher, cfg.audit, cfg.task, DemoSensitiveTeacher(tiny_lm, LABELS),
+                             seeds), dict(DemoSensitiveTeacher.rows)
+
+    result, rows = run()
+    with monkeypatch.context() as m:  # the bound off: every pass scores every row
+        m.setattr(tuning, "_macro_f1_bound", lambda *a: float("inf"))
+        full, full_rows = run()
+    assert result.chosen.name == full.chosen.name
+    assert result.chosen.k == (2 if demos_help else 0)
+    assert full_rows == {0: 12, 2: 12} and rows[0] == 12
+    if demos_help:  # the dearer pass wins: never stopped, the same candidates and CV figures
+        assert rows[2] == 12 and not result.pruned
+        assert (result.cv_pred == full.cv_pred).all()
+    else:
+        assert rows[2] == tuning.PRUNE_CHUNK < 12
+        assert result.pruned == [{"pass": "labels/k=2", "after_rows": tuning.PRUNE_CHUNK, "rows": 12,
+                                  "bound": pytest.approx(result.pruned[0]["bound"]),
+                                  "to_beat": pytest.approx(1.0 + 1 / 12, abs=1e-4)}]
+        assert result.pruned[0]["bound"] < 1.0
+        assert tuning.report(result, np.array([LABELS.index(r.gold_label) for r in seeds]),
+                             LABELS)["pruned"] == result.pruned
+
+
+def test_the_interleaved_order_takes_classes_in_turn_and_keeps_every_row():
+    from potstill.models.quality.tuning import _interleaved
+
+    gold = np.array([0] * 5 + [1] * 3 + [2] * 2)
+    order = _interleaved(gold, 0)
+    assert sorted(order) == list(range(10))
+    assert list(gold[order][:6]) == [0, 1, 2, 0, 1, 2] and list(gold[order][6:]) == [0, 1, 0, 0]
+    assert (order == _interleaved(gold, 0)).all() and not (order == _interleaved(gold, 1)).all()
