@@ -32,9 +32,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
 LAMBDA, C, BETA = 1.0e6, 1.0e3, 1.0e-3
 FOLDER = "hf"  # inside a saved student's folder
@@ -117,43 +121,152 @@ def naive_cls_export(model):
     return out
 
 
+CARD, METRICS_FILE, CONFIG_FILE = "README.md", "metrics.json", "potstill-config.yaml"
+# Rows a comparison may carry in the card, said in words (any other --compare name is listed as is).
+_KNOWN_ROWS = {
+    "gold-only": "the same student trained on the gold seed rows only (no teacher labels): the "
+                 "baseline distillation has to beat",
+    "teacher": "the teacher LM itself, scored on the same test split",
+}
+# An absolute POSIX path inside a string: a slash that starts a token, at least two components.
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])/[^\s'\"`,;()\[\]{}<>]+/[^\s'\"`,;()\[\]{}<>]+")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The model card and the files it links to, by name inside the model folder."""
+    files: dict[str, str]
+
+    @property
+    def text(self) -> str:
+        return self.files[CARD]
+
+
+def _short_path(match: re.Match) -> str:
+    path = Path(match.group(0).rstrip("."))
+    tail = match.group(0)[len(match.group(0).rstrip(".")):]
+    cwd = Path.cwd()
+    if cwd != Path(cwd.anchor) and path.is_relative_to(cwd):
+        return str(path.relative_to(cwd)) + tail
+    return path.name + tail
+
+
+def portable(value: Any) -> Any:
+    """`value` (JSON-like) with every absolute path in its strings shortened: relative to the
+    working folder when under it, else the file name. A published model folder names nothing
+    of the machine it was trained on (a home folder, a user name, a scratch disk)."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v) for v in value]
+    if isinstance(value, str):
+        return _ABS_PATH.sub(_short_path, value)
+    return value
+
+
+def _dataset_manifest(metrics: dict) -> dict:
+    """The trained-on version's manifest (teacher, labelled_by), or {} when it cannot be read."""
+    try:
+        return json.loads((Path(str(metrics.get("dataset"))) / "manifest.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _teacher(config: dict, manifest: dict) -> str:
+    by = manifest.get("labelled_by") or {}
+    if by.get("teacher") == "gold_classifier":
+        return (f"the gold rows' own classifier (logistic regression on {by.get('encoder')} "
+                f"embeddings), not the LLM: {by.get('why')}")
+    name = ((manifest.get("models") or {}).get("teacher") or {}).get("name")
+    return str(name or (config.get("teacher") or {}).get("model") or "–")
+
+
+def _summary(labels: list[str], metrics: dict, config: dict, manifest: dict,
+             max_length: int) -> dict[str, Any]:
+    s = config.get("student") or {}
+    seed_only = metrics.get("train_on") == "seed"
+    recipe = (metrics.get("recipe") or {}).get("recipe") or s.get("recipe")
+    rows = {
+        "labels": ", ".join(labels),
+        "dataset": f"{config.get('dataset') or manifest.get('dataset') or '–'} "
+                   f"{metrics.get('dataset_version') or '(gold seed rows of the config)'}",
+        "trained on": f"{metrics.get('train_rows')} rows "
+                      f"({'gold seed rows only' if seed_only else 'seed and teacher-labelled rows'})",
+        "teacher": "none (gold labels only)" if seed_only else _teacher(config, manifest),
+        "student encoder": f"{portable(str(s.get('model')))} ({s.get('encoder')}, "
+                           f"at most {max_length} tokens)",
+        "recipe": "–" if seed_only else f"{recipe}, temperature {s.get('temperature')}",
+        "epochs": metrics.get("epochs"),
+        "test rows": metrics.get("n"),
+        "test accuracy": metrics.get("accuracy"),
+        "test macro-F1": metrics.get("macro_f1"),
+        "test ECE": metrics.get("ece"),
+    }
+    return rows
+
+
+def _compared(comparisons: dict[str, dict]) -> dict[str, dict]:
+    """The comparison rows that have numbers to show (a skipped baseline has none)."""
+    return {name: m for name, m in comparisons.items()
+            if isinstance(m, dict) and m.get("accuracy") is not None}
+
+
 def model_card(labels: list[str], metrics: dict | None, comparisons: dict[str, dict],
-               config: dict | None, max_length: int) -> str:
-    """README.md of the exported model: data version, test metrics beside the baselines, config."""
-    metrics = metrics or {}
-    rows = {"this student": metrics, **comparisons}
-    lines = ["| model | accuracy | macro-F1 | n |", "|---|---|---|---|"]
-    for name, m in rows.items():
-        if m:
-            lines.append(f"| {name} | {_f(m.get('accuracy'))} | {_f(m.get('macro_f1'))} | "
-                         f"{m.get('n', '–')} |")
+               config: dict | None, max_length: int) -> ModelCard:
+    """README.md of the exported model (a short summary, the test metrics beside exactly the
+    comparisons given), with the two files it links to inside the same folder: metrics.json
+    and the full resolved config as potstill-config.yaml, paths shortened by `portable`."""
+    metrics, config = metrics or {}, config or {}
+    manifest = _dataset_manifest(metrics)
+    compared = _compared(comparisons)
+    seed_only = metrics.get("train_on") == "seed"
+    table = ["| model | accuracy | macro-F1 | n |", "|---|---|---|---|"]
+    for name, m in {"this student": metrics, **compared}.items():
+        table.append(f"| {name} | {_f(m.get('accuracy'))} | {_f(m.get('macro_f1'))} | "
+                     f"{m.get('n', '–')} |")
+    said = [f"- **{name}**: {_KNOWN_ROWS.get(name, 'metrics given at training (--compare)')}."
+            for name in compared]
     front = {"library_name": "transformers", "pipeline_tag": "text-classification",
              "tags": ["potstill", "knowledge-distillation"], "license": "unknown"}
-    return "\n".join([
+    how = ("trained by potstill on the gold seed rows alone" if seed_only else
+           "distilled by potstill from a teacher's label distributions")
+    text = "\n".join([
         "---", *[f"{k}: {json.dumps(v)}" for k, v in front.items()], "---", "",
         f"# Student classifier ({', '.join(labels)})", "",
-        "A MiniLM-style encoder distilled by potstill from a teacher LM's label distributions. "
-        "It is a standard `BertForSequenceClassification` (one extra final layer computes the "
-        "student's mean pooling and label head exactly): no custom code.", "",
-        "```python", "from transformers import pipeline",
+        f"A text classifier {how}. It is a standard `BertForSequenceClassification` (one extra "
+        "final layer computes the student's mean pooling and label head exactly): no custom code.",
+        "", "```python", "from transformers import pipeline",
         'clf = pipeline("text-classification", model="THIS_FOLDER")',
         f'clf(["some text"], truncation=True)   # the student read at most {max_length} tokens',
-        "```", "",
-        f"Trained on dataset version `{metrics.get('dataset_version')}` ({metrics.get('dataset')}), "
-        f"train_on={metrics.get('train_on')}, {metrics.get('train_rows')} rows, "
-        f"{metrics.get('epochs')} epochs.", "",
-        "## Test split", "", *lines, "",
-        "Per-class recall and ECE are in `../metrics.json`. Gold-only is the same student "
-        "trained on the gold seed rows only; the teacher is the LM that labelled the data.", "",
-        "## Config", "", "```json", json.dumps(config or {}, indent=2), "```", ""])
+        "```", "", "## Summary", "", _kv(_summary(labels, metrics, config, manifest, max_length)),
+        "", "## Test split", "", *table, "",
+        *(said + [""] if said else ["No other model was scored beside this one.", ""]),
+        f"Per-class recall, ECE and the training record are in [{METRICS_FILE}]({METRICS_FILE}); "
+        f"the full resolved config is in [{CONFIG_FILE}]({CONFIG_FILE}).", ""])
+    record = {**portable(metrics), "compared": {name: {k: m.get(k) for k in ("accuracy", "macro_f1", "n")}
+                                                for name, m in compared.items()}}
+    return ModelCard({
+        CARD: text,
+        METRICS_FILE: json.dumps(record, indent=2) + "\n",
+        CONFIG_FILE: yaml.safe_dump(portable(config), sort_keys=False, allow_unicode=True)})
+
+
+def _kv(rows: dict) -> str:
+    return "\n".join(["| | |", "|---|---|"] + [f"| {k} | {_cell(v)} |"
+                                               for k, v in rows.items()])
+
+
+def _cell(v) -> str:
+    return _f(v) if isinstance(v, float) else "–" if v is None else str(v)
 
 
 def _f(v) -> str:
     return f"{v:.4f}" if isinstance(v, (int, float)) else "–"
 
 
-def save_standard(model, out_dir: str | Path, max_length: int, card: str) -> Path:
-    """Write the standard model, its tokenizer (truncating at `max_length`) and card."""
+def save_standard(model, out_dir: str | Path, max_length: int, card: ModelCard) -> Path:
+    """Write the standard model, its tokenizer (truncating at `max_length`), the card and the
+    files it links to."""
     out = Path(out_dir)
     standard = to_bert_classifier(model)  # raises ExportError before anything is written
     out.mkdir(parents=True, exist_ok=True)
@@ -161,5 +274,6 @@ def save_standard(model, out_dir: str | Path, max_length: int, card: str) -> Pat
     tok = copy.deepcopy(model.tokenizer)
     tok.model_max_length = max_length
     tok.save_pretrained(out)
-    (out / "README.md").write_text(card, encoding="utf-8")
+    for name, text in card.files.items():
+        (out / name).write_text(text, encoding="utf-8")
     return out

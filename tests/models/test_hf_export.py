@@ -1,6 +1,7 @@
 """The student's standard export: transformers alone loads it and reproduces its labels."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -101,3 +102,61 @@ def test_export_equals_the_student_forward_and_the_cls_pooler_does_not(trained):
     assert torch.allclose(exported, ours, rtol=1e-3, atol=1e-4), (exported - ours).abs().max()
     # The measurement behind the design: [CLS] through the pooler is a different function.
     assert not torch.allclose(naive, ours, atol=1e-2)
+
+
+def test_the_model_folder_is_self_contained_and_names_no_machine_path(trained):
+    hf = trained / "student" / hf_export.FOLDER
+    card = (hf / "README.md").read_text()
+    # every link points at a file inside the folder (the Hub serves nothing outside it)
+    links = re.findall(r"\]\(([^)]+)\)", card)
+    assert links and "../" not in card
+    for link in links:
+        assert not os.path.isabs(link) and (hf / link).is_file(), link
+    # a short summary, the full config as a file beside it (not dumped into the card)
+    for needle in ("| labels | negative, positive |", "| dataset | toy v1 |", "| teacher |",
+                   "| student encoder |", "| recipe |", "| test accuracy |"):
+        assert needle in card, needle
+    assert len(card.splitlines()) < 80 and "output_root" not in card
+    config = yaml.safe_load((hf / "potstill-config.yaml").read_text())
+    assert config["task"]["labels"] == ["negative", "positive"]
+    assert config["corpus"]["test"]["path"] == "test.jsonl"
+    # no absolute path of the machine anywhere in the folder: card, metrics, config copy
+    roots = {str(trained), os.path.realpath(trained)}
+    for f in hf.iterdir():
+        if f.suffix in (".md", ".json", ".yaml", ".txt"):
+            text = f.read_text()
+            assert not any(r in text for r in roots), f.name
+    metrics = json.loads((hf / "metrics.json").read_text())
+    assert metrics["dataset_version"] == "v1" and "per_class_recall" in metrics
+    # the comparison rows the text speaks of are the ones in the table, and only those
+    compared = metrics["compared"]
+    for name in compared:
+        assert f"| {name} |" in card and f"**{name}**" in card
+    if "gold-only" not in compared:
+        assert "gold-only" not in card.lower()
+
+
+def test_the_card_claims_only_the_comparisons_it_shows():
+    metrics = {"accuracy": 0.9, "macro_f1": 0.89, "n": 50, "train_on": "all", "train_rows": 120,
+               "dataset": "/home/someone/secret-project/potstill-datasets/toy/v3",
+               "dataset_version": "v3", "recipe": {"recipe": "kd", "why": "x"}}
+    config = {"dataset": "toy", "task": {"labels": ["a", "b"]},
+              "corpus": {"test": {"path": "/home/someone/secret-project/data/test.csv"}},
+              "teacher": {"model": "qwen2.5-0.5b-instruct"},
+              "student": {"model": "/home/someone/models/minilm", "encoder": "frozen",
+                          "recipe": "trust", "temperature": 2.0}}
+    comparisons = {"teacher": {"accuracy": 0.8, "macro_f1": 0.7, "n": 50},
+                   "gold-only": {"path": "gold-only", "skipped": "no seed rows"}}
+    card = hf_export.model_card(["a", "b"], metrics, comparisons, config, 64)
+    text = card.text
+    assert "| teacher | 0.8000 | 0.7000 | 50 |" in text and "**teacher**" in text
+    assert "gold-only" not in text.lower()   # skipped: no row, so no word about it
+    assert "| recipe | kd, temperature 2.0 |" in text and "| student encoder | minilm (frozen" in text
+    assert "/home/someone" not in "".join(card.files.values())
+    assert yaml.safe_load(card.files["potstill-config.yaml"])["corpus"]["test"]["path"] == "test.csv"
+    assert json.loads(card.files["metrics.json"])["compared"] == {
+        "teacher": {"accuracy": 0.8, "macro_f1": 0.7, "n": 50}}
+    # a gold-only student says so, and claims no teacher
+    seed = hf_export.model_card(["a", "b"], {**metrics, "train_on": "seed"}, {}, config, 64).text
+    assert "gold seed rows alone" in seed and "| teacher | none (gold labels only) |" in seed
+    assert "No other model was scored beside this one." in seed
