@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from potstill.publish import contract
+from potstill.publish import contract, failures as plain
 from potstill import memory
 
 HELPER_COLUMNS = ("_probs_len", "_probs_sum", "_probs_min", "_label_share")
@@ -42,6 +42,7 @@ PROBS_SUM_TOLERANCE = 1e-3
 # float32 rounding can push the entropy of a uniform distribution just past ln(n).
 ENTROPY_EPS = 1e-4
 _SAMPLES = 5  # unexpected values quoted per failure
+_QUOTED_CHARS = 200  # of an offending row's text, kept in the failure
 
 
 def _gx():
@@ -170,7 +171,9 @@ class ValidationReport:
 
 
 class ValidationFailed(Exception):
-    """The gate refused a table; the message lists each failed expectation and its row count."""
+    """The gate refused a table; the message says, per failed expectation, what was expected,
+    what was found and in which rows (potstill.publish.failures), then GE's own name, row count
+    and detail."""
 
     def __init__(self, report: ValidationReport):
         self.report = report
@@ -179,7 +182,11 @@ class ValidationFailed(Exception):
             where = f" on {f['column']}" if f["column"] else ""
             rows = (f": {f['unexpected_count']} rows failed"
                     if f["unexpected_count"] is not None else "")
-            lines.append(f"  - {f['expectation']}{where}{rows} ({f['detail']})")
+            lines.append(f"  - {f.get('message') or plain.describe(f)}")
+            quoted = plain.rows_line(f)
+            if quoted:
+                lines.append(f"    {quoted}")
+            lines.append(f"    (GE: {f['expectation']}{where}{rows} ({f['detail']}))")
         super().__init__(f"validation failed, {len(report.failures)} expectation(s):\n"
                          + "\n".join(lines))
 
@@ -199,14 +206,27 @@ def _exception_message(info: dict | None) -> str | None:
 
 
 def _columns_detail(observed: list, expected: list) -> str:
-    missing = [c for c in expected if c not in observed]
-    extra = [c for c in observed if c not in expected]
+    missing, extra = plain.missing_and_extra(observed, expected)
     if missing or extra:
         return f"missing columns {missing}, unexpected columns {extra}"
     return f"columns out of contract order: {observed}"
 
 
-def _summarise(r) -> tuple[dict, dict | None]:
+def _rows(frame, result: dict) -> list[dict]:
+    """The first offending rows GE points at (its partial index list), as id and the start of
+    the text."""
+    index = result.get("partial_unexpected_index_list") or []
+    if frame is None or not index:
+        return []
+    picked = frame.loc[[i for i in index[:plain.SAMPLE_ROWS] if i in frame.index]]
+    rows = _json_safe(picked[[c for c in ("id", "text") if c in frame.columns]].to_dict("records"))
+    for row in rows:
+        if isinstance(row.get("text"), str):
+            row["text"] = row["text"][:_QUOTED_CHARS]
+    return rows
+
+
+def _summarise(r, frame=None) -> tuple[dict, dict | None]:
     cfg = r.expectation_config
     kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "column")}
     res = dict(r.result or {})
@@ -228,7 +248,10 @@ def _summarise(r) -> tuple[dict, dict | None]:
         sample = res.get("partial_unexpected_list", [])[:_SAMPLES]
         detail = (f"expected {kwargs}; " if kwargs else "") + f"e.g. {sample!r}"
     failure = {"expectation": summary["expectation"], "column": summary["column"],
-               "unexpected_count": summary["unexpected_count"], "detail": detail}
+               "unexpected_count": summary["unexpected_count"], "detail": detail,
+               "kwargs": kwargs, "observed_value": summary["observed_value"],
+               "sample": _json_safe(res.get("partial_unexpected_list", [])[:_SAMPLES]),
+               "rows": _rows(frame, res)}
     return summary, failure
 
 
@@ -278,7 +301,7 @@ def validate_chunks(chunks: Iterable[pa.Table], labels: Sequence[str], min_rows:
     batch_def = (context.data_sources.add_pandas("potstill")
                  .add_dataframe_asset("published")
                  .add_batch_definition_whole_dataframe("all"))
-    suite, parts, boundary_dups, last_id = None, [], 0, None
+    suite, parts, boundary_dups, last_id, total = None, [], 0, None, 0
     for table in chunks:
         if suite is None:
             suite = context.suites.add(gx.ExpectationSuite(
@@ -287,10 +310,11 @@ def validate_chunks(chunks: Iterable[pa.Table], labels: Sequence[str], min_rows:
         if table.num_rows and "id" in table.column_names:
             boundary_dups += last_id is not None and table["id"][0].as_py() == last_id
             last_id = table["id"][-1].as_py()
+        total += table.num_rows
         frame = validation_frame(table, shares=shares)
         outcome = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
             suite, result_format="SUMMARY")
-        parts.append([_summarise(r) for r in outcome.results])
+        parts.append([_summarise(r, frame) for r in outcome.results])
         del table, frame, outcome
         memory.release()  # GE's objects hold the frame in cycles: free each chunk before the next
 
@@ -298,8 +322,8 @@ def validate_chunks(chunks: Iterable[pa.Table], labels: Sequence[str], min_rows:
     for per_chunk in zip(*parts):
         summary, failure = _merge(list(per_chunk), boundary_dups)
         results.append(summary)
-        if failure:
-            failures.append(failure)
+        if failure:  # in plain words, over the whole version (potstill.publish.failures)
+            failures.append({**failure, "message": plain.describe(failure, total, shares)})
     return ValidationReport(success=not failures, failures=failures, results=results)
 
 
@@ -316,7 +340,8 @@ def _merge(parts: list[tuple[dict, dict | None]], boundary_dups: int) -> tuple[d
         ok = rows >= (kw.get("min_value") or 0) and (kw.get("max_value") is None or rows <= kw["max_value"])
         summary.update(observed_value=rows, success=ok)
         return summary, None if ok else {"expectation": summary["expectation"], "column": None,
-                                         "unexpected_count": None,
+                                         "unexpected_count": None, "kwargs": kw,
+                                         "observed_value": rows,
                                          "detail": f"observed {rows!r}, expected {kw}"}
     counts = [s["unexpected_count"] for s, _ in parts if s["unexpected_count"] is not None]
     unexpected = sum(counts) + 2 * dups if counts or dups else None

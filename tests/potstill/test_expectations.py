@@ -1,6 +1,7 @@
 """The great-expectations gate on small published tables: one good, each bad in one way."""
 import json
 import math
+import re
 import time
 
 import pyarrow as pa
@@ -119,3 +120,58 @@ def test_label_collapse_fails_the_suite_and_is_tunable():
     assert validate(table(*collapsed, *seeds), LABELS, 1, max_label_share=0.96).success
     assert validate(table(*collapsed), LABELS, 1, max_label_share=0.9, label_share_min_rows=41).success
     assert validate(table(*collapsed), LABELS, 1).success   # off unless asked for
+
+
+def test_a_failure_says_in_plain_words_what_was_expected_found_and_where():
+    collapsed = [make_row(f"c{i}", "pos", text=f"charged twice for invoice {i}") for i in range(38)]
+    rows = collapsed + [make_row("c38", "neg"), make_row("c39", "plot"),
+                         make_row("w", "neg", weight=-0.5)]
+    report = validate(table(*rows), LABELS, 1, max_label_share=0.9)
+    share = only_failure(report, "expect_column_values_to_be_between", "_label_share")
+    assert share["message"].startswith("label share: no label should hold more than 0.9 of the "
+                                       "teacher-labelled rows")
+    assert "'pos' holds 0.93 of them (38 rows)" in share["message"]    # 38 of 41 teacher rows
+    assert share["rows"][0] == {"id": "c0", "text": "charged twice for invoice 0"}
+    weight = only_failure(report, "expect_column_values_to_be_between", "weight")
+    assert weight["message"] == "weight: each value should be at least 0; found -0.5 in 1 of 41 rows"
+    assert weight["rows"] == [{"id": "w", "text": "text w"}]
+    json.dumps(report.failures)
+    message = str(ValidationFailed(report))
+    for needle in ("label share: no label should hold more than 0.9",
+                   "rows: id 'c0' ('charged twice for invoice 0'), id 'c1'", "and 35 more",
+                   "weight: each value should be at least 0; found -0.5",
+                   # GE's own name stays in the details
+                   "(GE: expect_column_values_to_be_between on _label_share: 38 rows failed",
+                   "(GE: expect_column_values_to_be_between on weight: 1 rows failed"):
+        assert needle in message, message
+    plain = [line for line in message.splitlines() if line.startswith("  - ")]
+    assert len(plain) == 2 and not any(re.search(r"(?<!\w)_(label_share|probs)", l) for l in plain)
+
+
+def test_plain_words_for_the_probabilities_and_the_label_set():
+    rows = good_rows() + [make_row("s", label_probs=[0.5, 0.4, 0.4]), make_row("l", label_probs=[0.5, 0.5]),
+                          make_row("u", label="maybe", teacher_label="pos")]
+    report = validate(table(*rows), LABELS, 1)
+    messages = {f["column"]: f["message"] for f in report.failures}
+    assert messages["_probs_sum"].startswith("label_probs: each row's probabilities should sum to 1 "
+                                             "(within 0.001); found sums 1.3")
+    assert messages["_probs_len"].startswith("label_probs: each row should hold 3 probabilities, "
+                                             "one per label; found 2 in 1 of 7 rows")
+    assert messages["label"] == ("label: each value should be one of 'neg', 'pos', 'plot'; "
+                                 "found 'maybe' in 1 of 7 rows")
+
+
+def test_a_chunked_failure_counts_the_whole_version(tmp_path):
+    import pyarrow.parquet as pq
+
+    from potstill.publish.expectations import validate_file
+
+    rows = [make_row(f"{i:03d}", LABELS[i % 3]) for i in range(30)]
+    rows[25] = make_row("025", LABELS[1], weight=-1.0)
+    pq.write_table(table(*rows), tmp_path / "p.parquet")
+    report = validate_file(tmp_path / "p.parquet", LABELS, min_rows=40, chunk_rows=10)
+    messages = {f["expectation"]: f for f in report.failures}
+    assert messages["expect_table_row_count_to_be_between"]["message"] == (
+        "row count: a version should publish at least 40 rows; found 30")
+    weight = messages["expect_column_values_to_be_between"]
+    assert weight["message"].endswith("found -1 in 1 of 30 rows") and weight["rows"][0]["id"] == "025"
