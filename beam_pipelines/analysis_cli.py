@@ -6,7 +6,7 @@
                    [--format table|csv|json|parquet] [--out PATH] [LIMITS]
     potstill label-issues DATASET[@vN] [--all] [--root R] [--format ...] [--out PATH] [LIMITS]
     potstill report DATASET[@vN] --out FILE [--student DIR ...] [--root R]
-    potstill export DATASET[@vN] --to hf DIR [--push REPO] [--public] [--root R]
+    potstill export DATASET[@vN] --to hf DIR [--push REPO] [--public] [--no-audit-rows] [--root R]
 
 LIMITS bound DuckDB's work (potstill.reports.analysis.Limits): --memory-limit SIZE (default
 $POTSTILL_QUERY_MEMORY_LIMIT, else 1GB), --timeout SECONDS per query (default
@@ -92,6 +92,9 @@ def add_commands(sub) -> None:
     p.add_argument("--push", metavar="REPO", default=None,
                    help=f"then upload DIR to this Hub dataset repo (token from ${export.TOKEN_ENV})")
     p.add_argument("--public", action="store_true", help="with --push: create the repo public")
+    p.add_argument("--no-audit-rows", action="store_true",
+                   help="leave rejected.parquet and filtered.parquet out (rejected rows keep their "
+                        "raw input); the card then says they stay with the published version")
     p.add_argument("--root", default=None,
                    help="output root (default: $POTSTILL_OUTPUT_ROOT or ./potstill-datasets)")
 
@@ -153,7 +156,8 @@ def check_out(root: str, refs: list[str], out: str, flag: str = "--out") -> None
 def _export(root: str, args) -> None:
     check_out(root, [args.version], args.dir, "DIR")
     analysis.check_output_path(f"{args.dir}/README.md")
-    out = export.export_hf(analysis.locate(root, args.version), args.dir)
+    out = export.export_hf(analysis.locate(root, args.version), args.dir,
+                           audit_rows=not args.no_audit_rows)
     if args.push:
         print(f"pushing {out} to {args.push}", file=sys.stderr)
         print(export.push(out, args.push, private=not args.public), file=sys.stderr)

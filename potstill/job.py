@@ -256,7 +256,8 @@ def prepare_version(cfg: Config, staging: Path, out: Path, driver_keys: Sequence
     whole table: DuckDB reads the shards, keeps the curated rows in its own database under the
     staging folder (spilling to disk past `DUCKDB_MEMORY`) and the files are written by batch."""
     optional = contract.optional_columns(cfg)
-    scored, filtered = contract.scored_schema(optional), contract.filtered_schema(optional)
+    scored, filtered = (contract.with_labels(s, cfg.task.labels)  # the label order travels with the file
+                        for s in (contract.scored_schema(optional), contract.filtered_schema(optional)))
     (out / "data").mkdir(parents=True)
     con = duckdb.connect(str(staging / "curation.duckdb"))
     try:

@@ -4,7 +4,10 @@
 the loader at `data/*.parquet` only (without it the loader sweeps in manifest.json,
 validation.json, rejected.parquet and filtered.parquet and fails), and `dataset_info.features`
 declares `label` as a ClassLabel whose names are the manifest's `labels`, in order (the Parquet
-column stays a string; the loader maps it to the class index). The Hub renders the same file.
+column stays a string; the loader maps it to the class index). `dataset_info.splits` has the
+fields `datasets` requires of it (name, num_bytes, num_examples; without num_bytes it ignores
+the block with a warning): num_bytes is the rows' Arrow size as the loader stores them, `label`
+as an int64 class index. The Hub renders the same file.
 
 The body says what a consumer needs before training on the rows: what they are, how to load
 them, the columns (from the Parquet schema's contract docs), where every input row went, the
@@ -51,7 +54,9 @@ def features(schema: pa.Schema, labels: list[str]) -> list[dict]:
     return out
 
 
-def header(manifest: dict, schema: pa.Schema, rows: int) -> dict:
+def header(manifest: dict, schema: pa.Schema, rows: int, sizes: dict | None = None) -> dict:
+    """The card's YAML metadata; `sizes` is `data_sizes` of the data files (0 when not given)."""
+    sizes = sizes or {}
     return {
         "license": "unknown",  # the dataset owner's to set: potstill cannot know the corpus's
         "pretty_name": f"{manifest.get('dataset')} {manifest.get('version')}",
@@ -60,7 +65,10 @@ def header(manifest: dict, schema: pa.Schema, rows: int) -> dict:
         "configs": [{"config_name": "default", "default": True,
                      "data_files": [{"split": "train", "path": DATA_GLOB}]}],
         "dataset_info": {"features": features(schema, list(manifest.get("labels") or [])),
-                         "splits": [{"name": "train", "num_examples": rows}]},
+                         "splits": [{"name": "train", "num_bytes": sizes.get("num_bytes", 0),
+                                     "num_examples": rows}],
+                         "download_size": sizes.get("download_size", 0),
+                         "dataset_size": sizes.get("num_bytes", 0)},
     }
 
 
@@ -74,13 +82,29 @@ def _kv(rows: dict) -> str:
     return "\n".join(["| | |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in rows.items()])
 
 
-def _counts(manifest: dict) -> str:
+def data_sizes(files: list[Path]) -> dict:
+    """`num_bytes`: the rows' Arrow size as `datasets` stores them (`label` a class index, 8 bytes
+    a row; the other columns as read, a batch at a time); `download_size`: the files' bytes."""
+    num_bytes = 0
+    for f in files:
+        pf = pq.ParquetFile(f)
+        columns = [n for n in pf.schema_arrow.names if n != "label"]
+        num_bytes += 8 * pf.metadata.num_rows
+        for batch in pf.iter_batches(batch_size=65_536, columns=columns):
+            num_bytes += batch.nbytes
+    return {"num_bytes": num_bytes, "download_size": sum(f.stat().st_size for f in files)}
+
+
+def _counts(manifest: dict, audit_rows: bool = True) -> str:
     c = manifest.get("counts") or {}
     t = c.get("totals") or {}
+    where = ("`rejected.parquet` and `filtered.parquet` beside this card hold the others with "
+             "their reason; the loader reads `data/` only" if audit_rows else
+             "the others, with their reason, stay in the published version's `rejected.parquet` "
+             "and `filtered.parquet`, which this copy leaves out")
     lines = [f"Read {t.get('read', '?')} rows: {t.get('published', '?')} published, "
              f"{t.get('filtered', '?')} filtered, {t.get('rejected', '?')} rejected "
-             "(every row is accounted for; `rejected.parquet` and `filtered.parquet` in this "
-             "folder hold the others with their reason)."]
+             f"(every row is accounted for; {where})."]
     for kind in ("read", "published", "filtered", "rejected"):
         if c.get(kind):
             lines.append(f"- {kind}: " + ", ".join(f"{k} {v}" for k, v in c[kind].items()))
@@ -137,16 +161,20 @@ def _lineage(manifest: dict) -> str:
                        "in `manifest.json`; `report.html` shows the selection funnel and the audit."
 
 
-def render(manifest: dict, schema: pa.Schema, rows: int) -> str:
+def render(manifest: dict, schema: pa.Schema, rows: int, sizes: dict | None = None,
+           audit_rows: bool = True) -> str:
+    """The card's text; `audit_rows`: rejected.parquet and filtered.parquet are beside it."""
     labels = manifest.get("labels") or []
     name, version = manifest.get("dataset"), manifest.get("version")
-    front = yaml.safe_dump(header(manifest, schema, rows), sort_keys=False, allow_unicode=True)
+    front = yaml.safe_dump(header(manifest, schema, rows, sizes), sort_keys=False,
+                           allow_unicode=True)
     body = f"""# {name} {version}
 
 A knowledge-distillation dataset published by potstill: {rows} rows of text, each with a
 training `label` from {{{', '.join(labels)}}} and the teacher's full distribution over those
-labels (`label_probs`, in this order). Gold seed rows (`source = seed`) keep their human label;
-corpus and generated rows carry the teacher's.
+labels (`label_probs`, in this order; the Parquet schema carries it too, as the `labels`
+metadata of `label_probs` and of the schema). Gold seed rows (`source = seed`) keep their
+human label; corpus and generated rows carry the teacher's.
 
 ## Load
 
@@ -167,7 +195,7 @@ select label, count(*) from '{DATA_GLOB}' group by all;
 
 ## Where the rows went
 
-{_counts(manifest)}
+{_counts(manifest, audit_rows)}
 
 ## Teacher
 
@@ -193,13 +221,14 @@ licence of the source corpus and the teacher's terms.
     return f"---\n{front}---\n\n{body}"
 
 
-def write_card(version_dir: str | os.PathLike) -> Path:
-    """Write VERSION_DIR/README.md from its manifest and published Parquet files."""
+def write_card(version_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+               audit_rows: bool = True) -> Path:
+    """Write VERSION_DIR/README.md (or `out`) from its manifest and published Parquet files."""
     vdir = Path(version_dir)
     manifest = json.loads((vdir / "manifest.json").read_text(encoding="utf-8"))
     files = sorted((vdir / "data").glob("*.parquet"))
     schema = pq.read_schema(files[0]) if files else contract.PUBLISHED_SCHEMA
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    out = vdir / CARD
-    out.write_text(render(manifest, schema, rows), encoding="utf-8")
+    out = Path(out) if out is not None else vdir / CARD
+    out.write_text(render(manifest, schema, rows, data_sizes(files), audit_rows), encoding="utf-8")
     return out

@@ -5,6 +5,7 @@ column table are all derived from (or tested against) the schemas in this module
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -59,9 +60,10 @@ CORE_COLUMNS: tuple[Column, ...] = (
     Column("label", pa.string(), False,
            "Training target: the gold label on seed rows, the teacher's label elsewhere."),
     Column("label_probs", pa.list_(pa.float32()), False,
-           "Teacher distribution over the manifest's `labels`, in that order; sums to 1. The "
-           "teacher is the one the manifest's `labelled_by` names: the LLM, or in a fallback run "
-           "the gold rows' own classifier (its out-of-fold probabilities on seed rows)."),
+           "Teacher distribution over the manifest's `labels`, in that order (also the field's "
+           "`labels` metadata); sums to 1. The teacher is the one the manifest's `labelled_by` "
+           "names: the LLM, or in a fallback run the gold rows' own classifier (its out-of-fold "
+           "probabilities on seed rows)."),
     Column("teacher_label", pa.string(), False, "The teacher's arg-max label."),
     Column("teacher_confidence", pa.float32(), False, "max(label_probs)."),
     Column("teacher_entropy", pa.float32(), False, "Entropy of label_probs in nats."),
@@ -177,6 +179,34 @@ def row(record: "Record", labels: Sequence[str] = ()) -> dict[str, Any]:
 def schema(columns: tuple[Column, ...] | list[Column]) -> pa.Schema:
     return pa.schema([pa.field(c.name, c.type, nullable=c.nullable,
                                metadata={"doc": c.doc}) for c in columns])
+
+
+# Label order in a Parquet file's schema: each distribution column's field metadata and the
+# schema's own carry the labels as a JSON list (docs/columns.md, "Label order"); PANDAS_ATTRS is
+# what pandas.read_parquet restores as DataFrame.attrs.
+LABELS_KEY = b"labels"
+PANDAS_ATTRS_KEY = b"PANDAS_ATTRS"
+DISTRIBUTIONS = ("label_probs", "label_probs_raw")
+
+
+def with_labels(s: pa.Schema, labels: Sequence[str] | None) -> pa.Schema:
+    """`s` with the label order of its distribution columns written into it (None: `s` as is).
+    A consumer reads `json.loads(schema.field("label_probs").metadata[b"labels"])`, or
+    `json.loads(schema.metadata[b"labels"])`, or `pandas.read_parquet(path).attrs["labels"]`."""
+    if not labels:
+        return s
+    order = json.dumps(list(labels)).encode()
+    fields = [f.with_metadata({**(f.metadata or {}), LABELS_KEY: order})
+              if f.name in DISTRIBUTIONS else f for f in s]
+    attrs = json.dumps({"labels": list(labels)}).encode()
+    return pa.schema(fields, metadata={**(s.metadata or {}), LABELS_KEY: order,
+                                       PANDAS_ATTRS_KEY: attrs})
+
+
+def labels_of(s: pa.Schema) -> list[str] | None:
+    """The label order a Parquet schema carries (`with_labels`), or None (older versions)."""
+    raw = (s.metadata or {}).get(LABELS_KEY)
+    return json.loads(raw) if raw else None
 
 
 def _optional(names) -> list[Column]:

@@ -102,11 +102,13 @@ def latest_version(output_root: str | os.PathLike, dataset: str) -> Path | None:
 
 
 def _write(tmp: Path, published: pa.Table, filtered: pa.Table, rejected: pa.Table,
-           teacher_keys: pa.Table | None = None) -> None:
+           teacher_keys: pa.Table | None = None, labels: list[str] | None = None) -> None:
     # Conform first: a table that does not fit its schema fails before any file is written.
     optional = contract.optional_present(published)
-    tables = {DATA_FILE: contract.conform(published, contract.scored_schema(optional)),
-              Path("filtered.parquet"): contract.conform(filtered, contract.filtered_schema(optional)),
+    scored, filtered_s = (contract.with_labels(s, labels) for s in (
+        contract.scored_schema(optional), contract.filtered_schema(optional)))
+    tables = {DATA_FILE: contract.conform(published, scored),
+              Path("filtered.parquet"): contract.conform(filtered, filtered_s),
               Path("rejected.parquet"): contract.conform(rejected, contract.REJECTED_SCHEMA)}
     if teacher_keys is not None:  # the teacher-store entries the version needs (potstill gc)
         tables[Path("teacher_keys.parquet")] = teacher_keys
@@ -159,7 +161,7 @@ def publish(output_root: str | os.PathLike, dataset: str, *, manifest: dict[str,
         if prepared is not None:
             _move_prepared(tmp, Path(prepared))
         else:
-            _write(tmp, published, filtered, rejected, teacher_keys)
+            _write(tmp, published, filtered, rejected, teacher_keys, manifest.get("labels"))
         created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         tried, warned = [], set()
         for _ in range(_MAX_TRIES):

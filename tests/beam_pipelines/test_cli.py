@@ -33,6 +33,9 @@ def test_failed_validation_publishes_nothing(tmp_path, tiny_lm, capsys):
     err = capsys.readouterr().err
     assert "nothing was published" in err and "expect_table_row_count_to_be_between" in err
     assert not list((tmp_path / "out" / "toy").glob("v*"))
+    # in plain words, what was expected and what was found; GE's name stays in the details
+    assert "  - row count: a version should publish at least 100 rows; found 2\n" in err
+    assert "(GE: expect_table_row_count_to_be_between" in err
 
 
 def test_run_prints_the_version_dir_last(tmp_path, tiny_lm, capsys):
@@ -41,6 +44,13 @@ def test_run_prints_the_version_dir_last(tmp_path, tiny_lm, capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == str(tmp_path / "out" / "toy" / "v1")
     assert (Path(last) / "manifest.json").exists()
+    # the job's files carry the label order of label_probs, the manifest's
+    import pyarrow.parquet as pq
+
+    labels = json.loads((Path(last) / "manifest.json").read_text())["labels"]
+    for name in ("data/part-0.parquet", "filtered.parquet"):
+        field = pq.read_schema(Path(last) / name).field("label_probs")
+        assert json.loads(field.metadata[b"labels"]) == labels == ["negative", "positive"], name
 
 
 def test_a_curation_setting_the_query_never_reads_exits_2_naming_it(tmp_path, tiny_lm, capsys):
