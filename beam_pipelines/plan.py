@@ -11,6 +11,9 @@ reports:
   teacher.calls    rows the graph will send to the model: unique rows whose answer the store
                    lacks (with a budget: at most budget.teacher_calls pool rows, plus seed rows)
   teacher.store_hits, teacher.prompt_tokens (of those calls, counted with its tokenizer),
+  teacher.stored, teacher.from_audit  the store hits split: answers already in the store before
+                   the run, and gold rows whose answers the audit's own calls store first (it
+                   compares them with the gold labels); with no store yet, stored is 0
   teacher.pool_cost_by_setup  the pool calls' prompt tokens under each few-shot k the setup
                    search may choose (k demonstrations ride in every pool row's prompt),
   audit.calls      requests the audit sends in-process first, through the store: the setup
@@ -111,12 +114,12 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
     setup = TeacherSetup.from_config(cfg, teacher.path, rows.get("seed", []), store=teacher_store)
     lt = setup.prompter()
     requests = {r.id: encode_request(lt, r.model_input) for r in unique}
-    known = teacher_store.keys()
+    stored = teacher_store.keys()  # what past runs left
     # The audit runs first, in-process, through the same store: its answers (the seed rows,
     # and content-free inputs for contextual calibration) are hits for the graph afterwards.
     audit_requests = audit_keys(cfg, lt, rows.get("seed", []))
-    audit_sent = {k: n for k, n in audit_requests if k not in known}
-    known |= {k for k, _ in audit_requests}
+    audit_sent = {k: n for k, n in audit_requests if k not in stored}
+    known = stored | {k for k, _ in audit_requests}
     missing = [r for r in unique if requests[r.id].key not in known]
     pool_missing = [r for r in missing if r.source != "seed"]
     seed_missing = [r for r in missing if r.source == "seed"]
@@ -155,6 +158,8 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
                  "unique": {"seed": len(seeds), "corpus": len(unique) - len(seeds)}},
         "teacher": {"model": teacher.name, "sha256": teacher.sha256, "calls": calls,
                     "store_hits": len(unique) - len(missing), "prompt_tokens": tokens,
+                    "stored": sum(requests[r.id].key in stored for r in unique),
+                    "from_audit": sum(requests[r.id].key in known - stored for r in unique),
                     "budget": b.teacher_calls, "generated_max": generated_max,
                     "pool_cost_by_setup": by_setup,
                     **({"note": "generation is on: up to generated_max more calls, not planned"}
@@ -264,8 +269,11 @@ def format_plan(p: dict) -> str:
             lines.append(f"  {split:7s} read {r['read']}, rejected {sum(r['rejected'].values())} "
                          f"{r['rejected'] or ''}".rstrip())
     lines.append(f"  filtered before the teacher: {p['rows']['filtered'] or 'none'}")
-    lines.append(f"  teacher {t['model']}: {t['calls']} calls ({t['store_hits']} answers already "
-                 f"in the store), {t['prompt_tokens']} prompt tokens; audit {p['audit']['calls']} calls")
+    lines.append(f"  teacher {t['model']}: {t['calls']} calls, {t['prompt_tokens']} prompt tokens; "
+                 f"{t['stored']} answers already in the store, {t['from_audit']} gold rows answered "
+                 f"by the audit first")
+    lines.append(f"  audit: {p['audit']['calls']} calls ({p['audit']['store_hits']} already in the "
+                 "store), the teacher's answers compared with the gold labels")
     by_k = t.get("pool_cost_by_setup") or []
     if len(by_k) > 1:  # the search's choice of k sets what every pool row's prompt carries
         base = by_k[0]["tokens_per_row"] or 1.0

@@ -121,3 +121,24 @@ def test_plan_prices_the_pool_under_every_k_the_search_may_choose(config, capsys
     # no search (too few gold rows for it): the configured k only
     small = make_plan(parse_config({**given, "audit": {**audit, "min_seed_rows": 1000}}), sample=0)
     assert [c["k"] for c in small["teacher"]["pool_cost_by_setup"]] == [config.teacher.few_shot.k]
+
+
+def test_plan_tells_answers_in_the_store_from_gold_rows_the_audit_answers_first(config):  # noqa: F811
+    """No store yet: the seed rows' answers come from the audit's own calls (too few gold rows
+    for the search, so it sends the configured prompt), not from a store; after the run every
+    answer is in the store."""
+    from potstill.beam_pipelines.plan import format_plan
+
+    p = make_plan(config, sample=0)
+    t = p["teacher"]
+    assert t["stored"] == 0 and t["from_audit"] == p["rows"]["unique"]["seed"] > 0
+    assert t["store_hits"] == t["stored"] + t["from_audit"]
+    text = format_plan(p)
+    assert f"0 answers already in the store, {t['from_audit']} gold rows answered by the audit first" in text
+    assert f"audit: {p['audit']['calls']} calls (0 already in the store)" in text
+
+    run(config, test_pipeline=BeamTestPipeline())
+    again = make_plan(parse_config({**config.model_dump(mode="json"),
+                                    "curation": {"min_confidence": 0.3}}), sample=0)["teacher"]
+    assert again["stored"] == again["store_hits"] == t["calls"] + t["store_hits"]
+    assert again["from_audit"] == 0
