@@ -32,6 +32,8 @@ from potstill.reports import analysis, tables
 from potstill.publish import export, versions
 
 COMMANDS = ("versions", "diff", "query", "label-issues", "report", "export")
+VERSION_HELP = ("a published version: DATASET@vN, DATASET for its latest, or the path of a "
+                "version folder")
 
 
 def add_commands(sub) -> None:
@@ -40,7 +42,8 @@ def add_commands(sub) -> None:
         p.add_argument("--root", default=None,
                        help="output root (default: $POTSTILL_OUTPUT_ROOT or ./potstill-datasets)")
         if formats:
-            p.add_argument("--format", choices=formats, default="table")
+            p.add_argument("--format", choices=formats, default="table",
+                           help="how the result is written (default: an aligned table)")
         p.add_argument("--out", default=None, help="write the result to this file")
 
     def limits(p):
@@ -53,18 +56,18 @@ def add_commands(sub) -> None:
         p.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: every core)")
 
     p = sub.add_parser("versions", help="list a dataset's published versions")
-    p.add_argument("dataset")
+    p.add_argument("dataset", help="the dataset's name (a folder under the output root)")
     common(p)
 
     p = sub.add_parser("diff", help="rows, labels and config that changed between two versions")
-    p.add_argument("a", metavar="DATASET@vA")
-    p.add_argument("b", metavar="DATASET@vB")
+    p.add_argument("a", metavar="DATASET@vA", help="the older version (as for query)")
+    p.add_argument("b", metavar="DATASET@vB", help="the newer version")
     common(p, ("table", "json"))
     limits(p)
 
     p = sub.add_parser("query", help="run DuckDB SQL over a version's data, filtered, rejected "
                                      "and manifest views")
-    p.add_argument("version", metavar="DATASET[@vN]")
+    p.add_argument("version", metavar="DATASET[@vN]", help=VERSION_HELP)
     p.add_argument("sql", nargs="?", help="the query (or use --file)")
     p.add_argument("--file", help="a .sql file, or the name of one under sql/analysis/")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -73,20 +76,20 @@ def add_commands(sub) -> None:
     limits(p)
 
     p = sub.add_parser("label-issues", help="cleanlab's label issues among the seed rows")
-    p.add_argument("version", metavar="DATASET[@vN]")
+    p.add_argument("version", metavar="DATASET[@vN]", help=VERSION_HELP)
     p.add_argument("--all", action="store_true", help="every seed row, with its score and flag")
     common(p)
     limits(p)
 
     p = sub.add_parser("report", help="write a version's report.html (with student metrics)")
-    p.add_argument("version", metavar="DATASET[@vN]")
+    p.add_argument("version", metavar="DATASET[@vN]", help=VERSION_HELP)
     p.add_argument("--student", action="append", default=[], metavar="DIR",
                    help="a trained student folder (its metrics.json); repeatable")
     common(p, formats=())
 
     p = sub.add_parser("export", help="copy a version as a Hugging Face dataset repo "
                                       "(card + data), and optionally push it")
-    p.add_argument("version", metavar="DATASET[@vN]")
+    p.add_argument("version", metavar="DATASET[@vN]", help=VERSION_HELP)
     p.add_argument("--to", choices=export.FORMATS, required=True, help="the target format")
     p.add_argument("dir", metavar="DIR", help="a new or empty folder")
     p.add_argument("--push", metavar="REPO", default=None,

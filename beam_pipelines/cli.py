@@ -7,8 +7,11 @@
     potstill gc DATASET [--root R] [--dry-run] [--grace-hours H]
     potstill versions | diff | query | label-issues | report ...   (see analysis_cli.py)
 
-Each command logs progress to stderr and prints its result as the last stdout line: the
-version directory for `run`, a JSON object for `train` and `evaluate`. Exit codes: 0 success;
+Options may come before or after the command and its arguments (`potstill query DS --root R
+"SQL"`, `potstill run CONFIG -v`). Each command logs progress to stderr, whole lines in the log's
+format with no third-party progress bars (potstill.progress.configure_logging), and prints its
+result as the last stdout line: the version directory for `run`, a JSON object for `train` and
+`evaluate`. Exit codes: 0 success;
 2 a problem the user can fix (bad config, input or model files: a ValueError or OSError naming
 it), one message, no traceback; 3 the validation suite failed (nothing published); 1 a bug in
 potstill: the traceback, and a line that says so.
@@ -23,8 +26,48 @@ import traceback
 
 from potstill.beam_pipelines import analysis_cli
 from potstill.config.core import ConfigError, load_config
+from potstill.progress import configure_logging, log_line
 
 log = logging.getLogger("potstill")
+CONFIG_HELP = "the job's YAML config"
+SET_HELP = ("override one config key before validation, the value read as YAML, e.g. "
+            "--set curation.min_confidence=0.8; repeatable")
+VERBOSE = ("-v", "--verbose")
+RUN_EPILOG = """Beam pipeline options go after `--`, unchanged, e.g.
+  potstill run job.yaml -- --direct_num_workers=2 --direct_running_mode=multi_processing
+  potstill run job.yaml -- --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
+(docs/runners.md)."""
+
+
+class _AnyOrder(argparse.ArgumentParser):
+    """A command's parser that takes its positionals and options in any order, with -v anywhere.
+    argparse alone gives an optional positional (`query`'s SQL, nargs="?") nothing when an option
+    comes between it and the one before, then refuses the SQL as an unrecognized argument;
+    `parse_known_intermixed_args` reads the options first, then the positionals."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument(*VERBOSE, action="store_true", default=argparse.SUPPRESS,
+                          help="debug logging, and the traceback of any error (before or after "
+                               "the command)")
+
+    def parse_known_args(self, args=None, namespace=None):
+        if getattr(self, "_intermixing", False):  # the two passes of the intermixed parse
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def _global_options(argv: list[str]) -> tuple[bool, list[str]]:
+    """(verbose, argv without -v/--verbose): read before any parser, since logging is set up
+    first, wherever they stand before a `--` (after it, they are Beam's)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    return (any(a in VERBOSE for a in argv[:end]),
+            [a for a in argv[:end] if a not in VERBOSE] + argv[end:])
+
 
 
 def _split_beam_args(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -39,12 +82,7 @@ def run(argv: list[str] | None = None, test_pipeline=None) -> str:
     from potstill.beam_pipelines.pipeline import run as run_pipeline
 
     ours, beam_args = _split_beam_args(list(sys.argv[1:] if argv is None else argv))
-    parser = argparse.ArgumentParser(prog="potstill run")
-    parser.add_argument("config")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
-    parser.add_argument("--max-teacher-calls", type=int, default=None, metavar="N",
-                        help="refuse to start when the plan needs more teacher calls than N")
-    args = parser.parse_args(ours)
+    args = run_parser().parse_args(ours)
     cfg = load_config(args.config, args.set)
     if args.max_teacher_calls is not None:
         from potstill.beam_pipelines.plan import make_plan
@@ -59,6 +97,18 @@ def run(argv: list[str] | None = None, test_pipeline=None) -> str:
     return str(run_pipeline(cfg, beam_args, test_pipeline=test_pipeline))
 
 
+def run_parser() -> argparse.ArgumentParser:
+    """`potstill run`'s own parser (main hands it everything before `--`)."""
+    parser = _AnyOrder(prog="potstill run", epilog=RUN_EPILOG,
+                       description="Run the batch job and publish a dataset version.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help=CONFIG_HELP)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help=SET_HELP)
+    parser.add_argument("--max-teacher-calls", type=int, default=None, metavar="N",
+                        help="refuse to start when the plan needs more teacher calls than N")
+    return parser
+
+
 def _plan(args) -> dict:
     from pathlib import Path
 
@@ -66,7 +116,7 @@ def _plan(args) -> dict:
 
     cfg = load_config(args.config, args.set)
     p = make_plan(cfg, sample=args.sample)
-    print(format_plan(p), file=sys.stderr)
+    print(log_line(format_plan(p), "potstill.plan"), file=sys.stderr)
     out = args.out or Path(cfg.output_root) / cfg.dataset / f"plan-{p['fingerprint'][:12]}.json"
     log.info("plan written to %s", write_plan(p, out))
     return p
@@ -116,40 +166,45 @@ def _evaluate(args) -> dict:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="potstill", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the batch job and publish a dataset version", add_help=False)
+    parser.add_argument(*VERBOSE, action="store_true",
+                        help="debug logging, and the traceback of any error (before or after the command)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_AnyOrder, metavar="COMMAND",
+                                help="one of these; `potstill COMMAND --help` lists its options")
+    sub.add_parser("run", help="run the batch job and publish a dataset version (options of Beam "
+                   "after `--`)", add_help=False)
 
     train = sub.add_parser("train", help="fine-tune the student on a published version (or, with "
                            "--train-on seed, on the config's gold rows alone)")
     train.add_argument("--dataset", default=None, help="a published version directory (not needed "
                        "with --train-on seed: the gold-only student reads the config's seed rows)")
-    train.add_argument("--config", required=True)
+    train.add_argument("--config", required=True, help=CONFIG_HELP)
     train.add_argument("--out", required=True, help="where the model and metrics.json go")
-    train.add_argument("--train-on", choices=["all", "seed"], default="all")
+    train.add_argument("--train-on", choices=["all", "seed"], default="all",
+                       help="all: the version's rows; seed: the config's gold rows alone (the "
+                            "gold-only baseline)")
     train.add_argument("--compare", action="append", default=[], metavar="NAME=PATH",
                        help="metrics.json (or its folder) shown beside this student in its model "
                             "card and report, e.g. gold-only=runs/rt/gold-only; repeatable")
-    train.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    train.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help=SET_HELP)
 
     pl = sub.add_parser("plan", help="what a run will read, send to the teacher and cost, "
                                      "without calling the teacher on the pool")
-    pl.add_argument("config")
-    pl.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    pl.add_argument("config", help=CONFIG_HELP)
+    pl.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help=SET_HELP)
     pl.add_argument("--sample", type=int, default=None, metavar="N",
                     help="rows to time on the teacher for the estimate (default 2 batches; 0 = none)")
     pl.add_argument("--out", default=None, help="the JSON file (default OUTPUT_ROOT/DATASET/plan-*.json)")
 
     ev = sub.add_parser("evaluate", help="evaluate the teacher or a trained student on the test split")
-    ev.add_argument("config")
+    ev.add_argument("config", help=CONFIG_HELP)
     ev.add_argument("--model", required=True, help="'teacher' or a trained student directory")
     ev.add_argument("--out", default=None, help="also write the metrics JSON to this file")
     ev.add_argument("--predictions", default=None, metavar="FILE.jsonl",
                     help="a student: write each test row's predicted label and probabilities")
-    ev.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help=SET_HELP)
     gc = sub.add_parser("gc", help="remove a dataset's leftovers of dead runs, and teacher-store "
                                    "entries no published version needs")
-    gc.add_argument("dataset")
+    gc.add_argument("dataset", help="the dataset's name (a folder under the output root)")
     gc.add_argument("--root", default=None, help="output root (default: $POTSTILL_OUTPUT_ROOT or ./potstill-datasets)")
     gc.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     gc.add_argument("--grace-hours", type=float, default=1.0,
@@ -179,14 +234,8 @@ def _gc(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = "-v" in argv[:1] or "--verbose" in argv[:1]
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("apache_beam", "great_expectations", "urllib3", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if verbose:
-        argv = argv[1:]
+    verbose, argv = _global_options(list(sys.argv[1:] if argv is None else argv))
+    configure_logging(verbose, models=bool(argv) and argv[0] not in (*analysis_cli.COMMANDS, "gc"))
     try:
         if argv[:1] == ["run"]:
             print(run(argv[1:]))

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from potstill.config.core import Config
+from potstill.progress import log_line
 from potstill.publish.contract import SOURCES
 from potstill.rows.records import read_configured, with_choices
 
@@ -23,7 +24,7 @@ class TrainerError(ValueError):
 
 
 def log(msg: str) -> None:
-    print(f"trainer: {msg}", file=sys.stderr, flush=True)
+    print(log_line(msg, "potstill.trainer"), file=sys.stderr, flush=True)
 
 
 def load_dataset(dataset_dir: str | Path, labels: list[str]) -> tuple[dict, dict]:
