@@ -140,6 +140,7 @@ CONFIG_ENTRIES = {
     "potstill.models.student.rationale_input.compute_test_rationales",
     "potstill.models.student.data.seed_dataset",
     "potstill.models.student.trainer.train", "potstill.models.student.trainer.evaluate",
+    "potstill.models.student.trainer.gold_only_baseline",  # train() again, on the seed rows
     "potstill.models.teacher.remote_endpoint.resolved_config",
     "potstill.models.teacher.teacher_setup.TeacherSetup.from_config",
 }
