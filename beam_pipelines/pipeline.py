@@ -20,7 +20,7 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from potstill.beam_pipelines import runners, usage
+from potstill.beam_pipelines import plan as planning, runners, usage
 from potstill.beam_pipelines.graph import Round, Stages, beam_options, build
 from potstill.beam_pipelines.threads import torch_threads
 from potstill.models import loading
@@ -51,6 +51,8 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
                     "reported: false, and throughput is left empty", runners.runner_name(beam_args))
     curation.check_settings(cfg.curation)  # a setting the chosen SQL never reads is an error
     records.check_input_files(cfg)  # a whole-file problem stops the job before any model loads
+    for line in planning.same_file_warnings(cfg):
+        log.warning("%s", line)
     models = {role: resolve_model(name) for role, name in job.model_roles(cfg).items()}
     if cfg.teacher.backend == "openai":  # a wrong URL, key, model or scoring stops the job here
         from potstill.models.teacher.remote_endpoint import resolved_config
@@ -116,6 +118,8 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
         driver_keys = audit_report.pop("store_keys", [])
         version = job.finish(cfg, plan, staging, audit_report, throughput=throughput, extra=extra,
                              driver_keys=driver_keys)
+        for line in planning.run_warnings(cfg, versions.read_manifest(version)["counts"]):
+            log.warning("%s", line)
         if labelled_by["teacher"] != "llm":
             gate, gold = labelled_by["gate"], labelled_by["gate"].get("gold_classifier_cv") or {}
             f1 = lambda v: f"{v:.3f}" if isinstance(v, (int, float)) else "not measured"  # noqa: E731

@@ -147,7 +147,9 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
                 "valid": len(rows.get(source, []))}
 
     by_setup = pool_cost_by_k(cfg, lt, rows.get("seed", []), [r for r in sent if r.source != "seed"])
-    warnings = plan_warnings(cfg, len(seeds), len(unique) - len(seeds), rejected.get("seed", []))
+    warnings = same_file_warnings(cfg) + split_warnings(cfg, rows, rejected) + plan_warnings(
+        cfg, len(seeds), len(unique) - len(seeds), rejected.get("seed", []),
+        valid_seed=len(rows.get("seed", [])))
     for line in warnings:
         log.warning("%s", line)
     return {
@@ -175,11 +177,70 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
     }
 
 
-def plan_warnings(cfg: Config, n_seed: int, n_corpus: int, seed_rejected: list) -> list[str]:
-    """What a user should know before paying for the run: a gold set too small to judge the
-    teacher, gold labels that are near-misses of the task's, nothing left to distil."""
+def same_file_warnings(cfg: Config) -> list[str]:
+    """Splits that read the same file (from the config alone: `run` says it too): a pool read
+    from the gold or test file is all duplicates or test overlap, and gold rows read from the
+    test file leave nothing held out."""
+    files = {split: set(expand(src.path)) for split in ("unlabeled", "seed", "test")
+             if (src := getattr(cfg.corpus, split)) is not None}
+    what = {("unlabeled", "seed"): "every pool row read from it is a copy of a gold row and is "
+                                   "filtered as a duplicate before the teacher",
+            ("unlabeled", "test"): "every pool row read from it is also a test row and is filtered "
+                                   "(test_overlap)",
+            ("seed", "test"): "every gold row read from it is also a test row: filtered from "
+                              "training (test_overlap), and the test split measures nothing held out"}
     out = []
-    if cfg.corpus.seed is not None and n_seed < cfg.audit.min_seed_rows:
+    for (a, b), consequence in what.items():
+        same = sorted(files.get(a, set()) & files.get(b, set()))
+        if same:
+            out.append(f"corpus.{a} and corpus.{b} read the same file ({', '.join(same[:3])}"
+                       f"{', ...' if len(same) > 3 else ''}): {consequence}; point them at different "
+                       "files (`potstill init` splits one labelled file into seed, test and an "
+                       "unlabeled pool)")
+    return out
+
+
+def split_warnings(cfg: Config, rows: dict, rejected: dict) -> list[str]:
+    """A configured split with no usable row: an empty file, or every row rejected."""
+    what = {"corpus": ("unlabeled", "the teacher has nothing to label"),
+            "seed": ("seed", "the teacher is neither tuned nor judged, and the student has no gold rows"),
+            "test": ("test", "`potstill evaluate` and the student's test metrics have no row to score")}
+    out = []
+    for source, (split, consequence) in what.items():
+        if getattr(cfg.corpus, split) is None or rows.get(source):
+            continue
+        bad = Counter(r.reason for r in rejected.get(source, []))
+        state = (f"none of its {sum(bad.values())} rows is usable (rejected: "
+                 f"{', '.join(f'{k} {n}' for k, n in sorted(bad.items()))})" if bad else "it holds no rows")
+        out.append(f"corpus.{split} ({getattr(cfg.corpus, split).path}): {state}: {consequence}")
+    return out
+
+
+def run_warnings(cfg: Config, counts: dict) -> list[str]:
+    """After a run: a published version without gold rows, or without any pool row (every
+    pool row rejected or filtered, by the curation too), from the manifest's counts."""
+    published, out = counts.get("published", {}), []
+    where = (f"rejected: {dict(sorted(counts.get('rejected', {}).items()))}, "
+             f"filtered: {dict(sorted(counts.get('filtered', {}).items()))}")
+    if cfg.corpus.seed is not None and not published.get("seed"):
+        out.append(f"the version holds no gold seed row: every row of corpus.seed was rejected or "
+                   f"filtered ({where})")
+    if not published.get("corpus") and not published.get("generated"):
+        out.append(f"the version holds no pool row: every unlabeled row was rejected or "
+                   f"filtered ({where}); the student can learn from the gold rows only")
+    return out
+
+
+def plan_warnings(cfg: Config, n_seed: int, n_corpus: int, seed_rejected: list,
+                  valid_seed: int | None = None) -> list[str]:
+    """What a user should know before paying for the run: a gold set too small to judge the
+    teacher, gold labels that are near-misses of the task's, nothing left to distil.
+    `valid_seed`: gold rows read before deduplication (none: `split_warnings` says so)."""
+    out = []
+    if cfg.corpus.seed is not None and valid_seed and not n_seed:
+        out.append(f"all {valid_seed} valid gold seed rows are also test rows (test_overlap): none "
+                   "is left to tune or judge the teacher, or to train the student")
+    elif cfg.corpus.seed is not None and n_seed < cfg.audit.min_seed_rows and valid_seed != 0:
         out.append(f"only {n_seed} valid gold seed rows (< audit.min_seed_rows="
                    f"{cfg.audit.min_seed_rows}): the teacher will be neither tuned nor judged by "
                    "the quality gate; add gold rows to have it checked")
