@@ -5,6 +5,7 @@
     potstill evaluate CONFIG.yaml --model teacher|DIR [--out FILE] [--predictions FILE]
     potstill plan CONFIG.yaml [--set ...] [--sample N] [--out FILE]
     potstill gc DATASET [--root R] [--dry-run] [--grace-hours H]
+    potstill init LABELLED_FILE [--unlabeled FILE] [--out DIR] [--test-size N|FRACTION] [--seed-size N] ...
     potstill versions | diff | query | label-issues | report ...   (see analysis_cli.py)
 
 Options may come before or after the command and its arguments (`potstill query DS --root R
@@ -14,7 +15,8 @@ result as the last stdout line: the version directory for `run`, a JSON object f
 `evaluate`. Exit codes: 0 success;
 2 a problem the user can fix (bad config, input or model files: a ValueError or OSError naming
 it), one message, no traceback; 3 the validation suite failed (nothing published); 1 a bug in
-potstill: the traceback, and a line that says so.
+potstill: the traceback, and a line that says so. `init`, `plan`, `run`, `train` and `evaluate`
+are a thin layer over the Python API (beam_pipelines/api.py: `potstill.plan`, `potstill.run`, ...).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import logging
 import sys
 import traceback
 
-from potstill.beam_pipelines import analysis_cli
+from potstill.beam_pipelines import analysis_cli, api
 from potstill.config.core import ConfigError, load_config
 from potstill.progress import configure_logging, log_line
 
@@ -69,7 +71,6 @@ def _global_options(argv: list[str]) -> tuple[bool, list[str]]:
             [a for a in argv[:end] if a not in VERBOSE] + argv[end:])
 
 
-
 def _split_beam_args(argv: list[str]) -> tuple[list[str], list[str]]:
     if "--" in argv:
         i = argv.index("--")
@@ -79,22 +80,11 @@ def _split_beam_args(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def run(argv: list[str] | None = None, test_pipeline=None) -> str:
     """`potstill run`: the testable entry point (Beam's examples' `run(argv, test_pipeline)`)."""
-    from potstill.beam_pipelines.pipeline import run as run_pipeline
-
     ours, beam_args = _split_beam_args(list(sys.argv[1:] if argv is None else argv))
     args = run_parser().parse_args(ours)
     cfg = load_config(args.config, args.set)
-    if args.max_teacher_calls is not None:
-        from potstill.beam_pipelines.plan import make_plan
-
-        p = make_plan(cfg, sample=0)
-        need = p["teacher"]["calls"] + p["audit"]["calls"]
-        if need > args.max_teacher_calls and not p["existing_version"]:
-            raise ValueError(f"the plan needs {need} teacher calls ({p['teacher']['calls']} rows "
-                             f"+ {p['audit']['calls']} audit), over --max-teacher-calls "
-                             f"{args.max_teacher_calls}: not started (see `potstill plan`)")
-        log.info("plan: %d teacher calls, within --max-teacher-calls %d", need, args.max_teacher_calls)
-    return str(run_pipeline(cfg, beam_args, test_pipeline=test_pipeline))
+    return str(api.run(cfg, beam_args=beam_args, max_teacher_calls=args.max_teacher_calls,
+                       test_pipeline=test_pipeline).version)
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -112,56 +102,39 @@ def run_parser() -> argparse.ArgumentParser:
 def _plan(args) -> dict:
     from pathlib import Path
 
-    from potstill.beam_pipelines.plan import format_plan, make_plan, write_plan
-
     cfg = load_config(args.config, args.set)
-    p = make_plan(cfg, sample=args.sample)
-    print(log_line(format_plan(p), "potstill.plan"), file=sys.stderr)
-    out = args.out or Path(cfg.output_root) / cfg.dataset / f"plan-{p['fingerprint'][:12]}.json"
-    log.info("plan written to %s", write_plan(p, out))
-    return p
+    p = api.plan(cfg, sample=args.sample)
+    print(log_line(str(p), "potstill.plan"), file=sys.stderr)
+    out = args.out or Path(cfg.output_root) / cfg.dataset / f"plan-{p.fingerprint[:12]}.json"
+    log.info("plan written to %s", p.write(out))
+    return p.details
 
 
 def _train(args) -> dict:
-    from potstill.models.student.trainer import parse_compare, train
-
+    """With --dataset, OUT/report.html is the version's report with this student's metrics
+    (and those of --compare) added."""
     cfg = load_config(args.config, args.set)
-    metrics = train(args.dataset, cfg, args.out, train_on=args.train_on,
-                    compare=parse_compare(args.compare))
-    if args.dataset:  # the report is the version's, with this student's metrics added
-        _student_report(args.dataset, args.out, args.compare)
-    return metrics
-
-
-def _student_report(dataset_dir: str, out_dir: str, compare: list[str] = ()) -> None:
-    """OUT/report.html: the version's report plus this student's metrics and those it is
-    compared with (`--compare NAME=PATH`: the gold-only student, the teacher) (potstill.reports.report)."""
-    from pathlib import Path
-
-    from potstill.reports.report import REPORT, write_report
-
-    try:
-        others = [c.partition("=")[2] for c in compare]
-        log.info("report: %s", write_report(dataset_dir, Path(out_dir) / REPORT, [out_dir, *others]))
-    except Exception as err:  # noqa: BLE001 - the trained student matters more than its report
-        log.warning("could not write %s/%s: %s", out_dir, REPORT, err, exc_info=True)
+    return api.train(cfg, dataset=args.dataset, out=args.out, train_on=args.train_on,
+                     compare=args.compare).metrics
 
 
 def _evaluate(args) -> dict:
-    from pathlib import Path
+    cfg = load_config(args.config, args.set)  # --out: e.g. the teacher's, for `train --compare`
+    return api.evaluate(cfg, model=args.model, out=args.out, predictions=args.predictions).metrics
 
-    cfg = load_config(args.config, args.set)
-    if args.model == "teacher":
-        from potstill.models.quality.evaluate import evaluate_teacher
 
-        result = evaluate_teacher(cfg)
-    else:
-        from potstill.models.student.trainer import evaluate
-
-        result = evaluate(args.model, cfg, predictions=args.predictions)
-    if args.out:  # e.g. the teacher's test metrics, for `train --compare` and `report --student`
-        Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    return result
+def _init(args) -> dict:
+    """`potstill init`: the splits and the config; the next commands go to the log."""
+    result = api.init(args.labelled, out=args.out, unlabeled=args.unlabeled,
+                      test_size=args.test_size, seed_size=args.seed_size,
+                      text_column=args.text_column, label_column=args.label_column,
+                      random_seed=args.random_seed)
+    rows = result.rows
+    log.info("wrote %s: %d seed, %d test%s rows; next: potstill plan %s, then potstill run %s",
+             result.config.parent, rows["seed"], rows["test"],
+             f", {rows['unlabeled']} unlabeled" if "unlabeled" in rows else "",
+             result.config, result.config)
+    return result.to_dict()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -202,6 +175,23 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--predictions", default=None, metavar="FILE.jsonl",
                     help="a student: write each test row's predicted label and probabilities")
     ev.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help=SET_HELP)
+
+    it = sub.add_parser("init", help="a job from one labelled file: stratified seed and test "
+                                     "splits and a commented config, ready for plan and run")
+    it.add_argument("labelled", metavar="LABELLED_FILE", help="Parquet, JSONL or CSV with a text "
+                    "and a label column")
+    it.add_argument("--unlabeled", default=None, metavar="FILE", help="your unlabeled texts (the "
+                    "same text column); default: the labelled rows in neither split, labels dropped")
+    it.add_argument("--out", default=None, metavar="DIR", help="where the splits and config.yaml "
+                    "go (default jobs/NAME, NAME from the file's name); files there are never overwritten")
+    it.add_argument("--test-size", default="0.2", metavar="N|FRACTION",
+                    help="test rows: a number (e.g. 200) or a fraction of the rows (default 0.2)")
+    it.add_argument("--seed-size", type=int, default=None, metavar="N",
+                    help="gold seed rows (default 32, at least 4 per label)")
+    it.add_argument("--text-column", default="text", metavar="COLUMN", help="the text column (default text)")
+    it.add_argument("--label-column", default="label", metavar="COLUMN", help="the label column (default label)")
+    it.add_argument("--random-seed", type=int, default=0, metavar="S",
+                    help="which rows go where; the same inputs and S give byte-identical files")
     gc = sub.add_parser("gc", help="remove a dataset's leftovers of dead runs, and teacher-store "
                                    "entries no published version needs")
     gc.add_argument("dataset", help="the dataset's name (a folder under the output root)")
@@ -235,7 +225,7 @@ def _gc(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     verbose, argv = _global_options(list(sys.argv[1:] if argv is None else argv))
-    configure_logging(verbose, models=bool(argv) and argv[0] not in (*analysis_cli.COMMANDS, "gc"))
+    configure_logging(verbose, models=bool(argv) and argv[0] not in (*analysis_cli.COMMANDS, "gc", "init"))
     try:
         if argv[:1] == ["run"]:
             print(run(argv[1:]))
@@ -243,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command in analysis_cli.COMMANDS:
             return analysis_cli.run(args)
-        commands = {"train": _train, "evaluate": _evaluate, "gc": _gc, "plan": _plan}
+        commands = {"train": _train, "evaluate": _evaluate, "gc": _gc, "plan": _plan, "init": _init}
         result = commands[args.command](args)
         print(json.dumps(result, sort_keys=True))
         return 0

@@ -2,5 +2,7 @@
 
 `core` holds the model, its loading and the top-level sections; `stages` the optional stages'
 blocks (generation, saliency, signals, budget); `quality` the audit, setup search, student and
-validation blocks. Imports only `potstill.rows.readers` (the encoding check) from the library.
+validation blocks; `reference` the generated docs/config.md section; `starter` a first job
+(`potstill init`: seed and test splits of one labelled file, a commented config). Imports only
+`potstill.rows` (the encoding check; the starter's reading of the labelled file) from the library.
 """
