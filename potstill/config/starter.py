@@ -59,10 +59,6 @@ class Starter:
     rows: dict[str, int]           # seed, test, unlabeled, unused, rejected
     files: dict[str, Path] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, Any]:
-        return {"config": str(self.config), "labels": self.labels, "rows": self.rows,
-                "files": {k: str(v) for k, v in self.files.items()}}
-
 
 def dataset_name(path: str) -> str:
     """A dataset name (config `dataset`) from a file name: tickets.csv.gz -> tickets."""
