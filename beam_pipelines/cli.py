@@ -173,7 +173,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="'teacher' or a trained student directory")
     ev.add_argument("--out", default=None, help="also write the metrics JSON to this file")
     ev.add_argument("--predictions", default=None, metavar="FILE.jsonl",
-                    help="a student: write each test row's predicted label and probabilities")
+                    help="a student: write each test row's predicted label and probabilities "
+                         "(probs in task.labels order, and probs_by_label named)")
     ev.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help=SET_HELP)
 
     it = sub.add_parser("init", help="a job from one labelled file: stratified seed and test "

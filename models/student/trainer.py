@@ -364,7 +364,8 @@ def save_standard_model(model: StudentClassifier, labels: list[str], max_length:
 
 def evaluate(model_dir: str | Path, cfg: Config, predictions: str | Path | None = None) -> dict:
     """Metrics of a saved student on the config's test split; `predictions`, when given, is a
-    JSONL file to write one {"text", "gold", "predicted", "probs"} object per test row to."""
+    JSONL file to write one {"text", "gold", "predicted", "probs", "probs_by_label"} object per
+    test row to: `probs` in the order of task.labels, `probs_by_label` the same numbers named."""
     ensure_offline()
     torch.set_num_threads(cfg.student.threads or os.cpu_count() or 1)
     if not (Path(model_dir) / "student.json").is_file():
@@ -383,7 +384,9 @@ def evaluate(model_dir: str | Path, cfg: Config, predictions: str | Path | None 
             for text, gold, p in zip(texts, y, probs):
                 fh.write(json.dumps({"text": text, "gold": labels[gold],
                                      "predicted": labels[int(p.argmax())],
-                                     "probs": [round(float(x), 6) for x in p]}) + "\n")
+                                     "probs": [round(float(x), 6) for x in p],
+                                     "probs_by_label": {l: round(float(x), 6) for l, x in zip(labels, p)}})
+                         + "\n")
     return {**metrics, "n_test_rejected": n_rejected}
 
 

@@ -66,6 +66,8 @@ def test_the_onnx_graph_reproduces_evaluate_without_potstill(tmp_path, tiny_bert
     got = run_without_potstill(tmp_path, tmp_path / "student" / "onnx", preds)
     assert got["leaked"] == [] and got["labels"] == ["negative", "positive"]
     np.testing.assert_allclose(got["probs"], [r["probs"] for r in rows], atol=1e-4)
+    assert all(list(r["probs_by_label"]) == got["labels"] and list(r["probs_by_label"].values())
+               == r["probs"] for r in rows)  # the label names travel with the numbers
     assert [got["labels"][int(np.argmax(p))] for p in got["probs"]] == [r["predicted"] for r in rows]
 
 
