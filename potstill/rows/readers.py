@@ -4,8 +4,10 @@ A text file (JSONL or CSV, optionally .gz/.bz2) is read as bytes, one PHYSICAL l
 and each line is decoded strictly in the declared encoding. Nothing is ever replaced: a line
 with bytes that are not valid in the encoding becomes a `Malformed` row with reason
 `bad_encoding`, its bytes kept escaped (`escape_bytes`) and the offending byte offset in the
-detail. Line numbers count every physical line (blank ones too), 1-based, so `file:line`
-points at the line an editor shows; Parquet rows are numbered 1-based in file order.
+detail; so does a JSON line that escapes a lone UTF-16 surrogate (`\\ud800` without its
+other half: it parses, but is no character). Line numbers count every physical line (blank
+ones too), 1-based, so `file:line` points at the line an editor shows; Parquet rows are
+numbered 1-based in file order.
 
 Decoding choices: a UTF-8 byte-order mark at the very start of a file is part of the encoding
 (utf-8-sig), not of the first row, and is dropped; lines may end in LF or CRLF; the encoding
@@ -33,6 +35,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 from collections import deque
 from typing import IO, Any, Iterable, Iterator
 
@@ -44,6 +47,7 @@ _ASCII = bytes(range(128))
 csv.field_size_limit(2**31 - 1)  # a huge field is a too-long text (rejected), not a parse error
 MAX_RECORD_LINES = 1_000         # physical lines one CSV record may span (csv_records)
 MAX_RECORD_CHARS = 64 * 2**20    # characters one CSV record over several lines may hold
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of a UTF-16 surrogate
 
 
 class Malformed(str):
@@ -221,8 +225,24 @@ def jsonl_rows(lines) -> Iterator[tuple[int, Row | Malformed]]:
         except (ValueError, RecursionError) as err:  # huge integers, absurd nesting
             yield number, Malformed(f"invalid JSON: {err}", raw=line)
             continue
-        yield number, (Row(item, line) if isinstance(item, dict)
-                       else Malformed(f"JSON line is a {type(item).__name__}, not an object", raw=line))
+        if not isinstance(item, dict):
+            yield number, Malformed(f"JSON line is a {type(item).__name__}, not an object", raw=line)
+            continue
+        half = _lone_surrogate(item) if _SURROGATE_ESCAPE.search(line) else None
+        yield number, (Row(item, line) if half is None else Malformed(
+            f"JSON escape \\u{ord(half):04x} is half of a UTF-16 surrogate pair, not a character",
+            reason="bad_encoding", raw=line))
+
+
+def _lone_surrogate(item: dict) -> str | None:
+    """The first lone surrogate in a parsed JSON object's keys and strings, if any: a `\\ud800`
+    escape without its other half parses, but is no character and cannot be written as UTF-8."""
+    text = json.dumps(item, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return text[err.start]
+    return None
 
 
 class _RecordTooLong(Exception):
