@@ -10,8 +10,9 @@ Found by reading apache_beam/runners/dask and running the job on a local cluster
    bundles run in one process can see each other's outputs.
 `DaskRunner` here is Beam's, with its bag visitor replaced: each ParDo bundle builds its own
 receivers and collects after `finish_bundle`, and a consumer of a tagged output filters its
-producer's bag to that tag. What it still does not do: report metrics (potstill says
-so at start and marks the manifest's teacher usage unreported: beam_pipelines/runners.py). Side
+producer's bag to that tag. What it still does not do: report metrics (the manifest's teacher
+usage is read from the teacher store instead; what only metrics count is named in it and at
+start: beam_pipelines/runners.py). Side
 inputs are computed inside worker tasks (through a worker client), as in Beam's.
 
 Select it with `--runner=DaskRunner` (potstill swaps Beam's class for this one) or its full

@@ -47,8 +47,10 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
     ensure_offline()
     beam_args = runners.resolve(beam_args or [])
     if not runners.reports_metrics(beam_args):
-        log.warning("runner %s reports no Beam metrics: the manifest's teacher_usage will say "
-                    "reported: false, and throughput is left empty", runners.runner_name(beam_args))
+        log.warning("runner %s reports no Beam metrics: teacher_usage comes from the teacher store "
+                    "as on any runner, but the closing stage counters are empty%s",
+                    runners.runner_name(beam_args), ", and generation's requests to the endpoint "
+                    "are not counted" if runners.not_counted(beam_args, remote_generation(cfg)) else "")
     curation.check_settings(cfg.curation)  # a setting the chosen SQL never reads is an error
     records.check_input_files(cfg)  # a whole-file problem stops the job before any model loads
     for line in planning.same_file_warnings(cfg):
@@ -243,7 +245,7 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
         with closing_new_engines():  # a local runner keeps loaded models (and vLLM engines) alive
             result = p.run()
             result.wait_until_finish()
-        counts += usage.teacher_counters(result)
+        counts += usage.remote_counters(result)  # generation's remote requests (Beam metrics)
         stages_done += usage.stage_counters(result)
         if n is None:
             continue
@@ -262,13 +264,19 @@ def run_rounds(cfg: Config, stages: Stages, staging: Path, seeds: list[Record],
                            "strategy": b.strategy, "rounds": rounds,
                            "note": "pool rows only: seed rows are scored once and not counted"}
     log.info("stage counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(stages_done.items())))
-    if not runners.reports_metrics(beam_args):
-        extra["teacher_usage"] = dict(runners.NO_METRICS)
-        return usage.throughput(counts), extra
-    extra["teacher_usage"] = usage.teacher_usage(counts + driver_usage, cfg.teacher)
+    if isinstance(stages.teacher, ScoreWithTeacher):  # what its segments recorded, on any runner
+        handler = stages.teacher.handler
+        counts += usage.stage_counts(handler.setup.store, handler.run_id, staging)
+    extra["teacher_usage"] = usage.teacher_usage(counts + driver_usage, cfg.teacher,
+                                                 runners.not_counted(beam_args, remote_generation(cfg)))
     log.info("teacher: %(rows)d rows answered, %(cache_hits)d from the store (calls saved), "
              "%(calls)d model calls, %(retries)d retries", extra["teacher_usage"])
     return usage.throughput(counts), extra
+
+
+def remote_generation(cfg: Config) -> bool:
+    """Generation through the teacher's remote endpoint: counted by Beam metrics only."""
+    return cfg.generation.enabled and cfg.teacher.backend == "openai"
 
 
 def split_budget(calls: int, rounds: int) -> list[int]:

@@ -3,14 +3,16 @@
 `--runner=DaskRunner` (or Beam's full class name) becomes potstill's fixed DaskRunner
 (beam_pipelines/dask_runner.py). Every stage runs on it (the tests run the default job and a
 teacher budget in two rounds, whose chosen rows are a side input, and compare them with the
-DirectRunner's); what it does not do is report Beam metrics, so the manifest's teacher usage
-is marked unreported instead of showing zeros, and the job says so when it starts.
+DirectRunner's); what it does not do is report Beam metrics. The manifest's teacher usage does
+not need them (it is read from the teacher store: beam_pipelines/usage.py), but generation's
+requests to a remote endpoint are only counted by them: `not_counted` says so in the manifest,
+and the job says so when it starts.
 """
 from __future__ import annotations
 
 DASK = "potstill.beam_pipelines.dask_runner.DaskRunner"
 _DASK_NAMES = {"dask", "daskrunner", "apache_beam.runners.dask.dask_runner.daskrunner", DASK.lower()}
-NO_METRICS = {"reported": False, "why": "the runner reports no Beam metrics (DaskRunner)"}
+NOT_COUNTED = "generation's requests to the endpoint: the runner reports no Beam metrics (DaskRunner)"
 
 
 def runner_name(beam_args: list[str]) -> str | None:
@@ -30,6 +32,11 @@ def is_dask(beam_args: list[str]) -> bool:
 
 def reports_metrics(beam_args: list[str]) -> bool:
     return not is_dask(beam_args)
+
+
+def not_counted(beam_args: list[str], remote_generation: bool) -> str | None:
+    """What the manifest's `teacher_usage.remote` cannot count on this runner, if anything."""
+    return NOT_COUNTED if remote_generation and not reports_metrics(beam_args) else None
 
 
 def resolve(beam_args: list[str]) -> list[str]:

@@ -3,6 +3,7 @@
 Layout, under `OUTPUT_ROOT/.potstill-store/` (any fsspec path the workers can reach):
 
     teacher/<model sha256[:16]>/<uuid>.parquet     one segment per scored batch
+    teacher/<model sha256[:16]>/<run>-<uuid>.parquet    the same, written by a run's teacher stage
     leases/<uuid>.json                             one per run (or gc) in progress (`run_lease`)
 
 A segment holds (`key`, `answer`, `prompt_tokens`, `created_at`): `key` is the SHA-256 of what
@@ -10,6 +11,14 @@ determines the answer (the weights' SHA-256, the prompt's token ids, the candida
 token ids; `request_key`), `answer` the raw candidate log-probabilities the model returned,
 BEFORE verbalizer sums, option masks and calibration, so changing any of those (or the audit,
 or curation) re-queries nothing.
+
+A segment the teacher stage writes (one canonical batch) also records, in its Parquet metadata
+(`USAGE_META`), what answering it cost and which run it was for (`WriteUsage`), and its name
+starts with that run's id: after the pipeline the driver sums its own run's records
+(`TeacherStore.run_usage`), so the manifest's `teacher_usage` is the same on every runner,
+whether or not it reports Beam metrics. A batch whose every row failed still writes its segment,
+with no answers, to keep its record. Segments without a record (the audit's, gc's rewrites,
+older ones) read as before: the record is metadata, not a column.
 
 Why segments and not a database: several Beam workers on several machines write at once, and a
 shared SQLite or DuckDB file on a network or object filesystem is neither safe nor reachable.
@@ -30,7 +39,8 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
 from typing import Iterator, Sequence
 
 import fsspec
@@ -44,6 +54,34 @@ KEYS_SCHEMA = pa.schema([("key", pa.string())])  # a version's teacher_keys.parq
 KEYS_FILE = "teacher_keys.parquet"
 SCHEMA = pa.schema([("key", pa.string()), ("answer", pa.list_(pa.float64())),
                     ("prompt_tokens", pa.int32()), ("created_at", pa.float64())])
+USAGE_META = b"potstill.usage"  # a segment's `WriteUsage`, as JSON, in its Parquet metadata
+
+
+@dataclass(frozen=True)
+class WriteUsage:
+    """What the teacher stage spent on the rows of one segment (one canonical batch)."""
+    run: str                   # the teacher stage's run id (transforms/teacher.py)
+    rows: int = 0              # rows sent to the model, failed ones included
+    rows_failed: int = 0       # rows given up (rejected as teacher_error)
+    calls: int = 0             # rows sent, every attempt counted (remote: see `remote`)
+    retries: int = 0           # batches (or halves) tried again after a failure
+    prompt_tokens: int = 0     # the rows' prompt tokens, each row once
+    seconds: float = 0.0       # the model's time on the batch
+    remote: dict = field(default_factory=dict)  # a remote backend's HTTP counts (`take_usage`)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_metadata(cls, metadata: dict | None) -> "WriteUsage | None":
+        """The record in a segment's metadata; None for a segment without one (or unreadable)."""
+        raw = (metadata or {}).get(USAGE_META)
+        try:
+            info = json.loads(raw) if raw else None
+            return cls(**{f.name: info[f.name] for f in fields(cls) if f.name in info}) \
+                if isinstance(info, dict) and isinstance(info.get("run"), str) else None
+        except (ValueError, TypeError):
+            return None
 
 
 @dataclass(frozen=True)
@@ -76,8 +114,11 @@ class TeacherStore:
         return Index(self.folder)
 
     def write(self, keys: Sequence[str], answers: Sequence[Sequence[float]],
-              prompt_tokens: Sequence[int]) -> str:
-        return write_segment(self.folder, keys, answers, prompt_tokens)
+              prompt_tokens: Sequence[int], usage: WriteUsage | None = None) -> str:
+        return write_segment(self.folder, keys, answers, prompt_tokens, usage)
+
+    def run_usage(self, run: str) -> tuple[list[WriteUsage], pa.Array]:
+        return run_usage(self.folder, run) if self.folder else ([], pa.array([], pa.string()))
 
     def check_writable(self) -> None:
         """Create the folder and write, then remove, a probe file: a store that cannot keep the
@@ -137,15 +178,20 @@ def segments(folder: str) -> list[str]:
 
 
 def write_segment(folder: str, keys: Sequence[str], answers: Sequence[Sequence[float]],
-                  prompt_tokens: Sequence[int]) -> str:
-    """Append one segment (write under a temporary name, then rename); returns its path."""
+                  prompt_tokens: Sequence[int], usage: WriteUsage | None = None) -> str:
+    """Append one segment (write under a temporary name, then rename); returns its path. With
+    `usage`, the segment keeps it in its metadata and its name starts with `usage.run`."""
     fs, _, (path,) = fsspec.get_fs_token_paths(folder)
     fs.makedirs(path, exist_ok=True)
-    name = uuid.uuid4().hex
+    name, schema = uuid.uuid4().hex, SCHEMA
+    if usage is not None:
+        if not usage.run.isalnum():
+            raise ValueError(f"a run id names files: letters and digits only, not {usage.run!r}")
+        name, schema = f"{usage.run}-{name}", SCHEMA.with_metadata({USAGE_META: usage.to_json()})
     tmp, final = f"{path}/.tmp-{name}.parquet", f"{path}/{name}.parquet"
     table = pa.Table.from_pydict({"key": list(keys), "answer": [list(map(float, a)) for a in answers],
                                   "prompt_tokens": list(prompt_tokens),
-                                  "created_at": [time.time()] * len(keys)}, schema=SCHEMA)
+                                  "created_at": [time.time()] * len(keys)}, schema=schema)
     with fs.open(tmp, "wb") as fh:
         pq.write_table(table, fh)
     fs.mv(tmp, final)
@@ -157,6 +203,22 @@ def read_segment(path: str) -> Iterator[tuple[str, list[float]]]:
     with fsspec.open(path, "rb") as fh:
         table = pq.read_table(fh, columns=["key", "answer"])
     yield from zip(table["key"].to_pylist(), table["answer"].to_pylist())
+
+
+def run_usage(folder: str, run: str) -> tuple[list[WriteUsage], pa.Array]:
+    """The `WriteUsage` records of the segments written for `run`, and every key they hold
+    (duplicates kept). Only those segments are opened (their names start with the run id)."""
+    def read(path: str):
+        with fsspec.open(path, "rb") as fh:
+            table = pq.read_table(fh, columns=["key"])
+        return WriteUsage.from_metadata(table.schema.metadata), table["key"]
+
+    mine = [p for p in segments(folder) if p.rsplit("/", 1)[-1].startswith(f"{run}-")]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # object stores: one request per segment
+        found = list(pool.map(read, mine))
+    records = [u for u, _ in found if u is not None and u.run == run]
+    keys = [chunk for _, k in found for chunk in k.chunks]
+    return records, (pa.concat_arrays(keys) if keys else pa.array([], pa.string()))
 
 
 class Index:
@@ -437,7 +499,7 @@ def _collect(output_root: str, report: dict, own: str | None, grace_s: float,
         with fsspec.open(path, "rb") as fh:
             table = pq.read_table(fh)
         keep = [k in needed for k in table["key"].to_pylist()]
-        if all(keep):
+        if keep and all(keep):  # an empty segment (a batch whose rows all failed) goes
             report["kept"] += 1
             continue
         report["entries_removed"] += keep.count(False)

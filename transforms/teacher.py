@@ -11,12 +11,18 @@ into `batch_size` chunks. A chunk's rows, and so its numbers, depend only on whi
 answer, never on arrival order or bundle boundaries; a chunk is stored whole or not at all, so
 after a crash the rows still missing form the same chunks again and a resumed run publishes what
 an uninterrupted one would have.
+
+What the stage spends is kept in the store too, not in Beam metrics (which some runners do not
+report): each canonical batch's segment records its rows, calls, retries, prompt tokens, failed
+rows, model seconds and a remote backend's HTTP counts under the stage's `run_id`
+(potstill/store.py `WriteUsage`); beam_pipelines/usage.py sums them after the pipeline.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import time
+import uuid
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
@@ -56,15 +62,11 @@ class EncodeRequests(beam.DoFn):
 class SplitAnswered(beam.DoFn):
     """(key, {records, answers}) -> records with their stored answer (main) or `unanswered`."""
 
-    def __init__(self):
-        self.hits = Metrics.counter(NAMESPACE, "cache_hits")
-
     def process(self, joined):
         _, grouped = joined
         answers = list(grouped["answers"])
         for record in grouped["records"]:
             if answers:
-                self.hits.inc()
                 yield record.with_values(raw_candidates=answers[0])
             else:
                 yield beam.pvalue.TaggedOutput("unanswered", record)
@@ -96,21 +98,28 @@ def canonical_batches(group, batch_size: int) -> Iterable[tuple[Record, ...]]:
         yield tuple(ordered[start:start + batch_size])
 
 
-def count_remote_usage(backend) -> None:
-    """A remote backend's HTTP requests, retries and billed tokens since the last call, into
-    Beam counters (`remote_*`, read by beam_pipelines/usage.py). Counted here, in the bundle's
-    thread: the backend's own threads have no Beam metrics context."""
+def take_remote_usage(backend) -> dict[str, int]:
+    """A remote backend's HTTP requests, retries and billed tokens since the last call (none
+    for an in-process backend)."""
     take = getattr(backend, "take_usage", None)
-    if take is not None:
-        for name, value in take().items():
-            Metrics.counter(NAMESPACE, f"remote_{name}").inc(int(value))
+    return {name: int(value) for name, value in take().items()} if take is not None else {}
+
+
+def count_remote_usage(backend) -> None:
+    """`take_remote_usage` into Beam counters (`remote_*`, read by beam_pipelines/usage.py): for
+    generation through the endpoint, which writes no store segment. Counted here, in the
+    bundle's thread: the backend's own threads have no Beam metrics context."""
+    for name, value in take_remote_usage(backend).items():
+        Metrics.counter(NAMESPACE, f"remote_{name}").inc(value)
 
 
 class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
     """Loads the teacher once per worker (the driver's `TeacherSetup`; weights shared with the
     other stages of the process) and answers canonical batches (one element = one batch): each
     answered batch is appended to the teacher store before the rows move on, so a crash loses
-    at most the batch in flight. Failed batches are retried, then split (models/teacher/requests.py)."""
+    at most the batch in flight. Failed batches are retried, then split (models/teacher/requests.py).
+    `run_id` marks the segments this handler writes, with what each batch cost (`WriteUsage`):
+    one id per built stage, shared by every worker it is shipped to."""
 
     def __init__(self, setup: TeacherSetup, *, retries: int = 2,
                  backoff_s: float = 0.5, expected_rows: int | None = None,
@@ -119,6 +128,7 @@ class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
         self.setup = setup
         self.retries, self.backoff_s = retries, backoff_s
         self.progress = StageProgress("teacher", expected_rows, progress_every_s)
+        self.run_id = uuid.uuid4().hex
 
     def load_model(self) -> LabelledTeacher:
         start = time.perf_counter()
@@ -138,15 +148,17 @@ class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
         requests: list[Request] = [r.value("request") for r in batch]
         done = answer_in_halves(requests, lambda rs: model.teacher.score_encoded([q.encoded for q in rs]),
                                 retries=self.retries, backoff_s=self.backoff_s)
-        for idx, answers in done.batches:
-            self.setup.store.write([requests[i].key for i in idx], answers,
-                                   [requests[i].prompt_tokens for i in idx])
-        Metrics.counter(NAMESPACE, "calls").inc(done.calls)
-        Metrics.counter(NAMESPACE, "retries").inc(done.retries)
-        Metrics.counter(NAMESPACE, "prompt_tokens").inc(sum(q.prompt_tokens for q in requests))
-        Metrics.counter(NAMESPACE, "rows_failed").inc(sum(isinstance(r, BaseException) for r in done.results))
-        count_remote_usage(model.teacher)
-        self._progress(len(batch), time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        answered = [(requests[i], a) for idx, answers in done.batches for i, a in zip(idx, answers)]
+        cost = store.WriteUsage(
+            self.run_id, rows=len(batch), calls=done.calls, retries=done.retries,
+            rows_failed=sum(isinstance(r, BaseException) for r in done.results),
+            prompt_tokens=sum(q.prompt_tokens for q in requests), seconds=round(seconds, 6),
+            remote=take_remote_usage(model.teacher))
+        # one segment per canonical batch, written even when every row failed: it keeps the cost
+        self.setup.store.write([q.key for q, _ in answered], [a for _, a in answered],
+                               [q.prompt_tokens for q, _ in answered], cost)
+        self.progress.add(len(batch), seconds)
         out = []
         for record, result in zip(batch, done.results):
             if isinstance(result, BaseException):
@@ -154,10 +166,6 @@ class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
             else:
                 out.append(record.with_values(raw_candidates=[float(x) for x in result]))
         return out
-
-    def _progress(self, n: int, seconds: float) -> None:
-        Metrics.counter(NAMESPACE, "rows_scored").inc(n)
-        self.progress.add(n, seconds)
 
     def get_metrics_namespace(self) -> str:
         return NAMESPACE

@@ -2,7 +2,8 @@
 fixed subclass, beam_pipelines/dask_runner.py) against a dask.distributed scheduler with 2 worker
 processes started here on 127.0.0.1, and the multi-process DirectRunner. Each publishes exactly
 the data of the in-process DirectRunner on the same inputs, each computing its own teacher
-answers (separate output roots, so separate teacher stores)."""
+answers (separate output roots, so separate teacher stores), and reports the same teacher usage:
+it is read from the teacher store, not from Beam metrics, which the DaskRunner does not report."""
 import json
 
 import apache_beam as beam
@@ -69,6 +70,23 @@ def direct(tmp_path_factory, inputs, tiny_lm):
     return version
 
 
+USAGE = ("rows", "rows_failed", "cache_hits", "calls", "retries", "prompt_tokens", "generated_tokens")
+
+
+def assert_same_usage(version, reference):
+    """The same teacher usage as the in-process DirectRunner's, and real numbers: every seed row
+    a store hit (the audit answered it), every other row a model call."""
+    got, want = (json.loads((v / "manifest.json").read_text()) for v in (version, reference))
+    usage = got["teacher_usage"]
+    assert "reported" not in usage
+    assert {k: usage[k] for k in USAGE} == {k: want["teacher_usage"][k] for k in USAGE}
+    gold = 2  # the third seed row's label is unknown: rejected
+    assert usage["cache_hits"] == gold and usage["calls"] == usage["rows"] - gold > 0
+    assert usage["prompt_tokens"] > usage["calls"] and usage["rows_failed"] == 0
+    assert got["throughput"]["teacher_rows"] == want["throughput"]["teacher_rows"] == usage["rows"]
+    return usage
+
+
 def assert_same_version(version, reference):
     for name in FILES:
         got, want = pq.read_table(version / name), pq.read_table(reference / name)
@@ -89,8 +107,8 @@ def test_dask_cluster_publishes_the_direct_runners_data(tmp_path, inputs, tiny_l
                   ["--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}"])
     counts = assert_same_version(version, direct(**extra))
     assert counts["published"]["corpus"] == (12 if extra else 60)
-    manifest = json.loads((version / "manifest.json").read_text())
-    assert manifest["teacher_usage"] == runners.NO_METRICS  # said, not shown as zero calls
+    usage = assert_same_usage(version, direct(**extra))  # from the store: no Beam metrics needed
+    assert usage["rows"] == (12 if extra else 60) + 2  # a budget sends 12 pool rows; 2 gold rows
     workers = cluster.scheduler_info["workers"]
     assert len(workers) == 2 and all(a.startswith("tcp://127.0.0.1:") for a in workers)
 
@@ -99,6 +117,7 @@ def test_multi_process_direct_runner_publishes_the_same_data(tmp_path, inputs, t
     version = run(config(tmp_path, inputs, tiny_lm),
                   ["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
     assert_same_version(version, direct())
+    assert_same_usage(version, direct())
 
 
 def _split(n):
@@ -130,3 +149,7 @@ def test_dask_runner_flags_become_potstills_runner():
     for flags in (["--runner", "DaskRunner"], ["--runner=apache_beam.runners.dask.dask_runner.DaskRunner"]):
         assert runners.resolve(flags + ["--x=1"]) == ["--x=1", f"--runner={runners.DASK}"]
     assert runners.resolve(["--runner=DirectRunner"]) == ["--runner=DirectRunner"]
+    # only generation through a remote endpoint is counted by Beam metrics alone
+    assert runners.not_counted(["--runner=DaskRunner"], True) == runners.NOT_COUNTED
+    assert runners.not_counted(["--runner=DaskRunner"], False) is None
+    assert runners.not_counted([], True) is None

@@ -189,3 +189,51 @@ def test_temporary_files_of_dead_writers_are_collected_and_counted_alike_in_a_dr
 def test_collect_on_an_empty_root(tmp_path, dry_run):
     report = store.collect(str(tmp_path / "nothing-here"), dry_run=dry_run)
     assert report["segments"] == 0 and report["skipped"] is None
+
+
+def test_a_run_sums_the_cost_its_segments_recorded_and_older_segments_read_as_before(tmp_path):
+    """What the teacher stage spent is kept in its segments' metadata under its run id: the run
+    sums its own records only (not another run's, not the audit's segments without a record),
+    a batch whose every row failed keeps its record in a segment with no answers, and a
+    segment as older versions wrote it (no record, a plain name) is read as before."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    s = store.TeacherStore.open(str(tmp_path), "ab" * 32)
+    Path(s.folder).mkdir(parents=True)
+    older = Path(s.folder) / "0123456789abcdef0123456789abcdef.parquet"
+    pq.write_table(pa.table({"key": ["old"], "answer": [[0.0, -1.0]], "prompt_tokens": [3],
+                             "created_at": [1.0]}, schema=store.SCHEMA), older)
+    cost = store.WriteUsage("run1", rows=2, calls=3, retries=1, prompt_tokens=17, seconds=0.5,
+                            remote={"requests": 4, "retries_429": 1})
+    seg = s.write(["a", "b"], [[0.0, -1.0], [-2.0, 0.0]], [8, 9], cost)
+    failed = s.write([], [], [], store.WriteUsage("run1", rows=1, rows_failed=1, calls=2, retries=1,
+                                                  prompt_tokens=5))
+    s.write(["c"], [[0.0, -3.0]], [4], store.WriteUsage("run2", rows=1, calls=1, prompt_tokens=4))
+    s.write(["audit"], [[0.0, -4.0]], [6])  # the audit's: no record
+
+    assert Path(seg).name.startswith("run1-") and pq.read_metadata(failed).num_rows == 0
+    records, keys = s.run_usage("run1")
+    assert sorted(records, key=lambda r: r.rows, reverse=True) == [
+        cost, store.WriteUsage("run1", rows=1, rows_failed=1, calls=2, retries=1, prompt_tokens=5)]
+    assert sorted(keys.to_pylist()) == ["a", "b"]
+    none, no_keys = s.run_usage("run3")
+    assert none == [] and len(no_keys) == 0
+    assert s.keys() == {"old", "a", "b", "c", "audit"}
+    assert s.index().lookup({"old", "b"}) == {"old": [0.0, -1.0], "b": [-2.0, 0.0]}
+    assert store.read_segment(seg) and list(store.read_segment(failed)) == []
+    # gc: the empty segment goes once no version needs anything in it, the rest likewise
+    for path in store.segments(s.folder):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    report = store.collect(str(tmp_path), grace_s=3600)
+    assert report["segments"] == 5 and report["removed"] == 5 and not Path(failed).exists()
+
+
+def test_a_usage_record_that_cannot_be_read_is_no_record():
+    assert store.WriteUsage.from_metadata(None) is None
+    assert store.WriteUsage.from_metadata({store.USAGE_META: b"{not json"}) is None
+    assert store.WriteUsage.from_metadata({store.USAGE_META: b'{"rows": 3}'}) is None  # no run
+    newer = b'{"run": "r", "rows": 3, "calls": 3, "a_later_field": 1}'
+    assert store.WriteUsage.from_metadata({store.USAGE_META: newer}) == store.WriteUsage("r", rows=3, calls=3)
+    with pytest.raises(ValueError, match="letters and digits"):
+        store.write_segment("unused", [], [], [], store.WriteUsage("../x"))
