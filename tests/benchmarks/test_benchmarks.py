@@ -133,6 +133,15 @@ def check_generation_experiment(result):
     assert arms["gold rows only"]["train_rows"] == 12
 
 
+def check_gpu_check(result):
+    skipped, hf, job = result["rows"]
+    assert skipped["part"] == "a, b" and "no GPU / vllm CUDA build" in skipped["note"]
+    assert hf["part"] == "c" and hf["rows"] == 16 and hf["rows_per_s"] > 0 and hf["prompt_tokens_per_row"] > 0
+    assert job["part"] == "d" and job["rows"] == 40 and job["rows_per_s"] > 0 and job["ms_per_row"] > 0
+    assert 0 < job["job"]["published"] <= 40 + 20 and "beam_graph" in job["job"]["stages"]
+    assert result["environment"]["torch"] and result["texts"] == "synthetic reviews"
+
+
 CASES = [  # (benchmark, extra arguments, check)
     ("backends", [], check_backends),
     ("remote_teacher", [], check_remote_teacher),
@@ -148,6 +157,7 @@ CASES = [  # (benchmark, extra arguments, check)
     ("rationale_student", [], check_rationale_student),
     ("never_loses", [], check_never_loses),
     ("generation_experiment", [], check_generation_experiment),
+    ("gpu_check", ["--job-rows", "40"], check_gpu_check),
 ]
 
 
