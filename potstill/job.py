@@ -292,7 +292,11 @@ def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
     """Curate, validate and publish the staged shards; a failed suite publishes nothing.
     `driver_keys`: teacher-store keys the driver's own scoring used (the audit)."""
     out = staging / "version"
-    curated, row_counts = prepare_version(cfg, staging, out, driver_keys)
+    try:
+        curated, row_counts = prepare_version(cfg, staging, out, driver_keys)
+    except (duckdb.IOException, OSError) as err:  # a full disk's errors name no file: name the folder
+        raise OSError(f"the curation cannot write its files in {staging} "
+                      f"({type(err).__name__}: {err})") from None
     memory.release()  # each stage starts from what is live, not the last one's high-water mark
     v = cfg.validation
     report = expectations.validate_file(out / versions.DATA_FILE, cfg.task.labels, v.min_rows,

@@ -30,6 +30,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
              "TQDM_DISABLE": "1"}
 QUIET_LOGGERS = ("apache_beam", "great_expectations", "urllib3", "httpx")  # their warnings only
+# Beam logs a stage's exception with its traceback and then re-raises it with the step's name
+# (runners/common.py): the command reports it once, as a user error (exit 2) or as a bug (exit 1).
+RERAISED = "apache_beam.runners.common"
 # Root-logger records other libraries emit on import that say nothing about the user's job:
 # apache_beam's note that the GCP clients potstill never uses are not installed.
 NOISE = ("apitools not found",)
@@ -71,6 +74,7 @@ def configure_logging(verbose: bool = False, models: bool = True) -> None:
         disable_progress_bars()
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger(RERAISED).setLevel(logging.CRITICAL)
     if logging.getLogger().handlers:
         return
     handler = logging.StreamHandler(sys.stderr)

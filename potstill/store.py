@@ -182,7 +182,6 @@ def write_segment(folder: str, keys: Sequence[str], answers: Sequence[Sequence[f
     """Append one segment (write under a temporary name, then rename); returns its path. With
     `usage`, the segment keeps it in its metadata and its name starts with `usage.run`."""
     fs, _, (path,) = fsspec.get_fs_token_paths(folder)
-    fs.makedirs(path, exist_ok=True)
     name, schema = uuid.uuid4().hex, SCHEMA
     if usage is not None:
         if not usage.run.isalnum():
@@ -192,16 +191,29 @@ def write_segment(folder: str, keys: Sequence[str], answers: Sequence[Sequence[f
     table = pa.Table.from_pydict({"key": list(keys), "answer": [list(map(float, a)) for a in answers],
                                   "prompt_tokens": list(prompt_tokens),
                                   "created_at": [time.time()] * len(keys)}, schema=schema)
-    with fs.open(tmp, "wb") as fh:
-        pq.write_table(table, fh)
-    fs.mv(tmp, final)
+    try:  # a full disk fails the write or the close, whose errors name no file: name the store
+        fs.makedirs(path, exist_ok=True)
+        with fs.open(tmp, "wb") as fh:
+            pq.write_table(table, fh)
+        fs.mv(tmp, final)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            fs.rm(tmp)  # half a segment frees its space now, not at the next gc
+        raise StoreError(f"the teacher store {folder} cannot be written ({type(err).__name__}: {err}): "
+                         "what it holds is kept; make room or make it writable, then run again "
+                         "(a rerun asks the teacher only for what it lacks)") from None
     return final
 
 
 def read_segment(path: str) -> Iterator[tuple[str, list[float]]]:
-    """(key, answer) pairs of one segment."""
-    with fsspec.open(path, "rb") as fh:
-        table = pq.read_table(fh, columns=["key", "answer"])
+    """(key, answer) pairs of one segment; one that cannot be read is a StoreError naming it
+    (never taken as unanswered: the rerun would pay for its answers again)."""
+    try:
+        with fsspec.open(path, "rb") as fh:
+            table = pq.read_table(fh, columns=["key", "answer"])
+    except OSError as err:
+        raise StoreError(f"the teacher store segment {path} cannot be read ({type(err).__name__}: "
+                         f"{err}): make it readable to this user (its answers are paid for)") from None
     yield from zip(table["key"].to_pylist(), table["answer"].to_pylist())
 
 

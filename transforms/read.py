@@ -27,8 +27,12 @@ class ParseFile(beam.DoFn):
 
     def process(self, readable: fileio.ReadableFile):
         path = readable.metadata.path
+        try:  # one message argument: Beam keeps an OSError an OSError (exit 2, not a bug)
+            opened = readable.open(compression_type=CompressionTypes.UNCOMPRESSED)
+        except OSError as err:
+            raise OSError(f"cannot read {path} ({type(err).__name__}: {err.strerror or err})") from None
         # Compression is handled by iter_rows by extension; Parquet needs a seekable file.
-        with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        with opened as fh:
             if file_format(path) == "parquet" and not fh.seekable():
                 fh = io.BytesIO(fh.read())
             for row, raw in iter_rows(fh, path, self.encoding):

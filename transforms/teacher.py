@@ -206,11 +206,26 @@ def failed_row(record: Record) -> dict:
 
 
 def failed_batch_rows(failure) -> list[dict]:
-    """A whole batch the handler itself failed on (not the model): every row rejected."""
+    """A whole batch the handler itself failed on (not the model): every row rejected. A store
+    that cannot keep the answers stops the job instead (its StoreError names the folder): those
+    rows are not bad, and a version without them would be a smaller dataset for no reason."""
     batch, exc = failure
+    kind, message = dead_letter(exc)
+    if issubclass(kind, store.StoreError):
+        raise store.StoreError(message)
     return [{"source": r.source, "input_ref": r.input_ref, "reason": "teacher_error",
-             "detail": error_detail(exc), "raw": r.text[:2000]}
+             "detail": redact(f"{kind.__name__}: {message}")[:500], "raw": r.text[:2000]}
             for b in batch for r in b]
+
+
+def dead_letter(exc) -> tuple[type, str]:
+    """The error's class and message: Beam's exception handling hands on (class, repr,
+    traceback lines), whose last line is "module.Class: message"."""
+    if isinstance(exc, BaseException):
+        return type(exc), str(exc)
+    kind, text, lines = exc
+    last = lines[-1].strip() if lines else ""
+    return kind, last.partition(": ")[2] if ": " in last else text
 
 
 class ScoreWithTeacher(beam.PTransform):

@@ -31,12 +31,18 @@ def write_shard(folder: str, prefix: str, table: pa.Table) -> str:
     pq.write_table(table, buf)
     data = buf.getvalue()
     fs, _, (path,) = fsspec.get_fs_token_paths(folder)
-    fs.makedirs(path, exist_ok=True)
     name = f"{prefix}-{hashlib.sha256(data).hexdigest()[:32]}"
     tmp, final = f"{path}/.tmp-{name}.parquet", f"{path}/{name}.parquet"
-    with fs.open(tmp, "wb") as fh:
-        fh.write(data)
-    fs.mv(tmp, final)
+    try:
+        fs.makedirs(path, exist_ok=True)
+        with fs.open(tmp, "wb") as fh:
+            fh.write(data)
+        fs.mv(tmp, final)
+    except OSError as err:
+        # A full disk fails the write or the close, whose errors name no file. One message
+        # argument: Beam re-raises the same type with the step added (an errno would make it
+        # a RuntimeError, reported as a bug).
+        raise OSError(f"cannot write the staged rows in {path} ({type(err).__name__}: {err})") from None
     return final
 
 

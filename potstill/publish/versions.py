@@ -156,8 +156,8 @@ def publish(output_root: str | os.PathLike, dataset: str, *, manifest: dict[str,
     ds_dir = _dataset_dir(output_root, dataset)
     ds_dir.mkdir(parents=True, exist_ok=True)
     tmp = ds_dir / f".tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         if prepared is not None:
             _move_prepared(tmp, Path(prepared))
         else:
@@ -199,6 +199,8 @@ def publish(output_root: str | os.PathLike, dataset: str, *, manifest: dict[str,
         raise RuntimeError(f"could not claim a version number for {dataset} in {ds_dir} after "
                            f"{_MAX_TRIES} tries ({', '.join(tried)} were taken as they were tried): "
                            "other publishers keep winning")
+    except OSError as err:  # a full disk's errors name no file: name the dataset folder
+        raise OSError(f"cannot publish {dataset} in {ds_dir} ({type(err).__name__}: {err})") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
