@@ -69,12 +69,15 @@ def run(cfg: Config, beam_args: list[str] | None = None, test_pipeline=None) -> 
         if existing is not None:
             log.info("inputs, config and models are unchanged since %s: nothing to do", existing)
             return existing
-        return _run(cfg, plan, beam_args or [], test_pipeline)
+        # a version of the same inputs still here has teacher_error rows: this run retries them
+        retrying = versions.find_by_fingerprint(cfg.output_root, cfg.dataset, plan.fingerprint)
+        return _run(cfg, plan, beam_args or [], test_pipeline, retrying)
 
 
-def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Path:
+def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline,
+         retrying: Path | None = None) -> Path:
     """Audit, build the stages from one teacher setup, run the rounds, then curate, validate
-    and publish (potstill.job.finish)."""
+    and publish (potstill.job.finish; `retrying`: see there)."""
     seeds = read_seed(cfg)
     teacher_store = open_store(cfg.output_root, cfg.teacher, plan.teacher.sha256)
     teacher_store.check_writable()  # before any model loads: answers must be kept
@@ -119,7 +122,7 @@ def _run(cfg: Config, plan: job.Plan, beam_args: list[str], test_pipeline) -> Pa
             extra["saliency"] = manifest_entry(setup, cfg.saliency, scored)
         driver_keys = audit_report.pop("store_keys", [])
         version = job.finish(cfg, plan, staging, audit_report, throughput=throughput, extra=extra,
-                             driver_keys=driver_keys)
+                             driver_keys=driver_keys, retrying=retrying)
         for line in planning.run_warnings(cfg, versions.read_manifest(version)["counts"]):
             log.warning("%s", line)
         if labelled_by["teacher"] != "llm":

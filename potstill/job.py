@@ -138,8 +138,9 @@ RETRIED_REASONS = ("teacher_error",)
 
 def existing_version(cfg: Config, plan: Plan) -> Path | None:
     """The version this run would publish again, if any. A version with rows the teacher did
-    not answer (a failed call, an unwritable store) is never taken as done: the rerun asks the
-    teacher again for those rows only."""
+    not answer (a failed call) is never taken as done: the rerun asks the teacher again for
+    those rows only, and publishes a new version only if that changes the result (`finish`
+    with `retrying`: `same_result`)."""
     found = versions.find_by_fingerprint(cfg.output_root, cfg.dataset, plan.fingerprint)
     if found is None:
         return None
@@ -186,6 +187,32 @@ def label_collapse(staging: Path, gold_labels: Sequence[str], min_rows: int,
             "gold_share": round(gold, 4),
             "why": f"label collapse: the teacher labelled {k} of {n} pool rows {top!r} "
                    f"({k / n:.2f} > {limit:.2f}), where the largest gold class holds {gold:.2f}"}
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        stream = HashingReader(fh)
+        stream.drain()
+    return stream.sha.hexdigest()
+
+
+REJECTED_SAME = ["source", "input_ref", "reason", "raw"]  # not `detail`: a timeout's wording varies
+
+
+def same_result(prepared: Path, version: Path) -> bool:
+    """The prepared files hold what `version` holds: the same published, filtered and teacher
+    key files, byte for byte (the writers are deterministic), and the same rejected rows for
+    the same reasons (`REJECTED_SAME`)."""
+    for rel in versions.DATA_FILES:
+        if rel.name == "rejected.parquet":
+            continue
+        mine, theirs = prepared / rel, version / rel
+        if mine.is_file() != theirs.is_file() or (mine.is_file() and _sha256(mine) != _sha256(theirs)):
+            return False
+    order = [(c, "ascending") for c in REJECTED_SAME]
+    rejected = [pq.read_table(folder / "rejected.parquet", columns=REJECTED_SAME).sort_by(order)
+                for folder in (prepared, version)]
+    return rejected[0].equals(rejected[1])
 
 
 def staged_files(staging: Path, name: str) -> list[str]:
@@ -288,15 +315,26 @@ def prepare_version(cfg: Config, staging: Path, out: Path, driver_keys: Sequence
 
 def finish(cfg: Config, plan: Plan, staging: Path, teacher_audit: dict,
            throughput: dict | None = None, extra: dict | None = None,
-           driver_keys: Sequence[str] = ()) -> Path:
+           driver_keys: Sequence[str] = (), retrying: Path | None = None) -> Path:
     """Curate, validate and publish the staged shards; a failed suite publishes nothing.
-    `driver_keys`: teacher-store keys the driver's own scoring used (the audit)."""
+    `driver_keys`: teacher-store keys the driver's own scoring used (the audit). `retrying`:
+    the version of the same inputs whose teacher_error rows this run asked again for; when
+    they failed again and nothing else changed (`same_result`), that version is the result
+    and nothing new is published."""
     out = staging / "version"
     try:
         curated, row_counts = prepare_version(cfg, staging, out, driver_keys)
     except (duckdb.IOException, OSError) as err:  # a full disk's errors name no file: name the folder
         raise OSError(f"the curation cannot write its files in {staging} "
                       f"({type(err).__name__}: {err})") from None
+    if retrying is not None and same_result(out, retrying):
+        failing = sum(n for r, n in row_counts["rejected"].items() if r in RETRIED_REASONS)
+        log.info("unchanged: the rows retried in the teacher failed again and nothing else changed "
+                 "since %s: nothing new published", retrying)
+        log.warning("%d row%s still fail%s in the teacher (their errors: %s)", failing,
+                    "s" if failing != 1 else "", "" if failing != 1 else "s",
+                    retrying / "rejected.parquet")
+        return retrying
     memory.release()  # each stage starts from what is live, not the last one's high-water mark
     v = cfg.validation
     report = expectations.validate_file(out / versions.DATA_FILE, cfg.task.labels, v.min_rows,

@@ -90,21 +90,31 @@ def test_two_fresh_runs_publish_identical_bytes(tmp_path, tiny_lm):
     assert data_bytes(a) == data_bytes(b)
 
 
-def test_a_poisoned_row_is_the_only_one_rejected(tmp_path, tiny_lm, monkeypatch):
+def poisoned_job(tmp_path, tiny_lm, monkeypatch, retries: int, failing=lambda: True,
+                 tries: list | None = None) -> Path:
+    """7 rows and "a POISON row" the teacher raises on while `failing()` (each call on it is
+    counted in `tries`); returns the config."""
     from potstill.models.teacher.hf import HFTeacher
 
     score = HFTeacher.score_encoded
 
     def poisoned(self, encoded):
         if any("POISON" in self.tokenizer.decode(e.ids) for e in encoded):
-            raise ValueError("the model cannot read this row")
+            if tries is not None:
+                tries.append(len(encoded))
+            if failing():
+                raise ValueError("the model cannot read this row")
         return score(self, encoded)
     monkeypatch.setattr(HFTeacher, "score_encoded", poisoned)
     path = write_config(tmp_path, tiny_lm, rows=7, teacher={"model": tiny_lm, "batch_size": 8,
-                                                            "max_retries": 1})
+                                                            "max_retries": retries})
     with open(tmp_path / "u.jsonl", "a") as fh:
         fh.write(json.dumps({"text": "a POISON row"}) + "\n")
-    version = run(load_config(path))
+    return path
+
+
+def test_a_poisoned_row_is_the_only_one_rejected(tmp_path, tiny_lm, monkeypatch):
+    version = run(load_config(poisoned_job(tmp_path, tiny_lm, monkeypatch, retries=1)))
     rejected = pq.read_table(version / "rejected.parquet").to_pylist()
     assert [(r["reason"], r["raw"]) for r in rejected] == [("teacher_error", "a POISON row")]
     assert "cannot read this row" in rejected[0]["detail"]
@@ -335,3 +345,29 @@ def test_a_run_holds_a_store_lease_until_it_has_published(tmp_path, tiny_lm, mon
     monkeypatch.setattr(job, "finish", spy)
     run(load_config(write_config(tmp_path, tiny_lm, rows=4)))
     assert seen["during"] == ["toy"] and store.live_leases(str(tmp_path / "out")) == []
+
+
+def test_a_row_the_teacher_always_rejects_is_retried_but_publishes_no_new_version(tmp_path, tiny_lm,
+                                                                                  monkeypatch, caplog):
+    """A permanent teacher_error: every rerun asks the teacher again for that row (an error may
+    be transient), and when it fails again and nothing else changed the run publishes nothing
+    new, says "unchanged" and how many rows still fail. Once the row is answered, a new version."""
+    tries, failing = [], {"on": True}
+    path = poisoned_job(tmp_path, tiny_lm, monkeypatch, retries=0, failing=lambda: failing["on"],
+                        tries=tries)
+    first = run(load_config(path))
+    assert manifest(first)["counts"]["rejected"] == {"teacher_error": 1}
+    for _ in range(2):
+        asked = len(tries)
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            assert run(load_config(path)) == first
+        assert len(tries) > asked  # asked again
+        assert any(r.getMessage().startswith("unchanged:") for r in caplog.records)
+        assert f"1 row still fails in the teacher (their errors: {first / 'rejected.parquet'})" in caplog.text
+    assert sorted(p.name for p in first.parent.glob("v*")) == ["v1"]
+
+    failing["on"] = False  # the error was transient after all
+    second = run(load_config(path))
+    assert second.name == "v2" and manifest(second)["counts"]["rejected"] == {}
+    assert manifest(second)["teacher_usage"]["calls"] == 1
