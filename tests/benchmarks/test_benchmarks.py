@@ -133,6 +133,23 @@ def check_generation_experiment(result):
     assert arms["gold rows only"]["train_rows"] == 12
 
 
+def check_self_training(result):
+    rows = result["rows"]
+    methods = ["hard >= 0.9", "top-share", "soft"]
+    assert [(r["labeller"], r["round"]) for r in rows] == [("none (gold-only student)", None), ("fallback", 0)] + [
+        (m, k) for m in methods for k in (1, 2, 3)]
+    assert len(result["records"]) == 2 * len(rows) and all(r["draws"] == [0, 1] for r in rows)
+    assert all(0 <= v <= 1 for r in rows for key in ("student_test_accuracy", "student_test_macro_f1")
+               for v in r[key])
+    assert all(0 <= v <= 1 for r in rows[1:] for v in r["labeller_test_accuracy"] + r["pool_label_accuracy"])
+    by = {(r["labeller"], r["round"]): r for r in rows}
+    assert by[("fallback", 0)]["pseudo_rows"] == [0, 0] and by[("fallback", 0)]["student_test_accuracy_change"] == [0, 0]
+    assert all(by[("soft", k)]["pseudo_rows"] == [16, 16] for k in (1, 2, 3))  # every pool row, weighted
+    share = [by[("top-share", k)]["pseudo_rows"] for k in (1, 2, 3)]  # a growing share of the pool
+    assert all(0 < a <= b <= c <= 16 for a, b, c in zip(*share))
+    assert all(0 <= n <= 16 for k in (1, 2, 3) for n in by[("hard >= 0.9", k)]["pseudo_rows"])
+
+
 def check_gpu_check(result):
     skipped, hf, job = result["rows"]
     assert skipped["part"] == "a, b" and "no GPU / vllm CUDA build" in skipped["note"]
@@ -158,6 +175,7 @@ CASES = [  # (benchmark, extra arguments, check)
     ("never_loses", [], check_never_loses),
     ("generation_experiment", [], check_generation_experiment),
     ("gpu_check", ["--job-rows", "40"], check_gpu_check),
+    ("self_training", [], check_self_training),
 ]
 
 
