@@ -150,6 +150,24 @@ def check_self_training(result):
     assert all(0 <= n <= 16 for k in (1, 2, 3) for n in by[("hard >= 0.9", k)]["pseudo_rows"])
 
 
+def check_int8_kernels(result):
+    rows = {r["backend"]: r for r in result["rows"]}
+    scorers = ["fp32 nn.Linear", "int8x2 torch._int_mm (models/int8.py)", "linear layers free"]
+    assert set(scorers) < set(rows) and min(r["rows_per_s_cpu"] for r in rows.values()) > 0
+    assert rows["fp32 nn.Linear"]["labels_equal_fp32"] == 1 and rows["fp32 nn.Linear"]["max_abs_dp"] == 0
+    assert rows["ceiling-float32 (GEMM rate / forward FLOPs)"]["x_ceiling"] == 1
+    assert result["rows_timed"] == 8 and result["agreement_rows"] == 8 and result["gemm_m"] > 0
+    gemm = {g["option"]: g for g in result["gemm"]}
+    assert gemm["fp32 torch.matmul (ceiling op)"]["x_ceiling_op"] == 1 and min(g["ms_per_layer"] for g in gemm.values()) > 0
+    two = [g for g in gemm.values() if g["int8_units"] == 3]
+    one = [g for g in gemm.values() if g["int8_units"] == 1]
+    assert two and one  # two int8 terms per operand keep ~15 bits; one term ~7
+    assert max(g["max_rel_error"] for g in two) < 1e-3 < min(g["max_rel_error"] for g in one)
+    if "int8x2 oneDNN qlinear" in rows:  # the cascade bound needs both oneDNN scorers
+        assert rows["int8x2 oneDNN qlinear"]["labels_equal_fp32"] == 1
+        assert any(name.startswith("cascade bound") for name in rows)
+
+
 def check_gpu_check(result):
     skipped, hf, job = result["rows"]
     assert skipped["part"] == "a, b" and "no GPU / vllm CUDA build" in skipped["note"]
@@ -167,6 +185,7 @@ CASES = [  # (benchmark, extra arguments, check)
     ("gold_classifier", [], check_gold_classifier),
     ("student_export", [], check_student_export),
     ("throughput", [], check_throughput),
+    ("int8_kernels", [], check_int8_kernels),
     ("scale", [], check_scale),
     ("scale", ["--after-graph"], check_scale_after_graph),
     ("llkd_experiment", [], check_llkd_experiment),
