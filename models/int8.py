@@ -35,7 +35,7 @@ SCHEME = "int8x2"  # store.answer_source's tag: answers of an earlier int8 schem
 def _split(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(scale, first term, second term) of each row: values ~ scale (first + second / R),
     scale = max|row| / 127, both terms int8."""
-    scale = torch.linalg.vector_norm(values, float("inf"), dim=1, keepdim=True).clamp_(min=1e-8).div_(127)
+    scale = values.abs().amax(dim=1, keepdim=True).clamp_(min=1e-8).div_(127)  # = the inf-norm, ~10x cheaper
     unit = values / scale
     first = unit.round()
     second = unit.sub_(first).mul_(RESIDUAL).round_()
