@@ -12,6 +12,10 @@ Labels are integer indices into `labels`. Definitions, so numbers can be checked
   y_true. Rows go into `n_bins` equal-width bins over [0, 1] (bin b holds confidences in
   (b/n, (b+1)/n], bin 0 also holds 0). ECE = sum over bins of |B|/N * |acc(B) - conf(B)|.
   Only computed when `probs` is given; None otherwise.
+- paired bootstrap of a macro-F1 difference: both predictors are scored on the same resamples
+  (rows drawn with replacement, n of n), so what they share (which rows are hard) cancels and
+  the spread is that of their difference alone (Efron & Tibshirani 1993, ch. 16; Koehn 2004 for
+  its use in comparing two systems on one test set).
 """
 from __future__ import annotations
 
@@ -78,3 +82,34 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
         "ece": ece,
         "n": int(y_true.size),
     }
+
+
+def _macro_f1_weighted(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray,
+                       n_labels: int) -> np.ndarray:
+    """macro-F1 (as classification_metrics defines it) under each row of `weights` [b, n]: how
+    many times each row is counted."""
+    f1 = np.zeros((weights.shape[0], n_labels))
+    for i in range(n_labels):
+        tp = weights @ ((y_pred == i) & (y_true == i))
+        wrong = weights @ ((y_pred == i) & (y_true != i)) + weights @ ((y_pred != i) & (y_true == i))
+        denom = 2 * tp + wrong
+        f1[:, i] = np.divide(2 * tp, denom, out=np.zeros_like(denom, dtype=np.float64),
+                             where=denom > 0)
+    return f1.mean(axis=1)
+
+
+def paired_bootstrap_macro_f1(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence[int],
+                              n_labels: int, resamples: int = 2000, seed: int = 0) -> np.ndarray:
+    """macro-F1(b) - macro-F1(a) on `resamples` paired bootstrap resamples of the rows (see the
+    module docstring): share of it > 0 is how often b beats a on rows like these."""
+    y_true, a, b = (np.asarray(v, dtype=np.int64) for v in (y_true, pred_a, pred_b))
+    if not (y_true.shape == a.shape == b.shape) or y_true.ndim != 1 or y_true.size == 0:
+        raise ValueError(f"y_true, pred_a and pred_b must be 1-D, equally long and not empty, got "
+                         f"{y_true.shape}, {a.shape} and {b.shape}")
+    for name, y in (("y_true", y_true), ("pred_a", a), ("pred_b", b)):
+        _check_indices(name, y, n_labels)
+    n = y_true.size
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
+    counts = counts.astype(np.float64)
+    return _macro_f1_weighted(y_true, b, counts, n_labels) - \
+        _macro_f1_weighted(y_true, a, counts, n_labels)

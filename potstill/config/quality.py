@@ -56,7 +56,20 @@ class Audit(_Strict):
     gold_margin: float = Field(0.02, ge=0, le=1, description="weak when the teacher's macro-F1 is "
                                "below the gold-rows classifier's minus this (both are estimates "
                                "from the same few seed rows)")
+    gold_confidence: float = Field(0.8, ge=0, le=1, description="... and the classifier beats the "
+                                   "teacher's macro-F1 in at least this share of paired bootstrap "
+                                   "resamples of the seed rows (a gap a few rows could close does "
+                                   "not stop the LLM; 0 = the margin alone decides)")
     folds: int = Field(5, ge=2, description="cross-validation folds over the seed rows")
+    self_training_rounds: int = Field(
+        2, ge=0, description="fallback: rounds of class-balanced self-training of the gold rows' "
+        "classifier before it labels the pool (round r refits it on the seed rows plus, per "
+        "class, the share r/(R+1) of the sampled pool rows it predicts that class most surely; "
+        "models/quality/self_training.py); 0: the classifier as fitted on the seed rows")
+    self_training_max_rows: int = Field(
+        20_000, ge=1, description="fallback self-training: at most this many pool rows (a fixed "
+        "sample by audit.search.seed, seed and test rows left out) are read and embedded in the "
+        "driver to pseudo-label")
     search: AuditSearch = AuditSearch()
 
 

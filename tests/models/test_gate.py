@@ -88,3 +88,69 @@ def test_cli_exits_2_before_labelling_the_pool(tiny_lm, tiny_bert, tmp_path, cap
     err = capsys.readouterr().err
     assert "potstill: error: the teacher looks weak on the 12 gold seed rows" in err
     assert not (tmp_path / "out" / "d" / "v1").exists()
+
+
+def _gate_cfg(**audit):
+    return parse_config({"dataset": "d", "task": {"labels": ["ham", "spam"]},
+                         "corpus": {"unlabeled": {"path": "x"}},
+                         "audit": {"on_weak_teacher": "fallback", **audit}})
+
+
+def test_a_gap_one_row_could_close_leaves_the_pool_to_the_llm():
+    """32 gold rows, the classifier right on one row more than the teacher: past gold_margin,
+    but not a difference 32 rows can resolve, so the teacher is not judged weak."""
+    from potstill.models.quality.gate import judge
+
+    cfg = _gate_cfg()
+    gold = np.array([0] * 16 + [1] * 16)
+    teacher = gold.copy()
+    teacher[[0, 1, 2, 16, 17, 18, 19]] ^= 1           # 7 wrong
+    clf = gold.copy()
+    clf[[3, 4, 5, 20, 21, 22]] ^= 1                   # 6 wrong, on other rows
+    verdict = judge(cfg.audit, cfg.task.labels, gold, teacher, gold_clf_pred=clf)
+    g = verdict["gold_classifier_cv"]
+    assert g["macro_f1"] - verdict["macro_f1"] > cfg.audit.gold_margin
+    assert 0.4 < g["wins_in_resamples"] < cfg.audit.gold_confidence
+    assert g["gap_interval_90"][0] < 0 < g["gap_interval_90"][1]
+    assert not verdict["weak"] and verdict["reasons"] == []
+    assert "too few rows to tell them apart" in verdict["undecided"]
+    # the margin alone (gold_confidence 0) would have called it weak
+    assert judge(_gate_cfg(gold_confidence=0).audit, cfg.task.labels, gold, teacher,
+                 gold_clf_pred=clf)["weak"]
+
+
+def test_a_gap_the_rows_resolve_falls_back():
+    """The same 32 rows with the classifier right on 6 more rows than the teacher."""
+    from potstill.models.quality.gate import judge
+
+    cfg = _gate_cfg()
+    gold = np.array([0] * 16 + [1] * 16)
+    teacher = gold.copy()
+    teacher[[0, 1, 2, 3, 4, 16, 17, 18, 19, 20]] ^= 1  # 10 wrong
+    clf = gold.copy()
+    clf[[5, 21, 22, 6]] ^= 1                           # 4 wrong
+    verdict = judge(cfg.audit, cfg.task.labels, gold, teacher, gold_clf_pred=clf)
+    assert verdict["weak"] and verdict["action"] == "fallback"
+    assert verdict["gold_classifier_cv"]["wins_in_resamples"] >= 0.9
+    assert "paired bootstrap resamples of the 32 rows" in verdict["reasons"][0]
+    assert "undecided" not in verdict
+
+
+def test_the_paired_bootstrap_measures_the_difference_alone():
+    from potstill.models.metrics import classification_metrics, paired_bootstrap_macro_f1
+
+    rng = np.random.default_rng(3)
+    gold = rng.integers(0, 3, 60)
+    a = np.where(rng.random(60) < 0.7, gold, rng.integers(0, 3, 60))
+    same = paired_bootstrap_macro_f1(gold, a, a, 3, resamples=500, seed=1)
+    assert np.all(same == 0)  # paired: the same predictions never differ on any resample
+    b = gold.copy()
+    gap = paired_bootstrap_macro_f1(gold, a, b, 3, resamples=500, seed=1)
+    assert np.all(gap >= 0)   # b is right wherever a is
+    point = classification_metrics(gold, b, ["x", "y", "z"])["macro_f1"] - \
+        classification_metrics(gold, a, ["x", "y", "z"])["macro_f1"]
+    assert abs(np.median(gap) - point) < 0.05
+    again = paired_bootstrap_macro_f1(gold, a, b, 3, resamples=500, seed=1)
+    assert np.array_equal(gap, again)
+    with pytest.raises(ValueError, match="pred_b"):
+        paired_bootstrap_macro_f1(gold, a, np.full(60, 5), 3)
