@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+BOOTSTRAP_RESAMPLES = 2000  # the share of resamples won varies by ~0.01 (sd) across seeds at this size
 
 def _check_indices(name: str, y: np.ndarray, n_labels: int) -> None:
     if y.size and (y.min() < 0 or y.max() >= n_labels):
@@ -99,7 +100,8 @@ def _macro_f1_weighted(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarr
 
 
 def paired_bootstrap_macro_f1(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence[int],
-                              n_labels: int, resamples: int = 2000, seed: int = 0) -> np.ndarray:
+                              n_labels: int, resamples: int = BOOTSTRAP_RESAMPLES,
+                              seed: int = 0) -> np.ndarray:
     """macro-F1(b) - macro-F1(a) on `resamples` paired bootstrap resamples of the rows (see the
     module docstring): share of it > 0 is how often b beats a on rows like these."""
     y_true, a, b = (np.asarray(v, dtype=np.int64) for v in (y_true, pred_a, pred_b))

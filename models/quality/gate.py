@@ -29,11 +29,10 @@ import logging
 
 import numpy as np
 
-from potstill.models.metrics import classification_metrics, paired_bootstrap_macro_f1
+from potstill.models.metrics import BOOTSTRAP_RESAMPLES, classification_metrics, paired_bootstrap_macro_f1
 from potstill.config.quality import Audit, Student
 
 log = logging.getLogger(__name__)
-BOOTSTRAP_RESAMPLES = 2000
 
 
 class AuditFailed(ValueError):

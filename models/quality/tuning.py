@@ -20,7 +20,8 @@ folds predicts the held-out fold, and those predictions give the tuned teacher's
 (`cv`), the ones the gate judges.
 
 Early stop: a pass with more demonstrations (dearer on every pool row) can only be chosen by
-beating the cheaper best by the margin (`_best`). It is scored PRUNE_CHUNK rows at a time, the
+beating the cheaper best by the margin and in `audit.search.cost_confidence` of paired bootstrap
+resamples of the seed rows (`_best`). It is scored PRUNE_CHUNK rows at a time, the
 classes taken in turn, and stopped once the highest macro-F1 any of its candidates could still
 reach (every row left predicted right: `_macro_f1_bound`) does not clear that bar. The choice is
 unchanged; the stopped pass's candidates are left out of the CV figures, and listed in `pruned`.
@@ -36,7 +37,7 @@ from scipy.special import logsumexp
 
 from potstill.models.teacher.calibration import Calibration, contextual_prior
 from potstill.models.teacher.demos import DemoSelector
-from potstill.models.metrics import classification_metrics
+from potstill.models.metrics import classification_metrics, paired_bootstrap_macro_f1
 from potstill.models.quality.trust import folds_of
 from potstill.config.core import Task, Teacher
 from potstill.config.quality import Audit, AuditSearch
@@ -216,7 +217,8 @@ def search(t: Teacher, a: Audit, task: Task, teacher, seeds: list[Record], embed
             candidates += pass_candidates(p, _candidates(p.variant, texts, p.demos, store, progress),
                                           cf_cand, past_options)
             continue
-        to_beat = _best(candidates, rows, gold, labels, a.search.cost_margin)
+        to_beat = _best(candidates, rows, gold, labels, a.search.cost_margin,
+                        a.search.cost_confidence, a.search.seed)
         need = _macro_f1(gold, to_beat.logprobs().argmax(1), labels) + margin
         parts, done = [], 0
         chunks = _candidate_chunks(p.variant, [texts[i] for i in order],
@@ -243,8 +245,10 @@ def search(t: Teacher, a: Audit, task: Task, teacher, seeds: list[Record], embed
             candidates += pass_candidates(p, seed_cand, cf_cand, past_options)
     for c in candidates:
         c.macro_f1 = _macro_f1(gold, c.logprobs().argmax(1), labels)
-    best = _best(candidates, rows, gold, labels, a.search.cost_margin)
-    cv_pred = _cv_predictions(candidates, gold, labels, a.folds, a.search.seed, a.search.cost_margin)
+    resolve = (a.search.cost_margin, a.search.cost_confidence, a.search.seed)
+    best = _best(candidates, rows, gold, labels, *resolve)
+    cv_pred = _cv_predictions(candidates, gold, labels, a.folds, a.search.seed,
+                              a.search.cost_margin, a.search.cost_confidence)
     return SearchResult(best, candidates, cv_pred, time.perf_counter() - start, n_passes, pruned)
 
 
@@ -311,11 +315,12 @@ def _macro_f1(gold: np.ndarray, pred: np.ndarray, labels: list[str]) -> float:
 
 
 def _best(candidates: list[Candidate], rows: np.ndarray, gold: np.ndarray, labels,
-          cost_margin: float = 0.0) -> Candidate:
+          cost_margin: float = 0.0, confidence: float = 0.0, seed: int = 0) -> Candidate:
     """The best macro-F1 on `rows`, ties keeping the earlier (configured) setup, except that a
     setup with more demonstrations per row (dearer on every pool row) must beat the best cheaper
-    one by more than `cost_margin` and one row's worth (1/len(rows)): a difference the gold rows
-    cannot resolve is not worth k more examples in every prompt."""
+    one by more than `cost_margin` and one row's worth (1/len(rows)), and (`confidence` > 0) win
+    in at least that share of paired bootstrap resamples of `rows` (models/metrics.py): a
+    difference the gold rows cannot resolve is not worth k more examples in every prompt."""
     def pick(pool: list[Candidate]) -> tuple[Candidate, float]:
         best, best_f1 = pool[0], -1.0
         for c in pool:  # strictly better only: ties keep the earlier (configured) setup
@@ -327,18 +332,31 @@ def _best(candidates: list[Candidate], rows: np.ndarray, gold: np.ndarray, label
     chosen, chosen_f1 = None, -1.0
     for k in sorted({c.k for c in candidates}):  # cheapest first
         best, f1 = pick([c for c in candidates if c.k == k])
-        if chosen is None or f1 > chosen_f1 + margin:
+        if chosen is None or (f1 > chosen_f1 + margin and
+                              _resolved(chosen, best, rows, gold, len(labels), confidence, seed)):
             chosen, chosen_f1 = best, f1
     return chosen
 
 
+def _resolved(cheaper: Candidate, dearer: Candidate, rows: np.ndarray, gold: np.ndarray,
+              n_labels: int, confidence: float, seed: int) -> bool:
+    """Does `dearer` beat `cheaper` on `rows` in at least `confidence` of the paired bootstrap
+    resamples (always, with confidence 0)?"""
+    if confidence <= 0:
+        return True
+    gap = paired_bootstrap_macro_f1(gold[rows], cheaper.logprobs()[rows].argmax(1),
+                                    dearer.logprobs()[rows].argmax(1), n_labels, seed=seed)
+    return float(np.mean(gap > 0)) >= confidence
+
+
 def _cv_predictions(candidates, gold, labels, folds: int, seed: int,
-                    cost_margin: float = 0.0) -> np.ndarray:
+                    cost_margin: float = 0.0, confidence: float = 0.0) -> np.ndarray:
     assign = folds_of(gold, min(folds, len(gold)), seed)
     pred = np.zeros(len(gold), dtype=int)
     for f in np.unique(assign):
         train, held = np.flatnonzero(assign != f), np.flatnonzero(assign == f)
-        pred[held] = _best(candidates, train, gold, labels, cost_margin).logprobs()[held].argmax(1)
+        pred[held] = _best(candidates, train, gold, labels, cost_margin, confidence,
+                           seed).logprobs()[held].argmax(1)
     return pred
 
 
@@ -347,7 +365,8 @@ def report(result: SearchResult, gold: np.ndarray, labels: list[str]) -> dict:
     cv = classification_metrics(gold, result.cv_pred, labels)
     return {"chosen": result.chosen.name,
             "criterion": "macro_f1 on the seed rows (ties: configured first; more demonstrations "
-                         "only past audit.search.cost_margin)",
+                         "only past audit.search.cost_margin, in audit.search.cost_confidence of "
+                         "paired bootstrap resamples)",
             "candidates": [{"setup": c.name, "macro_f1": round(c.macro_f1, 4),
                             "accuracy": round(float((c.logprobs().argmax(1) == gold).mean()), 4)}
                            for c in result.candidates],

@@ -27,6 +27,9 @@ class AuditSearch(_Strict):
                                "row (k: every pool row's prompt carries k gold rows) is chosen only "
                                "when its macro-F1 beats the best cheaper one by more than this, and "
                                "by more than one seed row's worth (1/n)")
+    cost_confidence: float = Field(0.8, ge=0, le=1, description="... and wins in at least this "
+                                   "share of paired bootstrap resamples of the seed rows (0: the "
+                                   "margin alone decides)")
 
     @field_validator("few_shot_k")
     @classmethod

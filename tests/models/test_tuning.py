@@ -148,6 +148,29 @@ def test_more_demonstrations_must_win_by_a_margin_the_gold_rows_resolve():
     assert _best([slightly, cheap], rows, gold, LABELS, cost_margin=0.05) is cheap  # order does not matter
 
 
+def test_more_demonstrations_past_the_margin_but_not_resolved_stay_unchosen():
+    """16 gold rows: k=4 right on seven rows k=0 gets wrong and wrong on five it gets right: two
+    rows net, past every margin, but the rows cannot tell them apart (wins ~72% of resamples,
+    under audit.search.cost_confidence), so the cheaper setup labels the pool. Right on six rows
+    more and on none fewer, they can."""
+    from potstill.models.quality.tuning import Candidate, _best
+
+    gold = np.array([0] * 8 + [1] * 8)
+
+    def candidate(k, wrong):
+        pred = gold.copy()
+        pred[wrong] = 1 - pred[wrong]
+        raw = np.full((16, 2), -5.0)
+        raw[np.arange(16), pred] = 0.0
+        return Candidate("labels", k, "exact", None, "none", raw)
+    cheap = candidate(0, [1, 2, 8, 9, 10, 11, 12])
+    close, clear = candidate(4, [3, 4, 5, 6, 13]), candidate(4, [2])
+    rows = np.arange(16)
+    assert _best([cheap, close], rows, gold, LABELS, cost_margin=0.02) is close      # margin alone
+    assert _best([cheap, close], rows, gold, LABELS, 0.02, confidence=0.8) is cheap
+    assert _best([cheap, clear], rows, gold, LABELS, 0.02, confidence=0.8) is clear
+
+
 class DemoSensitiveTeacher(TeacherBase):
     """Right on every row without demonstrations and wrong with them (`demos_help=False`), or
     the other way round: what a dearer setup can buy, or not. Counts rows per k."""
