@@ -154,15 +154,32 @@ def labelling_stage(cfg: Config, setup: TeacherSetup, audit_report: dict, seeds:
 
 def fallback_stage(cfg: Config, gate: dict, seeds: list[Record], expected: int
                    ) -> tuple[beam.PTransform, dict]:
-    """The gold rows' own classifier as the labelling stage, and its `labelled_by`."""
-    from potstill.models.quality import fallback
+    """The gold rows' own classifier as the labelling stage, and its `labelled_by`; with
+    `audit.self_training_rounds`, self-trained first on a sample of the pool read here."""
+    from potstill.models.quality import fallback, self_training
     from potstill.transforms.classifier import ClassifierModelHandler, ScoreWithClassifier
 
-    clf = fallback.fit(cfg.audit, cfg.student, cfg.task.labels, seeds)
-    log.warning("the gold rows' own classifier (%s, C=%g) labels the rows, not the LLM",
-                clf.encoder, clf.c)
+    clf = self_training.fit(cfg.audit, cfg.student, cfg.task.labels, seeds,
+                            pool_sample(cfg, seeds) if cfg.audit.self_training_rounds else None)
+    rounds = clf.self_training.get("rounds")
+    log.warning("the gold rows' own classifier (%s, C=%g%s) labels the rows, not the LLM", clf.encoder,
+                clf.c, f", {rounds} rounds of self-training on {clf.self_training['pool_rows_sampled']} "
+                "pool rows" if rounds else "")
     return (ScoreWithClassifier(ClassifierModelHandler(clf, expected_rows=expected)),
             fallback.manifest_entry(clf, gate))
+
+
+def pool_sample(cfg: Config, seeds: list[Record]):
+    """The pool rows the fallback teacher self-trains on (models/quality/self_training.py): no
+    seed row, and no row the test-leak guard would filter."""
+    from potstill.models.quality.self_training import pool_sample as sample
+
+    a, unl = cfg.audit, cfg.corpus.unlabeled
+    exclude = {r.id for r in seeds}
+    if cfg.corpus.test is not None:
+        exclude |= {r.id for r in records.read_configured(cfg, "test")[0]}
+    return sample(unl, cfg.task.labels, records.Bounds(cfg.records.min_chars, cfg.records.max_chars),
+                  a.self_training_max_rows, a.search.seed, exclude)
 
 
 def check_collapse(cfg: Config, staging: Path, seeds: list[Record], audit_report: dict) -> dict | None:

@@ -4,7 +4,8 @@ have (models/quality/fallback.py), with no LLM call.
 Records leave with the same teacher columns the LLM stage gives them (`label_probs`,
 `teacher_label`, `teacher_confidence`, entropy, margin), so curation, the GE gate and the
 writers see one contract. Seed rows get the classifier's out-of-fold probabilities; every other
-row the fitted classifier's. A batch the encoder fails on rejects its rows with the error
+row the fitted classifier's (pool rows the driver self-trained it on: the probabilities it
+computed there, not embedded again). A batch the encoder fails on rejects its rows with the error
 (`teacher_error`): a rerun asks again.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+from potstill.models.embed_cache import text_key
 from potstill.models.quality.fallback import GoldClassifier
 from potstill.models.teacher.hf import label_stats
 from potstill.rows.records import Record
@@ -31,10 +33,13 @@ NAMESPACE = "potstill.fallback"
 def classify(clf: GoldClassifier, embed, records: Sequence[Record]) -> list[Record]:
     """The classifier's teacher columns for each record (plain function: testable without Beam)."""
     probs = np.zeros((len(records), len(clf.labels)))
-    fresh = [i for i, r in enumerate(records) if r.id not in clf.oof]
+    fresh = []
     for i, r in enumerate(records):
-        if r.id in clf.oof:
-            probs[i] = clf.oof[r.id]
+        known = clf.oof.get(r.id) or (clf.pool_probs.get(text_key(r.model_input)) if clf.pool_probs else None)
+        if known is None:
+            fresh.append(i)
+        else:
+            probs[i] = known
     if fresh:
         probs[fresh] = clf.predict(embed([records[i].model_input for i in fresh]))
     logprobs = np.log(np.clip(probs, 1e-12, None))

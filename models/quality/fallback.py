@@ -12,10 +12,14 @@ Pool rows get the fitted classifier's probabilities; seed rows get their out-of-
 classifier's honest figures on rows it did not see: what the trainer's trust recipe measures the
 "teacher" by). The classifier travels as plain numbers (coefficients, intercepts), never as a
 pickled estimator.
+
+With `audit.self_training_rounds` R > 0 the classifier is then refitted R times on the seed rows
+plus a sample of the pool it pseudo-labels itself, class-balanced (models/quality/self_training.py);
+the seed rows keep round 0's out-of-fold probabilities.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +40,10 @@ class GoldClassifier:
     c: float
     oof: dict                                 # seed row id -> out-of-fold probabilities
     log_loss_by_c: dict
+    self_training: dict = field(default_factory=dict)  # what the rounds did (empty: none asked)
+    # pool texts the driver already labelled (embed_cache.text_key of the model input ->
+    # probabilities): the graph does not embed them again
+    pool_probs: dict = field(default_factory=dict, repr=False)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Probabilities [n, len(labels)] for unit-length embeddings [n, d] (labels no seed row
@@ -59,7 +67,8 @@ class GoldClassifier:
         """What the manifest, the card and the report say about it."""
         return {"encoder": self.encoder, "encoder_sha256": self.encoder_sha256, "c": self.c,
                 "log_loss_by_c": self.log_loss_by_c, "seed_rows": len(self.oof),
-                "classes_seen": [self.labels[i] for i in self.classes]}
+                "classes_seen": [self.labels[i] for i in self.classes],
+                **({"self_training": self.self_training} if self.self_training else {})}
 
 
 def gold_embedder(a: Audit, student: Student):
@@ -73,26 +82,45 @@ def gold_embedder(a: Audit, student: Student):
                         lambda: Embedder(spec.path, max_length=student.max_length))
 
 
-def fit(a: Audit, student: Student, labels: list[str], seeds) -> GoldClassifier:
-    """The fallback classifier from the seed records (`Record`s with gold labels)."""
+def coefficients(x: np.ndarray, y: np.ndarray, c: float, weight: np.ndarray | None = None) -> dict:
+    """The GoldClassifier fields {classes, coef, intercept} of a logistic regression with this C
+    (row weights optional) on unit-length embeddings `x` with label indices `y`."""
     from sklearn.linear_model import LogisticRegression
 
+    present = tuple(int(i) for i in np.unique(y))
+    if len(present) < 2:
+        return {"classes": present, "coef": (), "intercept": ()}
+    model = LogisticRegression(C=c, max_iter=2000).fit(x, y, sample_weight=weight)
+    return {"classes": present, "coef": tuple(tuple(map(float, row)) for row in model.coef_),
+            "intercept": tuple(map(float, model.intercept_))}
+
+
+def from_arrays(x: np.ndarray, y: np.ndarray, labels, c: float, oof: dict | None = None,
+                log_loss_by_c: dict | None = None, encoder: tuple = ("", "", "", 0)) -> GoldClassifier:
+    """The classifier fitted with C=`c` on embeddings `x` and label indices `y`; `encoder`:
+    (name, path, sha256, max_length)."""
+    return GoldClassifier(*encoder, tuple(labels), **coefficients(x, y, c), c=float(c),
+                          oof=oof or {}, log_loss_by_c=log_loss_by_c or {})
+
+
+def fit(a: Audit, student: Student, labels: list[str], seeds) -> GoldClassifier:
+    """The fallback classifier from the seed records (`Record`s with gold labels)."""
+    return fit_with_embeddings(a, student, labels, seeds)[0]
+
+
+def fit_with_embeddings(a: Audit, student: Student, labels: list[str], seeds):
+    """(`fit`'s classifier, the seed rows' unit-length embeddings, their label indices, the
+    embedder): what self-training goes on from (models/quality/self_training.py)."""
     from potstill.models.quality.trust import choose_c
 
     spec, embed = gold_embedder(a, student)
     x = embed([r.model_input for r in seeds])
     y = np.array([labels.index(r.gold_label) for r in seeds])
     c, oof, losses = choose_c(x, y, len(labels), student.probe_c, a.folds, a.search.seed)
-    present = tuple(int(i) for i in np.unique(y))
-    coef, intercept = ((), ())
-    if len(present) > 1:
-        model = LogisticRegression(C=c, max_iter=2000).fit(x, y)
-        coef = tuple(tuple(map(float, row)) for row in model.coef_)
-        intercept = tuple(map(float, model.intercept_))
-    return GoldClassifier(a.gold_encoder, spec.path, spec.sha256, student.max_length, tuple(labels),
-                          present, coef, intercept, float(c),
-                          {r.id: tuple(map(float, p)) for r, p in zip(seeds, oof)},
-                          {str(k): v for k, v in losses.items()})
+    clf = from_arrays(x, y, labels, c, {r.id: tuple(map(float, p)) for r, p in zip(seeds, oof)},
+                      {str(k): v for k, v in losses.items()},
+                      (a.gold_encoder, spec.path, spec.sha256, student.max_length))
+    return clf, x, y, embed
 
 
 def manifest_entry(clf: GoldClassifier, gate: dict) -> dict:

@@ -138,8 +138,12 @@ def fallback_note(manifest: dict) -> str | None:
         return None
     gate = by.get("gate") or {}
     gold = gate.get("gold_classifier_cv") or {}
+    st = by.get("self_training") or {}
+    rounds = (f", then self-trained in {st['rounds']} rounds on {st.get('pool_rows_sampled')} pool "
+              f"rows it pseudo-labelled, class-balanced ({', '.join(map(str, st.get('pseudo_labelled', [])))} "
+              "per round)" if st.get("rounds") else "")
     return (f"A logistic regression (C={by.get('c')}) on {by.get('encoder')} embeddings of the "
-            f"{by.get('seed_rows')} gold seed rows labels the pool; label_probs are its "
+            f"{by.get('seed_rows')} gold seed rows{rounds} labels the pool; label_probs are its "
             f"probabilities (out-of-fold on seed rows). Why: {by.get('why')}. On the gold rows the "
             f"LLM's macro-F1 was {gate.get('macro_f1')}, the classifier's {gold.get('macro_f1')} "
             "(cross-validated).")

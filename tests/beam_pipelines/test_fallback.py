@@ -34,8 +34,8 @@ def config(tmp_path, encoder, **audit):
                   "folds": 3, "gold_encoder": encoder, **audit}})
 
 
-def run_fallback(tmp_path, tiny_lm, encoder):
-    cfg = config(tmp_path, encoder)
+def run_fallback(tmp_path, tiny_lm, encoder, **audit):
+    cfg = config(tmp_path, encoder, **audit)
     cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"model": tiny_lm})})
     version = run(cfg)
     return cfg, version, json.loads((version / "manifest.json").read_text())
@@ -49,12 +49,18 @@ def test_a_weak_teacher_falls_back_to_the_gold_rows_classifier_and_publishes(tmp
     original = HFTeacher.score_encoded
     monkeypatch.setattr(HFTeacher, "score_encoded",
                         lambda self, enc: pool_calls.append(len(enc)) or original(self, enc))
-    cfg, version, m = run_fallback(tmp_path, tiny_lm, tiny_bert)
+    cfg, version, m = run_fallback(tmp_path, tiny_lm, tiny_bert, self_training_rounds=2,
+                                   self_training_max_rows=20)
     gate = m["teacher_audit"]["gate"]
     assert gate["weak"] and gate["action"] == "fallback"
     by = m["labelled_by"]
     assert by["teacher"] == "gold_classifier" and by["encoder"] == tiny_bert
     assert by["seed_rows"] == 24 and by["c"] in cfg.student.probe_c and "weak" in by["why"]
+    # two rounds of self-training on 20 of the 24 valid pool rows (the malformed one is no row)
+    st = by["self_training"]
+    assert st["rounds"] == 2 and st["pool_rows_sampled"] == 20 and st["pool_rows"] == 24
+    assert st["max_rows"] == 20 and len(st["pseudo_labelled"]) == 2
+    assert 0 < st["pseudo_labelled"][0] < st["pseudo_labelled"][1] <= 20
     # the audit asked the LLM about the seed rows; the pool cost it nothing
     assert sum(pool_calls) == m["teacher_audit"]["teacher_usage"]["calls"]
     assert m["teacher_usage"]["calls"] == 0
@@ -70,6 +76,7 @@ def test_a_weak_teacher_falls_back_to_the_gold_rows_classifier_and_publishes(tmp
     assert all(r["label"] == r["gold_label"] for r in seeds)  # gold rows keep their gold label
     card = (version / "README.md").read_text()
     assert "labelled by the gold rows' own classifier, not by the LLM teacher" in card
+    assert "then self-trained in 2 rounds on 20 pool rows" in card
     assert "labelled by the gold rows&#x27; own classifier" in (version / "report.html").read_text()
 
 
