@@ -5,7 +5,7 @@ relabel the pool, repeat), each labeller scored on the test split, and so is the
 student trained on its labels.
 
     python -m benchmarks.self_training [--corpora rt r8 ng5 ngcomp] [--draws 0 1 2] [--rounds 3]
-        [--threshold 0.9] [--pool 400] [--test 300] [--seed-rows N] [--encoder all-mpnet-base-v2]
+        [--methods hard top-share soft] [--trust] [--threshold 0.9] [--pool 400] [--test 300] [--seed-rows N] [--encoder all-mpnet-base-v2]
         [--work runs/self-training] [--threads 1] [--out results.json] [--tiny]
 
 Corpora (pool and test rows fixed, split as demo_data splits a corpus; the pool's true labels are
@@ -24,14 +24,18 @@ Labellers, over the encoder's unit-length mean-pooled embeddings (`audit.gold_en
               top probability is at least T, each with its top label
   top-share   round r: per class, the share r/(R+1) of the pool rows predicted that class with
               the highest probability of it (class-balanced self-training: every class keeps its
-              predicted share of the pseudo-labels, however confident the classifier is on it)
+              predicted share of the pseudo-labels, however confident the classifier is on it);
+              the library's rounds (models/quality/self_training.py), as the fallback runs them
+              with `audit.self_training_rounds: R`
   soft        round r: refit with the same C on the seed rows + every pool row once per label,
               weighted by its round r-1 probability of that label
 Student: the default student's head (frozen encoder, models/student/head.py `train_head`: CE on
 the seed rows, T^2 KL to the tempered labels on the pool rows, C cross-validated from
 `student.head_c`) trained on the seed rows + the pool with that labeller's probabilities. At round
-0 this is the default student on the fallback version exactly (the trust recipe mixes the
-labels with the same classifier's); the recipe is not applied at later rounds. Every text is
+0 this is the default student on the fallback version exactly but for the trust recipe, which
+`--trust` applies too (a second student per labeller: the pool targets mixed with round 0's
+classifier by trust.decide, the seed rows' teacher figures being round 0's out-of-fold
+probabilities, as the default trainer does on a fallback version). Every text is
 embedded once (unnormalised, as the student sees it; the labellers normalise) and kept under
 WORK/embeddings (models/embed_cache.py).
 `--tiny`: the tiny random BERT on the synthetic corpus (benchmarks/smoke.py), 2 draws, a pool of
@@ -128,32 +132,26 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
 
 
-def refit(x: np.ndarray, y: np.ndarray, weight: np.ndarray, c: float):
-    """Logistic regression (as the fallback's, with row weights): embeddings -> probabilities.
-    Every label is among the seed rows, so predict_proba's columns are the labels in order."""
-    from sklearn.linear_model import LogisticRegression
+def refit(clf, x: np.ndarray, y: np.ndarray, weight: np.ndarray):
+    """Round 0's classifier `clf` refitted with its C (and row weights) on `x`, `y`:
+    embeddings -> probabilities (models/quality/fallback.py `coefficients`)."""
+    from dataclasses import replace
 
-    return LogisticRegression(C=c, max_iter=2000).fit(x, y, sample_weight=weight).predict_proba
+    from potstill.models.quality.fallback import coefficients
+
+    return replace(clf, **coefficients(x, y, clf.c, weight)).predict
 
 
-def pseudo_rows(method: str, probs: np.ndarray, r: int, rounds: int, threshold: float
+def pseudo_rows(method: str, probs: np.ndarray, threshold: float
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pool row index, label, weight) of the pseudo-labelled rows round r trains on, from the
-    previous round's pool probabilities [n, L] (module docstring)."""
+    """(pool row index, label, weight) of the pseudo-labelled rows a `hard` or `soft` round
+    trains on, from the previous round's pool probabilities [n, L] (module docstring; top-share
+    is the library's, models/quality/self_training.py)."""
     n, k = probs.shape
-    top = probs.argmax(1)
     if method == "soft":
         return np.repeat(np.arange(n), k), np.tile(np.arange(k), n), probs.reshape(-1)
-    if method == "hard":
-        keep = np.flatnonzero(probs.max(1) >= threshold)
-    else:
-        keep = []
-        for label in range(k):
-            rows = np.flatnonzero(top == label)
-            best = rows[np.argsort(-probs[rows, label], kind="stable")]
-            keep += best[: int(np.ceil(len(rows) * r / (rounds + 1)))].tolist()
-        keep = np.sort(np.asarray(keep, dtype=int))
-    return keep, top[keep], np.ones(len(keep))
+    keep = np.flatnonzero(probs.max(1) >= threshold)
+    return keep, probs.argmax(1)[keep], np.ones(len(keep))
 
 
 def student(raw_seed: np.ndarray, y_seed: np.ndarray, raw_pool: np.ndarray | None,
@@ -181,7 +179,7 @@ def run_draw(data: dict, feats: Features, draw: int, s, args, progress) -> list[
     """Every labeller and its student on one gold draw: one record each."""
     from potstill.config.quality import Audit
     from potstill.models.metrics import classification_metrics
-    from potstill.models.quality.trust import choose_c, fit_gold_classifier
+    from potstill.models.quality import fallback, self_training, trust
 
     labels, folds = data["labels"], Audit().folds
     k = len(labels)
@@ -196,6 +194,7 @@ def run_draw(data: dict, feats: Features, draw: int, s, args, progress) -> list[
         return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
     out = []
+    c, oof, _ = trust.choose_c(x_seed, y_seed, k, s.probe_c, folds, Audit().search.seed)
 
     def record(labeller: str, rnd: int, predict, used: int | None) -> np.ndarray:
         pool_probs = predict(x_pool)
@@ -204,6 +203,12 @@ def run_draw(data: dict, feats: Features, draw: int, s, args, progress) -> list[
                "pseudo_rows": used, "pool_label_accuracy": float((pool_probs.argmax(1) == y_pool).mean()),
                "labeller_test": scored(y_test, predict(x_test).argmax(1)),
                "student_test": scored(y_test, pred), "student_head_c": head_c}
+        if args.trust:  # the default trainer's recipe: the seed rows' labels are round 0's out-of-fold
+            mixed, report = trust.decide(x_seed, y_seed, oof, x_pool, pool_probs, labels, s.trust_strength,
+                                         s.probe_c, s.probe_folds, s.seed, s.trust_pooling)
+            pred, _ = student(raw_seed, y_seed, raw_pool, mixed, raw_test, k, s)
+            rec.update(student_trust_test=scored(y_test, pred),
+                       trust_teacher_weight=report["mean_teacher_weight"])
         progress(rec)
         out.append(rec)
         return pool_probs
@@ -212,16 +217,20 @@ def run_draw(data: dict, feats: Features, draw: int, s, args, progress) -> list[
     out.append({"corpus": data["name"], "draw": draw, "labeller": "none (gold-only student)", "round": None,
                 "student_test": scored(y_test, pred), "student_head_c": head_c})
     progress(out[-1])
-    c, _, _ = choose_c(x_seed, y_seed, k, s.probe_c, folds, 0)
-    first = record("fallback", 0, fit_gold_classifier(x_seed, y_seed, k, c), 0)
+    first = fallback.from_arrays(x_seed, y_seed, labels, c)
+    record("fallback", 0, first.predict, 0)
     out[-1]["c"] = c
     names = {"hard": f"hard >= {args.threshold:g}", "top-share": "top-share", "soft": "soft"}
-    for method in METHODS:
-        probs = first
+    for method in args.methods:
+        if method == "top-share":  # the library's rounds, as the fallback runs them
+            for rnd, clf, used in self_training.rounds(first, x_seed, y_seed, x_pool, args.rounds):
+                record(names[method], rnd, clf.predict, used)
+            continue
+        probs = first.predict(x_pool)
         for rnd in range(1, args.rounds + 1):
-            rows, pseudo, weight = pseudo_rows(method, probs, rnd, args.rounds, args.threshold)
-            predict = refit(np.concatenate([x_seed, x_pool[rows]]), np.concatenate([y_seed, pseudo]),
-                            np.concatenate([np.ones(len(y_seed)), weight]), c)
+            rows, pseudo, weight = pseudo_rows(method, probs, args.threshold)
+            predict = refit(first, np.concatenate([x_seed, x_pool[rows]]), np.concatenate([y_seed, pseudo]),
+                            np.concatenate([np.ones(len(y_seed)), weight]))
             probs = record(names[method], rnd, predict, len(np.unique(rows)))
     return out
 
@@ -235,16 +244,17 @@ def summarise(records: list[dict]) -> list[dict]:
     rows = []
     for (corpus_name, labeller, rnd), runs in groups.items():
         row = {"corpus": corpus_name, "labeller": labeller, "round": rnd, "draws": [r["draw"] for r in runs]}
-        for part in ("labeller_test", "student_test"):
+        for part in ("labeller_test", "student_test", "student_trust_test"):
             for metric in ("accuracy", "macro_f1"):
                 if part in runs[0]:
                     row[f"{part}_{metric}"] = [r[part][metric] for r in runs]
         if rnd is not None:
             row["pool_label_accuracy"] = [r["pool_label_accuracy"] for r in runs]
             row["pseudo_rows"] = [r["pseudo_rows"] for r in runs]
-            for part in ("labeller_test", "student_test"):
-                row[f"{part}_accuracy_change"] = [
-                    r[part]["accuracy"] - base[(corpus_name, r["draw"])][part]["accuracy"] for r in runs]
+            for part in ("labeller_test", "student_test", "student_trust_test"):
+                if part in runs[0]:
+                    row[f"{part}_accuracy_change"] = [
+                        r[part]["accuracy"] - base[(corpus_name, r["draw"])][part]["accuracy"] for r in runs]
         rows.append(row)
     return rows
 
@@ -271,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--draws", type=int, nargs="+", default=[0, 1, 2], help="gold draws (rng seeds)")
     p.add_argument("--rounds", type=int, default=3, help="self-training rounds after round 0")
     p.add_argument("--threshold", type=float, default=0.9, help="hard: least top probability kept")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="ways of self-training")
+    p.add_argument("--trust", action="store_true", help="also train the student with the trust recipe "
+                   "(as the default trainer does on a fallback version)")
     p.add_argument("--pool", type=int, default=400, help="pool rows")
     p.add_argument("--test", type=int, default=300, help="test rows")
     p.add_argument("--seed-rows", type=int, default=None, help="gold rows per draw (default: RT 32, else 40)")
@@ -320,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
                "student test acc": show("student_test_accuracy"),
                "student macro-F1": show("student_test_macro_f1"),
                "Δ student acc": change("student_test_accuracy_change")}
+    if args.trust:
+        columns.update({"student (trust) acc": show("student_trust_test_accuracy"),
+                        "student (trust) macro-F1": show("student_trust_test_macro_f1"),
+                        "Δ student (trust) acc": change("student_trust_test_accuracy_change")})
     title = (f"self-training rounds over {len(args.draws)} gold draws ({args.encoder}; pool {args.pool}, "
              f"test {args.test}); mean ± sd over the draws, Δ: paired change from round 0")
     return bench.report(rows, columns, title=title, records=records, embeddings=feats.record)

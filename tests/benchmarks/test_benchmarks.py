@@ -150,6 +150,21 @@ def check_self_training(result):
     assert all(0 <= n <= 16 for k in (1, 2, 3) for n in by[("hard >= 0.9", k)]["pseudo_rows"])
 
 
+def check_self_training_trust(result):
+    """--methods top-share --rounds 2 --trust: the library's two rounds, and a trust-recipe
+    student beside each labeller's."""
+    rows = result["rows"]
+    assert [(r["labeller"], r["round"]) for r in rows] == [
+        ("none (gold-only student)", None), ("fallback", 0), ("top-share", 1), ("top-share", 2)]
+    by = {(r["labeller"], r["round"]): r for r in rows}
+    assert "student_trust_test_accuracy" not in by[("none (gold-only student)", None)]
+    assert all(0 <= v <= 1 for r in rows[1:] for v in r["student_trust_test_accuracy"])
+    assert by[("fallback", 0)]["student_trust_test_accuracy_change"] == [0, 0]
+    assert all(0 <= r["trust_teacher_weight"] <= 1 for r in result["records"] if "trust_teacher_weight" in r)
+    one, two = by[("top-share", 1)]["pseudo_rows"], by[("top-share", 2)]["pseudo_rows"]
+    assert all(0 < a < b <= 16 for a, b in zip(one, two))  # shares 1/3 and 2/3 of the pool
+
+
 def check_int8_kernels(result):
     rows = {r["backend"]: r for r in result["rows"]}
     scorers = ["fp32 nn.Linear", "int8x2 torch._int_mm (models/int8.py)", "linear layers free"]
@@ -195,6 +210,7 @@ CASES = [  # (benchmark, extra arguments, check)
     ("generation_experiment", [], check_generation_experiment),
     ("gpu_check", ["--job-rows", "40"], check_gpu_check),
     ("self_training", [], check_self_training),
+    ("self_training", ["--methods", "top-share", "--rounds", "2", "--trust"], check_self_training_trust),
 ]
 
 
