@@ -30,7 +30,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from potstill.models.teacher.requests import Request, answer_in_halves, encode_request
+from potstill.models.teacher.requests import Request, answer_in_halves, encode_requests
 from potstill.models.teacher.hf import label_stats, normalise
 from potstill.models.teacher.remote_redact import redact
 from potstill.models.teacher.teacher_setup import LabelledTeacher, TeacherSetup
@@ -40,6 +40,7 @@ from potstill.rows.records import Record
 
 log = logging.getLogger(__name__)
 NAMESPACE = "potstill_teacher"
+ENCODE_ROWS = 256  # rows encoded together (EncodeRequests): the demonstration embedder's batches
 
 
 def n_options(record: Record, n_labels: int) -> int:
@@ -47,16 +48,45 @@ def n_options(record: Record, n_labels: int) -> int:
 
 
 class EncodeRequests(beam.DoFn):
-    """Adds each record's `Request` (tokenizer and demonstrations only: no weights loaded)."""
+    """Adds each record's `Request` (tokenizer and demonstrations only: no weights loaded) and
+    keys it by the request's store key. Records are encoded `rows` at a time, shortest texts
+    together (the demonstration selector embeds them in batches: `encode_requests`), and go on
+    when their chunk is done or the bundle ends."""
 
-    def __init__(self, setup: TeacherSetup):
-        self.teacher_setup = setup
+    def __init__(self, setup: TeacherSetup, rows: int = ENCODE_ROWS):
+        self.teacher_setup, self.rows = setup, rows
+        # the demonstration selector's own time (its embedder is a model: benchmarks/scale.py)
+        self.selection_micros = Metrics.counter(NAMESPACE, "demo_selection_micros")
 
     def setup(self):
         self.lt = self.teacher_setup.prompter()
 
+    def start_bundle(self):
+        self.pending: list[Record] = []
+
     def process(self, record: Record):
-        yield record.with_values(request=encode_request(self.lt, record.model_input))
+        self.pending.append(record)
+        if len(self.pending) >= self.rows:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for keyed in self._flush():
+            yield WindowedValue(keyed, 0, [GlobalWindow()])
+
+    def _flush(self) -> list[tuple[str, Record]]:
+        if not self.pending:
+            return []
+        chunk = sorted(self.pending, key=lambda r: len(r.model_input))
+        self.pending = []
+        texts = [r.model_input for r in chunk]
+        start = time.perf_counter()
+        demos = self.lt.demos(texts)
+        self.selection_micros.inc(round((time.perf_counter() - start) * 1e6))
+        requests = encode_requests(self.lt, texts, demos)
+        return [(q.key, r.with_values(request=q)) for r, q in zip(chunk, requests)]
 
 
 class SplitAnswered(beam.DoFn):
@@ -241,8 +271,7 @@ class ScoreWithTeacher(beam.PTransform):
 
     def expand(self, records):
         setup = self.handler.setup
-        keyed = (records | "Encode" >> beam.ParDo(EncodeRequests(setup))
-                 | "ByKey" >> beam.Map(lambda r: (r.value("request").key, r)))
+        keyed = records | "Encode" >> beam.ParDo(EncodeRequests(setup))
         answers = (records.pipeline | "StoreSegments" >> beam.Create(self.segments)
                    | "ReadStore" >> beam.FlatMap(store.read_segment))
         split = ({"records": keyed, "answers": answers} | "JoinStore" >> beam.CoGroupByKey()

@@ -65,6 +65,7 @@ class TeacherBase:
         self.max_input_tokens = max_input_tokens
         self.demo_max_tokens = demo_max_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self._demo_texts: dict[tuple[str, int], str] = {}  # `_demo_text`'s, per (text, limit)
         self._set_prompt(style, verbalizers)
 
     def variant(self, style: str = "labels",
@@ -114,8 +115,16 @@ class TeacherBase:
             return text
         return self.tokenizer.decode(ids[:limit])
 
+    def _demo_text(self, text: str) -> str:
+        """A demonstration's text cut to `demo_max_tokens`, tokenised once: the same few gold
+        rows recur in every row's prompt."""
+        key = (text, self.demo_max_tokens)
+        if key not in self._demo_texts:
+            self._demo_texts[key] = self.truncate(text, self.demo_max_tokens)
+        return self._demo_texts[key]
+
     def encode(self, text: str, demos: Sequence[Demo] = ()) -> _Encoded:
-        demos = [Demo(self.truncate(d.text, self.demo_max_tokens), d.answer) for d in demos]
+        demos = [Demo(self._demo_text(d.text), d.answer) for d in demos]
         ids = self._ids(self.prompt.render(self.truncate(text), demos))
         kind = "head" if demos else "prefix"
         shared = self._shared_ids[kind]

@@ -39,10 +39,23 @@ class Request:
 def encode_request(lt: LabelledTeacher, model_input: str) -> Request:
     """The request one row makes: its prompt (with the demonstrations the selector picks for it)
     and the candidates, keyed by what determines the answer (`lt`'s store)."""
-    demos = lt.demos([model_input])
-    encoded = lt.teacher.encode(model_input, demos[0] if demos else ())
-    key, prompt_tokens = lt._key(encoded)
-    return Request(key, encoded.shared, tuple(encoded.ids), prompt_tokens)
+    return encode_requests(lt, [model_input])[0]
+
+
+def encode_requests(lt: LabelledTeacher, model_inputs: Sequence[str],
+                    demos: Sequence[Sequence] | None = None) -> list[Request]:
+    """`encode_request` for many rows at once: the selector embeds their texts in batches (one
+    row at a time, the demonstration embedder cost ~25 ms a row on one core; in batches ~1 ms).
+    A text's embedding moves in the 7th digit with its batch's shape, which picks other
+    demonstrations only where two gold rows are that close to equally similar. `demos`: the
+    selector's choice, when the caller made it already."""
+    demos = (lt.demos(list(model_inputs)) if demos is None else demos) or [()] * len(model_inputs)
+    out = []
+    for text, row_demos in zip(model_inputs, demos):
+        encoded = lt.teacher.encode(text, row_demos)
+        key, prompt_tokens = lt._key(encoded)
+        out.append(Request(key, encoded.shared, tuple(encoded.ids), prompt_tokens))
+    return out
 
 
 @dataclass
