@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from potstill.rows.records import (Bounds, InputFileError, Record, Rejection, check_file,
                                    expand, iter_rows, validate)
 
@@ -192,11 +194,26 @@ def _relative(target: str, folder: Path) -> str:
     return Path(os.path.relpath(Path(target).resolve(), folder.resolve())).as_posix()
 
 
+def yaml_value(value: str | list[str]) -> str:
+    """`value` as a YAML flow scalar (or list of them) that reads back exactly: a JSON string
+    where YAML reads it as written (any label stays legible: "Fresh 🍅", not "\\ud83c\\udf45",
+    which YAML reads as two lone surrogates), else YAML's own escaped double-quoted form."""
+    if isinstance(value, list):
+        return "[" + ", ".join(yaml_value(v) for v in value) + "]"
+    text = json.dumps(value, ensure_ascii=False)
+    try:  # YAML breaks lines (a comment's too) at NEL and the Unicode line/paragraph separators
+        if yaml.safe_load(text) == value and not set(text) & {"\x85", "\u2028", "\u2029"}:
+            return text
+    except yaml.YAMLError:
+        pass
+    return yaml.safe_dump(value, default_style='"', width=float("inf")).rstrip("\n")
+
+
 def config_text(*, dataset: str, labels: list[str], source: str, label_column: str,
                 rows: dict[str, int], unlabeled: str, unlabeled_text: str, pooled: bool,
                 output_root: str, random_seed: int) -> str:
     """The commented config.yaml."""
-    q = json.dumps  # a JSON string is a YAML scalar: any label, name or path reads back as it is
+    q = yaml_value  # any label, name or path reads back as it is
     n = rows["seed"] + rows["test"] + rows["unlabeled" if pooled else "unused"]
     if pooled:
         pool_note = (f"  # the pool the teacher labels: the {rows['unlabeled']:,} rows of {source} in neither\n"

@@ -149,3 +149,24 @@ def test_allocate_gives_each_class_one_then_shares_the_rest():
     assert sum(got.values()) == 7 and got == {"a": 3, "b": 2, "c": 2}  # ties in label order
     with pytest.raises(StarterError, match="fewer than the 3 labels"):
         allocate(2, {"a": 3, "b": 3, "c": 3}, "x")
+
+
+@pytest.mark.parametrize("odd", ["Fresh 🍅", "a: b # c", 'say "hi"', "back\\slash", "line\u2028sep",
+                                 "nel\u0085x", "- dash", "yes"])
+def test_any_label_reads_back_from_the_config_exactly_as_in_the_splits(tmp_path, monkeypatch, odd):
+    """A label outside the BMP written as a JSON escape ("\\ud83c\\udf45") reads back from YAML as
+    two lone surrogates, and every gold row of it would be rejected as an unknown label."""
+    from potstill.rows.records import read_file
+
+    monkeypatch.chdir(tmp_path)
+    rows = [{"id": i, "body": f"ticket {i} about {label}", "team": label}
+            for i, label in enumerate([odd, "plain"] * 10)]
+    got = init(write_csv(tmp_path / "t.csv", rows), text_column="body", label_column="team",
+               test_size=4, seed_size=8)
+    cfg = load_config(got.config)
+    assert cfg.task.labels == sorted([odd, "plain"]) == got.labels
+    seeds, rejected, _ = read_file(cfg.corpus.seed.path, source="seed", text_field="text",
+                                   label_field="label", labels=cfg.task.labels)
+    assert len(seeds) == 8 and not rejected
+    if odd == "Fresh 🍅":
+        assert "Fresh 🍅" in got.config.read_text()  # legible, not escaped
