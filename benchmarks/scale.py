@@ -5,7 +5,16 @@ teacher; peak RSS of the run and wall time (and RSS) per stage.
         [--runner-args "--direct_num_workers=2 --direct_running_mode=multi_processing"]
     python -m benchmarks.scale --after-graph --rows 10000 100000 1000000 [--code DIR]
         [--chunk-rows N]
+    python -m benchmarks.scale --rows 10000 --repeats 2 --code OLD_SITE . (A/B, alternating)
     [--out results.json] [--tiny]
+
+The whole job's table also gives the time outside the model, per row per core: (wall - model
+seconds) * cores / rows, for the whole job and for the Beam graph alone. Model seconds are the
+teacher's own timed inference (what its store segments record: the manifest's `throughput`)
+plus the demonstration selector's embedder (the teacher stage's `demo_selection_micros` Beam
+counter; for code without it, its calls timed in the driver process). Cores: 1 in process,
+else `--direct_num_workers` (at most the machine's). `--code A B`: each size runs with each
+place's potstill in turn, `--repeats` times; the table gives the median run of each.
 
 --after-graph measures everything after the Beam graph alone (`potstill.job.finish`: curation,
 files, gate, counts, publish, report) on N synthetic staged rows written as the graph writes
@@ -98,12 +107,85 @@ def child(rows: int, work: Path, threads: int, runner_args: list[str]) -> dict:
         "task": {"labels": ["negative", "positive"]},
         "corpus": {"unlabeled": {"path": unl}, "seed": {"path": seed, "label_field": "label"}},
         "teacher": {"model": str(model), "batch_size": 64, "threads": threads}})
-    start = time.perf_counter()
+    embed = _time_embedder()  # after the stages' wrappers: it tells the graph's calls apart
+    counters = _teacher_counters()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     version = run(cfg, runner_args)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     manifest = json.loads((version / "manifest.json").read_text())
+    totals = manifest["counts"]["totals"]
+    # the model's own time: the teacher's timed inference (recorded in the store with every
+    # batch: the manifest's throughput), and the demonstration selector's embedder (a Beam
+    # counter; an older checkout without it: the embedder's calls timed in this process)
+    teacher_s = manifest.get("throughput", {}).get("teacher_seconds", 0.0)
+    demos_s = counters.get("demo_selection_micros", 0) / 1e6 or embed["graph"]
+    cores = _cores(runner_args)
+    graph = stages.get("beam_graph", {}).get("seconds", wall)
     return {"rows": rows, "wall_seconds": round(wall, 1), "peak_rss_mb": round(_peak_mb()),
-            "published": manifest["counts"]["totals"]["published"], "stages": stages}
+            "published": totals["published"], "totals": totals, "cpu_seconds": round(cpu, 1),
+            "teacher_model_seconds": teacher_s, "demo_embed_seconds": round(demos_s, 2),
+            "cores": cores,
+            "overhead_ms_per_row_core": round((wall - teacher_s - demos_s) * cores / rows * 1e3, 3),
+            "graph_overhead_ms_per_row_core": round((graph - teacher_s - demos_s) * cores / rows * 1e3, 3),
+            "stages": stages}
+
+
+def _cores(runner_args: list[str]) -> int:
+    """The cores the graph can keep busy: 1 in process (one Python thread does the work, torch
+    on 1 thread), else the worker processes (`--direct_num_workers`), at most the machine's."""
+    workers = 1
+    for a in runner_args:
+        if a.startswith("--direct_num_workers="):
+            workers = int(a.split("=", 1)[1]) or os.cpu_count() or 1
+    return min(workers, os.cpu_count() or 1)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (worker processes)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _time_embedder() -> dict:
+    """Seconds spent in the demonstration embedder's calls in this process: all of them, and
+    those made while the Beam graph ran (`graph`)."""
+    import potstill.beam_pipelines.pipeline as pipeline
+    from potstill.models.embed import Embedder
+
+    spent, call, rounds = {"seconds": 0.0, "graph": 0.0, "in_graph": False}, Embedder.__call__, pipeline.run_rounds
+
+    def timed(self, texts):
+        start = time.perf_counter()
+        try:
+            return call(self, texts)
+        finally:
+            took = time.perf_counter() - start
+            spent["seconds"] += took
+            spent["graph"] += took if spent["in_graph"] else 0.0
+
+    def graph(*args, **kwargs):
+        spent["in_graph"] = True
+        try:
+            return rounds(*args, **kwargs)
+        finally:
+            spent["in_graph"] = False
+    Embedder.__call__, pipeline.run_rounds = timed, graph
+    return spent
+
+
+def _teacher_counters() -> dict:
+    """The teacher stage's Beam counters of every round (`demo_selection_micros`), caught where
+    the driver reads the pipeline's counters."""
+    from potstill.beam_pipelines import usage
+
+    got, stage_counters = {}, usage.stage_counters
+
+    def wrapper(result):
+        for name, value in usage.beam_counters(result, "potstill_teacher").items():
+            got[name] = got.get(name, 0) + value
+        return stage_counters(result)
+    usage.stage_counters = wrapper
+    return got
 
 
 def write_staged(staging: Path, rows: int, shard_rows: int = 50_000) -> None:
@@ -197,6 +279,31 @@ def _wrap(stages: dict, name: str, module: str, attr: str) -> None:
     setattr(mod, attr, wrapper)
 
 
+def _run_child(args, work: Path, rows: int, code: str) -> dict:
+    # --code's potstill first; this checkout's benchmarks next (an older checkout has no
+    # benchmarks package); run from --work, so that the current folder shadows neither
+    path = [code, str(ROOT), os.environ.get("PYTHONPATH", "")]
+    out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--child", "--rows", str(rows),
+                          "--work", str(work), "--threads", str(args.threads),
+                          "--runner-args", args.runner_args]
+                         + (["--after-graph"] if args.after_graph else [])
+                         + (["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []),
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))},
+                         cwd=work, capture_output=True, text=True)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+        sys.exit(f"the run with {rows} rows ({code}) failed:\n{out.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def _median(code: str, runs: list[dict]) -> dict:
+    """One row of the table: the median run by wall time (its own figures, so they add up),
+    with every run's wall time."""
+    runs = sorted(runs, key=lambda r: r["wall_seconds"])
+    return {**runs[(len(runs) - 1) // 2], "code": code, "runs": len(runs),
+            "walls": " / ".join(str(r["wall_seconds"]) for r in runs)}
+
+
 def main(argv: list[str] | None = None) -> int:
     bench = Benchmark("scale", __doc__, work="runs/scale", threads=1, tiny={"rows": [40]})
     ap = bench.parser
@@ -204,7 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runner-args", default="")
     ap.add_argument("--after-graph", action="store_true", help="time job.finish alone (docstring)")
     ap.add_argument("--chunk-rows", type=int, help="validation.chunk_rows (--after-graph)")
-    ap.add_argument("--code", default=str(ROOT), help="the checkout whose potstill runs (--after-graph)")
+    ap.add_argument("--code", nargs="+", default=[str(ROOT)],
+                    help="where the potstill that runs is (an unpacked wheel, or a checkout whose "
+                    "potstill imports); several: each size runs once per place in turn, --repeats "
+                    "times, and the table gives each place's medians")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per size and place (medians)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = bench.parse(argv)
     work = bench.work()
@@ -217,28 +328,24 @@ def main(argv: list[str] | None = None) -> int:
     for rows in args.rows:
         if args.after_graph and not (work / f"staged-{rows}").is_dir():
             write_staged(work / f"staged-{rows}", rows)
-        # --code's potstill first; this checkout's benchmarks next (an older checkout has no
-        # benchmarks package); run from --work, so that the current folder shadows neither
-        path = [args.code, str(ROOT), os.environ.get("PYTHONPATH", "")]
-        out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--child", "--rows", str(rows),
-                              "--work", str(work), "--threads", str(args.threads),
-                              "--runner-args", args.runner_args]
-                             + (["--after-graph"] if args.after_graph else [])
-                             + (["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []),
-                             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))},
-                             cwd=work, capture_output=True, text=True)
-        line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
-        if line is None:
-            sys.exit(f"the run with {rows} rows failed:\n{out.stderr[-3000:]}")
-        results.append(json.loads(line[len("RESULT "):]))
-        bench.progress(results[-1])
+        runs: dict[str, list[dict]] = {}
+        for _ in range(args.repeats):
+            for code in args.code:  # alternating, so that a change in the machine's load hits both
+                runs.setdefault(code, []).append(_run_child(args, work, rows, code))
+                bench.progress({"code": code, **runs[code][-1]})
+        results += [_median(code, got) for code, got in runs.items()]
     stages = [s[0] for s in (AFTER if args.after_graph else STAGES)]
 
     def stage(name):
         return lambda r: (f"{r['stages'][name]['seconds']} ({r['stages'][name]['rss_mb']})"
                           if name in r["stages"] else "-")
-    return bench.report(results, {"rows": "rows:,", "peak RSS (MB)": "peak_rss_mb:,", "wall (s)": "wall_seconds",
-                                  **{f"{n} s (RSS MB)": stage(n) for n in stages}},
+    overhead = {} if args.after_graph else {
+        "teacher model s": "teacher_model_seconds", "demo embedder s": "demo_embed_seconds",
+        "cores": "cores", "overhead ms/row/core": "overhead_ms_per_row_core",
+        "graph overhead ms/row/core": "graph_overhead_ms_per_row_core"}
+    where = {"code": lambda r: Path(r["code"]).name, "walls (s)": "walls"} if len(args.code) > 1 else {}
+    return bench.report(results, {**where, "rows": "rows:,", "peak RSS (MB)": "peak_rss_mb:,", "wall (s)": "wall_seconds",
+                                  **overhead, **{f"{n} s (RSS MB)": stage(n) for n in stages}},
                         title="after the Beam graph (job.finish)" if args.after_graph else "the whole job")
 
 

@@ -51,8 +51,7 @@ def encode_requests(lt: LabelledTeacher, model_inputs: Sequence[str],
     selector's choice, when the caller made it already."""
     demos = (lt.demos(list(model_inputs)) if demos is None else demos) or [()] * len(model_inputs)
     out = []
-    for text, row_demos in zip(model_inputs, demos):
-        encoded = lt.teacher.encode(text, row_demos)
+    for encoded in lt.teacher.encode_many(list(model_inputs), demos):
         key, prompt_tokens = lt._key(encoded)
         out.append(Request(key, encoded.shared, tuple(encoded.ids), prompt_tokens))
     return out

@@ -41,3 +41,21 @@ def test_chunked_encoding_gives_each_row_the_request_it_gets_alone(setup, rows):
         got = (p | beam.Create(records) | beam.ParDo(EncodeRequests(setup, rows))
                | beam.Map(lambda kv: (kv[0], (kv[1].id, kv[1].value("request")))))
         assert_that(got, equal_to(expected))
+
+
+def test_encoding_many_rows_gives_the_ids_of_each_row_tokenised_alone(tiny_lm):
+    from potstill.models.teacher.hf import TeacherBase
+    from potstill.models.teacher.prompts import Demo
+
+    teacher = TeacherBase(tiny_lm, ["negative", "positive"], max_input_tokens=12, demo_max_tokens=8)
+    rows = texts(20) + ["a long review " * 40]
+    demos = [[Demo(f"gold row {j} " * (1 + j * 5), "positive") for j in range(i % 3)] for i in range(len(rows))]
+
+    def alone(text, row_demos):  # truncate the text and the demonstrations, render, tokenise
+        cut = [Demo(teacher.truncate(d.text, 8), d.answer) for d in row_demos]
+        return teacher._encoded(teacher._ids(teacher.prompt.render(teacher.truncate(text), cut)), bool(cut))
+
+    many = teacher.encode_many(rows, demos)
+    assert many == [alone(t, d) for t, d in zip(rows, demos)]
+    assert sum(len(teacher._ids(t)) > 12 for t in rows) > 10  # most rows were cut
+    assert {e.shared for e in many} >= {"head", "prefix"}
