@@ -8,6 +8,7 @@ of two plots on one page never collide (and the output is deterministic).
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -29,7 +30,11 @@ def _svg(fig, name: str) -> str:
     import matplotlib
 
     buf = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": f"potstill-{name}"}):
+    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": f"potstill-{name}"}), \
+            warnings.catch_warnings():
+        # a label with a character the bundled font lacks (an emoji) is drawn as a box; the
+        # report's tables carry the text itself, so this is no reason to warn the user
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
         fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
     svg = text[text.index("<svg"):]

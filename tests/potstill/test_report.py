@@ -222,3 +222,14 @@ def test_a_student_brings_its_gold_only_baseline_and_the_report_names_what_is_mi
     # named twice (bundled and with --student), it is shown once
     once = report.write_report(built[0], tmp_path / "r3.html", [out / "gold-only", out]).read_text()
     assert once.count("gold-only student") == 1
+
+
+def test_a_label_the_font_cannot_draw_leaves_stderr_clean():
+    """An emoji label is drawn as a box in the SVG; matplotlib's missing-glyph warning must not
+    reach the user's stderr (the tables carry the label's text)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        svg = plots.label_distribution(["Fresh \U0001F345", "Rotten"], [5, 3], [4, 3])
+    assert svg.startswith("<svg") and 'data-plot="' in svg
