@@ -1,5 +1,7 @@
 """Evaluate the teacher on the config's test split, set up exactly as the job uses it (the setup
-search on the seed rows, prompt style, verbalizers, demonstrations, calibration fitted on them)."""
+search on the seed rows, prompt style, verbalizers, demonstrations, calibration fitted on them),
+through the job's teacher store: no answer a `run` or an earlier evaluation paid for is asked
+again."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +12,7 @@ import numpy as np
 from potstill.models.quality import audit
 from potstill.models.metrics import classification_metrics
 from potstill.models.registry import ensure_offline, resolve_model
+from potstill.models.teacher.backends import open_store
 from potstill.models.teacher.hf import normalise
 from potstill.models.teacher.teacher_setup import TeacherSetup
 from potstill.config.core import Config
@@ -42,11 +45,19 @@ def evaluate_teacher(cfg: Config, limit: int | None = None) -> dict:
     records, rejected = read_test_split(cfg)
     records = records[:limit] if limit else records
     seeds = audit.read_seed(cfg)
-    path = resolve_model(cfg.teacher.model).path
+    spec = resolve_model(cfg.teacher.model)
+    if cfg.teacher.backend == "openai":  # scoring resolved as the job resolves it: the store's key
+        from potstill.models.teacher.remote_endpoint import resolved_config
+
+        cfg = resolved_config(cfg, spec.path)
+    # The job's teacher store: the setup search's answers on the seed rows are read from it (a
+    # `run` already paid for them), and the test rows' answers are kept for the next evaluation.
+    store = open_store(cfg.output_root, cfg.teacher, spec.sha256)
+    store.check_writable()
     # The setup the job would label with (search included); evaluating never stops on the gate.
     judge_only = cfg.audit.model_copy(update={"on_weak_teacher": "continue", "min_accuracy": None})
-    setup, seed_report = audit.tune_and_gate(cfg, TeacherSetup.from_config(cfg, path, seeds), seeds,
-                                             judge=judge_only)
+    setup, seed_report = audit.tune_and_gate(
+        cfg, TeacherSetup.from_config(cfg, spec.path, seeds, store=store), seeds, judge=judge_only)
     seed_report.pop("store_keys", None)
     lt = setup.load()
     start = time.perf_counter()
@@ -61,5 +72,7 @@ def evaluate_teacher(cfg: Config, limit: int | None = None) -> dict:
     metrics.update(model="teacher", teacher=cfg.teacher.model, n_test_rejected=len(rejected),
                    rows_per_second=round(len(records) / max(seconds, 1e-9), 3),
                    seed_audit={k: seed_report.get(k) for k in ("n", "accuracy", "calibration", "gate")},
-                   setup=seed_report.get("search", {}).get("chosen"))
+                   setup=seed_report.get("search", {}).get("chosen"),
+                   teacher_usage={"audit": seed_report.get("teacher_usage"),
+                                  "test": {"calls": lt.calls, "cache_hits": lt.cache_hits}})
     return metrics

@@ -96,6 +96,13 @@ def test_a_whole_job_through_the_api_as_a_notebook_runs_it(tmp_path, tiny_lm, ti
     teacher = potstill.evaluate(config, model="teacher", out="runs/teacher.json")
     assert teacher.model == "teacher" and teacher.n == 10
     assert json.loads((tmp_path / "runs" / "teacher.json").read_text()) == teacher.metrics
+    # the run paid for the setup search's answers and the first evaluation for the test rows'
+    usage = teacher.metrics["teacher_usage"]
+    assert usage["audit"]["calls"] == 0 and usage["audit"]["cache_hits"] > 0
+    assert usage["test"] == {"calls": 10, "cache_hits": 0}
+    twice = potstill.evaluate(config, model="teacher")
+    assert twice.metrics["teacher_usage"]["test"] == {"calls": 0, "cache_hits": 10}
+    assert (twice.accuracy, twice.macro_f1) == (teacher.accuracy, teacher.macro_f1)
 
     # overrides as the CLI's --set takes them, as a mapping too; user errors raise, naming the key
     assert potstill.load_config(config, set={"curation.min_confidence": 0.5}).curation.min_confidence == 0.5
