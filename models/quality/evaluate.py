@@ -17,6 +17,7 @@ from potstill.models.teacher.hf import normalise
 from potstill.models.teacher.teacher_setup import TeacherSetup
 from potstill.config.core import Config
 from potstill.progress import Progress
+from potstill.store import StoreError
 from potstill.rows.records import read_configured
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,12 @@ def evaluate_teacher(cfg: Config, limit: int | None = None) -> dict:
     # The job's teacher store: the setup search's answers on the seed rows are read from it (a
     # `run` already paid for them), and the test rows' answers are kept for the next evaluation.
     store = open_store(cfg.output_root, cfg.teacher, spec.sha256)
-    store.check_writable()
+    try:
+        store.check_writable()
+    except StoreError as err:  # evaluating only reads the job: go on, asking every answer
+        log.warning("%s Evaluating without the store: every answer is asked of the model and "
+                    "none is kept.", err)
+        store = None
     # The setup the job would label with (search included); evaluating never stops on the gate.
     judge_only = cfg.audit.model_copy(update={"on_weak_teacher": "continue", "min_accuracy": None})
     setup, seed_report = audit.tune_and_gate(

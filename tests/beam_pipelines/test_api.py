@@ -112,6 +112,28 @@ def test_a_whole_job_through_the_api_as_a_notebook_runs_it(tmp_path, tiny_lm, ti
         potstill.open_version(tmp_path / "out")
 
 
+def test_a_teacher_evaluation_goes_on_without_a_store_it_cannot_write(tmp_path, tiny_lm, monkeypatch,
+                                                                       caplog):
+    """`evaluate` only reads the job: a store it cannot write (a read-only output_root) costs
+    the answers, with a warning naming the folder, not the evaluation."""
+    from potstill.store import StoreError, TeacherStore
+
+    def unwritable(self):
+        raise StoreError.unwritable(self.folder, PermissionError(13, "Permission denied"))
+    monkeypatch.setattr(TeacherStore, "check_writable", unwritable)
+    config = {"dataset": "toy", "output_root": "out", "task": {"labels": LABELS},
+              "corpus": {"unlabeled": {"path": write_jsonl(tmp_path / "u.jsonl", [{"text": "x"}])},
+                         "seed": {"path": write_jsonl(tmp_path / "s.jsonl", toy_rows(8))},
+                         "test": {"path": write_jsonl(tmp_path / "t.jsonl", toy_rows(6, 200))}},
+              "teacher": {"model": tiny_lm, "batch_size": 4}}
+    with caplog.at_level("WARNING"):
+        teacher = potstill.evaluate(config, model="teacher")
+    assert teacher.n == 6 and teacher.metrics["teacher_usage"]["test"] == {"calls": 6, "cache_hits": 0}
+    assert any("cannot be written" in r.getMessage() and "Evaluating without the store" in r.getMessage()
+               for r in caplog.records)
+    assert not list((tmp_path / "out").rglob("*.parquet"))  # nothing was kept
+
+
 def write_labelled_csv(path: Path, n: int) -> None:
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, ["review", "sentiment"])
