@@ -106,9 +106,12 @@ def build(p: beam.Pipeline, cfg: Config, stages: Stages, staging: str, round: Ro
     if stages.ta is not None:  # the TA's label distribution, read out once the teacher has labelled
         to_teacher = to_teacher | "TASignals" >> RunInference(stages.ta)
     scored = to_teacher | "Teacher" >> stages.teacher
-    rows = scored["scored"]
+    # The scored rows stay in branches (the teacher's stored and new answers) down to their own
+    # writers: a Flatten with several inputs is materialised whole by the in-process runner.
+    branches = scored["scored"]
     if stages.saliency is not None:  # rationales from the teacher's own setup and weights
-        rows = rows | "Saliency" >> AddRationales(stages.saliency)
+        branches = [branches | "AllScored" >> beam.Flatten(pipeline=p)
+                    | "Saliency" >> AddRationales(stages.saliency)]
     rejected = [scored["rejected"]]
     if round.first:
         rejected += [r.rejected for r in reads] + [g["rejected"] for g in generated]
@@ -119,12 +122,17 @@ def build(p: beam.Pipeline, cfg: Config, stages: Stages, staging: str, round: Ro
                                                              to_row, labels)
 
     optional = contract.optional_columns(cfg)
-    keys = rows | "StoreKeys" >> beam.FlatMap(  # none when the fallback classifier labelled them
-        lambda r: [{"key": r.value("request").key}] if r.value("request") else [])
-    written = [write([rows], "scored", contract.scored_schema(optional), contract.row),
-               write([keys], "keys", store.KEYS_SCHEMA),  # the store entries this version needs
-               write(rejected, "rejected", contract.REJECTED_SCHEMA),
+    written = [write(rejected, "rejected", contract.REJECTED_SCHEMA),
                write(filtered, "filtered", contract.filtered_schema(optional), contract.row)]
+    for i, rows in enumerate(branches):
+        part = f"Part{i}" if i else ""
+        keys = rows | f"StoreKeys{part}" >> beam.FlatMap(  # none when the classifier labelled them
+            lambda r: [{"key": r.value("request").key}] if r.value("request") else [])
+        written += [rows | f"WriteScored{part}" >> WriteShards(
+                        staging, f"scored-r{round.index}", contract.scored_schema(optional),
+                        contract.row, labels),
+                    keys | f"WriteKeys{part}" >> WriteShards(  # the store entries this version needs
+                        staging, f"keys-r{round.index}", store.KEYS_SCHEMA)]
     # One last step that depends on every writer: a runner that computes only the graph's
     # final leaf (Beam's DaskRunner) still runs them all.
     written | "AllWritten" >> beam.Flatten(pipeline=p) | "Done" >> beam.Map(lambda n: n)

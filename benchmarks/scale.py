@@ -6,7 +6,7 @@ teacher; peak RSS of the run and wall time (and RSS) per stage.
     python -m benchmarks.scale --after-graph --rows 10000 100000 1000000 [--code DIR]
         [--chunk-rows N]
     python -m benchmarks.scale --rows 10000 --repeats 2 --code OLD_SITE . (A/B, alternating)
-    [--out results.json] [--tiny]
+    [--set audit.search.few_shot_k=[0]] [--out results.json] [--tiny]
 
 The whole job's table also gives the time outside the model, per row per core: (wall - model
 seconds) * cores / rows, for the whole job and for the Beam graph alone. Model seconds are the
@@ -85,7 +85,23 @@ def write_corpus(folder: Path, rows: int) -> tuple[str, str]:
     return str(unl), str(seed)
 
 
-def child(rows: int, work: Path, threads: int, runner_args: list[str]) -> dict:
+def _with_settings(cfg: dict, settings: list[str]) -> dict:
+    """`cfg` with each `dotted.key=JSON value` of `--set` put in (e.g.
+    `audit.search.few_shot_k=[0]`, `teacher.batch_size=128`)."""
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {setting!r}: expected dotted.key=JSON value")
+        *parents, last = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = json.loads(value)
+    return cfg
+
+
+def child(rows: int, work: Path, threads: int, runner_args: list[str],
+          settings: list[str] = ()) -> dict:
     """One run, in this (fresh) process: per-stage seconds and memory."""
     import torch
 
@@ -102,11 +118,11 @@ def child(rows: int, work: Path, threads: int, runner_args: list[str]) -> dict:
     from potstill.beam_pipelines.pipeline import run
     from potstill.config.core import parse_config
 
-    cfg = parse_config({
+    cfg = parse_config(_with_settings({
         "dataset": f"scale-{rows}", "output_root": str(work / f"out-{rows}-{time.time_ns()}"),
         "task": {"labels": ["negative", "positive"]},
         "corpus": {"unlabeled": {"path": unl}, "seed": {"path": seed, "label_field": "label"}},
-        "teacher": {"model": str(model), "batch_size": 64, "threads": threads}})
+        "teacher": {"model": str(model), "batch_size": 64, "threads": threads}}, settings))
     embed = _time_embedder()  # after the stages' wrappers: it tells the graph's calls apart
     counters = _teacher_counters()
     start, cpu = time.perf_counter(), _cpu_seconds()
@@ -286,6 +302,7 @@ def _run_child(args, work: Path, rows: int, code: str) -> dict:
     out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--child", "--rows", str(rows),
                           "--work", str(work), "--threads", str(args.threads),
                           "--runner-args", args.runner_args]
+                         + [f"--set={s}" for s in args.set]
                          + (["--after-graph"] if args.after_graph else [])
                          + (["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []),
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))},
@@ -316,12 +333,14 @@ def main(argv: list[str] | None = None) -> int:
                     "potstill imports); several: each size runs once per place in turn, --repeats "
                     "times, and the table gives each place's medians")
     ap.add_argument("--repeats", type=int, default=1, help="runs per size and place (medians)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="a config setting of the job, e.g. audit.search.few_shot_k=[0] (repeatable)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = bench.parse(argv)
     work = bench.work()
     if args.child:
         result = after_graph_child(args.rows[0], work, args.chunk_rows) if args.after_graph else \
-            child(args.rows[0], work, args.threads, args.runner_args.split())
+            child(args.rows[0], work, args.threads, args.runner_args.split(), args.set)
         print("RESULT " + json.dumps(result))
         return 0
     results = []

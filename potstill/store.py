@@ -177,6 +177,21 @@ def segments(folder: str) -> list[str]:
     return sorted(p if protocol in ("file", "local") else f"{protocol}://{p}" for p in found)
 
 
+def answer_count(paths: Sequence[str], more_than: int | None = None) -> int:
+    """How many answers the segments `paths` hold, from their Parquet footers; stops counting
+    once past `more_than`."""
+    total = 0
+    for path in paths:
+        try:
+            with fsspec.open(path, "rb") as fh:
+                total += pq.read_metadata(fh).num_rows
+        except (OSError, pa.ArrowException) as err:
+            raise _unreadable(path, err) from None
+        if more_than is not None and total > more_than:
+            break
+    return total
+
+
 def write_segment(folder: str, keys: Sequence[str], answers: Sequence[Sequence[float]],
                   prompt_tokens: Sequence[int], usage: WriteUsage | None = None) -> str:
     """Append one segment (write under a temporary name, then rename); returns its path. With
@@ -205,6 +220,11 @@ def write_segment(folder: str, keys: Sequence[str], answers: Sequence[Sequence[f
     return final
 
 
+def _unreadable(path: str, err: BaseException) -> "StoreError":
+    return StoreError(f"the teacher store segment {path} cannot be read ({type(err).__name__}: "
+                      f"{err}): make it readable to this user (its answers are paid for)")
+
+
 def read_segment(path: str) -> Iterator[tuple[str, list[float]]]:
     """(key, answer) pairs of one segment; one that cannot be read is a StoreError naming it
     (never taken as unanswered: the rerun would pay for its answers again)."""
@@ -212,8 +232,7 @@ def read_segment(path: str) -> Iterator[tuple[str, list[float]]]:
         with fsspec.open(path, "rb") as fh:
             table = pq.read_table(fh, columns=["key", "answer"])
     except OSError as err:
-        raise StoreError(f"the teacher store segment {path} cannot be read ({type(err).__name__}: "
-                         f"{err}): make it readable to this user (its answers are paid for)") from None
+        raise _unreadable(path, err) from None
     yield from zip(table["key"].to_pylist(), table["answer"].to_pylist())
 
 

@@ -75,7 +75,7 @@ class ClassifierModelHandler(ModelHandler[Record, Record, Any]):
 
 
 class ScoreWithClassifier(beam.PTransform):
-    """Records -> {scored, rejected}, like the LLM teacher stage (transforms/teacher.py)."""
+    """Records -> {scored: [PCollection], rejected}, like the LLM teacher stage (transforms/teacher.py)."""
 
     def __init__(self, handler: ClassifierModelHandler):
         super().__init__()
@@ -85,4 +85,4 @@ class ScoreWithClassifier(beam.PTransform):
         scored, errors = records | "Classify" >> RunInference(self.handler).with_exception_handling()
         rejected = errors.failed_inferences | "FailedBatches" >> beam.FlatMap(
             lambda failure: failed_batch_rows(([failure[0]], failure[1])))
-        return {"scored": scored, "rejected": rejected}
+        return {"scored": [scored], "rejected": rejected}

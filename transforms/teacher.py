@@ -41,6 +41,10 @@ from potstill.rows.records import Record
 log = logging.getLogger(__name__)
 NAMESPACE = "potstill_teacher"
 ENCODE_ROWS = 256  # rows encoded together (EncodeRequests): the demonstration embedder's batches
+SCORE_ROWS = 256   # rows whose label scores are computed together (Scores)
+# A store with at most this many answers is looked up from memory (a side input, ~0.5 KB an
+# answer) instead of joined with every row by a shuffle the in-process runner holds in memory.
+LOOKUP_ANSWERS = 100_000
 
 
 def n_options(record: Record, n_labels: int) -> int:
@@ -89,17 +93,28 @@ class EncodeRequests(beam.DoFn):
         return [(q.key, r.with_values(request=q)) for r, q in zip(chunk, requests)]
 
 
+def _answered_or_not(record: Record, answer):
+    return (record.with_values(raw_candidates=answer) if answer is not None
+            else beam.pvalue.TaggedOutput("unanswered", record))
+
+
 class SplitAnswered(beam.DoFn):
     """(key, {records, answers}) -> records with their stored answer (main) or `unanswered`."""
 
     def process(self, joined):
         _, grouped = joined
-        answers = list(grouped["answers"])
+        answer = next(iter(grouped["answers"]), None)
         for record in grouped["records"]:
-            if answers:
-                yield record.with_values(raw_candidates=answers[0])
-            else:
-                yield beam.pvalue.TaggedOutput("unanswered", record)
+            yield _answered_or_not(record, answer)
+
+
+class LookUpAnswered(beam.DoFn):
+    """(key, record) -> the record with its stored answer (main) or `unanswered`, looked up in
+    the store's answers held whole (a side input: a store of at most LOOKUP_ANSWERS answers)."""
+
+    def process(self, keyed, answers: dict):
+        key, record = keyed
+        yield _answered_or_not(record, answers.get(key))
 
 
 def batch_group(record: Record, partitions: int) -> tuple[str, int]:
@@ -203,7 +218,8 @@ class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
 
 class Scores(beam.DoFn):
     """Raw candidate log-probs -> the contract's teacher values: the label sums, option masks
-    and calibration of `LabelledTeacher`, then confidence, entropy and margin."""
+    and calibration of `LabelledTeacher`, then confidence, entropy and margin; `SCORE_ROWS`
+    rows at a time (one array operation each instead of one per row)."""
 
     def __init__(self, setup: TeacherSetup, keep_raw: bool):
         self.teacher_setup, self.keep_raw = setup, keep_raw
@@ -211,17 +227,38 @@ class Scores(beam.DoFn):
     def setup(self):
         self.lt = self.teacher_setup.prompter()
 
+    def start_bundle(self):
+        self.pending: list[Record] = []
+
     def process(self, record: Record):
+        self.pending.append(record)
+        if len(self.pending) >= SCORE_ROWS:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for record in self._flush():
+            yield WindowedValue(record, 0, [GlobalWindow()])
+
+    def _flush(self) -> list[Record]:
+        """The pending rows' values, computed together (each row's are its own: the label sums,
+        masks and calibration are row by row)."""
+        if not self.pending:
+            return []
+        chunk, self.pending = self.pending, []
         labels = list(self.teacher_setup.labels)
-        raw, calibrated = self.lt.from_candidates(np.asarray([record.value("raw_candidates")]),
-                                                  [n_options(record, len(labels))])
-        (stats,) = label_stats(calibrated, labels)
+        cand = np.asarray([r.value("raw_candidates") for r in chunk], dtype=np.float64)
+        raw, calibrated = self.lt.from_candidates(cand, [n_options(r, len(labels)) for r in chunk])
+        stats = label_stats(calibrated, labels)
         if self.keep_raw:
-            stats["label_probs_raw"] = normalise(raw)[0].astype("float32").tolist()
+            for row, probs in zip(stats, normalise(raw).astype("float32")):
+                row["label_probs_raw"] = probs.tolist()
         if self.teacher_setup.backend == "openai":  # contract: teacher_outside_mass
-            covered = float(np.exp(np.asarray(record.value("raw_candidates"), dtype=np.float64)).sum())
-            stats["teacher_outside_mass"] = min(1.0, max(0.0, 1.0 - covered))
-        yield record.with_values(**stats)
+            for row, covered in zip(stats, np.exp(cand).sum(axis=1)):
+                row["teacher_outside_mass"] = min(1.0, max(0.0, 1.0 - float(covered)))
+        return [r.with_values(**row) for r, row in zip(chunk, stats)]
 
 
 def error_detail(exc: BaseException) -> str:
@@ -259,7 +296,8 @@ def dead_letter(exc) -> tuple[type, str]:
 
 
 class ScoreWithTeacher(beam.PTransform):
-    """Records -> Records with the teacher's columns (`scored`) and rejected rows (`rejected`).
+    """Records -> Records with the teacher's columns (`scored`: a list of PCollections, the rows
+    the store answered and those the model did) and rejected rows (`rejected`).
 
     The store's segments for this teacher are listed here, on the driver, when the graph is
     built; `partitions`: P of the canonical batches (`partitions(expected rows, batch)`)."""
@@ -274,8 +312,14 @@ class ScoreWithTeacher(beam.PTransform):
         keyed = records | "Encode" >> beam.ParDo(EncodeRequests(setup))
         answers = (records.pipeline | "StoreSegments" >> beam.Create(self.segments)
                    | "ReadStore" >> beam.FlatMap(store.read_segment))
-        split = ({"records": keyed, "answers": answers} | "JoinStore" >> beam.CoGroupByKey()
-                 | "SplitAnswered" >> beam.ParDo(SplitAnswered()).with_outputs("unanswered", main="answered"))
+        if store.answer_count(self.segments, LOOKUP_ANSWERS) <= LOOKUP_ANSWERS:
+            # a store this small is looked up in memory: no shuffle of every row (a first run's
+            # store holds the audit's answers only)
+            split = keyed | "LookUpStore" >> beam.ParDo(
+                LookUpAnswered(), beam.pvalue.AsDict(answers)).with_outputs("unanswered", main="answered")
+        else:
+            split = ({"records": keyed, "answers": answers} | "JoinStore" >> beam.CoGroupByKey()
+                     | "SplitAnswered" >> beam.ParDo(SplitAnswered()).with_outputs("unanswered", main="answered"))
         batches = (split.unanswered
                    | "Group" >> beam.Map(lambda r, p: (batch_group(r, p), r), self.partitions)
                    | "GroupBatches" >> beam.GroupByKey()
@@ -283,8 +327,11 @@ class ScoreWithTeacher(beam.PTransform):
         answered, errors = batches | "RunInference" >> RunInference(self.handler).with_exception_handling()
         outcome = (answered | "Rows" >> beam.FlatMap(lambda rows: rows)
                    | "Failed" >> beam.Partition(lambda r, _: int(r.value("teacher_error") is not None), 2))
-        scored = ((split.answered, outcome[0]) | "AllAnswers" >> beam.Flatten()
-                  | "Scores" >> beam.ParDo(Scores(setup, self.keep_raw)))
+        # Two branches, never flattened: the in-process runner materialises a Flatten with
+        # several inputs (every row of each in memory at once); apart, each branch is fused
+        # from its source to the writers and streams.
+        scored = [split.answered | "ScoresStored" >> beam.ParDo(Scores(setup, self.keep_raw)),
+                  outcome[0] | "Scores" >> beam.ParDo(Scores(setup, self.keep_raw))]
         rejected = ((outcome[1] | "FailedRows" >> beam.Map(failed_row),
                      errors.failed_inferences | "FailedBatches" >> beam.FlatMap(failed_batch_rows))
                     | "AllRejected" >> beam.Flatten())

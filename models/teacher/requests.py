@@ -35,6 +35,11 @@ class Request:
     def encoded(self) -> _Encoded:
         return _Encoded(list(self.ids), self.shared)
 
+    def __reduce__(self):
+        # Field values in order, without their names: how runners pickle requests (records
+        # carry them) between steps
+        return Request, (self.key, self.shared, self.ids, self.prompt_tokens)
+
 
 def encode_request(lt: LabelledTeacher, model_input: str) -> Request:
     """The request one row makes: its prompt (with the demonstrations the selector picks for it)

@@ -371,3 +371,27 @@ def test_a_row_the_teacher_always_rejects_is_retried_but_publishes_no_new_versio
     second = run(load_config(path))
     assert second.name == "v2" and manifest(second)["counts"]["rejected"] == {}
     assert manifest(second)["teacher_usage"]["calls"] == 1
+
+
+@pytest.mark.parametrize("lookup_answers", [0, 10_000])
+def test_a_store_joined_by_key_or_looked_up_in_memory_answers_every_stored_row(
+        tmp_path, tiny_lm, monkeypatch, lookup_answers):
+    """A store of at most LOOKUP_ANSWERS answers is a side input (no shuffle of every row), a
+    larger one is joined by key: either way the rerun asks nothing and publishes the same rows."""
+    import potstill.transforms.teacher as teacher
+
+    path = write_config(tmp_path, tiny_lm)
+    v1 = run(load_config(path))
+    folder = str(tmp_path / "out" / store.STORE_DIR)
+    assert store.answer_count(store.segments(folder)) == 14
+    assert store.answer_count(store.segments(folder), more_than=3) <= 14
+    monkeypatch.setattr(teacher, "LOOKUP_ANSWERS", lookup_answers)
+    v2 = run(load_config(path, ["curation.min_confidence=0.5"]))
+    usage = manifest(v2)["teacher_usage"]
+    assert v2 != v1 and usage["calls"] == 0 and usage["cache_hits"] == 14
+    table = lambda v: pq.read_table(v / "data").sort_by("id").select(["id", "label_probs", "teacher_label"])
+    published = table(v2)
+    assert 0 < published.num_rows <= table(v1).num_rows
+    kept = set(published["id"].to_pylist())
+    same = table(v1).filter([i in kept for i in table(v1)["id"].to_pylist()])
+    assert same.equals(published)

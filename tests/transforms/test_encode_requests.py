@@ -59,3 +59,43 @@ def test_encoding_many_rows_gives_the_ids_of_each_row_tokenised_alone(tiny_lm):
     assert many == [alone(t, d) for t, d in zip(rows, demos)]
     assert sum(len(teacher._ids(t)) > 12 for t in rows) > 10  # most rows were cut
     assert {e.shared for e in many} >= {"head", "prefix"}
+
+
+@pytest.mark.parametrize("backend", ["hf", "openai"])
+def test_scores_computed_a_chunk_at_a_time_are_each_rows_own(tiny_lm, backend):
+    """`Scores` turns SCORE_ROWS rows' candidates into label values at once: every row gets the
+    values it gets alone (its option count and calibration included), across chunk edges."""
+    import dataclasses
+
+    import numpy as np
+
+    from potstill.transforms.teacher import SCORE_ROWS, Scores
+
+    setup = dataclasses.replace(TeacherSetup(tiny_lm, ("negative", "positive", "neutral")), backend=backend)
+    n_cand = len(setup.prompter().teacher.cand_ids)
+    rng = np.random.default_rng(0)
+    records = [Record(stable_id(f"row {i}"), f"row {i}", "corpus", None, f"u:{i}",
+                      choices=("yes", "no") if i % 3 == 0 else None).with_values(
+                   raw_candidates=np.log(rng.dirichlet(np.ones(n_cand)) * 0.9).tolist())
+               for i in range(SCORE_ROWS + 45)]
+
+    def values(dofn, rows):
+        dofn.setup()
+        dofn.start_bundle()
+        out = [r for row in rows for r in dofn.process(row)]
+        out += [w.value for w in dofn.finish_bundle()]
+        return {r.id: dict(r.values) for r in out}
+
+    together = values(Scores(setup, keep_raw=True), records)
+    alone = {}
+    for r in records:
+        alone.update(values(Scores(setup, keep_raw=True), [r]))
+    assert len(together) == len(records) and together.keys() == alone.keys()
+    for key, got in together.items():
+        want = alone[key]
+        assert got.keys() == want.keys() and got["teacher_label"] == want["teacher_label"]
+        for name in ("label_probs", "label_probs_raw", "teacher_confidence", "teacher_entropy"):
+            assert np.allclose(got[name], want[name], rtol=1e-6, atol=1e-7), name
+    assert ("teacher_outside_mass" in next(iter(together.values()))) == (backend == "openai")
+    masked = [together[r.id]["label_probs"][2] for r in records if r.choices]
+    assert max(masked) < 1e-6  # a row with two options gets no mass on the third label
