@@ -131,14 +131,14 @@ def partitions(expected_rows: int, batch_size: int) -> int:
 
 def padding_waste(batches: Iterable[Sequence[Record]]) -> float:
     """Padded / real row tokens of `batches` (each batch is padded to its longest row)."""
-    lengths = [[len(r.value("request").ids) for r in b] for b in batches]
+    lengths = [[r.value("request").n_ids for r in b] for b in batches]
     return sum(len(l) * max(l) for l in lengths if l) / max(1, sum(sum(l) for l in lengths))
 
 
 def canonical_batches(group, batch_size: int) -> Iterable[tuple[Record, ...]]:
     """One group's records sorted by (length, tokens, id), cut into `batch_size` chunks."""
     _, records = group
-    ordered = sorted(records, key=lambda r: (len(r.value("request").ids), r.value("request").ids, r.id))
+    ordered = sorted(records, key=lambda r: (*r.value("request").order(), r.id))
     for start in range(0, len(ordered), batch_size):
         yield tuple(ordered[start:start + batch_size])
 

@@ -24,21 +24,67 @@ from potstill.models.teacher.teacher_setup import LabelledTeacher
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
 class Request:
+    """What one row asks the teacher. Immutable; compared and hashed by its fields. The token
+    ids are kept packed (4-byte big-endian: a few hundred bytes a row where a tuple of ints
+    takes kilobytes), because every row's request waits in the canonical batches' shuffle."""
+    __slots__ = ("key", "shared", "packed", "prompt_tokens")
     key: str                   # TeacherStore.key: the teacher's identity, prompt ids, candidates
     shared: str | None         # the cached shared prompt part the row's ids follow, if any
-    ids: tuple[int, ...]       # the row's own prompt tokens (after the shared part)
+    packed: bytes              # the row's own prompt tokens (after the shared part), packed
     prompt_tokens: int         # the whole prompt's length
+
+    def __init__(self, key: str, shared: str | None, ids: Sequence[int], prompt_tokens: int):
+        for name, value in (("key", key), ("shared", shared), ("prompt_tokens", prompt_tokens),
+                            ("packed", np.asarray(ids, dtype=_PACKED).tobytes())):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"a Request is immutable ({name})")
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        """The row's own prompt tokens (after the shared part)."""
+        return tuple(np.frombuffer(self.packed, dtype=_PACKED).tolist())
+
+    @property
+    def n_ids(self) -> int:
+        return len(self.packed) // _PACKED.itemsize
+
+    def order(self) -> tuple[int, bytes]:
+        """Sorts as (len(ids), ids) does: big-endian unsigned ids compare as their bytes."""
+        return self.n_ids, self.packed
 
     @property
     def encoded(self) -> _Encoded:
         return _Encoded(list(self.ids), self.shared)
 
+    def _fields(self) -> tuple:
+        return self.key, self.shared, self.packed, self.prompt_tokens
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Request) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"Request(key={self.key!r}, shared={self.shared!r}, ids={self.ids!r}, "
+                f"prompt_tokens={self.prompt_tokens!r})")
+
     def __reduce__(self):
-        # Field values in order, without their names: how runners pickle requests (records
-        # carry them) between steps
-        return Request, (self.key, self.shared, self.ids, self.prompt_tokens)
+        # how runners pickle requests (records carry them) between steps: the packed ids as they are
+        return _unpacked, self._fields()
+
+
+_PACKED = np.dtype(">u4")
+
+
+def _unpacked(key: str, shared: str | None, packed: bytes, prompt_tokens: int) -> Request:
+    request = Request.__new__(Request)
+    for name, value in zip(Request.__slots__, (key, shared, packed, prompt_tokens)):
+        object.__setattr__(request, name, value)
+    return request
 
 
 def encode_request(lt: LabelledTeacher, model_input: str) -> Request:

@@ -47,3 +47,29 @@ def test_padding_waste_counts_padded_over_real_tokens():
     rows = [Record(f"r{n}", "x", "corpus", None, "f:0").with_values(
         request=Request("k", None, (1,) * n, n)) for n in (2, 4)]
     assert padding_waste([rows]) == 8 / 6
+
+
+def test_a_request_keeps_its_ids_packed_and_sorts_as_its_ids_do():
+    """Requests wait in the batches' shuffle, so their ids are packed bytes: the same ids back,
+    the same order as (len(ids), ids), equal and hashed by value, immutable, and unchanged by
+    the coder runners move them with."""
+    import pickle
+
+    import pytest
+    from apache_beam.coders import coders
+
+    rng = random.Random(3)
+    rows = [tuple(rng.randrange(300_000) for _ in range(rng.randrange(0, 7))) for _ in range(3000)]
+    requests = [Request(f"k{i}", ("prefix", None)[i % 2], ids, len(ids) + 4) for i, ids in enumerate(rows)]
+    assert [q.ids for q in requests] == rows and [q.n_ids for q in requests] == [len(r) for r in rows]
+    assert [q.ids for q in sorted(requests, key=Request.order)] == sorted(rows, key=lambda t: (len(t), t))
+    coder = coders.FastPrimitivesCoder()
+    for q in requests[:50]:
+        back = coder.decode(coder.encode(q))
+        assert back == q and hash(back) == hash(q) and back.ids == q.ids
+        assert pickle.loads(pickle.dumps(q)) == q
+    assert Request("k", None, [1, 2], 3) != Request("k", None, (1, 3), 3)
+    with pytest.raises(AttributeError):
+        requests[0].key = "other"
+    big = Request("k", None, tuple(range(100_000, 100_400)), 400)
+    assert len(coder.encode(big)) < 1700  # 4 bytes an id, where a pickled tuple takes 5
