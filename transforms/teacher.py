@@ -36,6 +36,7 @@ from potstill.models.teacher.remote_redact import redact
 from potstill.models.teacher.teacher_setup import LabelledTeacher, TeacherSetup
 from potstill import store
 from potstill.transforms.progress import StageProgress
+from potstill.transforms.shuffle import pack, unpack_all
 from potstill.rows.records import Record
 
 log = logging.getLogger(__name__)
@@ -99,12 +100,12 @@ def _answered_or_not(record: Record, answer):
 
 
 class SplitAnswered(beam.DoFn):
-    """(key, {records, answers}) -> records with their stored answer (main) or `unanswered`."""
+    """(key, {records (packed), answers}) -> records with their stored answer (main) or `unanswered`."""
 
     def process(self, joined):
         _, grouped = joined
         answer = next(iter(grouped["answers"]), None)
-        for record in grouped["records"]:
+        for record in unpack_all(grouped["records"]):
             yield _answered_or_not(record, answer)
 
 
@@ -318,12 +319,14 @@ class ScoreWithTeacher(beam.PTransform):
             split = keyed | "LookUpStore" >> beam.ParDo(
                 LookUpAnswered(), beam.pvalue.AsDict(answers)).with_outputs("unanswered", main="answered")
         else:
-            split = ({"records": keyed, "answers": answers} | "JoinStore" >> beam.CoGroupByKey()
+            packed = keyed | "Pack" >> beam.Map(lambda kv: (kv[0], pack(kv[1])))
+            split = ({"records": packed, "answers": answers} | "JoinStore" >> beam.CoGroupByKey()
                      | "SplitAnswered" >> beam.ParDo(SplitAnswered()).with_outputs("unanswered", main="answered"))
         batches = (split.unanswered
-                   | "Group" >> beam.Map(lambda r, p: (batch_group(r, p), r), self.partitions)
+                   | "Group" >> beam.Map(lambda r, p: (batch_group(r, p), pack(r)), self.partitions)
                    | "GroupBatches" >> beam.GroupByKey()
-                   | "Canonical" >> beam.FlatMap(canonical_batches, setup.batch_size))
+                   | "Canonical" >> beam.FlatMap(lambda g, size: canonical_batches(
+                       (g[0], unpack_all(g[1])), size), setup.batch_size))
         answered, errors = batches | "RunInference" >> RunInference(self.handler).with_exception_handling()
         outcome = (answered | "Rows" >> beam.FlatMap(lambda rows: rows)
                    | "Failed" >> beam.Partition(lambda r, _: int(r.value("teacher_error") is not None), 2))
