@@ -1,9 +1,15 @@
 """Teacher label scoring inside Beam, answered from the teacher store whenever it can be.
 
-    records -> Requests (prompt + key, no weights) -> join the store's segments by key
+    records -> Requests (prompt + key, no weights) -> the store's answers by key
         answered   -> the stored raw candidate log-probs                      (no model call)
         unanswered -> canonical batches -> RunInference(TeacherModelHandler) -> new segments
     -> label sums, option masks, calibration, contract statistics (`Scores`)
+
+With a store of at most LOOKUP_ANSWERS answers (a first run's, or a small corpus's), the
+answers are a side input and records are grouped for their batches before they are encoded
+(`EncodeGroups`): the graph's only shuffle after deduplication holds packed records without
+their requests. A larger store is joined with every row's request by key (CoGroupByKey), then
+the unanswered rows are grouped. Both cut the same batches.
 
 Canonical batches make scores batch-invariant across runs: the rows still to answer are grouped
 by (shared prompt part, hash(id) mod P) and each group, sorted by (length, tokens, id), is cut
@@ -82,16 +88,54 @@ class EncodeRequests(beam.DoFn):
             yield WindowedValue(keyed, 0, [GlobalWindow()])
 
     def _flush(self) -> list[tuple[str, Record]]:
-        if not self.pending:
-            return []
-        chunk = sorted(self.pending, key=lambda r: len(r.model_input))
-        self.pending = []
-        texts = [r.model_input for r in chunk]
-        start = time.perf_counter()
-        demos = self.lt.demos(texts)
-        self.selection_micros.inc(round((time.perf_counter() - start) * 1e6))
-        requests = encode_requests(self.lt, texts, demos)
-        return [(q.key, r.with_values(request=q)) for r, q in zip(chunk, requests)]
+        chunk, self.pending = self.pending, []
+        return encode_chunk(self.lt, chunk, self.selection_micros)
+
+
+def encode_chunk(lt, records: Sequence[Record], selection_micros) -> list[tuple[str, Record]]:
+    """`records` with their `Request`s, keyed by store key: shortest texts together, their
+    demonstrations chosen at once (`selection_micros`: the counter of the selector's time)."""
+    if not records:
+        return []
+    chunk = sorted(records, key=lambda r: len(r.model_input))
+    texts = [r.model_input for r in chunk]
+    start = time.perf_counter()
+    demos = lt.demos(texts)
+    selection_micros.inc(round((time.perf_counter() - start) * 1e6))
+    requests = encode_requests(lt, texts, demos)
+    return [(q.key, r.with_values(request=q)) for r, q in zip(chunk, requests)]
+
+
+class EncodeGroups(beam.DoFn):
+    """(group, packed records) -> the group's canonical batches of rows the store has not
+    answered (main), and its rows with their stored answers (`answered`).
+
+    The graph with a store small enough to look up from memory: records are grouped *before*
+    they are encoded, so the batches' shuffle holds each record without its request (the
+    prompt's token ids: most of a request's bytes), and the group's rows are encoded here, in
+    id order, `ENCODE_ROWS` at a time. The batches are the ones `batch_group` and
+    `canonical_batches` cut: a group is `hash(id) mod P`, split here by shared prompt part."""
+
+    def __init__(self, setup: TeacherSetup, rows: int = ENCODE_ROWS):
+        self.teacher_setup, self.rows = setup, rows
+        self.selection_micros = Metrics.counter(NAMESPACE, "demo_selection_micros")
+
+    def setup(self):
+        self.lt = self.teacher_setup.prompter()
+
+    def process(self, group, answers: dict):
+        part, packed = group
+        records = sorted(unpack_all(packed), key=lambda r: r.id)
+        unanswered: dict[str, list[Record]] = {}
+        for start in range(0, len(records), self.rows):
+            for key, record in encode_chunk(self.lt, records[start:start + self.rows], self.selection_micros):
+                out = _answered_or_not(record, answers.get(key))
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    unanswered.setdefault(record.value("request").shared or "none", []).append(record)
+                else:
+                    yield beam.pvalue.TaggedOutput("answered", out)
+        for shared in sorted(unanswered):
+            yield from canonical_batches(((shared, part), unanswered[shared]), self.teacher_setup.batch_size)
 
 
 def _answered_or_not(record: Record, answer):
@@ -109,18 +153,12 @@ class SplitAnswered(beam.DoFn):
             yield _answered_or_not(record, answer)
 
 
-class LookUpAnswered(beam.DoFn):
-    """(key, record) -> the record with its stored answer (main) or `unanswered`, looked up in
-    the store's answers held whole (a side input: a store of at most LOOKUP_ANSWERS answers)."""
-
-    def process(self, keyed, answers: dict):
-        key, record = keyed
-        yield _answered_or_not(record, answers.get(key))
+def batch_part(record: Record, partitions: int) -> int:
+    return int(hashlib.sha256(record.id.encode()).hexdigest()[:8], 16) % partitions
 
 
 def batch_group(record: Record, partitions: int) -> tuple[str, int]:
-    digest = int(hashlib.sha256(record.id.encode()).hexdigest()[:8], 16)
-    return (record.value("request").shared or "none", digest % partitions)
+    return (record.value("request").shared or "none", batch_part(record, partitions))
 
 
 def partitions(expected_rows: int, batch_size: int) -> int:
@@ -310,30 +348,36 @@ class ScoreWithTeacher(beam.PTransform):
 
     def expand(self, records):
         setup = self.handler.setup
-        keyed = records | "Encode" >> beam.ParDo(EncodeRequests(setup))
         answers = (records.pipeline | "StoreSegments" >> beam.Create(self.segments)
                    | "ReadStore" >> beam.FlatMap(store.read_segment))
         if store.answer_count(self.segments, LOOKUP_ANSWERS) <= LOOKUP_ANSWERS:
-            # a store this small is looked up in memory: no shuffle of every row (a first run's
-            # store holds the audit's answers only)
-            split = keyed | "LookUpStore" >> beam.ParDo(
-                LookUpAnswered(), beam.pvalue.AsDict(answers)).with_outputs("unanswered", main="answered")
+            # A store this small is looked up from memory (a first run's holds the audit's
+            # answers only): records are grouped for their batches first and encoded after
+            # (EncodeGroups), so no shuffle holds a request, and none joins them with the store.
+            grouped = (records
+                       | "Group" >> beam.Map(lambda r, p: (batch_part(r, p), pack(r)), self.partitions)
+                       | "GroupBatches" >> beam.GroupByKey()
+                       | "EncodeGroups" >> beam.ParDo(EncodeGroups(setup), beam.pvalue.AsDict(answers))
+                       .with_outputs("answered", main="batches"))
+            batches, stored = grouped.batches, grouped.answered
         else:
+            keyed = records | "Encode" >> beam.ParDo(EncodeRequests(setup))
             packed = keyed | "Pack" >> beam.Map(lambda kv: (kv[0], pack(kv[1])))
             split = ({"records": packed, "answers": answers} | "JoinStore" >> beam.CoGroupByKey()
                      | "SplitAnswered" >> beam.ParDo(SplitAnswered()).with_outputs("unanswered", main="answered"))
-        batches = (split.unanswered
-                   | "Group" >> beam.Map(lambda r, p: (batch_group(r, p), pack(r)), self.partitions)
-                   | "GroupBatches" >> beam.GroupByKey()
-                   | "Canonical" >> beam.FlatMap(lambda g, size: canonical_batches(
-                       (g[0], unpack_all(g[1])), size), setup.batch_size))
+            batches = (split.unanswered
+                       | "Group" >> beam.Map(lambda r, p: (batch_group(r, p), pack(r)), self.partitions)
+                       | "GroupBatches" >> beam.GroupByKey()
+                       | "Canonical" >> beam.FlatMap(lambda g, size: canonical_batches(
+                           (g[0], unpack_all(g[1])), size), setup.batch_size))
+            stored = split.answered
         answered, errors = batches | "RunInference" >> RunInference(self.handler).with_exception_handling()
         outcome = (answered | "Rows" >> beam.FlatMap(lambda rows: rows)
                    | "Failed" >> beam.Partition(lambda r, _: int(r.value("teacher_error") is not None), 2))
         # Two branches, never flattened: the in-process runner materialises a Flatten with
         # several inputs (every row of each in memory at once); apart, each branch is fused
         # from its source to the writers and streams.
-        scored = [split.answered | "ScoresStored" >> beam.ParDo(Scores(setup, self.keep_raw)),
+        scored = [stored | "ScoresStored" >> beam.ParDo(Scores(setup, self.keep_raw)),
                   outcome[0] | "Scores" >> beam.ParDo(Scores(setup, self.keep_raw))]
         rejected = ((outcome[1] | "FailedRows" >> beam.Map(failed_row),
                      errors.failed_inferences | "FailedBatches" >> beam.FlatMap(failed_batch_rows))

@@ -395,3 +395,24 @@ def test_a_store_joined_by_key_or_looked_up_in_memory_answers_every_stored_row(
     kept = set(published["id"].to_pylist())
     same = table(v1).filter([i in kept for i in table(v1)["id"].to_pylist()])
     assert same.equals(published)
+
+
+def test_rows_grouped_before_or_after_encoding_make_the_same_batches_and_data(tmp_path, tiny_lm, monkeypatch):
+    """A small store (side input): records are grouped, then encoded (EncodeGroups); a large one
+    (joined by key): encoded, joined, then grouped. Each path cuts the same canonical batches
+    (the store's segments hold the same sets of keys) and publishes the same bytes."""
+    import potstill.transforms.teacher as teacher
+
+    def fresh(folder, lookup_answers):
+        monkeypatch.setattr(teacher, "LOOKUP_ANSWERS", lookup_answers)
+        version = run(load_config(write_config(tmp_path / folder, tiny_lm, rows=90, teacher={
+            "model": tiny_lm, "batch_size": 4, "threads": 1})))
+        batches = {frozenset(pq.read_table(s)["key"].to_pylist())
+                   for s in store.segments(str(tmp_path / folder / "out" / store.STORE_DIR))}
+        return version, batches
+
+    grouped_first, batches_a = fresh("lookup", 10_000)
+    joined, batches_b = fresh("join", 0)
+    assert len(batches_a) > 20 and batches_a == batches_b
+    assert data_bytes(grouped_first) == data_bytes(joined)
+    assert manifest(grouped_first)["teacher_usage"] == manifest(joined)["teacher_usage"]
