@@ -18,7 +18,7 @@ from potstill.config.core import Config
 from potstill.rows.records import Bounds
 from potstill.transforms.dedup import Deduplicate
 from potstill.transforms.generate import GenerateExamples, GeneratorModelHandler
-from potstill.transforms.read import ReadSplit
+from potstill.transforms.read import ReadSplit, ReadSplits
 from potstill.transforms.saliency import AddRationales, SaliencyModelHandler
 from potstill.transforms.signals import SelectForTeacher, StudentModelHandler, TAModelHandler
 from potstill.transforms.write import WriteShards
@@ -61,13 +61,15 @@ def build(p: beam.Pipeline, cfg: Config, stages: Stages, staging: str, round: Ro
     labels, bounds = cfg.task.labels, Bounds(cfg.records.min_chars, cfg.records.max_chars)
     unl, seed, test = cfg.corpus.unlabeled, cfg.corpus.seed, cfg.corpus.test
 
-    reads = [p | "ReadUnlabeled" >> ReadSplit(unl.path, "corpus", unl.text_field, labels=labels,
-                                              bounds=bounds, choices_field=unl.choices_field,
-                                              encoding=unl.encoding)]
+    splits = {"corpus": ReadSplit(unl.path, "corpus", unl.text_field, labels=labels, bounds=bounds,
+                                  choices_field=unl.choices_field, encoding=unl.encoding)}
     if seed is not None:
-        reads.append(p | "ReadSeed" >> ReadSplit(seed.path, "seed", seed.text_field,
-                                                 seed.label_field, labels, bounds,
-                                                 seed.choices_field, seed.encoding))
+        splits["seed"] = ReadSplit(seed.path, "seed", seed.text_field, seed.label_field, labels,
+                                   bounds, seed.choices_field, seed.encoding)
+    if cfg.generation.enabled:  # generation takes the corpus and the seed rows apart
+        reads = [p | f"Read{name.title()}" >> split for name, split in splits.items()]
+    else:  # one step, so that no Flatten holds the corpus (transforms/read.py ReadSplits)
+        reads = [p | "ReadSplits" >> ReadSplits(list(splits.values()))]
     test_records = None
     if test is not None:
         # For the leak guards only (ids here, texts in generation). Test rows are never published.
@@ -82,9 +84,9 @@ def build(p: beam.Pipeline, cfg: Config, stages: Stages, staging: str, round: Ro
     if cfg.generation.enabled:  # new examples join the corpus before dedup and teacher scoring
         if stages.generator is None:
             raise ValueError("generation.enabled: build() needs a generator handler")
-        splits = {"corpus": reads[0].records, "seed": reads[1].records if seed is not None else None,
-                  "test": test_records}
-        generated = [{k: v for k, v in splits.items() if v is not None}
+        pools = {"corpus": reads[0].records, "seed": reads[1].records if seed is not None else None,
+                 "test": test_records}
+        generated = [{k: v for k, v in pools.items() if v is not None}
                      | "Generate" >> GenerateExamples(cfg.generation, labels, cfg.task.instruction,
                                                       stages.generator)]
 

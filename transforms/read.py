@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import io
+from typing import Sequence
 
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from potstill.rows.records import Bounds, Rejection, file_format, iter_rows, validate
@@ -66,3 +68,43 @@ class ReadSplit(beam.PTransform):
                 | "Open" >> fileio.ReadMatches()
                 | "Parse" >> beam.ParDo(self.parse).with_outputs(REJECTED, main="records"))
 
+
+
+class ReadSplits(beam.PTransform):
+    """Several splits (each a `ReadSplit`) -> Records (main output) and rejected rows
+    (`rejected`), read by one step. Their records are one PCollection without a Flatten: Beam's
+    in-process runner holds a Flatten of several inputs whole in memory (a corpus's worth of
+    records at once) before the step after it starts."""
+
+    def __init__(self, splits: Sequence[ReadSplit]):
+        super().__init__()
+        self.patterns = [s.pattern for s in splits]
+        self.parses = [s.parse for s in splits]
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Splits" >> beam.Create(list(range(len(self.patterns))))
+                | "Match" >> beam.FlatMap(_matched, self.patterns)
+                | "Parse" >> beam.ParDo(_ParseSplitFile(self.parses)).with_outputs(REJECTED, main="records"))
+
+
+def _matched(split: int, patterns: list[str]):
+    """(split, file metadata) of every file the split's pattern matches; a pattern without a
+    wildcard must match its file (as `fileio.MatchFiles` requires by default)."""
+    pattern = patterns[split]
+    (result,) = FileSystems.match([pattern])
+    if not result.metadata_list and not any(c in pattern for c in "*?["):
+        raise OSError(f"cannot read {pattern} (no such file)")
+    for metadata in result.metadata_list:
+        yield split, metadata
+
+
+class _ParseSplitFile(beam.DoFn):
+    """(split, file metadata) -> that split's `ParseFile` on the file."""
+
+    def __init__(self, parses: Sequence[ParseFile]):
+        self.parses = list(parses)
+
+    def process(self, item):
+        split, metadata = item
+        yield from self.parses[split].process(fileio.ReadableFile(metadata))
