@@ -129,18 +129,13 @@ class EncodeGroups(beam.DoFn):
         unanswered: dict[str, list[Record]] = {}
         for start in range(0, len(records), self.rows):
             for key, record in encode_chunk(self.lt, records[start:start + self.rows], self.selection_micros):
-                out = _answered_or_not(record, answers.get(key))
-                if isinstance(out, beam.pvalue.TaggedOutput):
+                answer = answers.get(key)
+                if answer is None:
                     unanswered.setdefault(record.value("request").shared or "none", []).append(record)
                 else:
-                    yield beam.pvalue.TaggedOutput("answered", out)
+                    yield beam.pvalue.TaggedOutput("answered", record.with_values(raw_candidates=answer))
         for shared in sorted(unanswered):
             yield from canonical_batches(((shared, part), unanswered[shared]), self.teacher_setup.batch_size)
-
-
-def _answered_or_not(record: Record, answer):
-    return (record.with_values(raw_candidates=answer) if answer is not None
-            else beam.pvalue.TaggedOutput("unanswered", record))
 
 
 class SplitAnswered(beam.DoFn):
@@ -150,7 +145,8 @@ class SplitAnswered(beam.DoFn):
         _, grouped = joined
         answer = next(iter(grouped["answers"]), None)
         for record in unpack_all(grouped["records"]):
-            yield _answered_or_not(record, answer)
+            yield (record.with_values(raw_candidates=answer) if answer is not None
+                   else beam.pvalue.TaggedOutput("unanswered", record))
 
 
 def batch_part(record: Record, partitions: int) -> int:
