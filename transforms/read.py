@@ -69,7 +69,6 @@ class ReadSplit(beam.PTransform):
                 | "Parse" >> beam.ParDo(self.parse).with_outputs(REJECTED, main="records"))
 
 
-
 class ReadSplits(beam.PTransform):
     """Several splits (each a `ReadSplit`) -> Records (main output) and rejected rows
     (`rejected`), read by one step. Their records are one PCollection without a Flatten: Beam's

@@ -47,7 +47,7 @@ from potstill.rows.records import Record
 
 log = logging.getLogger(__name__)
 NAMESPACE = "potstill_teacher"
-ENCODE_ROWS = 256  # rows encoded together (EncodeRequests): the demonstration embedder's batches
+ENCODE_ROWS = 256  # rows encoded together (EncodeRequests, EncodeGroups): the embedder's batches
 SCORE_ROWS = 256   # rows whose label scores are computed together (Scores)
 # A store with at most this many answers is looked up from memory (a side input, ~0.5 KB an
 # answer) instead of joined with every row by a shuffle the in-process runner holds in memory.

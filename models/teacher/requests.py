@@ -35,9 +35,7 @@ class Request:
     prompt_tokens: int         # the whole prompt's length
 
     def __init__(self, key: str, shared: str | None, ids: Sequence[int], prompt_tokens: int):
-        for name, value in (("key", key), ("shared", shared), ("prompt_tokens", prompt_tokens),
-                            ("packed", np.asarray(ids, dtype=_PACKED).tobytes())):
-            object.__setattr__(self, name, value)
+        _fill(self, key, shared, np.asarray(ids, dtype=_PACKED).tobytes(), prompt_tokens)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"a Request is immutable ({name})")
@@ -80,10 +78,15 @@ class Request:
 _PACKED = np.dtype(">u4")
 
 
-def _unpacked(key: str, shared: str | None, packed: bytes, prompt_tokens: int) -> Request:
-    request = Request.__new__(Request)
-    for name, value in zip(Request.__slots__, (key, shared, packed, prompt_tokens)):
+def _fill(request: Request, *fields) -> None:
+    """Set a new request's fields (key, shared, packed, prompt_tokens), past `__setattr__`."""
+    for name, value in zip(Request.__slots__, fields):
         object.__setattr__(request, name, value)
+
+
+def _unpacked(*fields) -> Request:
+    request = Request.__new__(Request)
+    _fill(request, *fields)
     return request
 
 
