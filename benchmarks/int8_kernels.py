@@ -14,10 +14,11 @@ medians over the repeats.
   each option from the float32 input to the float32 output, quantisation included, against
   `torch.matmul` in float32 ([M, K] x [K, N]: the op of the throughput benchmark's ceiling).
   Options: float32 `nn.Linear`; bfloat16 (oneDNN; precision for reference only); two int8
-  terms per operand (models/int8.py's product) with `torch._int_mm` (models/int8.py today) or
-  oneDNN's `onednn::qlinear_pointwise` (AMX where the CPU has it; the second product summed into
-  the first's output by a post-op; each distinct input quantised once); one int8 term per
-  operand with either; `quantized::linear_dynamic` on each quantised engine (one term,
+  terms per operand (models/int8.py's `Int8Linear`) on each of its kernels, oneDNN's
+  `onednn::qlinear_pointwise` (its default where torch has it: AMX where the CPU has it; the
+  second product summed into the first's output by a post-op; each distinct input quantised
+  once) and `torch._int_mm` (its fallback); one int8 term per operand with either;
+  `quantized::linear_dynamic` on each quantised engine (one term,
   activations per tensor). `int8 units`: int8 products of the inner size each option runs.
 - Scoring table: `HFTeacher.score_encoded` on `--rows` Rotten Tomatoes reviews (the throughput
   benchmark's rows), batch `--batch`, with the decoder's linear layers as each option (the LM
@@ -48,40 +49,29 @@ import numpy as np
 from benchmarks.harness import Benchmark, markdown
 from benchmarks.throughput import SHORT, corpus_texts, forward_flops, gemm_rate, layer_shapes
 
-_LAST: list = [None]  # (input, version, terms, its quantised terms): q/k/v and gate/up share one
+_LAST: list = [None]  # (input, version, its one-term quantisation): q/k/v and gate/up share one
 
 
-def onednn_int8() -> bool:
+def forget() -> None:
+    """Drop every kept quantised input (here and models/int8.py's), so each timed run pays its own."""
+    from potstill.models.int8 import _INPUTS
+
+    _LAST[0] = _INPUTS.last = None
+
+
+def activation_terms(x):
+    """(per-token scale [M, 1], the int8 first term Q1 [M, K]): models/int8.py's first term. The
+    last input's are kept, so that layers fed the same tensor quantise it once."""
     import torch
-
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
-
-
-def activation_terms(x, terms: int):
-    """(per-token scale [M, 1], int8 terms): Q1 [M, K], or [Q1 Q2] [M, 2K] side by side, the
-    same values as models/int8.py's split (max|row| by amax, not the slower inf-norm). The
-    last input's terms are kept, so that layers fed the same tensor quantise it once."""
-    import torch
-
-    from potstill.models.int8 import RESIDUAL
 
     version = None if x.is_inference() else x._version
     last = _LAST[0]
-    if last is not None and last[0] is x and last[1:3] == (version, terms):
-        return last[3]
+    if last is not None and last[0] is x and last[1] == version:
+        return last[2]
     flat = x.reshape(-1, x.shape[-1]).float()
     scale = flat.abs().amax(1, keepdim=True).clamp_(min=1e-8).div_(127)
-    unit = flat / scale
-    first = unit.round()
-    if terms == 1:
-        got = scale, first.to(torch.int8)
-    else:
-        k = flat.shape[1]
-        both = torch.empty(flat.shape[0], 2 * k, dtype=torch.int8)
-        both[:, :k] = first
-        both[:, k:] = unit.sub_(first).mul_(RESIDUAL).round_()
-        got = scale, both
-    _LAST[0] = (x, version, terms, got)
+    got = scale, (flat / scale).round_().to(torch.int8)
+    _LAST[0] = (x, version, got)
     return got
 
 
@@ -99,35 +89,27 @@ class _Quantised:
         return out.reshape(*x.shape[:-1], self.n)
 
 
-class OneDNNLinear(_Quantised):
-    """models/int8.py's product (`terms=2`) or its first term alone (`terms=1`) with oneDNN's
-    int8 matmul: per-channel weight scales inside the kernel, the residual product summed into
-    the first's output by a post-op, the per-token scale and bias after."""
+class OneDNNOneTerm(_Quantised):
+    """models/int8.py's first term alone on oneDNN's int8 matmul: per-channel weight scales
+    inside the kernel, the per-token scale and bias after."""
 
-    def __init__(self, linear, terms: int):
+    def __init__(self, linear):
         import torch
 
-        from potstill.models.int8 import RESIDUAL, _split
+        from potstill.models.int8 import _split
 
         super().__init__(linear)
-        scale, first, second = _split(linear.weight.detach().float())
-        pack = torch.ops.onednn.qlinear_prepack
-        self.terms, self.main = terms, pack(first, None)
-        self.residual = pack(torch.cat([second, first], 1).contiguous(), None) if terms == 2 else None
+        scale, first, _ = _split(linear.weight.detach().float())
+        self.main = torch.ops.onednn.qlinear_prepack(first, None)
         self.scale = scale.squeeze(1).contiguous()
-        self.residual_scale = self.scale / RESIDUAL
         self.zero = torch.zeros(self.n, dtype=torch.long)
 
     def __call__(self, x):
         import torch
 
-        scale, q = activation_terms(x, self.terms)
-        out = torch.ops.onednn.qlinear_pointwise(q[:, : self.k], 1.0, 0, self.main, self.scale, self.zero,
+        scale, q = activation_terms(x)
+        out = torch.ops.onednn.qlinear_pointwise(q, 1.0, 0, self.main, self.scale, self.zero,
                                                  None, 1.0, 0, torch.float32, "none", [], "")
-        if self.terms == 2:
-            out = torch.ops.onednn.qlinear_pointwise.binary(
-                q, 1.0, 0, self.residual, self.residual_scale, self.zero, out, None, 1.0, 0, torch.float32,
-                1.0, 0, "sum", 1.0, "none", [], "")
         return self.finish(out, scale, x)
 
 
@@ -144,7 +126,7 @@ class IntMMOneTerm(_Quantised):
     def __call__(self, x):
         import torch
 
-        scale, q = activation_terms(x, 1)
+        scale, q = activation_terms(x)
         return self.finish(torch._int_mm(q, self.weight_t).float().mul_(self.scale), scale, x)
 
 
@@ -196,13 +178,13 @@ def options(scoring: bool) -> dict:
     """name -> (int8 units, a function of a float32 nn.Linear giving a callable layer)."""
     import torch
 
-    from potstill.models.int8 import Int8Linear
+    from potstill.models.int8 import Int8Linear, default_kernel
 
     got = {"fp32 nn.Linear": (None, lambda lin: lin),
-           "int8x2 torch._int_mm (models/int8.py)": (3, Int8Linear)}
-    if onednn_int8():
-        got["int8x2 oneDNN qlinear"] = (3, lambda lin: OneDNNLinear(lin, 2))
-        got["int8x1 oneDNN qlinear"] = (1, lambda lin: OneDNNLinear(lin, 1))
+           "int8x2 torch._int_mm (models/int8.py fallback)": (3, lambda lin: Int8Linear(lin, "int_mm"))}
+    if default_kernel() == "onednn":
+        got["int8x2 oneDNN qlinear"] = (3, lambda lin: Int8Linear(lin, "onednn"))
+        got["int8x1 oneDNN qlinear"] = (1, OneDNNOneTerm)
     if scoring:
         return {**got, "linear layers free": (0, FreeLinear)}
     got["int8x1 torch._int_mm"] = (1, IntMMOneTerm)
@@ -253,6 +235,8 @@ def gemm_table(teacher, encoded, args, progress=None) -> tuple[list[dict], int]:
     rows around the median length), every option; and M."""
     import torch
 
+    from potstill.models.int8 import _INPUTS
+
     layer = teacher.model.model.layers[len(teacher.model.model.layers) // 2]
     linears = [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]
     teacher.shared_cache("prefix")  # computed before the hooks: they keep the batch's own inputs
@@ -272,13 +256,12 @@ def gemm_table(teacher, encoded, args, progress=None) -> tuple[list[dict], int]:
         exact = [lin(x) for lin, x in zip(linears, xs)]
         layers = {name: (units, [make(lin) for lin in linears]) for name, (units, make) in options(False).items()}
         runs = {"fp32 torch.matmul (ceiling op)": lambda: [torch.matmul(x, w) for x, w in zip(flat, weights_t)]}
-        runs.update({name: (lambda ls=ls: (_LAST.__setitem__(0, None), [f(x) for f, x in zip(ls, xs)]))
+        runs.update({name: (lambda ls=ls: (forget(), [f(x) for f, x in zip(ls, xs)]))
                      for name, (_, ls) in layers.items()})
-        runs["two-term quantisation alone"] = lambda: (_LAST.__setitem__(0, None),
-                                                       [activation_terms(x, 2) for x in xs])
+        runs["two-term quantisation alone"] = lambda: (forget(), [_INPUTS.terms(x, x.shape[-1]) for x in xs])
         errors = {name: max(float((f(x) - y).abs().max() / y.abs().max()) for f, x, y in zip(ls, xs, exact))
                   for name, (_, ls) in layers.items()}
-        _LAST[0] = None
+        forget()
         for run in runs.values():
             run()
         times = timed(runs, args.repeats * 3, inner=2, progress=progress)
@@ -291,7 +274,7 @@ def gemm_table(teacher, encoded, args, progress=None) -> tuple[list[dict], int]:
         rows.append({"option": name, "int8_units": layers.get(name, (None,))[0], "ms_per_layer": 1e3 * cpu,
                      "gflops": flops / cpu / 1e9, "x_ceiling_op": base / cpu,
                      "max_rel_error": errors.get(name, 0.0 if name.startswith("fp32") else None)})
-    _LAST[0] = None
+    forget()
     return rows, m_rows
 
 
@@ -353,9 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     scores = {}
 
     def score(name, rows):
-        _LAST[0] = None
+        forget()
         got = teachers[name].label_scores(torch.from_numpy(teachers[name].score_encoded(rows))).numpy()
-        _LAST[0] = None
+        forget()
         return got
 
     for name in teachers:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from potstill.models.int8 import RESIDUAL, Int8Linear, _split, quantize_linear
+from potstill.models.int8 import _INPUTS, KERNELS, RESIDUAL, Int8Linear, _split, default_kernel, quantize_linear
 from potstill.models.teacher.hf import HFTeacher, normalise
 from potstill.models.teacher.teacher_setup import TeacherSetup
 from potstill.config.core import ConfigError, parse_config
@@ -130,3 +130,46 @@ def test_int8_gives_float32_s_label_on_every_row_of_the_crafted_batch(sharp_lm):
     p32, p8 = normalise(fp32.score_labels(TEXTS)), normalise(int8.score_labels(TEXTS))
     assert (p32.argmax(1) == p8.argmax(1)).all()
     assert np.abs(p32 - p8).max() < 1e-2
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_each_int8_kernel_gives_the_same_products(kernel):
+    """oneDNN's int8 matmul (where torch has it) and torch._int_mm run the same integer
+    products: their outputs differ by float rounding only."""
+    if kernel == "onednn" and default_kernel() != "onednn":
+        pytest.skip("this torch build has no working onednn::qlinear_pointwise")
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 40)
+    x = torch.randn(3, 7, 96)
+    x[1, 2] *= 30
+    with torch.inference_mode():
+        got = Int8Linear(linear, kernel)(x)
+        _INPUTS.last = None
+        scale, first, second = _split(x.reshape(-1, 96))
+        w_scale, p1, p2 = _split(linear.weight.detach())
+        q1, q2, p1, p2 = (t.double() for t in (first, second, p1, p2))
+        exact = (q1 @ p1.T + (q1 @ p2.T + q2 @ p1.T) / RESIDUAL) * scale.double() * w_scale.double().T
+        exact = (exact + linear.bias.double()).reshape(3, 7, 40)
+    assert got.shape == (3, 7, 40) and got.dtype == torch.float32
+    assert ((got.double() - exact).abs().max() / exact.abs().max()) < 1e-5
+
+
+def test_layers_fed_one_tensor_quantise_it_once_and_a_changed_tensor_again():
+    torch.manual_seed(0)
+    q, k = torch.nn.Linear(32, 16, bias=False), torch.nn.Linear(32, 8, bias=False)
+    q8, k8 = Int8Linear(q), Int8Linear(k)
+    x = torch.randn(4, 32)
+    with torch.no_grad():
+        first = q8(x)
+        assert _INPUTS.last[0] is x
+        terms = _INPUTS.last[2]
+        assert torch.allclose(k8(x), k(x), rtol=0, atol=1e-3 * k(x).abs().max())
+        assert _INPUTS.last[2] is terms  # k reused q's terms of the same tensor
+        x.mul_(3)  # written in place: its version moves, so its terms are made again
+        assert torch.allclose(q8(x), 3 * first, rtol=1e-4, atol=1e-5)
+        assert _INPUTS.last[2] is not terms
+
+
+def test_an_unknown_int8_kernel_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"int8 kernel 'avx'.*onednn, int_mm"):
+        Int8Linear(torch.nn.Linear(4, 4), "avx")
