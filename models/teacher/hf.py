@@ -12,6 +12,7 @@ the rows' cache. Rows are sorted by length inside each batch to keep padding sma
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import torch
 from potstill.models.teacher.prompts import Demo, LabelPrompt, label_prompt
 
 log = logging.getLogger(__name__)
+PREFIX_BYTES = 4  # the most a pre-tokenizer adds before a text's first word: a space, a "\u2581" mark
 
 
 @dataclass
@@ -128,19 +130,53 @@ class TeacherBase:
 
     def encode_many(self, texts: Sequence[str],
                     demos: Sequence[Sequence[Demo]] | None = None) -> list[_Encoded]:
-        """`encode` for many rows: the texts, then the prompts, tokenised in one call each (the
-        same ids as one at a time, for a fraction of the tokenizer's per-call cost)."""
+        """`encode` for many rows: the prompts tokenised in one call (the same ids as one at a
+        time, for a fraction of the tokenizer's per-call cost), each text cut first where it may
+        be longer than `max_input_tokens` (`_fits`)."""
         if not texts:
             return []
         demos = demos or [()] * len(texts)
-        limit = self.max_input_tokens
-        cut = [text if len(ids) <= limit else self.tokenizer.decode(ids[:limit])
-               for text, ids in zip(texts, self._ids_many(texts))]  # `truncate`, for each
+        limit, cut = self.max_input_tokens, list(texts)
+        longer = [i for i, text in enumerate(texts) if not self._fits(text, limit)]
+        for i, ids in zip(longer, self._ids_many([texts[i] for i in longer])):
+            if len(ids) > limit:  # `truncate`, for each
+                cut[i] = self.tokenizer.decode(ids[:limit])
         prompts = [self.prompt.render(text, [Demo(self._demo_text(d.text), d.answer) for d in row])
                    for text, row in zip(cut, demos)]
         return [self._encoded(ids, bool(row)) for ids, row in zip(self._ids_many(prompts), demos)]
 
+    def _fits(self, text: str, limit: int) -> bool:
+        """Whether `text` surely tokenises to at most `limit` tokens, without tokenising it: every
+        token covers at least one byte of the normalised text, and a pre-tokenizer adds at most
+        a prefix (a space, a "▁" mark) of `PREFIX_BYTES`. False (tokenise it to know) for a
+        tokenizer that `_bounded` found breaking that rule."""
+        if not self._bounded:
+            return False
+        normalizer = self.tokenizer.backend_tokenizer.normalizer
+        normalised = normalizer.normalize_str(text) if normalizer is not None else text
+        return len(normalised.encode("utf-8")) + PREFIX_BYTES <= limit
+
+    @functools.cached_property
+    def _bounded(self) -> bool:
+        """Whether this is a fast tokenizer whose token counts stay within `_fits`'s bound on
+        probes of spaces, line breaks, digits, punctuation and multi-byte text."""
+        if getattr(self.tokenizer, "backend_tokenizer", None) is None:
+            return False
+        normalizer = self.tokenizer.backend_tokenizer.normalizer
+        probes = [" a" * 40, "\n\n x" * 20, "1 2 3 4 5 6 7 8 9 0 " * 4, "!?.,;:-()[]{}'\"" * 3,
+                  "été über фильм 映画 😀 ﬁ ㍿", "x"]
+        return all(len(ids) <= len((normalizer.normalize_str(t) if normalizer else t).encode("utf-8"))
+                   + PREFIX_BYTES for t, ids in zip(probes, self._ids_many(probes)))
+
     def _ids_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """The token ids of each text, as `tokenizer(texts, add_special_tokens=False)` gives
+        them; straight from the Rust tokenizer without offsets when it is set as that call sets
+        it (no truncation, no padding, special tokens as configured)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if (backend is not None and backend.truncation is None and backend.padding is None
+                and backend.encode_special_tokens == bool(getattr(self.tokenizer, "split_special_tokens", False))
+                and hasattr(backend, "encode_batch_fast")):
+            return [e.ids for e in backend.encode_batch_fast(list(texts), add_special_tokens=False)]
         return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
     def _encoded(self, ids: list[int], has_demos: bool) -> _Encoded:
