@@ -31,6 +31,7 @@ answering the same request in a race) are harmless: the answers are the same req
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -41,7 +42,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import fsspec
 import pyarrow as pa
@@ -144,10 +145,23 @@ class StoreError(OSError):
 
 
 def request_key(model_sha256: str, prompt_ids: Sequence[int], candidates: Sequence[Sequence[int]]) -> str:
-    """What determines a label-scoring answer, hashed: never the row's position or batch."""
-    payload = json.dumps([model_sha256, list(prompt_ids), [list(c) for c in candidates]],
-                         separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()
+    """What determines a label-scoring answer, hashed: never the row's position or batch. The
+    SHA-256 of `json.dumps([model_sha256, prompt_ids, candidates], separators=(",", ":"))`,
+    hashed in three parts: the JSON before the prompt's ids and after them are the same for
+    every row of a teacher (`_key_ends`, kept), so a row costs its ids' digits only."""
+    head, tail = _key_ends(model_sha256, tuple(map(tuple, candidates)))
+    digest = head.copy()
+    digest.update(",".join(map(str, prompt_ids)).encode())
+    digest.update(tail)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _key_ends(model_sha256: str, candidates: tuple[tuple[int, ...], ...]) -> tuple[Any, bytes]:
+    """(SHA-256 fed with the key's JSON up to the prompt's first id, the JSON after its last)."""
+    head = json.dumps([model_sha256], separators=(",", ":"))[:-1] + ",["
+    tail = "]," + json.dumps([list(c) for c in candidates], separators=(",", ":")) + "]"
+    return hashlib.sha256(head.encode()), tail.encode()
 
 
 def answer_source(model_sha256: str, dtype: str = "float32") -> str:

@@ -219,6 +219,11 @@ class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": 1, "max_batch_size": 1}  # elements are canonical batches
 
+    def get_num_bytes(self, batches: Sequence[tuple]) -> int:
+        """The size RunInference counts for its metrics: the rows' text lengths (its default
+        pickles every batch once more to measure it)."""
+        return sum(len(record.text) for batch in batches for record in batch)
+
     def run_inference(self, batches: Sequence[tuple], model: LabelledTeacher,
                       inference_args: dict | None = None) -> Iterable[list]:
         return [self._answer(list(batch), model) for batch in batches]

@@ -17,7 +17,7 @@ import json
 import re
 import unicodedata
 import zlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
 from potstill.rows.readers import (HashingReader, Malformed, Row, check_encoding,  # noqa: F401
@@ -56,14 +56,21 @@ class Record:
     def __reduce__(self):
         # Pickled field values in order, without the field names: how runners move records
         # between steps (Beam's coder for Python objects), ~30% fewer bytes and 2x faster
-        return Record, (self.id, self.text, self.source, self.gold_label, self.input_ref,
-                        self.intended_label, self.choices, self.values)
+        return Record, self._fields()
+
+    def _fields(self) -> tuple:
+        return (self.id, self.text, self.source, self.gold_label, self.input_ref,
+                self.intended_label, self.choices, self.values)
 
     def with_values(self, **values: Any) -> "Record":
-        return replace(self, values=self.values + tuple(values.items()))
+        # the constructor, not dataclasses.replace: every stage calls this for every row
+        return Record(*self._fields()[:-1], self.values + tuple(values.items()))
 
     def value(self, name: str, default: Any = None) -> Any:
-        return dict(self.values).get(name, default)
+        for key, value in reversed(self.values):  # the last one set wins
+            if key == name:
+                return value
+        return default
 
     @property
     def model_input(self) -> str:

@@ -416,3 +416,22 @@ def test_rows_grouped_before_or_after_encoding_make_the_same_batches_and_data(tm
     assert len(batches_a) > 20 and batches_a == batches_b
     assert data_bytes(grouped_first) == data_bytes(joined)
     assert manifest(grouped_first)["teacher_usage"] == manifest(joined)["teacher_usage"]
+
+
+def test_request_keys_are_the_sha256_of_the_requests_json_as_stores_have_always_held():
+    """Keys are how earlier runs' answers are found: hashing the JSON in parts (per teacher,
+    kept) must give the same digest as hashing it whole, for any ids and candidates."""
+    import hashlib
+    import json
+    import random
+
+    from potstill.store import request_key
+
+    rng = random.Random(0)
+    for source in ("ab" * 32, "ab" * 32 + ":int8x2", 'remote "x"/\u00e9'):
+        for _ in range(50):
+            ids = [rng.randrange(200_000) for _ in range(rng.randrange(0, 40))]
+            cands = [[rng.randrange(200_000) for _ in range(rng.randrange(1, 4))] for _ in range(rng.randrange(0, 5))]
+            whole = json.dumps([source, ids, cands], separators=(",", ":"))
+            assert request_key(source, ids, cands) == hashlib.sha256(whole.encode()).hexdigest()
+    assert request_key("s", [1, 2], [[3]]) == hashlib.sha256(b'["s",[1,2],[[3]]]').hexdigest()

@@ -146,3 +146,17 @@ def test_a_label_that_differs_only_by_case_or_spaces_gets_a_suggestion():
     assert did_you_mean("credit card", ["credit_card", "refund"]) == "credit_card"
     assert did_you_mean("acount", ["account"]) is None  # a typo is not a case difference
     assert did_you_mean("a b", ["ab", "a_b"]) is None    # two candidates: no guess
+
+
+def test_with_values_keeps_every_field_and_the_last_value_set_wins():
+    import dataclasses
+    import pickle
+
+    record = Record("id1", "text", "generated", "pos", "g.jsonl:3", "neg", ("a", "b"))
+    later = record.with_values(x=1, y=[2]).with_values(x=3)
+    assert [getattr(later, f.name) for f in dataclasses.fields(Record)][:-1] == \
+        [getattr(record, f.name) for f in dataclasses.fields(Record)][:-1]
+    assert later.values == (("x", 1), ("y", [2]), ("x", 3)) and record.values == ()
+    assert later.value("x") == 3 and later.value("y") == [2] and later.value("z", "none") == "none"
+    assert later.with_values(x=None).value("x", "unset") is None  # a value set to None is set
+    assert pickle.loads(pickle.dumps(later)) == later
