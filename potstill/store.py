@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterator, Sequence
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -210,7 +211,7 @@ def write_segment(folder: str, keys: Sequence[str], answers: Sequence[Sequence[f
                   prompt_tokens: Sequence[int], usage: WriteUsage | None = None) -> str:
     """Append one segment (write under a temporary name, then rename); returns its path. With
     `usage`, the segment keeps it in its metadata and its name starts with `usage.run`."""
-    fs, _, (path,) = fsspec.get_fs_token_paths(folder)
+    fs, path = _filesystem(folder)
     name, schema = uuid.uuid4().hex, SCHEMA
     if usage is not None:
         if not usage.run.isalnum():
@@ -221,8 +222,12 @@ def write_segment(folder: str, keys: Sequence[str], answers: Sequence[Sequence[f
                                   "prompt_tokens": list(prompt_tokens),
                                   "created_at": [time.time()] * len(keys)}, schema=schema)
     try:  # a full disk fails the write or the close, whose errors name no file: name the store
-        fs.makedirs(path, exist_ok=True)
-        with fs.open(tmp, "wb") as fh:
+        local = isinstance(fs, LocalFileSystem)  # written through the os: fsspec's file costs more
+        if local:
+            os.makedirs(path, exist_ok=True)
+        else:
+            fs.makedirs(path, exist_ok=True)
+        with open(tmp, "wb") if local else fs.open(tmp, "wb") as fh:
             pq.write_table(table, fh)
         fs.mv(tmp, final)
     except OSError as err:
@@ -232,6 +237,13 @@ def write_segment(folder: str, keys: Sequence[str], answers: Sequence[Sequence[f
                          "what it holds is kept; make room or make it writable, then run again "
                          "(a rerun asks the teacher only for what it lacks)") from None
     return final
+
+
+@functools.lru_cache(maxsize=64)
+def _filesystem(folder: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path) of a store folder: parsed once per process, not per segment."""
+    fs, _, (path,) = fsspec.get_fs_token_paths(folder)
+    return fs, path
 
 
 def _unreadable(path: str, err: BaseException) -> "StoreError":

@@ -44,12 +44,11 @@ def label_stats(logprobs: np.ndarray, labels: list[str]) -> list[dict]:
     probs = normalise(logprobs)
     top2 = np.sort(probs, axis=1)[:, ::-1][:, :2]
     entropy = -(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(axis=1)
-    best = probs.argmax(axis=1)
-    return [{"label_probs": probs[i].astype(np.float32).tolist(),
-             "teacher_label": labels[best[i]],
-             "teacher_confidence": float(top2[i, 0]),
-             "teacher_entropy": float(entropy[i]),
-             "teacher_margin": float(top2[i, 0] - top2[i, 1])} for i in range(len(probs))]
+    columns = zip(probs.astype(np.float32).tolist(), probs.argmax(axis=1).tolist(), top2[:, 0].tolist(),
+                  entropy.tolist(), (top2[:, 0] - top2[:, 1]).tolist())  # whole arrays to Python at once
+    return [{"label_probs": p, "teacher_label": labels[best], "teacher_confidence": confidence,
+             "teacher_entropy": h, "teacher_margin": margin}
+            for p, best, confidence, h, margin in columns]
 
 
 class TeacherBase:
