@@ -8,10 +8,11 @@ teacher; peak RSS of the run and wall time (and RSS) per stage.
     python -m benchmarks.scale --rows 10000 --repeats 2 --code OLD_SITE . (A/B, alternating)
     [--set audit.search.few_shot_k=[0]] [--out results.json] [--tiny]
 
-The whole job's table also gives the time outside the model, per row per core: (wall - model
-seconds) * cores / rows, for the whole job and for the Beam graph alone. Model seconds are the
-teacher's own timed inference (what its store segments record: the manifest's `throughput`)
-plus the demonstration selector's embedder (the teacher stage's `demo_selection_micros` Beam
+The whole job's table also gives the time outside the model, per row per core: (wall * cores -
+model seconds) / rows, the core-seconds the models did not use, for the whole job and for the
+Beam graph alone. Model seconds are the teacher's own timed inference, summed over the workers
+(what its store segments record: the manifest's `throughput`), plus the demonstration
+selector's embedder (the teacher stage's `demo_selection_micros` Beam
 counter; for code without it, its calls timed in the driver process). Cores: 1 in process,
 else `--direct_num_workers` (at most the machine's). `--code A B`: each size runs with each
 place's potstill in turn, `--repeats` times; the table gives the median run of each.
@@ -141,8 +142,8 @@ def child(rows: int, work: Path, threads: int, runner_args: list[str],
             "published": totals["published"], "totals": totals, "cpu_seconds": round(cpu, 1),
             "teacher_model_seconds": teacher_s, "demo_embed_seconds": round(demos_s, 2),
             "cores": cores,
-            "overhead_ms_per_row_core": round((wall - teacher_s - demos_s) * cores / rows * 1e3, 3),
-            "graph_overhead_ms_per_row_core": round((graph - teacher_s - demos_s) * cores / rows * 1e3, 3),
+            "overhead_ms_per_row_core": round((wall * cores - teacher_s - demos_s) / rows * 1e3, 3),
+            "graph_overhead_ms_per_row_core": round((graph * cores - teacher_s - demos_s) / rows * 1e3, 3),
             "stages": stages}
 
 
