@@ -6,6 +6,7 @@ teacher; peak RSS of the run and wall time (and RSS) per stage.
     python -m benchmarks.scale --after-graph --rows 10000 100000 1000000 [--code DIR]
         [--chunk-rows N]
     python -m benchmarks.scale --rows 10000 --repeats 2 --code OLD_SITE . (A/B, alternating)
+    python -m benchmarks.scale --rows 200000 --rerun (then the same job again: the store answers)
     [--set audit.search.few_shot_k=[0]] [--out results.json] [--tiny]
 
 The whole job's table also gives the time outside the model, per row per core: (wall * cores -
@@ -102,8 +103,10 @@ def _with_settings(cfg: dict, settings: list[str]) -> dict:
 
 
 def child(rows: int, work: Path, threads: int, runner_args: list[str],
-          settings: list[str] = ()) -> dict:
-    """One run, in this (fresh) process: per-stage seconds and memory."""
+          settings: list[str] = (), output_root: str | None = None) -> dict:
+    """One run, in this (fresh) process: per-stage seconds and memory. `output_root`: an
+    earlier run's (--rerun: another dataset, so the job runs again, and its teacher store
+    answers every row), else a new one."""
     import torch
 
     torch.set_num_threads(threads)
@@ -120,7 +123,8 @@ def child(rows: int, work: Path, threads: int, runner_args: list[str],
     from potstill.config.core import parse_config
 
     cfg = parse_config(_with_settings({
-        "dataset": f"scale-{rows}", "output_root": str(work / f"out-{rows}-{time.time_ns()}"),
+        "dataset": f"scale-{rows}" + ("-rerun" if output_root else ""),
+        "output_root": output_root or str(work / f"out-{rows}-{time.time_ns()}"),
         "task": {"labels": ["negative", "positive"]},
         "corpus": {"unlabeled": {"path": unl}, "seed": {"path": seed, "label_field": "label"}},
         "teacher": {"model": str(model), "batch_size": 64, "threads": threads}}, settings))
@@ -138,7 +142,8 @@ def child(rows: int, work: Path, threads: int, runner_args: list[str],
     demos_s = counters.get("demo_selection_micros", 0) / 1e6 or embed["graph"]
     cores = _cores(runner_args)
     graph = stages.get("beam_graph", {}).get("seconds", wall)
-    return {"rows": rows, "wall_seconds": round(wall, 1), "peak_rss_mb": round(_peak_mb()),
+    return {"rows": rows, "output_root": str(cfg.output_root), "wall_seconds": round(wall, 1),
+            "peak_rss_mb": round(_peak_mb()),
             "published": totals["published"], "totals": totals, "cpu_seconds": round(cpu, 1),
             "teacher_model_seconds": teacher_s, "demo_embed_seconds": round(demos_s, 2),
             "cores": cores,
@@ -296,13 +301,14 @@ def _wrap(stages: dict, name: str, module: str, attr: str) -> None:
     setattr(mod, attr, wrapper)
 
 
-def _run_child(args, work: Path, rows: int, code: str) -> dict:
+def _run_child(args, work: Path, rows: int, code: str, output_root: str | None = None) -> dict:
     # --code's potstill first; this checkout's benchmarks next (an older checkout has no
     # benchmarks package); run from --work, so that the current folder shadows neither
     path = [code, str(ROOT), os.environ.get("PYTHONPATH", "")]
     out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--child", "--rows", str(rows),
                           "--work", str(work), "--threads", str(args.threads),
                           "--runner-args", args.runner_args]
+                         + (["--output-root", output_root] if output_root else [])
                          + [f"--set={s}" for s in args.set]
                          + (["--after-graph"] if args.after_graph else [])
                          + (["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []),
@@ -336,12 +342,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="runs per size and place (medians)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="a config setting of the job, e.g. audit.search.few_shot_k=[0] (repeatable)")
+    ap.add_argument("--rerun", action="store_true",
+                    help="after each run, the same job again on its output root: every row answered "
+                    "by the teacher store (more than LOOKUP_ANSWERS answers: the store is joined by key)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--output-root", help=argparse.SUPPRESS)
     args = bench.parse(argv)
     work = bench.work()
     if args.child:
         result = after_graph_child(args.rows[0], work, args.chunk_rows) if args.after_graph else \
-            child(args.rows[0], work, args.threads, args.runner_args.split(), args.set)
+            child(args.rows[0], work, args.threads, args.runner_args.split(), args.set, args.output_root)
         print("RESULT " + json.dumps(result))
         return 0
     results = []
@@ -353,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
             for code in args.code:  # alternating, so that a change in the machine's load hits both
                 runs.setdefault(code, []).append(_run_child(args, work, rows, code))
                 bench.progress({"code": code, **runs[code][-1]})
+                if args.rerun:
+                    root = runs[code][-1]["output_root"]
+                    runs.setdefault(f"{code} (rerun)", []).append(_run_child(args, work, rows, code, root))
+                    bench.progress({"code": f"{code} (rerun)", **runs[f"{code} (rerun)"][-1]})
         results += [_median(code, got) for code, got in runs.items()]
     stages = [s[0] for s in (AFTER if args.after_graph else STAGES)]
 
@@ -363,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         "teacher model s": "teacher_model_seconds", "demo embedder s": "demo_embed_seconds",
         "cores": "cores", "overhead ms/row/core": "overhead_ms_per_row_core",
         "graph overhead ms/row/core": "graph_overhead_ms_per_row_core"}
-    where = {"code": lambda r: Path(r["code"]).name, "walls (s)": "walls"} if len(args.code) > 1 else {}
+    where = {"code": lambda r: Path(r["code"]).name, "walls (s)": "walls"} \
+        if len(args.code) > 1 or args.rerun else {}
     return bench.report(results, {**where, "rows": "rows:,", "peak RSS (MB)": "peak_rss_mb:,", "wall (s)": "wall_seconds",
                                   **overhead, **{f"{n} s (RSS MB)": stage(n) for n in stages}},
                         title="after the Beam graph (job.finish)" if args.after_graph else "the whole job")

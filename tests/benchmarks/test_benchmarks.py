@@ -82,6 +82,13 @@ def check_scale(result):
     assert {"plan", "audit", "beam_graph", "curate_and_write", "validate", "publish_and_report"} <= set(row["stages"])
 
 
+def check_scale_rerun(result):
+    first, rerun = result["rows"]
+    assert rerun["code"].endswith("(rerun)") and first["published"] == rerun["published"] > 0
+    assert first["teacher_model_seconds"] > 0 and rerun["teacher_model_seconds"] == 0  # the store answered
+    assert rerun["totals"]["read"] == rerun["totals"]["published"] + rerun["totals"]["rejected"] + rerun["totals"]["filtered"]
+
+
 def check_scale_after_graph(result):
     (row,) = result["rows"]
     assert row["rows"] == 40 and 0 < row["published"] <= 40  # min_confidence 0.6 filters some
@@ -203,6 +210,7 @@ CASES = [  # (benchmark, extra arguments, check)
     ("int8_kernels", [], check_int8_kernels),
     ("scale", [], check_scale),
     ("scale", ["--after-graph"], check_scale_after_graph),
+    ("scale", ["--rerun"], check_scale_rerun),
     ("llkd_experiment", [], check_llkd_experiment),
     ("student_ceiling", [], check_student_ceiling),
     ("rationale_student", [], check_rationale_student),
