@@ -23,7 +23,7 @@ from potstill.models.embed_cache import text_key
 from potstill.models.quality.fallback import GoldClassifier
 from potstill.models.teacher.hf import label_stats
 from potstill.rows.records import Record
-from potstill.transforms.progress import StageProgress
+from potstill.transforms.progress import StageProgress, TextBytes
 from potstill.transforms.teacher import failed_batch_rows
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def classify(clf: GoldClassifier, embed, records: Sequence[Record]) -> list[Reco
     return [r.with_values(**stats) for r, stats in zip(records, label_stats(logprobs, list(clf.labels)))]
 
 
-class ClassifierModelHandler(ModelHandler[Record, Record, Any]):
+class ClassifierModelHandler(TextBytes, ModelHandler[Record, Record, Any]):
     """Loads `audit.gold_encoder` once per worker and labels batches of records."""
 
     def __init__(self, clf: GoldClassifier, batch_size: int = 64, expected_rows: int | None = None):

@@ -1,7 +1,9 @@
 """Progress of a model stage inside Beam: rows done of at most how many, the model's own rate
 (load time excluded) and an ETA, logged at most every `every_s` seconds so logs stay readable
 when stderr is a file. One per handler, so per worker process; the driver's closing summary
-(beam_pipelines/usage.py) gives the totals."""
+(beam_pipelines/usage.py) gives the totals.
+
+`TextBytes`: what the record handlers count as a batch's bytes for RunInference's metrics."""
 from __future__ import annotations
 
 import logging
@@ -33,3 +35,13 @@ class StageProgress:
         self._last = now
         log.info("%s", self.line())
         return True
+
+
+class TextBytes:
+    """RunInference's byte count of a batch (its metrics only) as the rows' text lengths: its
+    default pickles every batch once more to measure it. Elements are records, or canonical
+    batches of records (the teacher's)."""
+
+    def get_num_bytes(self, batch) -> int:
+        return sum(len(r.text) for element in batch
+                   for r in (element if isinstance(element, tuple) else (element,)))

@@ -19,7 +19,7 @@ from potstill.models.saliency.attribution import Explainer, explained_labels
 from potstill.models.teacher.teacher_setup import TeacherSetup
 from potstill.config.core import Saliency
 from potstill.rows.records import Record
-from potstill.transforms.progress import StageProgress
+from potstill.transforms.progress import StageProgress, TextBytes
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def explain_records(explainer: Explainer, records: Sequence[Record], explain: st
     return [{"rationale": e.rationale, "rationale_scores": e.rationale_scores} for e in found]
 
 
-class SaliencyModelHandler(ModelHandler[Record, Record, Explainer]):
+class SaliencyModelHandler(TextBytes, ModelHandler[Record, Record, Explainer]):
     """Explains with the teacher the driver set up (the demonstrations and calibration the
     teacher stage used, so the prompt and the probability explained are the ones that were
     scored), in torch whatever the teacher's backend; weights shared with the teacher stage."""

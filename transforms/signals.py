@@ -20,12 +20,12 @@ from potstill.models.student.signals import student_signals
 from potstill.models.teacher.teacher_setup import TeacherSetup
 from potstill.config.core import Budget, Signals
 from potstill.rows.records import Record
-from potstill.transforms.progress import StageProgress
+from potstill.transforms.progress import StageProgress, TextBytes
 
 log = logging.getLogger(__name__)
 
 
-class StudentModelHandler(ModelHandler[Record, Record, Any]):
+class StudentModelHandler(TextBytes, ModelHandler[Record, Record, Any]):
     """Loads a saved student (models/student/student.py) once per worker and adds its four columns."""
 
     def __init__(self, student_dir: str, labels: Sequence[str], settings: Signals,
@@ -63,7 +63,7 @@ class StudentModelHandler(ModelHandler[Record, Record, Any]):
         return "potstill_student"
 
 
-class TAModelHandler(ModelHandler[Record, Record, Any]):
+class TAModelHandler(TextBytes, ModelHandler[Record, Record, Any]):
     """Loads the teaching-assistant LM once per worker (the teacher's setup narrowed by
     `TeacherSetup.for_assistant`); adds its label distribution `ta_probs`, read out at the
     teacher's and the student's labels when the row is written (potstill.publish.contract.row)."""

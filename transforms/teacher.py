@@ -41,7 +41,7 @@ from potstill.models.teacher.hf import label_stats, normalise
 from potstill.models.teacher.remote_redact import redact
 from potstill.models.teacher.teacher_setup import LabelledTeacher, TeacherSetup
 from potstill import store
-from potstill.transforms.progress import StageProgress
+from potstill.transforms.progress import StageProgress, TextBytes
 from potstill.transforms.shuffle import pack, unpack_all
 from potstill.rows.records import Record
 
@@ -193,7 +193,7 @@ def count_remote_usage(backend) -> None:
         Metrics.counter(NAMESPACE, f"remote_{name}").inc(value)
 
 
-class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
+class TeacherModelHandler(TextBytes, ModelHandler[tuple, list, LabelledTeacher]):
     """Loads the teacher once per worker (the driver's `TeacherSetup`; weights shared with the
     other stages of the process) and answers canonical batches (one element = one batch): each
     answered batch is appended to the teacher store before the rows move on, so a crash loses
@@ -218,11 +218,6 @@ class TeacherModelHandler(ModelHandler[tuple, list, LabelledTeacher]):
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": 1, "max_batch_size": 1}  # elements are canonical batches
-
-    def get_num_bytes(self, batches: Sequence[tuple]) -> int:
-        """The size RunInference counts for its metrics: the rows' text lengths (its default
-        pickles every batch once more to measure it)."""
-        return sum(len(record.text) for batch in batches for record in batch)
 
     def run_inference(self, batches: Sequence[tuple], model: LabelledTeacher,
                       inference_args: dict | None = None) -> Iterable[list]:

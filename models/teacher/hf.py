@@ -145,27 +145,28 @@ class TeacherBase:
         return [self._encoded(ids, bool(row)) for ids, row in zip(self._ids_many(prompts), demos)]
 
     def _fits(self, text: str, limit: int) -> bool:
-        """Whether `text` surely tokenises to at most `limit` tokens, without tokenising it: every
-        token covers at least one byte of the normalised text, and a pre-tokenizer adds at most
-        a prefix (a space, a "▁" mark) of `PREFIX_BYTES`. False (tokenise it to know) for a
-        tokenizer that `_bounded` found breaking that rule."""
-        if not self._bounded:
-            return False
+        """Whether `text` surely tokenises to at most `limit` tokens, without tokenising it
+        (`_most_tokens`). False (tokenise it to know) for a tokenizer that `_bounded` found
+        breaking that bound."""
+        return self._bounded and self._most_tokens(text) <= limit
+
+    def _most_tokens(self, text: str) -> int:
+        """The most tokens `text` can give: every token covers at least one byte of the
+        normalised text, and a pre-tokenizer adds at most a prefix (a space, a "▁" mark) of
+        `PREFIX_BYTES`."""
         normalizer = self.tokenizer.backend_tokenizer.normalizer
         normalised = normalizer.normalize_str(text) if normalizer is not None else text
-        return len(normalised.encode("utf-8")) + PREFIX_BYTES <= limit
+        return len(normalised.encode("utf-8")) + PREFIX_BYTES
 
     @functools.cached_property
     def _bounded(self) -> bool:
-        """Whether this is a fast tokenizer whose token counts stay within `_fits`'s bound on
+        """Whether this is a fast tokenizer whose token counts stay within `_most_tokens` on
         probes of spaces, line breaks, digits, punctuation and multi-byte text."""
         if getattr(self.tokenizer, "backend_tokenizer", None) is None:
             return False
-        normalizer = self.tokenizer.backend_tokenizer.normalizer
         probes = [" a" * 40, "\n\n x" * 20, "1 2 3 4 5 6 7 8 9 0 " * 4, "!?.,;:-()[]{}'\"" * 3,
                   "été über фильм 映画 😀 ﬁ ㍿", "x"]
-        return all(len(ids) <= len((normalizer.normalize_str(t) if normalizer else t).encode("utf-8"))
-                   + PREFIX_BYTES for t, ids in zip(probes, self._ids_many(probes)))
+        return all(len(ids) <= self._most_tokens(t) for t, ids in zip(probes, self._ids_many(probes)))
 
     def _ids_many(self, texts: Sequence[str]) -> list[list[int]]:
         """The token ids of each text, as `tokenizer(texts, add_special_tokens=False)` gives

@@ -21,3 +21,24 @@ def test_progress_is_rate_limited_and_ends_with_the_total():
 
 def test_duration():
     assert (duration(5), duration(65), duration(3700)) == ("5s", "1m05s", "1h01m")
+
+
+def test_record_handlers_count_a_batchs_text_not_its_pickle():
+    """RunInference's byte metric: the rows' text lengths, for records and canonical batches."""
+    import apache_beam.ml.inference.base as base
+
+    from potstill.rows.records import Record
+    from potstill.transforms.classifier import ClassifierModelHandler
+    from potstill.transforms.progress import TextBytes
+    from potstill.transforms.saliency import SaliencyModelHandler
+    from potstill.transforms.signals import StudentModelHandler, TAModelHandler
+    from potstill.transforms.teacher import TeacherModelHandler
+
+    rows = [Record(str(i), "x" * (i + 1), "corpus", None, f"u:{i}").with_values(big=list(range(500)))
+            for i in range(4)]
+    for handler in (ClassifierModelHandler, SaliencyModelHandler, StudentModelHandler, TAModelHandler,
+                    TeacherModelHandler):
+        assert issubclass(handler, TextBytes) and issubclass(handler, base.ModelHandler)
+        assert handler.get_num_bytes is TextBytes.get_num_bytes
+    assert TextBytes().get_num_bytes(rows) == 1 + 2 + 3 + 4
+    assert TextBytes().get_num_bytes([tuple(rows[:2]), tuple(rows[2:])]) == 10
