@@ -24,8 +24,9 @@ Why segments and not a database: several Beam workers on several machines write 
 shared SQLite or DuckDB file on a network or object filesystem is neither safe nor reachable.
 A segment is written under a temporary name and renamed (an atomic PUT on object stores), never
 modified afterwards: the store is append-only, a crash loses at most the batch in flight, and
-readers never see half a segment. The graph joins the segments to the rows by `key` (a
-CoGroupByKey), so no worker needs the whole index in memory. Duplicate keys (two workers
+readers never see half a segment. The graph looks a store of up to a few million answers up
+from memory (`Answers`: ~190 bytes an answer, once per worker process) and joins a larger one to
+the rows by `key` (a CoGroupByKey), so no worker needs more than that in memory. Duplicate keys (two workers
 answering the same request in a race) are harmless: the answers are the same request's.
 """
 from __future__ import annotations
@@ -46,7 +47,9 @@ from typing import Any, Iterator, Sequence
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
@@ -251,15 +254,86 @@ def _unreadable(path: str, err: BaseException) -> "StoreError":
                       f"{err}): make it readable to this user (its answers are paid for)")
 
 
-def read_segment(path: str) -> Iterator[tuple[str, list[float]]]:
-    """(key, answer) pairs of one segment; one that cannot be read is a StoreError naming it
-    (never taken as unanswered: the rerun would pay for its answers again)."""
-    try:
-        with fsspec.open(path, "rb") as fh:
-            table = pq.read_table(fh, columns=["key", "answer"])
-    except OSError as err:
+def read_answers(path: str) -> pa.Table:
+    """The (key, answer) columns of one segment; one that cannot be read is a StoreError naming
+    it (never taken as unanswered: the rerun would pay for its answers again)."""
+    try:  # a local segment through the os, one thread: fsspec's file and a dataset cost more
+        with open(path, "rb") if "://" not in path else fsspec.open(path, "rb") as fh:
+            return pq.ParquetFile(fh).read(columns=["key", "answer"], use_threads=False)
+    except (OSError, pa.ArrowException) as err:
         raise _unreadable(path, err) from None
+
+
+def read_segment(path: str) -> Iterator[tuple[str, list[float]]]:
+    """(key, answer) pairs of one segment (`read_answers`)."""
+    table = read_answers(path)
     yield from zip(table["key"].to_pylist(), table["answer"].to_pylist())
+
+
+_HEX = np.full(256, 255, dtype=np.uint8)
+_HEX[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
+
+
+def digests(keys: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(32-byte digests as a numpy `S32` array, the positions they come from) of the `keys`
+    that are request keys (64 lowercase hex digits: `request_key`); other keys are left out."""
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    keys = keys.cast(pa.string())
+    where = np.flatnonzero(pc.fill_null(pc.equal(pc.binary_length(keys), 64), False)
+                           .to_numpy(zero_copy_only=False))
+    if where.size < len(keys):
+        keys = keys.take(pa.array(where))
+    if not len(keys):
+        return np.empty(0, dtype="S32"), where
+    first = np.frombuffer(keys.buffers()[1], dtype=np.int32, count=1, offset=4 * keys.offset)[0]
+    chars = np.frombuffer(keys.buffers()[2], dtype=np.uint8, count=64 * len(keys), offset=first)
+    nibbles = _HEX[chars.reshape(-1, 64)]
+    hexed = ~(nibbles == 255).any(axis=1)
+    raw = np.ascontiguousarray((nibbles[hexed, 0::2] << 4) | nibbles[hexed, 1::2])
+    return raw.view("S32").reshape(-1), where[hexed]
+
+
+class Answers:
+    """Every answer the segments `paths` hold, kept compactly to be looked up from memory: the
+    keys as 32-byte digests in one sorted array, the answers as one flat float64 array with
+    starts and lengths. About 44 + 8 x candidates bytes an answer (the same answers as Python
+    (key, list) pairs take ~0.5 KB). Segments are read `threads` at a time (object stores: one
+    request each). Only request keys are kept (`digests`): no request asks for another."""
+
+    def __init__(self, paths: Sequence[str], threads: int = 8):
+        with ThreadPoolExecutor(max_workers=threads) as pool:  # a few hundred tables at a time
+            parts = [self._part(pa.concat_tables(pool.map(read_answers, paths[at:at + 512])))
+                     for at in range(0, len(paths), 512)]
+        keys = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, dtype="S32")
+        lengths = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, dtype=np.int32)
+        self.values = np.concatenate([p[2] for p in parts]) if parts else np.empty(0)
+        starts = np.cumsum(lengths, dtype=np.int64) - lengths
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.starts, self.lengths = keys[order], starts[order], lengths[order]
+
+    @staticmethod
+    def _part(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        keys, rows = digests(table["key"])
+        answers = table["answer"].combine_chunks().take(pa.array(rows, type=pa.int64()))
+        answers = pc.fill_null(answers, pa.scalar([], answers.type))
+        lengths = pc.list_value_length(answers).to_numpy().astype(np.int32)
+        return keys, lengths, pc.list_flatten(answers).to_numpy(zero_copy_only=False).astype(np.float64)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def get_many(self, keys: Sequence[str]) -> list[list[float] | None]:
+        """The stored answer of each of `keys` (None where there is none)."""
+        found: list[list[float] | None] = [None] * len(keys)
+        wanted, where = digests(pa.array(keys, type=pa.string()))
+        if not len(self.keys) or not len(wanted):
+            return found
+        at = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
+        hit = self.keys[at] == wanted
+        for i, row in zip(where[hit].tolist(), at[hit].tolist()):
+            start = int(self.starts[row])
+            found[i] = self.values[start:start + int(self.lengths[row])].tolist()
+        return found
 
 
 def run_usage(folder: str, run: str) -> tuple[list[WriteUsage], pa.Array]:

@@ -5,11 +5,12 @@
         unanswered -> canonical batches -> RunInference(TeacherModelHandler) -> new segments
     -> label sums, option masks, calibration, contract statistics (`Scores`)
 
-With a store of at most LOOKUP_ANSWERS answers (a first run's, or a small corpus's), the
-answers are a side input and records are grouped for their batches before they are encoded
-(`EncodeGroups`): the graph's only shuffle after deduplication holds packed records without
-their requests. A larger store is joined with every row's request by key (CoGroupByKey), then
-the unanswered rows are grouped. Both cut the same batches.
+With a store of at most LOOKUP_ANSWERS answers (a first run's, or a rerun's of a million rows),
+each worker process holds the answers in memory (`store.Answers`, ~190 bytes an answer) and
+records are grouped for their batches before they are encoded (`EncodeGroups`): the graph's only
+shuffle after deduplication holds packed records without their requests. A larger store is
+joined with every row's request by key (CoGroupByKey), then the unanswered rows are grouped.
+Both cut the same batches.
 
 Canonical batches make scores batch-invariant across runs: the rows still to answer are grouped
 by (shared prompt part, hash(id) mod P) and each group, sorted by (length, tokens, id), is cut
@@ -35,6 +36,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
+from apache_beam.utils.shared import Shared
 
 from potstill.models.teacher.requests import Request, answer_in_halves, encode_requests
 from potstill.models.teacher.hf import label_stats, normalise
@@ -49,9 +51,10 @@ log = logging.getLogger(__name__)
 NAMESPACE = "potstill_teacher"
 ENCODE_ROWS = 256  # rows encoded together (EncodeRequests, EncodeGroups): the embedder's batches
 SCORE_ROWS = 256   # rows whose label scores are computed together (Scores)
-# A store with at most this many answers is looked up from memory (a side input, ~0.5 KB an
-# answer) instead of joined with every row by a shuffle the in-process runner holds in memory.
-LOOKUP_ANSWERS = 100_000
+# A store with at most this many answers is looked up from memory (`store.Answers`: ~190 MB of
+# RSS a million answers, once per worker process) instead of joined with every row by a
+# shuffle (the in-process runner holds a join of a million rows' requests: 5.2 GB).
+LOOKUP_ANSWERS = 4_000_000
 
 
 def n_options(record: Record, n_labels: int) -> int:
@@ -116,20 +119,23 @@ class EncodeGroups(beam.DoFn):
     id order, `ENCODE_ROWS` at a time. The batches are the ones `batch_group` and
     `canonical_batches` cut: a group is `hash(id) mod P`, split here by shared prompt part."""
 
-    def __init__(self, setup: TeacherSetup, rows: int = ENCODE_ROWS):
-        self.teacher_setup, self.rows = setup, rows
+    def __init__(self, setup: TeacherSetup, segments: Sequence[str], rows: int = ENCODE_ROWS):
+        self.teacher_setup, self.segments, self.rows = setup, list(segments), rows
         self.selection_micros = Metrics.counter(NAMESPACE, "demo_selection_micros")
+        self.shared = Shared()  # the answers: read once per worker process, not per DoFn copy
 
     def setup(self):
         self.lt = self.teacher_setup.prompter()
+        tag = hashlib.sha256("\n".join(self.segments).encode()).hexdigest()
+        self.answers = self.shared.acquire(lambda: store.Answers(self.segments), tag=tag)
 
-    def process(self, group, answers: dict):
+    def process(self, group):
         part, packed = group
         records = sorted(unpack_all(packed), key=lambda r: r.id)
         unanswered: dict[str, list[Record]] = {}
         for start in range(0, len(records), self.rows):
-            for key, record in encode_chunk(self.lt, records[start:start + self.rows], self.selection_micros):
-                answer = answers.get(key)
+            keyed = encode_chunk(self.lt, records[start:start + self.rows], self.selection_micros)
+            for (key, record), answer in zip(keyed, self.answers.get_many([k for k, _ in keyed])):
                 if answer is None:
                     unanswered.setdefault(record.value("request").shared or "none", []).append(record)
                 else:
@@ -344,8 +350,6 @@ class ScoreWithTeacher(beam.PTransform):
 
     def expand(self, records):
         setup = self.handler.setup
-        answers = (records.pipeline | "StoreSegments" >> beam.Create(self.segments)
-                   | "ReadStore" >> beam.FlatMap(store.read_segment))
         if store.answer_count(self.segments, LOOKUP_ANSWERS) <= LOOKUP_ANSWERS:
             # A store this small is looked up from memory (a first run's holds the audit's
             # answers only): records are grouped for their batches first and encoded after
@@ -353,10 +357,12 @@ class ScoreWithTeacher(beam.PTransform):
             grouped = (records
                        | "Group" >> beam.Map(lambda r, p: (batch_part(r, p), pack(r)), self.partitions)
                        | "GroupBatches" >> beam.GroupByKey()
-                       | "EncodeGroups" >> beam.ParDo(EncodeGroups(setup), beam.pvalue.AsDict(answers))
+                       | "EncodeGroups" >> beam.ParDo(EncodeGroups(setup, self.segments))
                        .with_outputs("answered", main="batches"))
             batches, stored = grouped.batches, grouped.answered
         else:
+            answers = (records.pipeline | "StoreSegments" >> beam.Create(self.segments)
+                       | "ReadStore" >> beam.FlatMap(store.read_segment))
             keyed = records | "Encode" >> beam.ParDo(EncodeRequests(setup))
             packed = keyed | "Pack" >> beam.Map(lambda kv: (kv[0], pack(kv[1])))
             split = ({"records": packed, "answers": answers} | "JoinStore" >> beam.CoGroupByKey()

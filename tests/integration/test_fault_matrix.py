@@ -94,7 +94,7 @@ POINTS: dict[tuple[str, str], Point] = {
     # teacher: the model answers the pool's batches; it reads the store's segments to skip
     # what is answered (the audit stored the seed rows')
     ("teacher", "kill"): Point(SCORE, RUN_ROUNDS, nth=3),
-    ("teacher", "permission"): Point("potstill.store:read_segment", RUN_ROUNDS,
+    ("teacher", "permission"): Point("potstill.store:read_answers", RUN_ROUNDS,
                                      target=lambda a: (a[0], 0o000)),
     ("teacher", "full disk"): Point(SCORE, RUN_ROUNDS),
     # store write: a batch's answers become a segment (temporary file, then rename)

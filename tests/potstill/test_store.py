@@ -237,3 +237,41 @@ def test_a_usage_record_that_cannot_be_read_is_no_record():
     assert store.WriteUsage.from_metadata({store.USAGE_META: newer}) == store.WriteUsage("r", rows=3, calls=3)
     with pytest.raises(ValueError, match="letters and digits"):
         store.write_segment("unused", [], [], [], store.WriteUsage("../x"))
+
+
+def test_answers_in_memory_return_each_stored_answer_and_none_for_the_rest(tmp_path):
+    """`store.Answers` (the graph's lookup of a store up to LOOKUP_ANSWERS): every request key
+    finds the answer its segment holds, whatever the segment (with or without a usage record,
+    empty, read in several chunks), answers of any length (none included); unknown keys, keys
+    that are no request key and differently-cased digests find nothing."""
+    import hashlib
+    import random
+
+    rng = random.Random(3)
+    folder = store.model_dir(str(tmp_path), "cd" * 32)
+    want: dict[str, list[float]] = {}
+    for seg in range(40):
+        keys = [hashlib.sha256(f"{seg}-{i}".encode()).hexdigest() for i in range(rng.randint(0, 9))]
+        answers = [[rng.uniform(-9, 0) for _ in range(rng.randint(0, 6))] for _ in keys]
+        usage = store.WriteUsage("run1", rows=len(keys)) if seg % 2 else None
+        store.write_segment(folder, keys + ["audit-key"], answers + [[0.5]], [3] * (len(keys) + 1), usage)
+        want.update(zip(keys, answers))
+    table = store.Answers(store.segments(folder), threads=3)
+    assert len(table) == len(want)
+    missing = [hashlib.sha256(b"never").hexdigest(), "audit-key", "z" * 64, "",
+               next(iter(want)).upper()]
+    asked = list(want) + missing
+    rng.shuffle(asked)
+    got = dict(zip(asked, table.get_many(asked)))
+    assert {k: got[k] for k in want} == want
+    assert all(got[k] is None for k in missing)
+    assert store.Answers([]).get_many(list(want)[:3]) == [None] * 3
+
+
+def test_answers_in_memory_name_a_segment_that_cannot_be_read(tmp_path):
+    folder = store.model_dir(str(tmp_path), "cd" * 32)
+    store.write_segment(folder, ["a" * 64], [[0.0]], [1])
+    bad = Path(folder) / "broken.parquet"
+    bad.write_bytes(b"PAR1 not a segment")
+    with pytest.raises(store.StoreError, match="broken.parquet"):
+        store.Answers(store.segments(folder))
