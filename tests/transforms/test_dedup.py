@@ -47,3 +47,22 @@ def test_a_packed_record_comes_back_equal():
         selection_round=2)
     back = unpack(pack(record))
     assert back == record and back.value("request").ids == (1, 300, 151_000)
+
+
+def test_a_packed_record_keeps_every_value_type():
+    """Packing encodes the record's fields natively (transforms/shuffle.py): each value comes
+    back with its own type (bool not int, tuple not list, float not int, numpy as numpy)."""
+    import numpy as np
+
+    from potstill.transforms.shuffle import pack, unpack, unpack_all
+
+    values = {"flag": True, "count": 3, "share": 3.0, "ids": (1, 2), "probs": [0.25, 0.75],
+              "nested": {"a": [1, (2, 3)], "b": None}, "vector": np.arange(3, dtype=np.float32),
+              "big": 2 ** 70, "raw": b"\x00\xff", "none": None}
+    record = Record("b" * 16, "x", "generated", "pos", "g:1", intended_label="pos").with_values(**values)
+    back = unpack(pack(record))
+    assert [type(v) for _, v in back.values] == [type(v) for v in values.values()]
+    assert back.value("nested") == values["nested"] and back.value("big") == 2 ** 70
+    assert back.value("vector").dtype == np.float32 and back.value("vector").tolist() == [0.0, 1.0, 2.0]
+    assert unpack_all([pack(record)] * 2)[1].values[:6] == record.values[:6]
+    assert back.intended_label == "pos" and back.source == "generated"
