@@ -276,3 +276,15 @@ def test_answers_in_memory_name_a_segment_that_cannot_be_read(tmp_path):
     bad.write_bytes(b"PAR1 not a segment")
     with pytest.raises(store.StoreError, match="broken.parquet"):
         store.Answers(store.segments(folder))
+
+
+def test_counting_answers_reads_footers_only_and_names_a_segment_that_cannot_be_read(tmp_path):
+    folder = store.model_dir(str(tmp_path), "cd" * 32)
+    for i in range(30):
+        store.write_segment(folder, [f"k{i}-{j}" for j in range(i % 4)], [[0.0]] * (i % 4), [1] * (i % 4))
+    paths = store.segments(folder)
+    assert store.answer_count(paths) == sum(i % 4 for i in range(30))
+    assert store.answer_count(paths, more_than=5) > 5
+    Path(paths[7]).write_bytes(b"PAR1 cut short")
+    with pytest.raises(store.StoreError, match=Path(paths[7]).name):
+        store.answer_count(paths)
