@@ -43,7 +43,10 @@ class Request:
     @property
     def ids(self) -> tuple[int, ...]:
         """The row's own prompt tokens (after the shared part)."""
-        return tuple(np.frombuffer(self.packed, dtype=_PACKED).tolist())
+        return tuple(self._id_list())
+
+    def _id_list(self) -> list[int]:
+        return np.frombuffer(self.packed, dtype=_PACKED).tolist()
 
     @property
     def n_ids(self) -> int:
@@ -55,7 +58,7 @@ class Request:
 
     @property
     def encoded(self) -> _Encoded:
-        return _Encoded(list(self.ids), self.shared)
+        return _Encoded(self._id_list(), self.shared)
 
     def _fields(self) -> tuple:
         return self.key, self.shared, self.packed, self.prompt_tokens
