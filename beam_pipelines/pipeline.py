@@ -148,7 +148,8 @@ def labelling_stage(cfg: Config, setup: TeacherSetup, audit_report: dict, seeds:
         return fallback_stage(cfg, gate, seeds, expected)
     handler = TeacherModelHandler(setup, retries=cfg.teacher.max_retries, expected_rows=expected)
     stage = ScoreWithTeacher(handler, keep_raw="label_probs_raw" in contract.optional_columns(cfg),
-                             partitions=partitions(expected, cfg.teacher.batch_size))
+                             partitions=partitions(expected, cfg.teacher.batch_size),
+                             lookup_answers=cfg.teacher.store_lookup_answers)
     return stage, {"teacher": "llm", "model": cfg.teacher.model}
 
 

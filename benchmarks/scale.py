@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="a config setting of the job, e.g. audit.search.few_shot_k=[0] (repeatable)")
     ap.add_argument("--rerun", action="store_true",
                     help="after each run, the same job again on its output root: every row answered "
-                    "by the teacher store (more than LOOKUP_ANSWERS answers: the store is joined by key)")
+                    "by the teacher store (more than teacher.store_lookup_answers answers: the store is joined by key)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--output-root", help=argparse.SUPPRESS)
     args = bench.parse(argv)

@@ -5,7 +5,8 @@
         unanswered -> canonical batches -> RunInference(TeacherModelHandler) -> new segments
     -> label sums, option masks, calibration, contract statistics (`Scores`)
 
-With a store of at most LOOKUP_ANSWERS answers (a first run's, or a rerun's of a million rows),
+With a store of at most `teacher.store_lookup_answers` answers (a first run's, or a rerun's of a
+million rows: the default is 4,000,000),
 each worker process holds the answers in memory (`store.Answers`, ~190 bytes an answer) and
 records are grouped for their batches before they are encoded (`EncodeGroups`): the graph's only
 shuffle after deduplication holds packed records without their requests. A larger store is
@@ -51,10 +52,6 @@ log = logging.getLogger(__name__)
 NAMESPACE = "potstill_teacher"
 ENCODE_ROWS = 256  # rows encoded together (EncodeRequests, EncodeGroups): the embedder's batches
 SCORE_ROWS = 256   # rows whose label scores are computed together (Scores)
-# A store with at most this many answers is looked up from memory (`store.Answers`: ~190 MB of
-# RSS a million answers, once per worker process) instead of joined with every row by a
-# shuffle (the in-process runner holds a join of a million rows' requests: 5.2 GB).
-LOOKUP_ANSWERS = 4_000_000
 
 
 def n_options(record: Record, n_labels: int) -> int:
@@ -341,16 +338,24 @@ class ScoreWithTeacher(beam.PTransform):
     the store answered and those the model did) and rejected rows (`rejected`).
 
     The store's segments for this teacher are listed here, on the driver, when the graph is
-    built; `partitions`: P of the canonical batches (`partitions(expected rows, batch)`)."""
+    built; `partitions`: P of the canonical batches (`partitions(expected rows, batch)`). A store
+    of at most `lookup_answers` answers is looked up from memory (`store.Answers`: ~190 MB of
+    RSS a million answers, once per worker process), a larger one joined with every row by key
+    (a shuffle: the in-process runner held a join of a million rows' requests in 5.2 GB)."""
 
-    def __init__(self, handler: TeacherModelHandler, keep_raw: bool = False, partitions: int = 1):
+    def __init__(self, handler: TeacherModelHandler, keep_raw: bool = False, partitions: int = 1, *,
+                 lookup_answers: int):
         super().__init__()
         self.handler, self.segments = handler, handler.setup.store.segments()
         self.keep_raw, self.partitions = keep_raw, max(1, partitions)
+        self.lookup_answers = lookup_answers
 
     def expand(self, records):
         setup = self.handler.setup
-        if store.answer_count(self.segments, LOOKUP_ANSWERS) <= LOOKUP_ANSWERS:
+        answers = store.answer_count(self.segments, self.lookup_answers)
+        if answers <= self.lookup_answers:
+            log.info("teacher store: its %d answers are looked up in memory "
+                     "(at most teacher.store_lookup_answers: %d)", answers, self.lookup_answers)
             # A store this small is looked up from memory (a first run's holds the audit's
             # answers only): records are grouped for their batches first and encoded after
             # (EncodeGroups), so no shuffle holds a request, and none joins them with the store.
@@ -361,6 +366,8 @@ class ScoreWithTeacher(beam.PTransform):
                        .with_outputs("answered", main="batches"))
             batches, stored = grouped.batches, grouped.answered
         else:
+            log.info("teacher store: more than %d answers (teacher.store_lookup_answers), joined "
+                     "with the rows by key", self.lookup_answers)
             answers = (records.pipeline | "StoreSegments" >> beam.Create(self.segments)
                        | "ReadStore" >> beam.FlatMap(store.read_segment))
             keyed = records | "Encode" >> beam.ParDo(EncodeRequests(setup))

@@ -245,6 +245,10 @@ class Teacher(_Strict):
     threads: int | None = Field(None, ge=1, description="torch threads per worker; default: all cores / workers")
     max_retries: int = Field(2, ge=0, description="retries of a failed teacher batch (backoff from "
                              "0.5 s) before it is split in halves down to the row that fails")
+    store_lookup_answers: int = Field(
+        4_000_000, ge=0, description="a teacher store of at most this many answers is held in memory "
+        "by each worker process (~190 MB a million answers) and looked up; a larger one is joined "
+        "with the rows by key (a shuffle of every row). Either way the same data; 0: always join")
     prompt_style: Literal["labels", "letters"] = "labels"
     verbalizers: dict[str, list[str]] | None = Field(
         None, description="surface forms per label, probabilities summed; default: the label itself")
@@ -375,12 +379,13 @@ class Config(_Strict):
     def digest(self) -> str:
         """Hash of everything that changes the published data: not where it is written, not
         the settings of a teacher backend other than the chosen one (teacher.vllm, and
-        teacher.endpoint but for what decides a remote teacher's answers), and not the
+        teacher.endpoint but for what decides a remote teacher's answers), not how the teacher
+        store is looked up (teacher.store_lookup_answers), and not the
         student's training settings, except, with signals.enabled, those the warm-up
         student's signals depend on (WARM_UP_FIELDS)."""
         backend = self.teacher.backend  # each backend reads its own settings only
-        exclude: dict = {"output_root": True, "teacher": {
-            "endpoint": ENDPOINT_OPERATIONAL if backend == "openai" else True}}
+        exclude: dict = {"output_root": True, "teacher": {  # store_lookup_answers: the same data
+            "endpoint": ENDPOINT_OPERATIONAL if backend == "openai" else True, "store_lookup_answers": True}}
         if backend != "vllm":
             exclude["teacher"]["vllm"] = True
         student = set(type(self.student).model_fields) - set(WARM_UP_FIELDS)

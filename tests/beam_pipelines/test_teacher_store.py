@@ -1,6 +1,7 @@
 """Teacher work is never paid twice: the teacher store, resume after a kill, stage fingerprints,
 determinism, one run per dataset, and a poisoned row. Real DirectRunner, a tiny random teacher."""
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -375,18 +376,20 @@ def test_a_row_the_teacher_always_rejects_is_retried_but_publishes_no_new_versio
 
 @pytest.mark.parametrize("lookup_answers", [0, 10_000])
 def test_a_store_joined_by_key_or_looked_up_in_memory_answers_every_stored_row(
-        tmp_path, tiny_lm, monkeypatch, lookup_answers):
-    """A store of at most LOOKUP_ANSWERS answers is a side input (no shuffle of every row), a
-    larger one is joined by key: either way the rerun asks nothing and publishes the same rows."""
-    import potstill.transforms.teacher as teacher
-
+        tmp_path, tiny_lm, caplog, lookup_answers):
+    """A store of at most teacher.store_lookup_answers answers is looked up in memory (no
+    shuffle of every row), a larger one is joined by key: either way the rerun asks nothing and
+    publishes the same rows."""
     path = write_config(tmp_path, tiny_lm)
     v1 = run(load_config(path))
     folder = str(tmp_path / "out" / store.STORE_DIR)
     assert store.answer_count(store.segments(folder)) == 14
     assert store.answer_count(store.segments(folder), more_than=3) <= 14
-    monkeypatch.setattr(teacher, "LOOKUP_ANSWERS", lookup_answers)
-    v2 = run(load_config(path, ["curation.min_confidence=0.5"]))
+    with caplog.at_level(logging.INFO, logger="potstill.transforms.teacher"):
+        v2 = run(load_config(path, ["curation.min_confidence=0.5",
+                                    f"teacher.store_lookup_answers={lookup_answers}"]))
+    said = "joined with the rows by key" if lookup_answers == 0 else "14 answers are looked up in memory"
+    assert said in caplog.text
     usage = manifest(v2)["teacher_usage"]
     assert v2 != v1 and usage["calls"] == 0 and usage["cache_hits"] == 14
     table = lambda v: pq.read_table(v / "data").sort_by("id").select(["id", "label_probs", "teacher_label"])
@@ -397,16 +400,16 @@ def test_a_store_joined_by_key_or_looked_up_in_memory_answers_every_stored_row(
     assert same.equals(published)
 
 
-def test_rows_grouped_before_or_after_encoding_make_the_same_batches_and_data(tmp_path, tiny_lm, monkeypatch):
-    """A small store (side input): records are grouped, then encoded (EncodeGroups); a large one
-    (joined by key): encoded, joined, then grouped. Each path cuts the same canonical batches
-    (the store's segments hold the same sets of keys) and publishes the same bytes."""
-    import potstill.transforms.teacher as teacher
-
+def test_rows_grouped_before_or_after_encoding_make_the_same_batches_and_data(tmp_path, tiny_lm, caplog):
+    """A small store (looked up in memory): records are grouped, then encoded (EncodeGroups); a
+    large one (joined by key): encoded, joined, then grouped. Each path cuts the same canonical
+    batches (the store's segments hold the same sets of keys) and publishes the same bytes."""
     def fresh(folder, lookup_answers):
-        monkeypatch.setattr(teacher, "LOOKUP_ANSWERS", lookup_answers)
-        version = run(load_config(write_config(tmp_path / folder, tiny_lm, rows=90, teacher={
-            "model": tiny_lm, "batch_size": 4, "threads": 1})))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="potstill.transforms.teacher"):
+            version = run(load_config(write_config(tmp_path / folder, tiny_lm, rows=90, teacher={
+                "model": tiny_lm, "batch_size": 4, "threads": 1, "store_lookup_answers": lookup_answers})))
+        assert ("joined with the rows by key" if lookup_answers == 0 else "looked up in memory") in caplog.text
         batches = {frozenset(pq.read_table(s)["key"].to_pylist())
                    for s in store.segments(str(tmp_path / folder / "out" / store.STORE_DIR))}
         return version, batches

@@ -277,3 +277,15 @@ def test_numbers_that_are_no_booleans_still_load(tmp_path):
     assert cfg.curation.min_confidence == 1.0 and cfg.signals.enabled is False
     with pytest.raises(ConfigError, match=r"audit\.search\.few_shot_k: .*not \[0, true\]"):
         load_config(path, ["audit.search.few_shot_k=[0, true]"])
+
+
+def test_digest_ignores_how_the_teacher_store_is_looked_up():
+    """teacher.store_lookup_answers picks a lookup in memory or a join: the same data either
+    way (tests/beam_pipelines/test_teacher_store.py), so a version is not made again for it."""
+    teacher = dict(BASE.get("teacher", {}))
+    a = parse_config({**BASE, "teacher": {**teacher, "store_lookup_answers": 0}})
+    b = parse_config({**BASE, "teacher": {**teacher, "store_lookup_answers": 10}})
+    c = parse_config({**BASE, "teacher": {**teacher, "max_input_tokens": 64}})
+    assert a.digest() == b.digest() == parse_config(BASE).digest() != c.digest()
+    with pytest.raises(Exception, match="store_lookup_answers"):
+        parse_config({**BASE, "teacher": {**teacher, "store_lookup_answers": -1}})

@@ -240,7 +240,7 @@ def test_a_usage_record_that_cannot_be_read_is_no_record():
 
 
 def test_answers_in_memory_return_each_stored_answer_and_none_for_the_rest(tmp_path):
-    """`store.Answers` (the graph's lookup of a store up to LOOKUP_ANSWERS): every key finds the
+    """`store.Answers` (the graph's lookup of a store up to teacher.store_lookup_answers): every key finds the
     answer its segment holds, whatever the segment (with or without a usage record, empty),
     answers of any length (none included), request keys and others alike; unknown keys and
     differently-cased digests find nothing."""
