@@ -114,10 +114,11 @@ def make_plan(cfg: Config, sample: int | None = None) -> dict:
     setup = TeacherSetup.from_config(cfg, teacher.path, rows.get("seed", []), store=teacher_store)
     lt = setup.prompter()
     requests = {r.id: encode_request(lt, r.model_input) for r in unique}
-    stored = teacher_store.keys()  # what past runs left
     # The audit runs first, in-process, through the same store: its answers (the seed rows,
     # and content-free inputs for contextual calibration) are hits for the graph afterwards.
     audit_requests = audit_keys(cfg, lt, rows.get("seed", []))
+    # what past runs left, of what this run asks
+    stored = teacher_store.answered({q.key for q in requests.values()} | {k for k, _ in audit_requests})
     audit_sent = {k: n for k, n in audit_requests if k not in stored}
     known = stored | {k for k, _ in audit_requests}
     missing = [r for r in unique if requests[r.id].key not in known]

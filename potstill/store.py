@@ -115,6 +115,12 @@ class TeacherStore:
         """Every key answered so far."""
         return {key for seg in self.segments() for key, _ in read_segment(seg)}
 
+    def answered(self, keys: Sequence[str]) -> set[str]:
+        """Those of `keys` the store answers (read into one `Answers` table, not a set of every
+        stored key)."""
+        keys = list(keys)
+        return {k for k, a in zip(keys, Answers(self.segments()).get_many(keys)) if a is not None}
+
     def index(self) -> "Index":
         return Index(self.folder)
 

@@ -288,3 +288,14 @@ def test_counting_answers_reads_footers_only_and_names_a_segment_that_cannot_be_
     Path(paths[7]).write_bytes(b"PAR1 cut short")
     with pytest.raises(store.StoreError, match=Path(paths[7]).name):
         store.answer_count(paths)
+
+
+def test_a_store_says_which_of_the_keys_asked_it_answers(tmp_path):
+    import hashlib
+
+    s = store.TeacherStore.open(str(tmp_path), "ef" * 32)
+    keys = [hashlib.sha256(bytes([i])).hexdigest() for i in range(6)]
+    s.write(keys[:2], [[0.0, -1.0]] * 2, [3, 3])
+    s.write(keys[2:3] + ["audit"], [[-1.0]] * 2, [3, 3], store.WriteUsage("run1", rows=2))
+    assert s.answered(keys + ["audit", "other"]) == set(keys[:3]) | {"audit"}
+    assert s.answered([]) == set() and store.TeacherStore("x").answered(keys) == set()
