@@ -59,6 +59,7 @@ KEYS_SCHEMA = pa.schema([("key", pa.string())])  # a version's teacher_keys.parq
 KEYS_FILE = "teacher_keys.parquet"
 SCHEMA = pa.schema([("key", pa.string()), ("answer", pa.list_(pa.float64())),
                     ("prompt_tokens", pa.int32()), ("created_at", pa.float64())])
+ANSWER_COLUMNS = pa.schema([SCHEMA.field("key"), SCHEMA.field("answer")])  # what lookups read
 USAGE_META = b"potstill.usage"  # a segment's `WriteUsage`, as JSON, in its Parquet metadata
 
 
@@ -273,13 +274,20 @@ def _open(path: str):
 
 
 def read_answers(path: str) -> pa.Table:
-    """The (key, answer) columns of one segment; one that cannot be read is a StoreError naming
-    it (never taken as unanswered: the rerun would pay for its answers again)."""
+    """The (key, answer) columns of one segment, as `ANSWER_COLUMNS`; one that cannot be read,
+    or whose columns are not those, is a StoreError naming it (never taken as unanswered: the
+    rerun would pay for its answers again)."""
     try:  # one thread: the segments are small, and read several at a time (`Answers`)
         with _open(path) as fh:
-            return pq.ParquetFile(fh).read(columns=["key", "answer"], use_threads=False)
+            table = pq.ParquetFile(fh).read(columns=["key", "answer"], use_threads=False)
     except (OSError, pa.ArrowException) as err:
         raise _unreadable(path, err) from None
+    try:
+        return table if table.schema.equals(ANSWER_COLUMNS) else table.cast(ANSWER_COLUMNS)
+    except pa.ArrowException as err:
+        raise StoreError(f"the teacher store segment {path} holds {table.schema.types} where a "
+                         f"segment holds {ANSWER_COLUMNS.types} ({err}): it is not this store's; "
+                         "move it out of the store folder") from None
 
 
 def read_segment(path: str) -> Iterator[tuple[str, list[float]]]:

@@ -299,3 +299,21 @@ def test_a_store_says_which_of_the_keys_asked_it_answers(tmp_path):
     s.write(keys[2:3] + ["audit"], [[-1.0]] * 2, [3, 3], store.WriteUsage("run1", rows=2))
     assert s.answered(keys + ["audit", "other"]) == set(keys[:3]) | {"audit"}
     assert s.answered([]) == set() and store.TeacherStore("x").answered(keys) == set()
+
+
+def test_a_segment_with_other_column_types_is_read_as_the_stores_or_named(tmp_path):
+    """Lookups read (key, answer) as the store's types: float32 answers (or another writer's
+    list type) come back as float64; columns that cannot be are a StoreError naming the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(store.model_dir(str(tmp_path), "cd" * 32))
+    folder.mkdir(parents=True)
+    key = "b" * 64
+    pq.write_table(pa.table({"key": [key], "answer": pa.array([[0.5, -1.0]], pa.large_list(pa.float32()))}),
+                   folder / "other-writer.parquet")
+    store.write_segment(str(folder), ["c" * 64], [[0.0]], [1])
+    assert store.Answers(store.segments(str(folder))).get_many([key, "c" * 64]) == [[0.5, -1.0], [0.0]]
+    pq.write_table(pa.table({"key": ["d" * 64], "answer": ["not numbers"]}), folder / "foreign.parquet")
+    with pytest.raises(store.StoreError, match="foreign.parquet holds .*string.* not this store's"):
+        store.Answers(store.segments(str(folder)))
