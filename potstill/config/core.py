@@ -247,7 +247,8 @@ class Teacher(_Strict):
                              "0.5 s) before it is split in halves down to the row that fails")
     store_lookup_answers: int = Field(
         4_000_000, ge=0, description="a teacher store of at most this many answers is held in memory "
-        "by each worker process (~190 MB a million answers) and looked up; a larger one is joined "
+        "by each worker process (~190 MB a million answers of 4 candidates, 8 MB more a million "
+        "per further candidate) and looked up; a larger one is joined "
         "with the rows by key (a shuffle of every row). Either way the same data; 0: always join")
     prompt_style: Literal["labels", "letters"] = "labels"
     verbalizers: dict[str, list[str]] | None = Field(
