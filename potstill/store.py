@@ -25,9 +25,10 @@ shared SQLite or DuckDB file on a network or object filesystem is neither safe n
 A segment is written under a temporary name and renamed (an atomic PUT on object stores), never
 modified afterwards: the store is append-only, a crash loses at most the batch in flight, and
 readers never see half a segment. The graph looks a store of up to a few million answers up
-from memory (`Answers`: ~190 bytes an answer, once per worker process) and joins a larger one to
-the rows by `key` (a CoGroupByKey), so no worker needs more than that in memory. Duplicate keys (two workers
-answering the same request in a race) are harmless: the answers are the same request's.
+from memory (`Answers`: ~190 bytes an answer, once per worker process) and joins a larger one
+to the rows by `key` (a CoGroupByKey), so no worker needs more than that in memory. Duplicate
+keys (two workers answering the same request in a race) are harmless: the answers are the same
+request's.
 """
 from __future__ import annotations
 

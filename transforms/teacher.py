@@ -5,13 +5,12 @@
         unanswered -> canonical batches -> RunInference(TeacherModelHandler) -> new segments
     -> label sums, option masks, calibration, contract statistics (`Scores`)
 
-With a store of at most `teacher.store_lookup_answers` answers (a first run's, or a rerun's of a
-million rows: the default is 4,000,000),
-each worker process holds the answers in memory (`store.Answers`, ~190 bytes an answer) and
-records are grouped for their batches before they are encoded (`EncodeGroups`): the graph's only
-shuffle after deduplication holds packed records without their requests. A larger store is
-joined with every row's request by key (CoGroupByKey), then the unanswered rows are grouped.
-Both cut the same batches.
+With a store of at most `teacher.store_lookup_answers` answers (default 4,000,000: a first run's,
+or a rerun's of a million rows), each worker process holds the answers in memory
+(`store.Answers`, ~190 bytes an answer) and records are grouped for their batches before they
+are encoded (`EncodeGroups`): the graph's only shuffle after deduplication holds packed records
+without their requests. A larger store is joined with every row's request by key
+(CoGroupByKey), then the unanswered rows are grouped. Both cut the same batches.
 
 Canonical batches make scores batch-invariant across runs: the rows still to answer are grouped
 by (shared prompt part, hash(id) mod P) and each group, sorted by (length, tokens, id), is cut
@@ -352,10 +351,10 @@ class ScoreWithTeacher(beam.PTransform):
 
     def expand(self, records):
         setup = self.handler.setup
-        answers = store.answer_count(self.segments, self.lookup_answers)
-        if answers <= self.lookup_answers:
+        held = store.answer_count(self.segments, self.lookup_answers)
+        if held <= self.lookup_answers:
             log.info("teacher store: its %d answers are looked up in memory "
-                     "(at most teacher.store_lookup_answers: %d)", answers, self.lookup_answers)
+                     "(at most teacher.store_lookup_answers: %d)", held, self.lookup_answers)
             # A store this small is looked up from memory (a first run's holds the audit's
             # answers only): records are grouped for their batches first and encoded after
             # (EncodeGroups), so no shuffle holds a request, and none joins them with the store.

@@ -409,7 +409,8 @@ def test_rows_grouped_before_or_after_encoding_make_the_same_batches_and_data(tm
         with caplog.at_level(logging.INFO, logger="potstill.transforms.teacher"):
             version = run(load_config(write_config(tmp_path / folder, tiny_lm, rows=90, teacher={
                 "model": tiny_lm, "batch_size": 4, "threads": 1, "store_lookup_answers": lookup_answers})))
-        assert ("joined with the rows by key" if lookup_answers == 0 else "looked up in memory") in caplog.text
+        said = "joined with the rows by key" if lookup_answers == 0 else "looked up in memory"
+        assert said in caplog.text
         batches = {frozenset(pq.read_table(s)["key"].to_pylist())
                    for s in store.segments(str(tmp_path / folder / "out" / store.STORE_DIR))}
         return version, batches
