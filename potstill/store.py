@@ -214,12 +214,20 @@ def answer_count(paths: Sequence[str], more_than: int | None = None) -> int:
             raise _unreadable(path, err) from None
 
     total = 0
-    with ThreadPoolExecutor(max_workers=8) as pool:  # object stores: one request per footer
-        for at in range(0, len(paths), 512):
-            total += sum(pool.map(rows, paths[at:at + 512]))
-            if more_than is not None and total > more_than:
-                break
+    for counts in _read_many(rows, paths):
+        total += sum(counts)
+        if more_than is not None and total > more_than:
+            break
     return total
+
+
+def _read_many(read, paths: Sequence[str], threads: int = 8, chunk: int = 512):
+    """`read` of each of `paths`, `threads` at a time (object stores: one request a segment),
+    yielded as a list per `chunk` paths, in order: a caller may stop between chunks, and holds
+    at most a chunk's results at once."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for at in range(0, len(paths), chunk):
+            yield list(pool.map(read, paths[at:at + chunk]))
 
 
 def write_segment(folder: str, keys: Sequence[str], answers: Sequence[Sequence[float]],
@@ -325,13 +333,12 @@ class Answers:
     request keys (`digests`) as 32-byte digests in one sorted array, the answers as one flat
     float64 array with starts and lengths: about 190 bytes of RSS an answer, against ~0.5 KB as
     Python (key, list) pairs. Any other key (none a request makes) is kept in a dict. Segments
-    are read `threads` at a time (object stores: one request each), a few hundred at once."""
+    are read `threads` at a time, a few hundred at once (`_read_many`)."""
 
     def __init__(self, paths: Sequence[str], threads: int = 8):
         self.other: dict[str, list[float]] = {}
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            parts = [self._part(pa.concat_tables(pool.map(read_answers, paths[at:at + 512])))
-                     for at in range(0, len(paths), 512)]
+        parts = [self._part(pa.concat_tables(tables))
+                 for tables in _read_many(read_answers, paths, threads)]
         keys = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, dtype="S32")
         lengths = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, dtype=np.int32)
         self.values = np.concatenate([p[2] for p in parts]) if parts else np.empty(0)
@@ -371,13 +378,12 @@ def run_usage(folder: str, run: str) -> tuple[list[WriteUsage], pa.Array]:
     """The `WriteUsage` records of the segments written for `run`, and every key they hold
     (duplicates kept). Only those segments are opened (their names start with the run id)."""
     def read(path: str):
-        with fsspec.open(path, "rb") as fh:
+        with _open(path) as fh:
             table = pq.read_table(fh, columns=["key"])
         return WriteUsage.from_metadata(table.schema.metadata), table["key"]
 
     mine = [p for p in segments(folder) if p.rsplit("/", 1)[-1].startswith(f"{run}-")]
-    with ThreadPoolExecutor(max_workers=8) as pool:  # object stores: one request per segment
-        found = list(pool.map(read, mine))
+    found = [one for chunk in _read_many(read, mine) for one in chunk]
     records = [u for u, _ in found if u is not None and u.run == run]
     keys = [chunk for _, k in found for chunk in k.chunks]
     return records, (pa.concat_arrays(keys) if keys else pa.array([], pa.string()))
