@@ -13,7 +13,8 @@ A job's heap holds millions (the models' libraries, the runner's buffers), and i
 allocate fast, so those full scans cost ~5 s of a 100,000-row job's ~80 on one core (measured
 in docs/measurements/graph-overhead.md). The job's own garbage is freed by reference counts;
 cycles are still found, young ones at the first and second collections, the rest where the job
-calls `release()` between its stages.
+calls `release()` between its stages. `frozen_heap()` makes those calls cheap where a stage
+makes them often (the gate, once per chunk): only what the stage allocated is scanned.
 """
 from __future__ import annotations
 
@@ -62,3 +63,19 @@ def fewer_collections(thresholds: tuple[int, int, int] = JOB_THRESHOLDS) -> Iter
         yield
     finally:
         gc.set_threshold(*before)
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Collect garbage once, then leave every object alive now out of the collector's scans
+    while the block runs (`gc.freeze`): a full collection inside it, `release()`'s included,
+    scans only what the block allocated (the gate's 21 calls at a million rows: 0.07 s against
+    4.9). Objects frozen before the block stay frozen after it."""
+    outer = gc.get_freeze_count()
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if not outer:
+            gc.unfreeze()

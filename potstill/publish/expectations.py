@@ -302,21 +302,22 @@ def validate_chunks(chunks: Iterable[pa.Table], labels: Sequence[str], min_rows:
                  .add_dataframe_asset("published")
                  .add_batch_definition_whole_dataframe("all"))
     suite, parts, boundary_dups, last_id, total = None, [], 0, None, 0
-    for table in chunks:
-        if suite is None:
-            suite = context.suites.add(gx.ExpectationSuite(
-                name="potstill_published", expectations=build_suite(
-                    labels, min_rows, contract.optional_present(table), max_label_share)))
-        if table.num_rows and "id" in table.column_names:
-            boundary_dups += last_id is not None and table["id"][0].as_py() == last_id
-            last_id = table["id"][-1].as_py()
-        total += table.num_rows
-        frame = validation_frame(table, shares=shares)
-        outcome = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
-            suite, result_format="SUMMARY")
-        parts.append([_summarise(r, frame) for r in outcome.results])
-        del table, frame, outcome
-        memory.release()  # GE's objects hold the frame in cycles: free each chunk before the next
+    with memory.frozen_heap():  # each chunk's release() scans only what that chunk allocated
+        for table in chunks:
+            if suite is None:
+                suite = context.suites.add(gx.ExpectationSuite(
+                    name="potstill_published", expectations=build_suite(
+                        labels, min_rows, contract.optional_present(table), max_label_share)))
+            if table.num_rows and "id" in table.column_names:
+                boundary_dups += last_id is not None and table["id"][0].as_py() == last_id
+                last_id = table["id"][-1].as_py()
+            total += table.num_rows
+            frame = validation_frame(table, shares=shares)
+            outcome = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
+                suite, result_format="SUMMARY")
+            parts.append([_summarise(r, frame) for r in outcome.results])
+            del table, frame, outcome
+            memory.release()  # GE's objects hold the frame in cycles: free each chunk before the next
 
     results, failures = [], []
     for per_chunk in zip(*parts):

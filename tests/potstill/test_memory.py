@@ -51,3 +51,39 @@ def test_a_job_runs_with_them_and_restores_them(thresholds, monkeypatch):
         pipeline.run(object())
     assert seen == [memory.JOB_THRESHOLDS]
     assert gc.get_threshold() == (700, 10, 10)
+
+
+class _Node:
+    def __init__(self):
+        self.me = self  # a cycle: only the collector frees it
+
+
+def test_frozen_heap_still_frees_what_the_block_allocated():
+    import weakref
+
+    assert gc.get_freeze_count() == 0
+    with memory.frozen_heap():
+        assert gc.get_freeze_count() > 0
+        ref = weakref.ref(_Node())
+        assert ref() is not None
+        memory.release()
+        assert ref() is None
+    assert gc.get_freeze_count() == 0
+
+
+def test_frozen_heap_leaves_an_outer_freeze_in_place():
+    gc.freeze()
+    try:
+        outer = gc.get_freeze_count()
+        with memory.frozen_heap():
+            pass
+        assert gc.get_freeze_count() >= outer
+    finally:
+        gc.unfreeze()
+
+
+def test_frozen_heap_unfreezes_when_the_block_fails():
+    with pytest.raises(ValueError):
+        with memory.frozen_heap():
+            raise ValueError("x")
+    assert gc.get_freeze_count() == 0
