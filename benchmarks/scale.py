@@ -15,7 +15,8 @@ Beam graph alone. Model seconds are the teacher's own timed inference, summed ov
 (what its store segments record: the manifest's `throughput`), plus the demonstration
 selector's embedder (the teacher stage's `demo_selection_micros` Beam
 counter; for code without it, its calls timed in the driver process). Cores: 1 in process,
-else `--direct_num_workers` (at most the machine's). `--code A B`: each size runs with each
+else `--direct_num_workers` (at most the machine's). `gc`: the child's garbage collections per
+generation (0 young .. 2 full) and their seconds (`gc.callbacks`; worker processes not included). `--code A B`: each size runs with each
 place's potstill in turn, `--repeats` times; the table gives the median run of each.
 
 --after-graph measures everything after the Beam graph alone (`potstill.job.finish`: curation,
@@ -130,6 +131,7 @@ def child(rows: int, work: Path, threads: int, runner_args: list[str],
         "teacher": {"model": str(model), "batch_size": 64, "threads": threads}}, settings))
     embed = _time_embedder()  # after the stages' wrappers: it tells the graph's calls apart
     counters = _teacher_counters()
+    collections = _time_collections()
     start, cpu = time.perf_counter(), _cpu_seconds()
     version = run(cfg, runner_args)
     wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
@@ -149,7 +151,25 @@ def child(rows: int, work: Path, threads: int, runner_args: list[str],
             "cores": cores,
             "overhead_ms_per_row_core": round((wall * cores - teacher_s - demos_s) / rows * 1e3, 3),
             "graph_overhead_ms_per_row_core": round((graph * cores - teacher_s - demos_s) / rows * 1e3, 3),
-            "stages": stages}
+            "stages": stages, "gc": collections}
+
+
+def _time_collections() -> dict:
+    """The garbage collector's collections and their seconds, per generation (0 young, 2 full),
+    from now on in this process (`gc.callbacks`)."""
+    import gc
+
+    spent = {"collections": [0, 0, 0], "seconds": [0.0, 0.0, 0.0]}
+    started = [0.0]
+
+    def callback(phase, info):
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        spent["collections"][info["generation"]] += 1
+        spent["seconds"][info["generation"]] += time.perf_counter() - started[0]
+    gc.callbacks.append(callback)
+    return spent
 
 
 def _cores(runner_args: list[str]) -> int:
@@ -376,7 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     overhead = {} if args.after_graph else {
         "teacher model s": "teacher_model_seconds", "demo embedder s": "demo_embed_seconds",
         "cores": "cores", "overhead ms/row/core": "overhead_ms_per_row_core",
-        "graph overhead ms/row/core": "graph_overhead_ms_per_row_core"}
+        "graph overhead ms/row/core": "graph_overhead_ms_per_row_core",
+        "gc collections 0/1/2 (s)": lambda r: " / ".join(
+            f"{n} ({t:.2f})" for n, t in zip(r["gc"]["collections"], r["gc"]["seconds"]))
+        if "gc" in r else "-"}
     where = {"code": lambda r: Path(r["code"]).name, "walls (s)": "walls"} \
         if len(args.code) > 1 or args.rerun else {}
     return bench.report(results, {**where, "rows": "rows:,", "peak RSS (MB)": "peak_rss_mb:,", "wall (s)": "wall_seconds",

@@ -80,6 +80,8 @@ def check_scale(result):
     assert row["rows"] == 40 and row["wall_seconds"] > 0 and row["peak_rss_mb"] > 0
     assert 0 < row["published"] <= 40 + 20  # pool rows and the 20 gold seed rows
     assert {"plan", "audit", "beam_graph", "curate_and_write", "validate", "publish_and_report"} <= set(row["stages"])
+    # the job's own full collections (memory.release between its stages) are counted and timed
+    assert row["gc"]["collections"][2] >= 2 and row["gc"]["seconds"][2] > 0
 
 
 def check_scale_rerun(result):
