@@ -16,8 +16,9 @@ Beam graph alone. Model seconds are the teacher's own timed inference, summed ov
 selector's embedder (the teacher stage's `demo_selection_micros` Beam
 counter; for code without it, its calls timed in the driver process). Cores: 1 in process,
 else `--direct_num_workers` (at most the machine's). `gc`: the child's garbage collections per
-generation (0 young .. 2 full) and their seconds (`gc.callbacks`; worker processes not included). `--code A B`: each size runs with each
-place's potstill in turn, `--repeats` times; the table gives the median run of each.
+generation (0 young .. 2 full) and their seconds (`gc.callbacks`; worker processes not
+included). `--code A B`: each size runs with each place's potstill in turn, `--repeats` times;
+the table gives the median run of each.
 
 --after-graph measures everything after the Beam graph alone (`potstill.job.finish`: curation,
 files, gate, counts, publish, report) on N synthetic staged rows written as the graph writes
